@@ -1,0 +1,45 @@
+"""Weight initialisation schemes, by the name a search space uses.
+
+    INITS["he"](model)   # re-initialises every Linear/Conv weight in place, biases to zero
+
+fan_in is what torch.nn.init computes: in_features for Linear, C_in * k (1-D) or C_in * k * k (2-D) for
+convolutions. The lecture notes write He as randn / sqrt(2 / fan_in); the correct std is sqrt(2 / fan_in).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _per_layer(init_weight: Callable[[nn.Parameter], object]) -> Callable[[nn.Module], None]:
+    def init(model: nn.Module) -> None:
+        for layer in model.modules():
+            if isinstance(layer, _LAYERS):
+                init_weight(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    return init
+
+
+def _pytorch_default(model: nn.Module) -> None:
+    """Leave the layers' own reset_parameters() result in place."""
+
+
+INITS: dict[str, Callable[[nn.Module], None]] = {
+    # 0.01 * N(0, 1): fine for shallow nets, activations shrink towards 0 layer by layer in deep ones.
+    "small_random": _per_layer(lambda w: nn.init.normal_(w, 0.0, 0.01)),
+    # std = 1 / sqrt(fan_in) (the lecture's Xavier): gain 1 with fan_in mode.
+    "xavier": _per_layer(lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="linear")),
+    # Glorot's forms, std = sqrt(2 / (fan_in + fan_out)).
+    "xavier_normal": _per_layer(nn.init.xavier_normal_),
+    "xavier_uniform": _per_layer(nn.init.xavier_uniform_),
+    # std = sqrt(2 / fan_in): keeps ReLU activations' variance constant with depth.
+    "he": _per_layer(lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")),
+    "he_uniform": _per_layer(lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")),
+    "orthogonal": _per_layer(nn.init.orthogonal_),
+    "pytorch_default": _pytorch_default,
+}

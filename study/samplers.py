@@ -1,0 +1,24 @@
+"""Optuna samplers, by the name a search space uses.
+
+    sampler = make_sampler("tpe", seed=0, options={"n_startup_trials": 5}, grid={})
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import optuna
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+
+
+def make_sampler(name: str, seed: int | None, options: dict[str, Any], grid: dict[str, list | None]
+                 ) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid, seed=seed, **options)
+    return SAMPLERS[name](seed=seed, **options)

@@ -1,0 +1,62 @@
+"""Opening an Optuna storage from the strings optuna-dashboard also accepts.
+
+    storage = open_storage("sqlite:///study.db")     # the embedded default
+    storage = open_storage("postgresql://postgres@127.0.0.1/test")
+    storage = open_storage("runs/journal.log")        # Optuna's journal file
+
+RDB storages (SQLite, PostgreSQL, ...) get a heartbeat, so a worker killed mid-trial has its trial
+marked failed and retried by the next worker. SQLite is put in WAL mode with a long busy timeout so
+that several worker processes and a live optuna-dashboard can share one file.
+"""
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+
+import optuna
+
+DEFAULT_STORAGE = "sqlite:///study.db"
+HEARTBEAT_S = 10  # how often a running trial says it is alive
+GRACE_S = 30  # silence after which it is taken for dead
+MAX_RETRY = 2  # a trial whose worker died is retried this often
+
+
+def default_storage() -> str:
+    """The default embedded file, as an absolute URL so that the dashboard command works anywhere."""
+    return f"sqlite:///{Path('study.db').resolve()}"
+
+
+def is_rdb(url: str) -> bool:
+    return "://" in url and not url.startswith("redis://")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith("redis://"):
+        from optuna.storages.journal import JournalRedisBackend
+
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
+    if not is_rdb(url):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite:///"):
+        _prepare_sqlite(url.removeprefix("sqlite:///"))
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+
+
+def _prepare_sqlite(path: str) -> None:
+    # WAL lets readers (the dashboard) and one writer work at once; the mode is stored in the file.
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path, timeout=120) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+
+
+def dashboard_command(url: str) -> str:
+    return f"optuna-dashboard {url}"

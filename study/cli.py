@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130
     print(summary.text())
-    return 0
+    return 1 if summary.stopped else 0
 
 
 def _yaml_str(text: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -247,13 +246,9 @@ class StudyConfig:
 
 def spaces_dir() -> Path:
     """The shipped search spaces: package data when installed, ../search_spaces in a checkout."""
-    try:
-        packaged = Path(str(importlib.resources.files("study.search_spaces")))
-        if packaged.is_dir() and any(packaged.glob("*.yaml")):
-            return packaged
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "search_spaces"
+    here = Path(__file__).resolve().parent
+    packaged = here / "search_spaces"
+    return packaged if packaged.is_dir() else here.parent / "search_spaces"
 
 
 def shipped_spaces() -> dict[str, Path]:

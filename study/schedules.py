@@ -38,10 +38,13 @@ def _cosine(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: flo
     return S.CosineAnnealingLR(opt, T_max=max(1, n))
 
 
-def _onecycle(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float) -> S.LRScheduler:
+def _onecycle(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float,
+              warmup_iters: int = 0) -> S.LRScheduler:
     max_lr = [group["lr"] for group in opt.param_groups]
+    # One-cycle has a warmup phase of its own (30% of the run by default); a requested warmup sets it.
+    pct_start = min(0.99, warmup_iters / max(2, n)) if warmup_iters > 0 else 0.3
     # cycle_momentum would overwrite the momentum a trial searched for.
-    return S.OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, n), cycle_momentum=False)
+    return S.OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, n), pct_start=pct_start, cycle_momentum=False)
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -62,7 +65,10 @@ def make_schedule(
     gamma: float = 0.1,
     step_fraction: float = 0.3,
 ) -> S.LRScheduler:
-    """The schedule `name`, with a linear warmup from lr/100 over `warmup_iters` in front when > 0."""
+    """The schedule `name`, with a linear warmup from lr/100 over `warmup_iters` in front when > 0
+    (one-cycle instead ramps up over its first `warmup_iters`)."""
+    if name == "onecycle":
+        return _onecycle(opt, total_iters, gamma, step_fraction, warmup_iters)
     if warmup_iters <= 0:
         return SCHEDULES[name](opt, total_iters, gamma, step_fraction)
     warmup_iters = min(warmup_iters, max(1, total_iters - 1))

@@ -1,0 +1,191 @@
+"""The command line as a user meets it: real processes, a real SQLite storage, tiny synthetic data."""
+import sqlite3
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import ROOT, SYNTH_SPACE, run_cli
+from study.cli import main
+
+
+def load(db: Path, name: str = "synth") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def test_run_end_to_end_then_resume(tmp_path, synth_space):
+    db = tmp_path / "s.db"
+    first = run_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--device", "cpu", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "study 'synth': 3 complete, 0 pruned, 0 diverged, 0 failed" in first.stdout
+    assert f"dashboard: optuna-dashboard sqlite:///{db}" in first.stdout
+    assert "best trial" in first.stdout and "val_f1=" in first.stdout
+    lines = [line for line in first.stdout.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 3 and all(" complete " in line for line in lines)  # one line per finished trial
+    assert "3/3" in first.stderr  # the progress bar
+    study = load(db)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == [0, 1, 2]
+    for t in trials:
+        assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
+        assert t.user_attrs["provenance"]["torch"] and sorted(t.intermediate_values) == [0, 1, 2]
+    assert (tmp_path / "checkpoints" / "synth" / "best.pt").is_file()
+
+    # The same command with a larger target adds only what is missing.
+    again = run_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "5", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [t.number for t in load(db).get_trials()] == [0, 1, 2, 3, 4]
+    assert again.stderr == "" and not again.stdout.startswith("trial ")  # -q silences bar and trial lines
+    same = run_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "5", "-q", cwd=tmp_path)
+    assert same.returncode == 0 and len(load(db).get_trials()) == 5
+
+
+def test_default_storage_is_an_embedded_file_in_the_current_directory(tmp_path, synth_space):
+    result = run_cli("run", str(synth_space), "--trials", "1", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "study.db").is_file()
+    assert len(load(tmp_path / "study.db").get_trials()) == 1
+
+
+def test_seed_makes_runs_reproducible(tmp_path, synth_space):
+    values = []
+    for i in range(2):
+        db = tmp_path / f"{i}.db"
+        assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--seed", "7", "-q",
+                     "--checkpoint-dir", str(tmp_path / f"ck{i}")]) == 0
+        values.append([(t.params, t.value) for t in load(db).get_trials()])
+    assert values[0] == values[1]
+
+
+def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(tmp_path, write_space):
+    path = write_space(SYNTH_SPACE.replace("low: 1.0e-3, high: 1.0e-1", "low: 1.0e+4, high: 1.0e+5")
+                       .replace("choices: [sgd_momentum, adam]", "choices: [sgd_momentum]"))
+    db = tmp_path / "d.db"
+    assert main(["run", str(path), "--storage", f"sqlite:///{db}", "-q", "--checkpoint-dir", str(tmp_path)]) == 0
+    trials = load(db).get_trials()
+    assert len(trials) == 3
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.PRUNED
+        assert t.user_attrs["diverged"]["step"] > 0 and t.user_attrs["diverged"]["reason"]
+
+
+def test_user_dataset_and_model_callables(tmp_path, write_space):
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "code.py").write_text(
+        "import numpy as np, torch\n"
+        "def blobs(n=90):\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    y = np.arange(n) % 3\n"
+        "    return rng.normal(size=(n, 5)) + 3 * np.eye(3, 5)[y], y\n"
+        "def net(input_shape, n_classes, width):\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(input_shape[0], width), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(width, n_classes))\n")
+    path = write_space(SYNTH_SPACE.replace("name: synthetic", "name: userpkg.code:blobs")
+                       .replace("options: {n_samples: 160, n_features: 8, n_classes: 3}", "options: {n: 120}")
+                       .replace("name: mlp", "name: userpkg.code:net"))
+    db = tmp_path / "u.db"
+    result = run_cli("run", str(path), "--storage", f"sqlite:///{db}", "-q", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    trials = load(db).get_trials()
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].user_attrs["config"]["model"] == "userpkg.code:net"
+
+
+def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
+    (tmp_path / "broken.py").write_text(
+        "def net(input_shape, n_classes):\n    raise RuntimeError('CUDA out of memory (simulated)')\n")
+    path = write_space(SYNTH_SPACE.replace("name: mlp", "name: broken:net")
+                       .replace("pruner: {name: none}", "pruner: {name: none}\n  max_initial_failures: 2"))
+    db = tmp_path / "f.db"
+    result = run_cli("run", str(path), "--storage", f"sqlite:///{db}", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert result.returncode == 1
+    assert "stopped: 2 trials in a row failed; last error: RuntimeError: CUDA out of memory (simulated)" in result.stdout
+    assert "Traceback" not in result.stderr
+    trials = load(db).get_trials()
+    assert len(trials) == 2
+    assert trials[0].user_attrs["error"] == "RuntimeError: CUDA out of memory (simulated)"
+
+
+def test_spaces_lists_every_shipped_space_with_its_question(tmp_path):
+    result = run_cli("spaces", cwd=tmp_path)
+    assert result.returncode == 0
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == sorted(p.stem for p in (ROOT / "search_spaces").glob("*.yaml"))
+    assert all(len(line.split()) > 3 for line in result.stdout.splitlines())
+
+
+# (argv after `run`, a fragment of the one-line message)
+BAD_ARGS = [
+    (["no-such-space"], "no shipped space or YAML file of that name"),
+    (["{space}", "--set", "training.lr"], "expected dotted.key=value"),
+    (["{space}", "--set", "training.batch_size=0"], "training.batch_size: must be an integer >= 1"),
+    (["{space}", "--set", "model.init=zeros"], "model.init: must be one of"),
+    (["{space}", "--device", "tpu"], "--device: device: unknown device"),
+    (["{space}", "--device", "cuda:7"], "--device: device:"),
+    (["{space}", "--set", "data.name=nosuchpkg.mod:load"], "cannot import module 'nosuchpkg.mod'"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", BAD_ARGS)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, synth_space, capsys, argv, fragment):
+    db = tmp_path / "never.db"
+    argv = [a.replace("{space}", str(synth_space)) for a in argv]
+    code = main(["run", *argv, "--storage", f"sqlite:///{db}", "--checkpoint-dir", str(tmp_path / "ck")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err
+    assert not db.exists() and not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--trials", "0"), ("--trials", "x"), ("--timeout", "-1"), ("--seed", "-2")])
+def test_bad_flag_values_are_refused_by_the_parser(capsys, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main(["run", flag, value])
+    assert info.value.code == 2 and repr(value) in capsys.readouterr().err
+
+
+def test_bad_input_as_a_real_process_has_no_traceback(tmp_path, write_space):
+    path = write_space(SYNTH_SPACE.replace("budget: 3", "budget: 0"))
+    result = run_cli("run", str(path), "--storage", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {path}: training.budget: must be an integer >= 1 (got 0)\n"
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_changed_space_does_not_silently_join_an_existing_study(tmp_path, synth_space, capsys):
+    db = tmp_path / "c.db"
+    assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "1", "-q",
+                 "--checkpoint-dir", str(tmp_path)]) == 0
+    code = main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--set", "training.budget=4", "-q",
+                 "--checkpoint-dir", str(tmp_path)])
+    assert code == 2 and "different search space" in capsys.readouterr().err
+    assert len(load(db).get_trials()) == 1
+
+
+def _installed_non_editable() -> bool:
+    try:
+        dist = metadata.distribution("study")
+    except metadata.PackageNotFoundError:
+        return False
+    direct = dist.read_text("direct_url.json") or ""
+    return '"editable": true' not in direct.replace(" ", "").replace('"editable":true', '"editable": true')
+
+
+@pytest.mark.skipif(not _installed_non_editable(), reason="needs `pip install .` (CI does it)")
+def test_installed_package_ships_its_spaces_and_runs_from_anywhere(tmp_path):
+    # No PYTHONPATH: the installed package, run from a folder that is not the checkout.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    spaces = subprocess.run([sys.executable, "-m", "study", "spaces"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert spaces.returncode == 0, spaces.stderr
+    assert "quick" in spaces.stdout and "lecture" in spaces.stdout
+    run = subprocess.run([sys.executable, "-m", "study", "run", "quick", "--trials", "1", "-q",
+                          "--set", "training.budget=1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "study.db").is_file()

@@ -1,0 +1,152 @@
+import pytest
+
+from study.config import KNOBS, ConfigError, Param, TrialConfig, load_config, shipped_spaces
+from conftest import SYNTH_SPACE
+
+
+def test_synthetic_space_parses(synth_space):
+    cfg = load_config(str(synth_space))
+    assert cfg.study.name == "synth" and cfg.study.n_trials == 3 and cfg.study.direction == "minimize"
+    assert cfg.defaults.dataset == "synthetic" and cfg.defaults.batch_size == 32
+    assert list(cfg.params) == ["optimizer", "lr", "momentum"]
+    assert cfg.params["momentum"].when == (("optimizer", ("sgd_momentum",)),)
+    assert cfg.scientific == ("optimizer",)
+
+
+def test_conditional_params_are_active_only_when_their_condition_holds(synth_space):
+    momentum = load_config(str(synth_space)).params["momentum"]
+    assert momentum.active({"optimizer": "sgd_momentum"})
+    assert not momentum.active({"optimizer": "adam"})
+
+
+@pytest.mark.parametrize("name", sorted(shipped_spaces()))
+def test_every_shipped_space_is_valid(name):
+    cfg = load_config(name, probe_data=False)
+    assert cfg.study.question, "each shipped space names the question it answers"
+    assert shipped_spaces()[name].read_text().startswith("# Question:")
+
+
+def test_overrides_are_applied_and_parsed_as_yaml(synth_space):
+    cfg = load_config(str(synth_space), ["training.lr=3e-4", "study.n_trials=7", "params.lr.high=0.5",
+                                         "data.shuffle=false"])
+    assert cfg.defaults.lr == 3e-4 and cfg.study.n_trials == 7 and cfg.params["lr"].high == 0.5
+    assert cfg.defaults.shuffle is False
+
+
+def test_resolve_applies_one_trials_values(synth_space):
+    cfg = load_config(str(synth_space))
+    t = cfg.resolve({"lr": 0.01, "optimizer": "adam"})
+    assert isinstance(t, TrialConfig) and t.lr == 0.01 and t.optimizer == "adam" and t.batch_size == 32
+
+
+def test_grid_space_lists_every_value(write_space):
+    path = write_space(_merge(SYNTH_SPACE, "study:\n  sampler: grid\nparams:\n  lr: {choices: [0.01, 0.1]}\n"
+                              "  momentum: {type: float, low: 0.5, high: 0.9, step: 0.2}\n"))
+    cfg = load_config(str(path))
+    assert cfg.grid_space() == {"optimizer": ["sgd_momentum", "adam"], "lr": [0.01, 0.1],
+                                "momentum": pytest.approx([0.5, 0.7, 0.9])}
+
+
+def test_every_knob_has_a_section_and_a_check():
+    for name, f in KNOBS.items():
+        assert f.metadata["section"] in ("data", "model", "training"), name
+        assert callable(f.metadata["check"]), name
+
+
+# (a change to the synthetic space, the key the message must name, a fragment of the problem)
+BAD = [
+    ("study:\n  nam: x\n", "study.nam", "unknown key (did you mean 'name'?)"),
+    ("bogus: 1\n", "bogus", "unknown key"),
+    ("training:\n  lr: fast\n", "training.lr", "must be a number"),
+    ("training:\n  batch_size: 0\n", "training.batch_size", "integer >= 1"),
+    ("training:\n  batch_size: 12.5\n", "training.batch_size", "integer >= 1"),
+    ("training:\n  budget: -3\n", "training.budget", "integer >= 1"),
+    ("training:\n  epoch_iters: -1\n", "training.epoch_iters", "integer >= 0"),
+    ("training:\n  optimizer: adamax\n", "training.optimizer", "must be one of sgd, sgd_momentum"),
+    ("model:\n  init: zeros\n", "model.init", "must be one of small_random"),
+    ("model:\n  name: transformer\n", "model.name", "package.module:callable"),
+    ("model:\n  name: nosuchpkg.models:net\n", "model.name", "cannot import module 'nosuchpkg.models'"),
+    ("data:\n  name: digits2\n", "data.name", "must be one of digits"),
+    ("data:\n  shuffle: maybe\n", "data.shuffle", "true or false"),
+    ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "data.val_fraction", "must be < 1"),
+    ("params:\n  lr: {type: float, low: 0.1, high: 0.01}\n", "params.lr.low", "low must be <= high"),
+    ("params:\n  lr: {type: float, low: 0, high: 0.01, log: true}\n", "params.lr.low", "must be a number > 0"),
+    ("params:\n  optimizer: {choices: []}\n", "params.optimizer.choices", "non-empty list"),
+    ("params:\n  optimizer: {choices: [sgd, lbfgs]}\n", "params.optimizer.choices[1]", "must be one of"),
+    ("params:\n  batch_size: {choices: [32, 0]}\n", "params.batch_size.choices[1]", "integer >= 1"),
+    ("params:\n  batch_size: {type: float, low: 1, high: 8}\n", "params.batch_size.type", "integer setting"),
+    ("params:\n  lr: {type: float, low: 0.1}\n", "params.lr.high", "needs low and high"),
+    ("params:\n  learning_rate: 0.1\n", "params.learning_rate", "unknown key"),
+    ("params:\n  momentum: {type: float, low: 0.1, high: 0.5, when: {opt: [sgd]}}\n", "params.momentum.when.opt",
+     "unknown key"),
+    ("study:\n  sampler: {name: bayes}\n", "study.sampler.name", "must be one of tpe, random, grid, cmaes, qmc"),
+    ("study:\n  pruner: {name: median, options: {patience: 3}}\n", "study.pruner.options", "patience"),
+    ("study:\n  n_trials: 0\n", "study.n_trials", "integer >= 1"),
+    ("study:\n  metric: val_auc\n", "study.metric", "must be one of val_loss"),
+    ("study:\n  scientific: [width]\n", "study.scientific[0]", "must be a searched param"),
+    ("study:\n  sampler: grid\n", "params.lr", "grid search needs"),
+]
+
+
+def _merge(base: str, change: str) -> str:
+    """Put `change`'s keys into the synthetic space (top-level sections replaced key by key)."""
+    import yaml
+
+    raw = yaml.safe_load(base)
+    for section, value in yaml.safe_load(change).items():
+        if isinstance(value, dict) and isinstance(raw.get(section), dict):
+            raw[section].update(value)
+        else:
+            raw[section] = value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@pytest.mark.parametrize("change,key,fragment", [pytest.param(*row, id=row[1]) for row in BAD])
+def test_bad_input_names_file_key_and_value(write_space, change, key, fragment):
+    path = write_space(_merge(SYNTH_SPACE, change))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert info.value.key == key, message
+    assert fragment in message
+    assert message.startswith(str(path))
+    assert "got" in message
+
+
+def test_yaml_syntax_error_names_the_line(write_space):
+    path = write_space("study:\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+.*YAML syntax error"):
+        load_config(str(path))
+
+
+def test_a_broken_user_dataset_is_an_input_error(write_space, tmp_path, monkeypatch):
+    (tmp_path / "mydata.py").write_text("def load(n):\n    raise RuntimeError('disk on fire')\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    path = write_space(_merge(SYNTH_SPACE, "data:\n  name: mydata:load\n  options: {n: 3}\n"))
+    with pytest.raises(ConfigError, match="disk on fire") as info:
+        load_config(str(path))
+    assert info.value.key == "data.options"
+
+
+@pytest.mark.parametrize("item,key", [("training.lr", "training.lr"), ("=3", "=3"), ("a..b=1", "a..b=1"),
+                                      ("study.name.x=1", "study.name")])
+def test_bad_set_is_refused(synth_space, item, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(synth_space), [item])
+    assert info.value.key == key
+
+
+def test_a_bad_set_value_is_blamed_on_the_flag(synth_space):
+    with pytest.raises(ConfigError, match=r"\(with --set\): training.lr: must be a number") as info:
+        load_config(str(synth_space), ["training.lr=fast"])
+    assert info.value.value == "fast"
+
+
+def test_unknown_space_suggests_a_shipped_one():
+    with pytest.raises(ConfigError, match="did you mean 'quick'"):
+        load_config("quik")
+
+
+def test_param_grid_for_float_needs_a_step():
+    assert Param("lr", "float", low=0.1, high=0.3).grid() is None
+    assert Param("lr", "float", low=0.1, high=0.3, step=0.1).grid() == pytest.approx([0.1, 0.2, 0.3])

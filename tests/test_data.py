@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+
+from study import data
+from study.data import DATASETS, ORDERS, PREPROCESSING, load_dataset, load_splits
+
+SPLIT = dict(val_fraction=0.2, test_fraction=0.2, split_seed=0)
+SMALL = {"digits": {}, "mnist1d": {"num_samples": 400}, "synthetic": {"n_samples": 120}}
+
+
+def test_every_dataset_has_a_small_case():
+    assert set(DATASETS) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in DATASETS])
+def test_datasets_follow_the_contract(name):
+    x, y = load_dataset(name, SMALL[name])
+    assert x.dtype == np.float32 and y.dtype == np.int64 and len(x) == len(y)
+    assert x.ndim in (2, 3, 4) and y.min() == 0
+
+
+def test_digits_are_8x8_images_and_mnist1d_signals():
+    assert load_dataset("digits", {})[0].shape[1:] == (1, 8, 8)
+    assert load_dataset("mnist1d", SMALL["mnist1d"])[0].shape[1:] == (1, 40)
+
+
+def test_mnist1d_is_cached_on_disk(tmp_path, monkeypatch):
+    import joblib
+
+    memory = joblib.Memory(tmp_path, verbose=0)
+    cached = memory.cache(data._make_mnist1d.func)
+    first = cached(300, 1)
+    assert cached.check_call_in_cache(300, 1)
+    assert np.array_equal(cached(300, 1)[0], first[0])
+
+
+def test_split_is_fixed_disjoint_and_stratified():
+    a = load_splits("synthetic", {"n_samples": 200}, preprocess="none", order="random", **SPLIT)
+    b = load_splits("synthetic", {"n_samples": 200}, preprocess="none", order="random", **SPLIT)
+    assert np.array_equal(a.x_val, b.x_val)
+    assert (len(a.y_train), len(a.y_val), len(a.y_test)) == (120, 40, 40)
+    rows = {tuple(r) for r in np.concatenate([a.x_train, a.x_val, a.x_test]).round(5)}
+    assert len(rows) == 200  # no sample in two splits
+    assert np.bincount(a.y_val).tolist() == [10, 10, 10, 10]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in PREPROCESSING])
+def test_preprocessing_uses_training_statistics_per_channel(name):
+    s = load_splits("digits", {}, preprocess=name, order="random", **SPLIT)
+    raw = load_splits("digits", {}, preprocess="none", order="random", **SPLIT)
+    train_mean = s.x_train.mean(axis=(0, 2, 3))
+    if name == "none":
+        assert np.array_equal(s.x_train, raw.x_train)
+    else:
+        assert np.allclose(train_mean, 0, atol=1e-4)
+        # Validation is shifted by the *training* mean, so its own mean is not exactly zero.
+        shift = raw.x_train.mean(axis=(0, 2, 3), keepdims=True)
+        assert np.allclose(s.x_val * (raw.x_train.std() if name == "standardize" else 1),
+                           raw.x_val - shift, atol=1e-3)
+    if name == "standardize":
+        assert np.allclose(s.x_train.std(axis=(0, 2, 3)), 1, atol=1e-4)
+
+
+def test_vectors_are_standardised_per_feature():
+    s = load_splits("synthetic", {"n_samples": 200}, preprocess="standardize", order="random", **SPLIT)
+    assert np.allclose(s.x_train.mean(axis=0), 0, atol=1e-5)
+    assert np.allclose(s.x_train.std(axis=0), 1, atol=1e-4)
+
+
+def test_class_sorted_order_sorts_the_training_split_only():
+    s = load_splits("synthetic", {"n_samples": 200}, preprocess="none", order="class_sorted", **SPLIT)
+    assert np.all(np.diff(s.y_train) >= 0)
+    assert not np.all(np.diff(s.y_val) >= 0)
+    assert set(ORDERS) == {"random", "class_sorted"}
+
+
+def test_user_dataset_that_breaks_the_contract_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "baddata.py").write_text("def load():\n    return [[1.0, 2.0]], [0, 1]\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(ValueError, match="must return"):
+        load_dataset("baddata:load", {})

@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from study.inits import INITS
+
+FAN_IN, FAN_OUT = 400, 400
+CONV_FAN_IN = 16 * 3 * 3  # C_in * k * k
+
+# name -> expected weight std for a layer with the given fan_in and fan_out
+EXPECTED_STD = {
+    "small_random": lambda fi, fo: 0.01,
+    "xavier": lambda fi, fo: 1 / math.sqrt(fi),
+    "xavier_normal": lambda fi, fo: math.sqrt(2 / (fi + fo)),
+    "xavier_uniform": lambda fi, fo: math.sqrt(2 / (fi + fo)),
+    "he": lambda fi, fo: math.sqrt(2 / fi),  # multiply by 2, not divide
+    "he_uniform": lambda fi, fo: math.sqrt(2 / fi),
+    "orthogonal": lambda fi, fo: 1 / math.sqrt(max(fi, fo)),
+}
+
+
+def test_every_init_has_an_expectation():
+    assert set(INITS) == set(EXPECTED_STD) | {"pytorch_default"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in EXPECTED_STD])
+def test_linear_weight_std(name):
+    torch.manual_seed(0)
+    layer = nn.Linear(FAN_IN, FAN_OUT)
+    INITS[name](layer)
+    assert layer.weight.std().item() == pytest.approx(EXPECTED_STD[name](FAN_IN, FAN_OUT), rel=0.03)
+    assert torch.all(layer.bias == 0)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in ("small_random", "xavier", "he")])
+def test_conv_fan_in_is_k_k_cin(name):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 256, kernel_size=3)
+    INITS[name](conv)
+    assert conv.weight.std().item() == pytest.approx(EXPECTED_STD[name](CONV_FAN_IN, 256 * 9), rel=0.03)
+
+
+def test_orthogonal_rows_are_orthonormal():
+    layer = nn.Linear(64, 64)
+    INITS["orthogonal"](layer)
+    assert torch.allclose(layer.weight @ layer.weight.T, torch.eye(64), atol=1e-5)
+
+
+def test_pytorch_default_leaves_weights_alone():
+    torch.manual_seed(0)
+    layer = nn.Linear(10, 10)
+    before = layer.weight.clone()
+    INITS["pytorch_default"](layer)
+    assert torch.equal(before, layer.weight)
+
+
+def _last_activation_std(init: str, activation: type[nn.Module]) -> float:
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(256, 256), activation()]
+    net = nn.Sequential(*layers)
+    INITS[init](net)
+    with torch.no_grad():
+        return net(torch.randn(512, 256)).std().item()
+
+
+def test_small_random_collapses_a_deep_tanh_net_and_xavier_does_not():
+    # The lecture's point: with 0.01*N(0,1) activations shrink layer by layer towards zero.
+    # Each layer scales the std by 0.01 * sqrt(256) = 0.16: 0.16**6 ~ 2e-5 after six.
+    assert _last_activation_std("small_random", nn.Tanh) < 1e-4
+    assert _last_activation_std("xavier", nn.Tanh) > 0.1
+
+
+def test_he_keeps_relu_activations_alive_where_xavier_halves_them():
+    he, xavier = _last_activation_std("he", nn.ReLU), _last_activation_std("xavier", nn.ReLU)
+    assert he > 0.5
+    assert xavier < he / 4  # each ReLU layer halves the variance under Xavier: 2**-6 over six layers

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+
+from study.metrics import classification_metrics, evaluate
+
+
+def test_classification_metrics_are_macro_averaged():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = classification_metrics(y_true, y_pred)
+    assert m["val_accuracy"] == pytest.approx(4 / 6)
+    assert m["val_recall"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["val_precision"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
+    assert m["val_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+
+
+def test_evaluate_gives_the_mean_nll_and_restores_training_mode():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Dropout(0.5))
+    x, y = torch.randn(50, 5), torch.randint(0, 3, (50,))
+    m = evaluate(model, x, y)
+    model.eval()
+    expected = F.nll_loss(F.log_softmax(model(x), dim=1), y).item()
+    assert m["val_loss"] == pytest.approx(expected, rel=1e-5)
+    model.train()
+    evaluate(model, x, y)
+    assert model.training

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+
+from study.schedules import SCHEDULES, lr_curve
+
+N, LR = 100, 0.1
+
+# name -> {iteration: expected lr} with gamma=0.1, step_fraction=0.3, no warmup
+EXPECTED = {
+    "constant": {0: LR, 50: LR, 99: LR},
+    "step": {0: LR, 29: LR, 30: LR * 0.1, 60: LR * 0.01, 99: LR * 0.001},
+    "multistep": {0: LR, 49: LR, 50: LR * 0.1, 75: LR * 0.01},
+    "exponential": {0: LR, 50: LR * 0.1 ** 0.5, 99: LR * 0.1 ** 0.99},
+    "cosine": {0: LR, 50: LR / 2, 25: LR * (1 + math.cos(math.pi / 4)) / 2},
+    "onecycle": {0: LR / 25, 29: LR},  # starts at max_lr/25 and peaks at 30% of the run
+}
+
+
+def test_every_schedule_has_expectations():
+    assert set(SCHEDULES) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SCHEDULES])
+def test_lr_at_chosen_iterations(name):
+    lrs = lr_curve(name, LR, N, gamma=0.1, step_fraction=0.3)
+    assert len(lrs) == N
+    for it, expected in EXPECTED[name].items():
+        assert lrs[it] == pytest.approx(expected, rel=1e-3), f"iteration {it}"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SCHEDULES if n != "onecycle"])
+def test_warmup_ramps_linearly_then_hands_over(name):
+    lrs = lr_curve(name, LR, N, warmup_iters=10)
+    assert lrs[0] == pytest.approx(LR / 100)
+    assert lrs[5] == pytest.approx(LR * (0.01 + 0.99 * 5 / 10), rel=1e-3)
+    assert lrs[0] < lrs[5] < lrs[9]
+    after = lr_curve(name, LR, N - 10)
+    assert lrs[10:] == pytest.approx(after, rel=1e-3)
+
+
+def test_onecycle_warmup_moves_its_peak():
+    lrs = lr_curve("onecycle", LR, N, warmup_iters=10)
+    assert max(range(N), key=lrs.__getitem__) == 9
+    assert lrs[9] == pytest.approx(LR, rel=1e-3)

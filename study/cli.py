@@ -54,10 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a YAML value, e.g. --set training.lr=1e-3 (repeatable)")
     run.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"),
                      help="where per-study checkpoint folders go (default: ./checkpoints)")
+    run.add_argument("--report-dir", type=Path, default=Path("reports"),
+                     help="where the HTML report goes (default: ./reports)")
+    run.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 
     sub.add_parser("spaces", help="list the shipped search spaces and the question each answers")
+
+    report = sub.add_parser("report", help="write the HTML comparison report of a stored study (no training)")
+    _storage_args(report)
+    report.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: ./reports)")
+    report.add_argument("--artifact-dir", type=Path,
+                        help="also upload the figures to this Optuna artifact store folder for optuna-dashboard")
+    report.add_argument("--list", action="store_true", help="list the studies in the storage instead")
+
+    listing = sub.add_parser("list", help="list the studies in a storage with counts and best values")
+    _storage_args(listing)
     return parser
+
+
+def _storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
+    parser.add_argument("--study-name", help="needed when the storage holds more than one study")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "spaces":
             return _spaces()
+        if args.command == "list" or (args.command == "report" and args.list):
+            return _list(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -109,7 +131,58 @@ def _run(args: argparse.Namespace) -> int:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130
     print(summary.text())
+    if not args.no_report:
+        from study.report import build_report
+
+        print(f"report: {build_report(summary.study, args.report_dir)}")
     return 1 if summary.stopped else 0
+
+
+def _open_existing(storage_url: str | None):
+    """The storage, which must already exist: reading never creates a database."""
+    from study.config import ConfigError
+    from study.storage import default_storage, existing_storage
+
+    url = storage_url or default_storage()
+    storage = existing_storage(url)
+    if storage is None:
+        raise ConfigError("--storage", "storage", url, "no such storage (run a study first)")
+    return url, storage
+
+
+def _list(args: argparse.Namespace) -> int:
+    from study.report.tables import summaries
+
+    url, storage = _open_existing(args.storage)
+    rows = summaries(storage)
+    if not rows:
+        print(f"no studies in {url}")
+    for r in rows:
+        best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})" if r["best_trial"] is not None else "no complete trial"
+        print(f"{r['name']:<24} {r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; {best}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from study.config import ConfigError
+    from study.report import build_report
+
+    url, storage = _open_existing(args.storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    name = args.study_name
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError("--study-name", "study-name", None,
+                              f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); name one")
+        name = names[0]
+    if name not in names:
+        raise ConfigError("--study-name", "study-name", name, f"no such study in {url}; stored: {', '.join(names)}")
+    study = optuna.load_study(study_name=name, storage=storage)
+    path = build_report(study, args.out, artifact_dir=args.artifact_dir)
+    print(f"report: {path}")
+    return 0
 
 
 def _yaml_str(text: str) -> str:

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from study.checkpoints import Checkpoints, atomic_save
 from study.config import ConfigError, StudyConfig
+from study.evaluation import evaluate_best_on_test
 from study.paths import child
 from study.pruners import make_pruner
 from study.samplers import make_sampler
@@ -54,7 +55,8 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
     study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction, sampler=sampler,
                                 pruner=make_pruner(s.pruner, s.pruner_options), load_if_exists=True)
     for key, value in {"experiment": experiment, "space": cfg.raw, "source": cfg.source, "question": s.question,
-                       "metric": s.metric, "scientific": list(cfg.scientific)}.items():
+                       "metric": s.metric, "scientific": list(cfg.scientific),
+                       "dataset": cfg.defaults.dataset, "model": cfg.defaults.model}.items():
         study.set_user_attr(key, value)
     return study
 
@@ -185,6 +187,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     storage = open_storage(storage_url)
     study = create_or_load(cfg, storage, storage_url)
     study_dir = child(checkpoint_root, cfg.study.name)
+    study.set_user_attr("checkpoint_dir", str(study_dir))
     target = cfg.study.n_trials
     ctx = TrialContext(device, study_dir)
     progress = _Progress(cfg, target, study_dir, quiet)
@@ -210,5 +213,6 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         finally:
             if progress.bar is not None:
                 progress.bar.close()
-    save_best(study, study_dir)
+    if save_best(study, study_dir):
+        evaluate_best_on_test(study, study_dir, device)
     return RunSummary(study, cfg, storage_url, study_dir, progress.stopped)

@@ -50,6 +50,17 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
 
 
+def existing_storage(url: str) -> optuna.storages.BaseStorage | None:
+    """Open `url` only if it already holds data: a file storage that is not there is None, not created."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if not Path(path).is_file():
+            return None
+    elif not is_rdb(url) and not url.startswith("redis://") and not Path(url).is_file():
+        return None
+    return open_storage(url)
+
+
 def _prepare_sqlite(path: str) -> None:
     # WAL lets readers (the dashboard) and one writer work at once; the mode is stored in the file.
     if path and path != ":memory:":

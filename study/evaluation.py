@@ -1,0 +1,47 @@
+"""The best trial on the test split: evaluated once, at the end of a run, and stored with the study.
+
+The test split is never used to choose anything; this only describes the winner, so the report can
+show its confusion matrix and per-class precision, recall and F1 from the storage alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from study.checkpoints import load
+from study.config import TrialConfig
+from study.metrics import classification_metrics, predict
+from study.trial import autocast_for, device_data, make_model
+
+TEST_ATTR = "test"
+
+
+def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.device) -> dict | None:
+    """Evaluate best.pt on the test split and store the result as the study's `test` user attr."""
+    path = study_dir / "best.pt"
+    if not path.is_file():
+        return None
+    best = load(path)
+    stored = study.user_attrs.get(TEST_ATTR)
+    if stored and stored.get("trial") == best["trial"]:
+        return stored
+    cfg = TrialConfig(**best["config"])
+    data = device_data(cfg, device)
+    model = make_model(cfg, data, device)
+    model.load_state_dict(best["model"])
+    loss, pred = predict(model, data.x_test, data.y_test, autocast_for(device, cfg.precision))
+    y = data.y_test.cpu().numpy()
+    labels = list(range(data.n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    result = {
+        "trial": best["trial"],
+        "metrics": {"test_loss": loss, **classification_metrics(y, pred, prefix="test")},
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+                      "support": support.tolist()},
+    }
+    study.set_user_attr(TEST_ATTR, result)
+    return result

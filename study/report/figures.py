@@ -1,0 +1,173 @@
+"""The report's figures: each draws one frame from `tables.py` with seaborn/matplotlib and returns
+the Figure. Every figure has a title and labelled axes with units; learning rates are on log axes.
+
+    fig = history_figure(history_data(trials, "minimize"), "val_loss")
+    png = to_png(fig)    # bytes, rendered in memory
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+STATUS_STYLE = {  # colour, marker, alpha
+    "complete": ("#1f77b4", "o", 0.9),
+    "pruned": ("#999999", "v", 0.5),
+    "diverged": ("#d62728", "X", 0.9),
+}
+METRIC_LABEL = {"val_loss": "validation loss (NLL, nats)", "val_accuracy": "validation accuracy (fraction)",
+                "val_f1": "validation macro F1", "val_precision": "validation macro precision",
+                "val_recall": "validation macro recall"}
+
+
+def _fig(width: float = 7.5, height: float = 4.2) -> tuple[plt.Figure, plt.Axes]:
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, ax
+
+
+def to_png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def history_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+    fig, ax = _fig()
+    for status, (colour, marker, alpha) in STATUS_STYLE.items():
+        part = df[(df["status"] == status) & np.isfinite(df["value"])]
+        if len(part):
+            ax.scatter(part["number"], part["value"], c=colour, marker=marker, alpha=alpha, s=28,
+                       label=f"{status} ({len(part)})")
+    diverged = df[(df["status"] == "diverged") & ~np.isfinite(df["value"])]
+    if len(diverged):
+        top = np.nanmax(df["value"].replace([np.inf, -np.inf], np.nan)) if np.isfinite(df["value"]).any() else 1.0
+        ax.scatter(diverged["number"], [top] * len(diverged), c=STATUS_STYLE["diverged"][0], marker="X",
+                   label=f"diverged, non-finite ({len(diverged)})")
+    ax.step(df["number"], df["best_so_far"], where="post", color="#2ca02c", lw=2, label="best so far")
+    ax.set(title="Optimization history", xlabel="trial number", ylabel=METRIC_LABEL.get(metric, metric))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def lr_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+    fig, ax = _fig()
+    sns.scatterplot(data=df[df["status"] != "diverged"], x="lr", y="plotted", hue="optimizer", style="status",
+                    ax=ax, s=40, alpha=0.85)
+    diverged = df[df["status"] == "diverged"]
+    if len(diverged):
+        ax.scatter(diverged["lr"], diverged["plotted"], marker="X", c=STATUS_STYLE["diverged"][0], s=60,
+                   label="diverged (overshoot)")
+        ax.legend(fontsize="small")
+    ax.set_xscale("log")
+    ax.set(title="Learning rate against final validation value", xlabel="learning rate (log scale)",
+           ylabel=METRIC_LABEL.get(metric, metric))
+    return fig
+
+
+def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> plt.Figure:
+    df = trials[trials["status"] == "complete"].copy()
+    df[param] = df[param].astype(str)
+    order = sorted(df[param].unique())
+    fig, ax = _fig()
+    sns.boxplot(data=df, x=param, y="value", order=order, ax=ax, color="#cfe2f3", showfliers=False)
+    sns.stripplot(data=df, x=param, y="value", order=order, ax=ax, color="#1f77b4", size=4, alpha=0.7)
+    ax.set(title=f"Validation value of complete trials, by {param}", xlabel=param,
+           ylabel=METRIC_LABEL.get(metric, metric))
+    return fig
+
+
+def isolation_figure(df: pd.DataFrame, param: str, metric: str) -> plt.Figure:
+    fig, ax = _fig()
+    data = df[np.isfinite(df["best"])]
+    sns.barplot(data=data, x=param, y="best", ax=ax, color="#2ca02c", order=list(data[param]))
+    for i, (_, row) in enumerate(data.iterrows()):
+        ax.annotate(f"{row['best']:.3g}\n(trial {row['best_trial']})", (i, row["best"]), ha="center", va="bottom",
+                    fontsize="x-small")
+    ax.margins(y=0.2)  # room for the labels above the bars
+    ax.set(title=f"Best trial per {param}, other params searched", xlabel=param,
+           ylabel=f"best {METRIC_LABEL.get(metric, metric)}")
+    return fig
+
+
+def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> plt.Figure:
+    """Every trial's validation curve: pruned faded, diverged red, the best highlighted."""
+    fig, ax = _fig()
+    for status, (colour, _, alpha) in STATUS_STYLE.items():
+        part = history[history["status"] == status]
+        segments = [g[["epoch", metric]].to_numpy() for _, g in part.groupby("number")]
+        if segments:
+            # One LineCollection per status: fast enough for thousands of trials.
+            ax.add_collection(LineCollection(segments, colors=colour, alpha=alpha * 0.5, linewidths=1,
+                                             label=f"{status} ({len(segments)})"))
+    if best is not None:
+        b = history[history["number"] == best]
+        ax.plot(b["epoch"], b[metric], color="#ff7f0e", lw=3, label=f"best (trial {best})")
+    ax.autoscale()
+    finite = history[metric][np.isfinite(history[metric])]
+    if len(finite):
+        ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
+    ax.set(title="Learning curves of every trial", xlabel="epoch (validation point)",
+           ylabel=METRIC_LABEL.get(metric, metric))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> plt.Figure:
+    fig, ax = _fig()
+    palette = sns.color_palette("deep", len(numbers))
+    for colour, n in zip(palette, numbers):
+        h = history[history["number"] == n]
+        ax.plot(h["epoch"], h["train_loss"], "--", color=colour, label=f"trial {n} train")
+        ax.plot(h["epoch"], h["val_loss"], "-", color=colour, label=f"trial {n} validation")
+    ax.set(title="Train against validation loss, best trials", xlabel="epoch (validation point)",
+           ylabel="loss (NLL, nats)")
+    ax.legend(fontsize="small", ncol=2)
+    return fig
+
+
+def batch_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+    fig, ax = _fig()
+    sns.lineplot(data=df, x="batch_size", y="best", hue=df["samples_seen"].astype(str), marker="o", ax=ax)
+    for _, row in df.iterrows():
+        ax.annotate(f"{row['total_iters']} it", (row["batch_size"], row["best"]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize="x-small")
+    ax.set_xscale("log", base=2)
+    ax.set(title="Batch size against iterations at a fixed sample budget", xlabel="batch size (samples, log2 scale)",
+           ylabel=f"best {METRIC_LABEL.get(metric, metric)}")
+    ax.legend(title="samples seen", fontsize="small")
+    return fig
+
+
+def schedule_figure(df: pd.DataFrame) -> plt.Figure:
+    fig, ax = _fig()
+    sns.lineplot(data=df, x="iteration", y="lr", hue="schedule", ax=ax, estimator=None)
+    ax.set_yscale("log")
+    ax.set(title="Learning-rate schedules of the best trial of each type", xlabel="iteration (optimizer step)",
+           ylabel="learning rate (log scale)")
+    return fig
+
+
+def importance_figure(df: pd.DataFrame) -> plt.Figure:
+    fig, ax = _fig(height=max(2.5, 0.45 * len(df) + 1))
+    sns.barplot(data=df, x="importance", y="param", ax=ax, color="#9467bd")
+    ax.set(title="Hyperparameter importance (fANOVA)", xlabel="share of variance explained (fraction)",
+           ylabel="param")
+    return fig
+
+
+def confusion_figure(confusion: pd.DataFrame) -> plt.Figure:
+    n = len(confusion)
+    fig, ax = _fig(width=min(9, 2 + 0.6 * n), height=min(8, 1.5 + 0.55 * n))
+    sns.heatmap(confusion, annot=n <= 20, fmt="d", cmap="Blues", cbar_kws={"label": "test samples (count)"}, ax=ax)
+    ax.set(title="Best trial on the test split: confusion matrix", xlabel="predicted class", ylabel="true class")
+    return fig

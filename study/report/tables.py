@@ -1,0 +1,232 @@
+"""The report's data: pure functions from a study (or its trials table) to DataFrames.
+
+Nothing here draws. Each figure of the report is one of these frames rendered by `figures.py`, so
+tests compare the data by equality and the rendering separately.
+
+    trials = trials_frame(study)              # one row per trial
+    history = history_frame(study)            # one row per (trial, epoch)
+    isolation_data(trials, "optimizer", "minimize")
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from study.config import KNOBS
+from study.schedules import lr_curve
+from study.budget import scaled_lr
+
+STATUS_ORDER = ["complete", "pruned", "diverged", "failed", "running", "waiting"]
+_KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]
+
+
+def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """One line of facts per study in a storage: counts by state and the best value."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        best = best_number(trials_frame(study), study.direction.name.lower()) if trials else None
+        rows.append({"name": summary.study_name, "metric": study.user_attrs.get("metric", "value"),
+                     "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+                     "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+                     "failed": sum(t.state == TrialState.FAIL for t in trials),
+                     "best_trial": best, "best": study.trials[best].value if best is not None else None})
+    return rows
+
+
+def status_of(t: optuna.trial.FrozenTrial) -> str:
+    if "diverged" in t.user_attrs:
+        return "diverged"
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+
+
+def _final_value(t: optuna.trial.FrozenTrial) -> float:
+    """A complete trial's value; for a pruned one, its last reported value (NaN when none)."""
+    if t.value is not None:
+        return float(t.value)
+    if t.intermediate_values:
+        return float(t.intermediate_values[max(t.intermediate_values)])
+    return math.nan
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, status, value, time, budget, every config setting, error."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        cfg = t.user_attrs.get("config", {})
+        budget = t.user_attrs.get("budget", {})
+        history = t.user_attrs.get("history") or []
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else math.nan
+        row: dict[str, Any] = {
+            "number": t.number, "status": status_of(t), "value": _final_value(t), "duration_s": duration,
+            "epochs": len(history), "total_iters": budget.get("total_iters"), "samples_seen": budget.get("samples_seen"),
+        }
+        row.update({k: cfg.get(k, t.params.get(k)) for k in _KNOB_COLUMNS})
+        final = history[-1] if history else {}
+        row.update({k: final.get(k, math.nan) for k in
+                    ("train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")})
+        row["error"] = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
+        row["diverged"] = (t.user_attrs.get("diverged") or {}).get("reason", "")
+        rows.append(row)
+    columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *_KNOB_COLUMNS,
+               "train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "error", "diverged"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({"number": int}) if len(frame) else frame
+
+
+def varied(trials: pd.DataFrame) -> list[str]:
+    """The settings that take more than one value across trials that ran."""
+    ran = trials[trials["status"] != "waiting"]
+    return [k for k in _KNOB_COLUMNS if ran[k].astype(str).nunique() > 1]
+
+
+def history_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per (trial, epoch) with the per-epoch record and the trial's status."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        status = status_of(t)
+        for record in t.user_attrs.get("history") or []:
+            rows.append({"number": t.number, "status": status, **record})
+    columns = ["number", "status", "epoch", "iteration", "train_loss", "val_loss", "val_accuracy", "val_precision",
+               "val_recall", "val_f1", "lr", "wall_time"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def best_number(trials: pd.DataFrame, direction: str) -> int | None:
+    complete = trials[(trials["status"] == "complete") & np.isfinite(trials["value"])]
+    if complete.empty:
+        return None
+    idx = complete["value"].idxmin() if direction == "minimize" else complete["value"].idxmax()
+    return int(complete.loc[idx, "number"])
+
+
+def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """Optimization history: each trial's value and the best complete value so far."""
+    df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][["number", "status", "value"]].copy()
+    df = df.sort_values("number").reset_index(drop=True)
+    complete = df["value"].where(df["status"] == "complete")
+    best = complete.cummin() if direction == "minimize" else complete.cummax()
+    df["best_so_far"] = best.ffill()  # the best stands through the pruned trials after it
+    return df
+
+
+def lr_data(trials: pd.DataFrame) -> pd.DataFrame:
+    """Learning rate against final value, every finished trial; diverged ones kept with an infinite value
+    replaced by the top of the plotted range (`plotted`) so the overshoot region shows."""
+    df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][
+        ["number", "lr", "optimizer", "status", "value"]].copy().reset_index(drop=True)
+    finite = df["value"][np.isfinite(df["value"])]
+    ceiling = float(finite.max()) * 1.1 if len(finite) else 1.0
+    df["plotted"] = df["value"].where(np.isfinite(df["value"]), ceiling)
+    df.loc[df["status"] == "diverged", "plotted"] = df.loc[df["status"] == "diverged", "plotted"].clip(upper=ceiling)
+    return df
+
+
+def comparison_data(trials: pd.DataFrame, param: str, direction: str) -> pd.DataFrame:
+    """Per value of `param`: trials run, complete, pruned/diverged, the best and median complete value,
+    and the best trial. The best is after every other param was searched: the fair (isolated) comparison."""
+    rows = []
+    finished = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
+    for value, group in finished.groupby(finished[param].astype(str), sort=True):
+        complete = group[(group["status"] == "complete") & np.isfinite(group["value"])]
+        best = None
+        if len(complete):
+            idx = complete["value"].idxmin() if direction == "minimize" else complete["value"].idxmax()
+            best = complete.loc[idx]
+        rows.append({param: value, "trials": len(group), "complete": len(complete),
+                     "pruned": int((group["status"] == "pruned").sum()),
+                     "diverged": int((group["status"] == "diverged").sum()),
+                     "best": float(best["value"]) if best is not None else math.nan,
+                     "median": float(complete["value"].median()) if len(complete) else math.nan,
+                     "best_trial": int(best["number"]) if best is not None else None})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["best_trial"] = df["best_trial"].astype("Int64")
+    ascending = direction == "minimize"
+    return df.sort_values("best", ascending=ascending, na_position="last").reset_index(drop=True) if len(df) else df
+
+
+def batch_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """Per (samples seen, batch size): iterations and the best complete value."""
+    done = trials[(trials["status"] == "complete") & trials["total_iters"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=["samples_seen", "batch_size", "total_iters", "trials", "best"])
+    agg = "min" if direction == "minimize" else "max"
+    df = (done.groupby(["samples_seen", "batch_size", "total_iters"])
+          .agg(trials=("value", "size"), best=("value", agg)).reset_index())
+    return df.astype({"samples_seen": int, "batch_size": int, "total_iters": int})
+
+
+def batch_vs_iterations(batches: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """'2x batch or 2x iterations?' from the trials that exist: at one sample budget, batch b for N
+    iterations against batch 2b for N/2. Each row says which spent the same samples better."""
+    rows = []
+    for samples, group in batches.groupby("samples_seen"):
+        by_batch = group.set_index("batch_size")
+        for b in sorted(by_batch.index):
+            if 2 * b in by_batch.index:
+                small, big = by_batch.loc[b], by_batch.loc[2 * b]
+                better_big = big["best"] < small["best"] if direction == "minimize" else big["best"] > small["best"]
+                rows.append({"samples_seen": int(samples), "batch": int(b), "iterations": int(small["total_iters"]),
+                             "value": float(small["best"]), "2x_batch": int(2 * b),
+                             "2x_batch_iterations": int(big["total_iters"]), "2x_batch_value": float(big["best"]),
+                             "better": "2x batch" if better_big else "2x iterations"})
+    return pd.DataFrame(rows, columns=["samples_seen", "batch", "iterations", "value", "2x_batch",
+                                       "2x_batch_iterations", "2x_batch_value", "better"])
+
+
+def schedule_data(trials: pd.DataFrame, direction: str, max_points: int = 400) -> pd.DataFrame:
+    """The lr at each iteration for the best complete trial of each schedule (recomputed, not trained)."""
+    rows = []
+    done = trials[(trials["status"] == "complete") & trials["total_iters"].notna()]
+    for schedule, group in done.groupby("schedule"):
+        best = group.loc[group["value"].idxmin() if direction == "minimize" else group["value"].idxmax()]
+        total = int(best["total_iters"])
+        lr = scaled_lr(best["lr"], int(best["batch_size"]), best["lr_scaling"], int(best["reference_batch"]))
+        curve = lr_curve(schedule, lr, total, int(best["warmup_iters"]) if best["warmup"] else 0,
+                         best["gamma"], best["step_fraction"])
+        stride = max(1, total // max_points)
+        for it in range(0, total, stride):
+            rows.append({"schedule": schedule, "trial": int(best["number"]), "iteration": it, "lr": curve[it]})
+    return pd.DataFrame(rows, columns=["schedule", "trial", "iteration", "lr"])
+
+
+MIN_TRIALS_FOR_IMPORTANCE = 8
+
+
+def importance_data(study: optuna.Study) -> tuple[pd.DataFrame | None, str]:
+    """fANOVA importances of the searched params, or None and the reason they are absent."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return None, (f"Hyperparameter importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
+                      f"this study has {len(complete)}.")
+    searched = {name for t in complete for name in t.distributions
+                if len({str(u.params.get(name)) for u in complete if name in u.params}) > 1}
+    if not searched:
+        return None, "Hyperparameter importance needs at least one param that took more than one value."
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=sorted(searched))
+    except (ValueError, RuntimeError) as exc:
+        return None, f"Hyperparameter importance could not be computed: {exc}"
+    df = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
+    return df, ""
+
+
+def test_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The best trial on the test split: confusion matrix (rows true, columns predicted) and per class."""
+    if not test:
+        return None, None
+    confusion = pd.DataFrame(test["confusion"])
+    confusion.index.name, confusion.columns.name = "true class", "predicted class"
+    per_class = pd.DataFrame(test["per_class"])
+    per_class.index.name = "class"
+    return confusion, per_class

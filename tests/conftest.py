@@ -63,3 +63,54 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240, **env: str) -> subproce
     """`python -m study ...` as a real process, with this checkout on the path."""
     return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=cli_env(**env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("complete",), epochs: int = 4,
+               seed: int = 0, **attrs):
+    """A study of `n` trials added through Optuna's API, with the user attrs a real run stores
+    (config, history, budget), cycling through `statuses`. For report tests that need many trials fast."""
+    import math
+    import random
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState
+
+    from study.config import TrialConfig
+
+    rng = random.Random(seed)
+    study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
+    for key, value in {"metric": "val_loss", "scientific": ["optimizer", "batch_size"], "dataset": "synthetic",
+                       "model": "mlp", "question": "made-up question", **attrs}.items():
+        study.set_user_attr(key, value)
+    dists = {"optimizer": CategoricalDistribution(["sgd", "adam"]), "lr": FloatDistribution(1e-5, 1.0, log=True),
+             "batch_size": CategoricalDistribution([16, 32, 64]),
+             "schedule": CategoricalDistribution(["constant", "cosine"])}
+    trials = []
+    for i in range(n):
+        status = statuses[i % len(statuses)]
+        params = {"optimizer": rng.choice(["sgd", "adam"]), "lr": 10 ** rng.uniform(-5, 0),
+                  "batch_size": rng.choice([16, 32, 64]), "schedule": rng.choice(["constant", "cosine"])}
+        cfg = TrialConfig(**params, budget_unit="samples", budget=3200)
+        final = 0.2 + abs(math.log10(params["lr"]) + 2) * 0.3 + rng.random() * 0.1
+        n_epochs = epochs if status == "complete" else max(1, epochs // 2)
+        history = [{"epoch": e, "iteration": (e + 1) * 10, "train_loss": final + 1 / (e + 1) - 0.05,
+                    "val_loss": final + 1 / (e + 1) - 1 / epochs, "val_accuracy": 0.9, "val_precision": 0.9,
+                    "val_recall": 0.9, "val_f1": 0.9, "lr": params["lr"], "wall_time": e * 0.1}
+                   for e in range(n_epochs)]
+        user_attrs = {"config": cfg.to_dict(), "history": history,
+                      "budget": {"total_iters": 3200 // params["batch_size"], "iters_per_epoch": 10,
+                                 "samples_seen": 3200}}
+        if status == "diverged":
+            history[-1]["val_loss"] = math.inf
+            user_attrs["diverged"] = {"reason": "non-finite loss", "step": 20}
+        if status == "failed":
+            user_attrs = {"error": "RuntimeError: <b>boom</b>"}
+        state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "diverged": TrialState.PRUNED,
+                 "failed": TrialState.FAIL}[status]
+        trials.append(optuna.trial.create_trial(
+            state=state, params=params, distributions=dists, user_attrs=user_attrs,
+            value=history[-1]["val_loss"] if status == "complete" else None,
+            intermediate_values={h["epoch"]: h["val_loss"] for h in history} if status != "failed" else None))
+    study.add_trials(trials)
+    return study

@@ -33,6 +33,11 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
         assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
         assert t.user_attrs["provenance"]["torch"] and sorted(t.intermediate_values) == [0, 1, 2]
     assert (tmp_path / "checkpoints" / "synth" / "best.pt").is_file()
+    report = tmp_path / "reports" / "synth" / "index.html"
+    assert f"report: {report}" in first.stdout and (report.parent / "trials.csv").is_file()
+    test = study.user_attrs["test"]  # the best trial, evaluated on the test split at the end of the run
+    assert test["trial"] == study.best_trial.number and len(test["confusion"]) == 3
+    assert "Best trial on the test split" in report.read_text()
 
     # The same command with a larger target adds only what is missing.
     again = run_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "5", "-q", cwd=tmp_path)
@@ -109,6 +114,36 @@ def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
     trials = load(db).get_trials()
     assert len(trials) == 2
     assert trials[0].user_attrs["error"] == "RuntimeError: CUDA out of memory (simulated)"
+
+
+def test_report_and_list_read_the_storage_alone(tmp_path, synth_space, capsys):
+    db = tmp_path / "r.db"
+    assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "-q", "--no-report",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    assert not (tmp_path / "reports").exists()
+    capsys.readouterr()
+    assert main(["list", "--storage", f"sqlite:///{db}"]) == 0
+    assert main(["report", "--list", "--storage", f"sqlite:///{db}"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[0] == listed[1] and listed[0].startswith("synth ")
+    assert "3 complete, 0 pruned, 0 failed; best val_loss=" in listed[0]
+    assert main(["report", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "synth" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["report", "--storage", "sqlite:///{tmp}/none.db"], "no such storage"),
+    (["list", "--storage", "{tmp}/none.log"], "no such storage"),
+    (["report", "--storage", "sqlite:///{tmp}/r.db", "--study-name", "other"], "no such study"),
+])
+def test_report_bad_input(tmp_path, synth_space, capsys, argv, fragment):
+    db = tmp_path / "r.db"
+    assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "-q", "--no-report", "--trials", "1",
+                 "--checkpoint-dir", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()
 
 
 def test_spaces_lists_every_shipped_space_with_its_question(tmp_path):

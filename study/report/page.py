@@ -191,8 +191,9 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
     sections.append(s)
 
     # 9. Test split
-    confusion, per_class = T.test_tables(study.user_attrs.get("test"))
-    if confusion is not None and study.user_attrs["test"].get("trial") == best:
+    test = study.user_attrs.get("test") or {}
+    confusion, per_class = T.confusion_tables(test if test.get("trial") == best else None)
+    if confusion is not None:
         s = Section("test", "Best trial on the test split")
         s.figure(F.confusion_figure(confusion),
                  "Counts of test samples by true and predicted class: off-diagonal cells are the confusions.")

@@ -48,10 +48,10 @@ def status_of(t: optuna.trial.FrozenTrial) -> str:
 
 
 def _final_value(t: optuna.trial.FrozenTrial) -> float:
-    """A complete trial's value; for a pruned one, its last reported value (NaN when none)."""
+    """A complete trial's value; for a pruned one, its last reported value; NaN otherwise."""
     if t.value is not None:
         return float(t.value)
-    if t.intermediate_values:
+    if t.state == TrialState.PRUNED and t.intermediate_values:
         return float(t.intermediate_values[max(t.intermediate_values)])
     return math.nan
 
@@ -101,6 +101,8 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def best_number(trials: pd.DataFrame, direction: str) -> int | None:
+    if trials.empty:
+        return None
     complete = trials[(trials["status"] == "complete") & np.isfinite(trials["value"])]
     if complete.empty:
         return None
@@ -221,7 +223,7 @@ def importance_data(study: optuna.Study) -> tuple[pd.DataFrame | None, str]:
     return df, ""
 
 
-def test_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def confusion_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The best trial on the test split: confusion matrix (rows true, columns predicted) and per class."""
     if not test:
         return None, None

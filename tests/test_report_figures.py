@@ -1,0 +1,44 @@
+"""Every figure renders to memory with a title, labelled axes (units), and log axes for learning rates."""
+import pandas as pd
+import pytest
+
+from conftest import make_study
+from study.report import figures as F
+from study.report import tables as T
+
+
+@pytest.fixture(scope="module")
+def frames():
+    study = make_study(40, statuses=("complete", "complete", "pruned", "diverged"), seed=3)
+    trials, history = T.trials_frame(study), T.history_frame(study)
+    return trials, history
+
+
+def _figures(trials, history):
+    comparison = T.comparison_data(trials, "optimizer", "minimize")
+    yield "history", F.history_figure(T.history_data(trials, "minimize"), "val_loss")
+    yield "lr", F.lr_figure(T.lr_data(trials), "val_loss")
+    yield "distribution", F.distribution_figure(trials, "optimizer", "val_loss")
+    yield "isolation", F.isolation_figure(comparison, "optimizer", "val_loss")
+    yield "curves", F.curves_figure(history, T.best_number(trials, "minimize"), "val_loss")
+    yield "train_val", F.train_val_figure(history, [0, 1])
+    yield "batch", F.batch_figure(T.batch_data(trials, "minimize"), "val_loss")
+    yield "schedule", F.schedule_figure(T.schedule_data(trials, "minimize"))
+    yield "importance", F.importance_figure(pd.DataFrame({"param": ["lr", "optimizer"], "importance": [0.8, 0.2]}))
+    yield "confusion", F.confusion_figure(pd.DataFrame([[5, 1], [0, 4]]))
+
+
+def test_every_figure_is_titled_labelled_and_renders(frames):
+    names = []
+    for name, fig in _figures(*frames):
+        ax = fig.axes[0]
+        assert ax.get_title(), name
+        assert ax.get_xlabel() and ax.get_ylabel(), name
+        if "learning rate" in ax.get_xlabel():
+            assert ax.get_xscale() == "log", name
+        if "learning rate" in ax.get_ylabel():
+            assert ax.get_yscale() == "log", name
+        png = F.to_png(fig)
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+        names.append(name)
+    assert len(names) == 10

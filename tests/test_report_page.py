@@ -1,0 +1,113 @@
+"""The page: sections that apply, escaping, safe folder names, edge cases, and a real headless browser."""
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import make_study
+from study.report import build_report
+
+SECTION = re.compile(r'<section id="([^"]+)">')
+
+
+def sections(html: str) -> list[str]:
+    return SECTION.findall(html)
+
+
+def test_full_study_has_every_section_and_a_csv(tmp_path):
+    study = make_study(30, statuses=("complete", "complete", "pruned", "diverged", "failed"),
+                       test={"trial": None})
+    path = build_report(study, tmp_path)
+    html = path.read_text()
+    assert path == tmp_path.resolve() / "made" / "index.html"
+    assert sections(html) == ["summary", "history", "learning-rate", "compare-optimizer", "compare-batch_size",
+                              "curves", "batch", "schedules", "importance", "trials"]
+    assert "Best: trial" in html and "made-up question" in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # nothing to fetch
+    rows = list(csv.DictReader((path.parent / "trials.csv").open()))
+    assert len(rows) == 30 and rows[0]["number"] == "0"
+
+
+def test_sections_that_do_not_apply_are_left_out(tmp_path):
+    study = optuna.create_study(study_name="flat")
+    study.set_user_attr("metric", "val_loss")
+    html = build_report(study, tmp_path).read_text()
+    assert sections(html) == ["summary"]
+    assert "No trial has completed yet" in html and "<img" not in html
+
+
+@pytest.mark.parametrize("statuses", [("pruned",), ("failed",), ("pruned", "failed", "diverged")])
+def test_no_complete_trial_says_so(tmp_path, statuses):
+    html = build_report(make_study(6, statuses=statuses), tmp_path).read_text()
+    assert "No trial has completed yet" in html
+    assert "Best: trial" not in html
+
+
+def test_one_trial(tmp_path):
+    html = build_report(make_study(1), tmp_path).read_text()
+    assert "Best: trial 0" in html and "needs at least 8 complete trials" in html
+
+
+def test_user_text_is_escaped_and_the_name_is_not_a_path(tmp_path):
+    name = "../../<script>alert(1)</script>"
+    study = make_study(6, name=name, statuses=("complete", "failed"), question="<img src=x onerror=alert(2)>")
+    path = build_report(study, tmp_path / "out")
+    html = path.read_text()
+    assert path.parent.parent == (tmp_path / "out").resolve()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "<b>boom</b>" not in html and "&lt;b&gt;boom&lt;/b&gt;" in html
+
+
+def test_a_thousand_trials(tmp_path):
+    study = make_study(1000, statuses=("complete", "pruned", "complete", "diverged", "failed"), epochs=6)
+    html = build_report(study, tmp_path).read_text()
+    assert "1000" not in sections(html)
+    assert html.count("<tr>") > 1000
+    assert "400 complete, 200 pruned, 200 diverged, 200 failed" in html
+
+
+def test_the_dashboard_note_links_the_report(tmp_path):
+    from optuna_dashboard import get_note
+
+    study = make_study(3)
+    path = build_report(study, tmp_path)
+    assert str(path.resolve()) in get_note(study)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") and shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not _chromium() and not os.environ.get("CI"), reason="needs Debian's chromium and chromedriver")
+def test_page_loads_in_headless_chromium_with_every_image_rendered(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    study = make_study(20, statuses=("complete", "pruned", "diverged"), name="browser <test>")
+    path = build_report(study, tmp_path)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,4000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(path.as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        driver.save_screenshot(str(tmp_path / "report.png"))  # kept as the test's artifact
+        title = driver.title
+    finally:
+        driver.quit()
+    assert len(widths) >= 8 and all(w > 0 for w in widths), widths
+    assert errors == []
+    assert title == "study report: browser <test>"
+    assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -1,0 +1,104 @@
+"""The report's data, checked by equality."""
+import math
+
+import optuna
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import make_study
+from study.report import tables as T
+
+
+def _study(rows):
+    """rows: (state, value, optimizer, lr, extra user attrs)"""
+    study = optuna.create_study(direction="minimize")
+    dists = {"optimizer": CategoricalDistribution(["sgd", "adam"]), "lr": FloatDistribution(1e-5, 1, log=True)}
+    for state, value, opt, lr, attrs in rows:
+        study.add_trial(create_trial(state=state, value=value, params={"optimizer": opt, "lr": lr},
+                                     distributions=dists,
+                                     user_attrs={"config": {"optimizer": opt, "lr": lr}, **attrs},
+                                     intermediate_values={0: value if value is not None else 9.0}))
+    return study
+
+
+C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
+
+
+def test_statuses_and_values():
+    study = _study([(C, 0.5, "sgd", 0.1, {}), (P, None, "adam", 0.01, {}),
+                    (P, None, "sgd", 1.0, {"diverged": {"reason": "nan", "step": 3}}),
+                    (F, None, "adam", 0.001, {"error": "boom"})])
+    df = T.trials_frame(study)
+    assert df["status"].tolist() == ["complete", "pruned", "diverged", "failed"]
+    assert df["value"].tolist()[:3] == [0.5, 9.0, 9.0]
+    assert math.isnan(df["value"].iloc[3]) and df["error"].tolist()[3] == "boom"
+
+
+def test_history_data_best_so_far_stands_through_pruned_trials():
+    study = _study([(C, 0.5, "sgd", 0.1, {}), (P, None, "adam", 0.01, {}), (C, 0.3, "sgd", 0.1, {}),
+                    (C, 0.4, "adam", 0.1, {})])
+    got = T.history_data(T.trials_frame(study), "minimize")
+    expected = pd.DataFrame({"number": [0, 1, 2, 3], "status": ["complete", "pruned", "complete", "complete"],
+                             "value": [0.5, 9.0, 0.3, 0.4], "best_so_far": [0.5, 0.5, 0.3, 0.3]})
+    pdt.assert_frame_equal(got, expected)
+
+
+def test_isolation_takes_each_values_best_after_the_nuisance_search():
+    study = _study([(C, 0.9, "sgd", 1e-4, {}), (C, 0.2, "sgd", 0.1, {}), (C, 0.3, "adam", 1e-3, {}),
+                    (C, 0.6, "adam", 0.1, {}), (P, None, "adam", 1e-5, {})])
+    got = T.comparison_data(T.trials_frame(study), "optimizer", "minimize")
+    assert got[["optimizer", "trials", "complete", "pruned", "best", "best_trial"]].to_dict("records") == [
+        {"optimizer": "sgd", "trials": 2, "complete": 2, "pruned": 0, "best": 0.2, "best_trial": 1},
+        {"optimizer": "adam", "trials": 3, "complete": 2, "pruned": 1, "best": 0.3, "best_trial": 2}]
+    assert got["median"].tolist() == pytest.approx([0.55, 0.45])
+
+
+def test_lr_data_keeps_diverged_trials_at_the_top():
+    study = _study([(C, 0.5, "sgd", 0.1, {}), (C, 1.0, "sgd", 0.5, {}),
+                    (P, None, "sgd", 1.0, {"diverged": {"reason": "nan", "step": 3}})])
+    study.trials  # noqa: B018
+    df = T.lr_data(T.trials_frame(study))
+    assert df["status"].tolist() == ["complete", "complete", "diverged"]
+    assert df["plotted"].iloc[2] == pytest.approx(9.0)  # its last reported value, within range
+
+
+def test_batch_vs_iterations_pairs_batches_at_one_sample_budget():
+    batches = pd.DataFrame({"samples_seen": [3200] * 3, "batch_size": [16, 32, 64], "total_iters": [200, 100, 50],
+                            "trials": [1, 1, 1], "best": [0.30, 0.25, 0.40]})
+    got = T.batch_vs_iterations(batches, "minimize")
+    assert got[["batch", "iterations", "2x_batch", "2x_batch_iterations", "better"]].to_dict("records") == [
+        {"batch": 16, "iterations": 200, "2x_batch": 32, "2x_batch_iterations": 100, "better": "2x batch"},
+        {"batch": 32, "iterations": 100, "2x_batch": 64, "2x_batch_iterations": 50, "better": "2x iterations"}]
+
+
+def test_schedule_data_recomputes_the_best_trials_curve():
+    study = make_study(12, seed=1)
+    trials = T.trials_frame(study)
+    curves = T.schedule_data(trials, "minimize")
+    assert set(curves["schedule"]) == set(trials.loc[trials["status"] == "complete", "schedule"])
+    cosine = curves[curves["schedule"] == "cosine"]
+    if len(cosine):
+        assert cosine["lr"].iloc[0] > cosine["lr"].iloc[-1]
+    constant = curves[curves["schedule"] == "constant"]
+    if len(constant):
+        assert constant["lr"].nunique() == 1
+
+
+def test_importance_needs_enough_complete_trials():
+    df, reason = T.importance_data(make_study(3))
+    assert df is None and "at least" in reason
+    df, reason = T.importance_data(make_study(30))
+    assert reason == "" and set(df["param"]) <= {"optimizer", "lr", "batch_size", "schedule"}
+    assert df["importance"].sum() == pytest.approx(1.0)
+
+
+def test_summaries_count_each_study():
+    storage = optuna.storages.InMemoryStorage()
+    make_study(5, storage=storage, name="a", statuses=("complete", "pruned", "failed"))
+    rows = T.summaries(storage)
+    assert rows == [{"name": "a", "metric": "val_loss", "complete": 2, "pruned": 2, "failed": 1,
+                     "best_trial": rows[0]["best_trial"], "best": rows[0]["best"]}]
+    assert rows[0]["best_trial"] in (0, 3)

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default: sqlite:///study.db in the current directory)")
     run.add_argument("--study-name", help="default: study.name from the YAML")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    run.add_argument("--jobs", type=_positive_int, default=1,
+                     help="worker processes on this machine sharing the study's target (default: 1)")
+    run.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+                     help="a running trial's heartbeat; a worker silent for 3x this is taken for dead and its "
+                          "trial retried (default: 10)")
     run.add_argument("--seed", type=_seed, help="seeds the sampler and every trial's model and batch order")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a YAML value, e.g. --set training.lr=1e-3 (repeatable)")
@@ -126,7 +131,8 @@ def _run(args: argparse.Namespace) -> int:
 
     storage = args.storage or default_storage()
     try:
-        summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet)
+        summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
+                            jobs=args.jobs, heartbeat_s=args.heartbeat)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130

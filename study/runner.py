@@ -1,14 +1,26 @@
-"""Running a study to its target number of finished trials, resumably.
+"""Running a study to its target number of finished trials: resumable, parallel, crash-tolerant.
 
-    summary = run_study(cfg, storage_url, torch.device("cpu"), checkpoint_root=Path("checkpoints"))
+    summary = run_study(cfg, "sqlite:///study.db", torch.device("cpu"), checkpoint_root=Path("checkpoints"),
+                        jobs=2)
     print(summary.text())
 
-The target counts finished trials (complete or pruned) in the storage, so rerunning the same
-command only adds what is missing, and several processes on one storage share one target.
+The target counts finished (complete or pruned) trials in the storage, so rerunning a command only adds
+what is missing, and any number of processes on one storage, on any machines, share one target.
+
+Exactness without a lock: Optuna numbers trials atomically, and a trial runs only if fewer than `target`
+trials with lower numbers are finished, running or waiting. The lowest unfinished trial always runs; a
+trial that loses a race at the very end is marked `surplus` and failed, which no count includes.
+Dead workers' trials are found by Optuna's heartbeat and retried; an interrupted trial (Ctrl-C, SIGTERM)
+is failed, marked `interrupted`, and queued again. Both retries resume from the trial's last epoch
+checkpoint.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,21 +36,26 @@ from study.evaluation import evaluate_best_on_test
 from study.paths import child
 from study.pruners import make_pruner
 from study.samplers import make_sampler
-from study.storage import dashboard_command, open_storage
+from study.storage import HEARTBEAT_S, dashboard_command, has_heartbeat, open_storage
 from study.trial import TrialContext, run_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+POLL_S = 1.0  # how often an idle worker looks again for trials to retry
 # The sections whose change makes a stored study a different experiment.
 _EXPERIMENT_KEYS = ("data", "model", "training", "params")
 
 
-class StudyStopped(Exception):
-    """The run stopped itself (e.g. every first trial failed); the message says why."""
+class Surplus(Exception):
+    """This trial would take the study past its target; it is failed and not counted."""
 
 
-def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str) -> optuna.Study:
+def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
+                   worker: int = 0) -> optuna.Study:
     s = cfg.study
-    sampler = make_sampler(s.sampler, s.sampler_seed, s.sampler_options, cfg.grid_space())
+    # Workers of one run get different sampler seeds, or they would all propose the same first trials.
+    seed = None if s.sampler_seed is None else s.sampler_seed + worker
+    sampler = make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
     experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
     try:
         existing = optuna.load_study(study_name=s.name, storage=storage, sampler=sampler,
@@ -54,53 +71,16 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
         return existing
     study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction, sampler=sampler,
                                 pruner=make_pruner(s.pruner, s.pruner_options), load_if_exists=True)
-    for key, value in {"experiment": experiment, "space": cfg.raw, "source": cfg.source, "question": s.question,
-                       "metric": s.metric, "scientific": list(cfg.scientific),
-                       "dataset": cfg.defaults.dataset, "model": cfg.defaults.model}.items():
-        study.set_user_attr(key, value)
+    if "experiment" not in study.user_attrs:  # another worker may have created it a moment ago
+        for key, value in {"experiment": experiment, "space": cfg.raw, "source": cfg.source,
+                           "question": s.question, "metric": s.metric, "scientific": list(cfg.scientific),
+                           "dataset": cfg.defaults.dataset, "model": cfg.defaults.model}.items():
+            study.set_user_attr(key, value)
     return study
 
 
 def count(study: optuna.Study, states: tuple = FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
-
-
-@dataclass
-class _Progress:
-    """The callback that prints a line per finished trial, tracks failures and keeps the best weights."""
-
-    cfg: StudyConfig
-    target: int
-    study_dir: Path
-    quiet: bool
-    bar: Any = None
-    failures_in_a_row: int = 0
-    stopped: str | None = None
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
-        self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
-            self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
-                            f"{trial.user_attrs.get('error', trial.system_attrs.get('fail_reason', '?'))}")
-            study.stop()
-        if trial.state == TrialState.COMPLETE and _is_best(study, trial):
-            save_best(study, self.study_dir)
-        if count(study) >= self.target:
-            study.stop()  # the global target: counted in the storage, shared by every worker
-        if not self.quiet:
-            self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
-            best = _best_value(study)
-            if best is not None:
-                self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best:.4g}")
-            self.bar.write(trial_line(trial, self.cfg))
-
-
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:
-        return None
 
 
 def _is_best(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
@@ -125,23 +105,138 @@ def save_best(study: optuna.Study, study_dir: Path) -> Path | None:
     return path
 
 
-def trial_line(trial: optuna.trial.FrozenTrial, cfg: StudyConfig) -> str:
+def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
     state = trial.state.name.lower()
-    if "diverged" in trial.user_attrs:
-        state = "diverged"
-    value = f"{cfg.study.metric}={trial.value:.4f}" if trial.value is not None else ""
+    for mark in ("diverged", "interrupted"):
+        if mark in trial.user_attrs:
+            state = mark
+    value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
     if trial.state == TrialState.PRUNED:
         history = trial.user_attrs.get("history") or [{}]
-        last = history[-1].get(cfg.study.metric)
-        value = f"{cfg.study.metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
-    if trial.state == TrialState.FAIL:
+        last = history[-1].get(metric)
+        value = f"{metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
+    if trial.state == TrialState.FAIL and "interrupted" not in trial.user_attrs:
         value = str(trial.user_attrs.get("error", trial.system_attrs.get("fail_reason", "")))[:200]
-    return f"trial {trial.number:>4} {state:<9} {value}  {params}".rstrip()
+    resumed = trial.user_attrs.get("resumed")
+    if resumed:
+        value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
+    return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@dataclass
+class _Worker:
+    """One process's share of the study: start trials while the target has room, then stop."""
+
+    cfg: StudyConfig
+    study: optuna.Study
+    ctx: TrialContext
+    quiet: bool
+    bar: Any = None
+    failures_in_a_row: int = 0
+    stopped: str | None = None
+
+    @property
+    def target(self) -> int:
+        return self.cfg.study.n_trials
+
+    def objective(self, trial: optuna.Trial) -> float:
+        taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN) if t.number < trial.number]
+        if len(taken) >= self.target:
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"the study already has {self.target} trials finished, running or queued")
+        try:
+            return run_trial(trial, self.cfg, self.ctx)
+        except (optuna.TrialPruned, Surplus):
+            raise
+        except KeyboardInterrupt:
+            # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
+            trial.set_user_attr("interrupted", True)
+            self.study.enqueue_trial(trial.params, user_attrs={
+                "first_number": trial.user_attrs.get("first_number", trial.number)})
+            raise
+        except Exception as exc:  # any failure of one trial is recorded and the study goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.user_attrs.get("surplus"):
+            return
+        # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
+        self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
+            self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
+                            f"{trial.user_attrs.get('error', trial.system_attrs.get('fail_reason', '?'))}")
+        if trial.state == TrialState.COMPLETE and _is_best(study, trial):
+            save_best(study, self.ctx.checkpoint_dir)
+        if not self.quiet:
+            line = trial_line(trial, self.cfg.study.metric)
+            if self.bar is not None:
+                self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
+                best = _best_value(study)
+                if best is not None:
+                    self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best:.4g}")
+                self.bar.write(line)
+            else:
+                print(line, flush=True)
+
+    def run(self, heartbeat: bool, deadline: float | None) -> None:
+        while self.stopped is None and (deadline is None or time.monotonic() < deadline):
+            if heartbeat:
+                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
+            trials = self.study.get_trials(deepcopy=False, states=TAKEN)
+            states = [t.state for t in trials]
+            finished = sum(s in FINISHED for s in states)
+            waiting = states.count(TrialState.WAITING)
+            if finished >= self.target:
+                return
+            if len(trials) < self.target or waiting:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self.study.optimize(self.objective, n_trials=1, timeout=timeout, catch=(Exception,),
+                                    callbacks=[self.after_trial])
+            elif heartbeat and TrialState.RUNNING in states:
+                time.sleep(POLL_S)  # a running trial may yet die and need a retry
+            else:
+                return
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
+               quiet: bool, heartbeat_s: int = HEARTBEAT_S, threads: int | None = None, bar: Any = None,
+               timeout: float | None = None, worker: int = 0) -> str | None:
+    """Work on the study until its target is met; returns why it stopped early, if it did."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    _quiet_optuna()
+    if threads:
+        torch.set_num_threads(threads)  # N workers share the cores instead of fighting over them
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the trial as cleanly as Ctrl-C
+    storage = open_storage(storage_url, heartbeat_s)
+    study = create_or_load(cfg, storage, storage_url, worker)
+    study_dir = child(checkpoint_root, cfg.study.name)
+    state = _Worker(cfg, study, TrialContext(device, study_dir), quiet, bar)
+    state.run(has_heartbeat(storage), deadline)
+    return state.stopped
+
+
+def _quiet_optuna() -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own per-trial lines replace Optuna's
 
 
 @dataclass
@@ -154,15 +249,19 @@ class RunSummary:
 
     def counts(self) -> dict[str, int]:
         trials = self.study.get_trials(deepcopy=False)
+        marked = lambda t, m: m in t.user_attrs  # noqa: E731
         return {"complete": sum(t.state == TrialState.COMPLETE for t in trials),
-                "pruned": sum(t.state == TrialState.PRUNED and "diverged" not in t.user_attrs for t in trials),
-                "diverged": sum("diverged" in t.user_attrs for t in trials),
-                "failed": sum(t.state == TrialState.FAIL for t in trials)}
+                "pruned": sum(t.state == TrialState.PRUNED and not marked(t, "diverged") for t in trials),
+                "diverged": sum(marked(t, "diverged") for t in trials),
+                "failed": sum(t.state == TrialState.FAIL and not marked(t, "surplus") and not marked(t, "interrupted")
+                              for t in trials),
+                "interrupted": sum(marked(t, "interrupted") for t in trials)}
 
     def text(self) -> str:
         c = self.counts()
         lines = [f"study {self.cfg.study.name!r}: {c['complete']} complete, {c['pruned']} pruned, "
-                 f"{c['diverged']} diverged, {c['failed']} failed"]
+                 f"{c['diverged']} diverged, {c['failed']} failed"
+                 + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")]
         try:
             best = self.study.best_trial
         except ValueError:
@@ -181,38 +280,51 @@ class RunSummary:
 
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,
-              quiet: bool = False) -> RunSummary:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own per-trial lines replace Optuna's
-    storage = open_storage(storage_url)
-    study = create_or_load(cfg, storage, storage_url)
+              quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S) -> RunSummary:
+    """Run `jobs` worker processes (joblib) on the study, or this process alone for jobs=1."""
+    _quiet_optuna()
+    storage = open_storage(storage_url, heartbeat_s)
+    study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
     study_dir = child(checkpoint_root, cfg.study.name)
     study.set_user_attr("checkpoint_dir", str(study_dir))
-    target = cfg.study.n_trials
-    ctx = TrialContext(device, study_dir)
-    progress = _Progress(cfg, target, study_dir, quiet)
+    bar = None
+    if not quiet and count(study) < cfg.study.n_trials:
+        from tqdm.auto import tqdm
 
-    def objective(trial: optuna.Trial) -> float:
-        try:
-            return run_trial(trial, cfg, ctx)
-        except (optuna.TrialPruned, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # any failure of one trial is recorded and the study goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-
-    done = count(study)
-    if done < target:
-        if not quiet:
-            from tqdm.auto import tqdm
-
-            progress.bar = tqdm(total=target, initial=done, desc=cfg.study.name, unit="trial", file=sys.stderr)
-        try:
-            # No n_trials: the callback stops at the target, which failed trials do not count towards.
-            study.optimize(objective, timeout=cfg.study.timeout, catch=(Exception,), callbacks=[progress])
-        finally:
-            if progress.bar is not None:
-                progress.bar.close()
+        bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial", file=sys.stderr)
+    try:
+        if jobs == 1:
+            stopped = run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
+                                 bar=bar, timeout=cfg.study.timeout)
+        else:
+            stopped = _run_parallel(cfg, storage_url, device, checkpoint_root, quiet, jobs, heartbeat_s, bar, study)
+    finally:
+        if bar is not None:
+            bar.close()
     if save_best(study, study_dir):
         evaluate_best_on_test(study, study_dir, device)
-    return RunSummary(study, cfg, storage_url, study_dir, progress.stopped)
+    return RunSummary(study, cfg, storage_url, study_dir, stopped)
+
+
+def _run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
+                  jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study) -> str | None:
+    from joblib import Parallel, delayed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    done = threading.Event()
+
+    def follow() -> None:  # the bar follows the storage, which every worker writes to
+        while not done.wait(POLL_S):
+            bar.update(max(0, min(cfg.study.n_trials, count(study)) - bar.n))
+
+    follower = threading.Thread(target=follow, daemon=True) if bar is not None else None
+    if follower:
+        follower.start()
+    try:
+        reasons = Parallel(n_jobs=jobs, backend="loky")(
+            delayed(run_worker)(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
+                                threads=threads, timeout=cfg.study.timeout, worker=i)
+            for i in range(jobs))
+    finally:
+        done.set()
+    return next((r for r in reasons if r), None)

@@ -17,8 +17,7 @@ from pathlib import Path
 import optuna
 
 DEFAULT_STORAGE = "sqlite:///study.db"
-HEARTBEAT_S = 10  # how often a running trial says it is alive
-GRACE_S = 30  # silence after which it is taken for dead
+HEARTBEAT_S = 10  # seconds between a running trial's heartbeats; silence for 3x that marks it dead
 MAX_RETRY = 2  # a trial whose worker died is retried this often
 
 
@@ -27,11 +26,17 @@ def default_storage() -> str:
     return f"sqlite:///{Path('study.db').resolve()}"
 
 
+def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether dead workers' trials are detected (Optuna 5's journal storages have no heartbeat)."""
+    interval = getattr(storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
+
+
 def is_rdb(url: str) -> bool:
     return "://" in url and not url.startswith("redis://")
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
@@ -46,7 +51,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         _prepare_sqlite(url.removeprefix("sqlite:///"))
         engine_kwargs = {"connect_args": {"timeout": 120}}
     return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
 
 

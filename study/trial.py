@@ -224,8 +224,13 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
                                    "samples_seen": budget.total_iters * tcfg.batch_size})
     metric = cfg.study.metric
 
+    reported: set[int] = set()
+
     def on_epoch(history: list[dict]) -> None:
-        trial.report(history[-1][metric], history[-1]["epoch"])
+        for record in history:  # a resumed trial also reports the epochs before its checkpoint
+            if record["epoch"] not in reported:
+                trial.report(record[metric], record["epoch"])
+                reported.add(record["epoch"])
         trial.set_user_attr("history", history)  # every epoch, so live dashboards show the curve
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {history[-1]['epoch']}")

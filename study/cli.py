@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", type=Path, default=Path("reports"),
                      help="where the HTML report goes (default: ./reports)")
     run.add_argument("--no-report", action="store_true", help="do not write the HTML report at the end")
+    run.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
+                     help="if this folder exists, the best checkpoint and the report's figures are uploaded to it "
+                          "as Optuna artifacts for optuna-dashboard (default: ./artifacts)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 
     sub.add_parser("spaces", help="list the shipped search spaces and the question each answers")
@@ -69,12 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the HTML comparison report of a stored study (no training)")
     _storage_args(report)
     report.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: ./reports)")
-    report.add_argument("--artifact-dir", type=Path,
-                        help="also upload the figures to this Optuna artifact store folder for optuna-dashboard")
+    report.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
+                        help="upload the figures to this Optuna artifact folder, if it exists (default: ./artifacts)")
     report.add_argument("--list", action="store_true", help="list the studies in the storage instead")
 
     listing = sub.add_parser("list", help="list the studies in a storage with counts and best values")
     _storage_args(listing)
+
+    dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 for a storage")
+    dash.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
+    dash.add_argument("--port", type=_positive_int, default=8080, help="default: 8080")
+    dash.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
+                      help="show the artifacts in this folder, if it exists (default: ./artifacts)")
     return parser
 
 
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "dashboard":
+            return _dashboard(args)
         return _run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -137,10 +148,16 @@ def _run(args: argparse.Namespace) -> int:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130
     print(summary.text())
+    from study.dashboard import artifact_store, upload_checkpoint
+
+    if artifact_store(args.artifact_dir) and upload_checkpoint(summary.study, summary.study_dir / "best.pt",
+                                                              args.artifact_dir):
+        print(f"artifacts: {args.artifact_dir.resolve()}")
     if not args.no_report:
         from study.report import build_report
 
-        print(f"report: {build_report(summary.study, args.report_dir)}")
+        artifacts = args.artifact_dir if artifact_store(args.artifact_dir) else None
+        print(f"report: {build_report(summary.study, args.report_dir, artifact_dir=artifacts)}")
     return 1 if summary.stopped else 0
 
 
@@ -186,8 +203,22 @@ def _report(args: argparse.Namespace) -> int:
     if name not in names:
         raise ConfigError("--study-name", "study-name", name, f"no such study in {url}; stored: {', '.join(names)}")
     study = optuna.load_study(study_name=name, storage=storage)
-    path = build_report(study, args.out, artifact_dir=args.artifact_dir)
+    from study.dashboard import artifact_store
+
+    path = build_report(study, args.out, artifact_dir=args.artifact_dir if artifact_store(args.artifact_dir) else None)
     print(f"report: {path}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from study.dashboard import HOST, serve
+
+    url, storage = _open_existing(args.storage)
+    print(f"optuna-dashboard for {url} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        serve(storage, args.port, args.artifact_dir)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -10,7 +10,9 @@ that several worker processes and a live optuna-dashboard can share one file.
 """
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 
@@ -46,13 +48,22 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # the driver we install, whatever the SQLAlchemy
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         _prepare_sqlite(url.removeprefix("sqlite:///"))
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        except Exception:  # workers starting together on a new database race to create its tables
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
 
 
 def existing_storage(url: str) -> optuna.storages.BaseStorage | None:

@@ -239,10 +239,11 @@ def attach_to_dashboard(study: optuna.Study, page: Path, sections: list[Section]
                      f"[{page.resolve()}](file://{page.resolve()})\n")
     if artifact_dir is None:
         return
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+    from optuna.artifacts import upload_artifact
 
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(artifact_dir))
+    from study.dashboard import artifact_store
+
+    store = artifact_store(artifact_dir, create=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, png in figures_of(sections):
             path = Path(tmp) / name

@@ -1,0 +1,71 @@
+"""Storages: the embedded SQLite default, Optuna's journal file, and a real PostgreSQL server."""
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import optuna
+import psycopg
+import pytest
+from optuna.trial import TrialState
+
+from conftest import cli_env, run_cli
+from study.storage import existing_storage, has_heartbeat, open_storage
+
+PG = dict(host="127.0.0.1", port=5432, user="postgres")
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database on the real server, dropped afterwards. No server is a failure, never a skip."""
+    name = f"study_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(dbname="postgres", autocommit=True, **PG)
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE "{name}"')
+        admin.close()
+
+
+def test_sqlite_default_is_wal_with_a_heartbeat(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    assert has_heartbeat(storage)
+    with sqlite3.connect(tmp_path / "x.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_journal_file_storage_runs_a_study(tmp_path, synth_space):
+    result = run_cli("run", str(synth_space), "--storage", str(tmp_path / "journal.log"), "-q", "--no-report",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="synth", storage=existing_storage(str(tmp_path / "journal.log")))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    assert f"dashboard: optuna-dashboard {tmp_path / 'journal.log'}" in result.stdout
+
+
+def test_reading_never_creates_a_storage(tmp_path):
+    assert existing_storage(f"sqlite:///{tmp_path / 'none.db'}") is None
+    assert existing_storage(str(tmp_path / "none.log")) is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_three_workers_share_one_postgresql_study(tmp_path, synth_space, pg_url):
+    procs = [subprocess.Popen([sys.executable, "-m", "study", "run", str(synth_space), "--storage", pg_url,
+                               "--trials", "9", "-q", "--no-report", "--set", f"study.sampler.seed={i}"],
+                              cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    study = optuna.load_study(study_name="synth", storage=pg_url)
+    trials = study.get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 9
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    for t in done:
+        assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"

@@ -118,6 +118,7 @@ def test_an_interrupted_run_marks_its_trial_and_the_rerun_resumes_it(tmp_path, s
     assert ts[1].user_attrs["resumed"]["from_trial"] == 0 and ts[1].user_attrs["resumed"]["from_epoch"] >= 2
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() by hand, on purpose
 def test_surplus_trials_are_not_counted(tmp_path, synth_space):
     """A trial created when the target is already taken fails as surplus, and no summary counts it."""
     from study.config import load_config

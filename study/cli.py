@@ -181,7 +181,9 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no studies in {url}")
     for r in rows:
-        best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})" if r["best_trial"] is not None else "no complete trial"
+        best = "no complete trial"
+        if r["best_trial"] is not None:
+            best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
         print(f"{r['name']:<24} {r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; {best}")
     return 0
 

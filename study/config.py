@@ -72,7 +72,9 @@ def _float(low: float, high: float | None = None, low_open: bool = False, high_o
 
     def check(v: Any) -> float:
         x = _number(v)
-        if x != x or x < low or (low_open and x == low) or (high is not None and (x > high or (high_open and x == high))):
+        too_low = x < low or (low_open and x == low)
+        too_high = high is not None and (x > high or (high_open and x == high))
+        if x != x or too_low or too_high:
             raise ValueError(f"must be a number {where}")
         return x
     return check
@@ -501,5 +503,6 @@ class _Validator:
         try:
             load_dataset(cfg.dataset, cfg.data_options)
         except Exception as exc:  # user code may raise anything
-            raise self.error("data.options" if cfg.data_options else "data.name",
-                             cfg.data_options or cfg.dataset, f"loading the dataset failed: {type(exc).__name__}: {exc}") from None
+            key = "data.options" if cfg.data_options else "data.name"
+            raise self.error(key, cfg.data_options or cfg.dataset,
+                             f"loading the dataset failed: {type(exc).__name__}: {exc}") from None

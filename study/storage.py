@@ -49,7 +49,8 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
 
         return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # the driver we install, whatever the SQLAlchemy
+        # psycopg 3 is the driver we install; older SQLAlchemy would look for psycopg2 instead.
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine_kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite:///"):
         _prepare_sqlite(url.removeprefix("sqlite:///"))

@@ -17,9 +17,11 @@ def test_no_checkpoint_is_none(tmp_path):
 
 
 def test_loading_refuses_arbitrary_objects(tmp_path):
+    import pickle
+
     import pytest
 
     ck = Checkpoints(tmp_path, keep=1)
     torch.save({"evil": object()}, ck.path(0))  # what weights_only=True must refuse to unpickle
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         ck.latest()

@@ -1,5 +1,4 @@
 """The command line as a user meets it: real processes, a real SQLite storage, tiny synthetic data."""
-import sqlite3
 import subprocess
 import sys
 from importlib import metadata
@@ -109,7 +108,8 @@ def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
     db = tmp_path / "f.db"
     result = run_cli("run", str(path), "--storage", f"sqlite:///{db}", cwd=tmp_path, PYTHONPATH=str(tmp_path))
     assert result.returncode == 1
-    assert "stopped: 2 trials in a row failed; last error: RuntimeError: CUDA out of memory (simulated)" in result.stdout
+    stopped = "stopped: 2 trials in a row failed; last error: RuntimeError: CUDA out of memory (simulated)"
+    assert stopped in result.stdout
     assert "Traceback" not in result.stderr
     trials = load(db).get_trials()
     assert len(trials) == 2

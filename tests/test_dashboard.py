@@ -52,7 +52,8 @@ def test_dashboard_reads_a_running_study(tmp_path, synth_space):
         detail = get(f"{base}/api/studies/{studies[0]['study_id']}?after=0")
         states = [t["state"] for t in detail["trials"]]
         assert states.count("Complete") == 8
-        assert all("history" in {a["key"] for a in t["user_attrs"]} for t in detail["trials"] if t["state"] == "Complete")
+        complete = [t for t in detail["trials"] if t["state"] == "Complete"]
+        assert all("history" in {a["key"] for a in t["user_attrs"]} for t in complete)
         assert len(seen) > 1  # it saw the study change while it ran
     finally:
         dashboard.terminate()

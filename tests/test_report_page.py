@@ -3,7 +3,6 @@ import csv
 import os
 import re
 import shutil
-from pathlib import Path
 
 import optuna
 import pytest

@@ -125,7 +125,7 @@ def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> plt.F
 def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> plt.Figure:
     fig, ax = _fig()
     palette = sns.color_palette("deep", len(numbers))
-    for colour, n in zip(palette, numbers):
+    for colour, n in zip(palette, numbers, strict=True):
         h = history[history["number"] == n]
         ax.plot(h["epoch"], h["train_loss"], "--", color=colour, label=f"trial {n} train")
         ax.plot(h["epoch"], h["val_loss"], "-", color=colour, label=f"trial {n} validation")

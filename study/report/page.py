@@ -151,7 +151,8 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
         numbers = [int(n) for n in top["number"].head(3)]
         if numbers:
             s.figure(F.train_val_figure(history, numbers),
-                     "A validation loss that rises while the train loss falls is overfitting; both high is underfitting.")
+                     "A validation loss that rises while the train loss falls is overfitting; "
+                     "both high is underfitting.")
         sections.append(s)
 
     # 6. Batch against iterations
@@ -177,7 +178,8 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
         if len(curves):
             s = Section("schedules", "Learning-rate schedules")
             s.figure(F.schedule_figure(curves),
-                     "The learning rate at every step of the best trial of each schedule type, as its scheduler set it.")
+                     "The learning rate at every step of the best trial of each schedule type, "
+                     "as its scheduler set it.")
             sections.append(s)
 
     # 8. Importance

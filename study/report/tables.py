@@ -67,13 +67,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             if t.datetime_complete and t.datetime_start else math.nan
         row: dict[str, Any] = {
             "number": t.number, "status": status_of(t), "value": _final_value(t), "duration_s": duration,
-            "epochs": len(history), "total_iters": budget.get("total_iters"), "samples_seen": budget.get("samples_seen"),
+            "epochs": len(history), "total_iters": budget.get("total_iters"),
+            "samples_seen": budget.get("samples_seen"),
         }
         row.update({k: cfg.get(k, t.params.get(k)) for k in _KNOB_COLUMNS})
         final = history[-1] if history else {}
         row.update({k: final.get(k, math.nan) for k in
                     ("train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")})
-        row["error"] = t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else ""
+        failed = t.state == TrialState.FAIL
+        row["error"] = (t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")) if failed else ""
         row["diverged"] = (t.user_attrs.get("diverged") or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *_KNOB_COLUMNS,

@@ -8,9 +8,14 @@ from typing import Any, Callable
 
 import optuna
 
+def _percentile(percentile: float = 25.0, **options: Any) -> optuna.pruners.PercentilePruner:
+    """Prune below the given percentile of trials at the same step (default: the worst 75% go)."""
+    return optuna.pruners.PercentilePruner(percentile, **options)
+
+
 PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
     "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
+    "percentile": _percentile,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "none": optuna.pruners.NopPruner,

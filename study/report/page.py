@@ -132,6 +132,11 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
             winner = comparison.iloc[0]
             s.say(f"Best {param}: {winner[param]} ({metric} {winner['best']:.4g}, trial {winner['best_trial']}), "
                   f"each value's best taken after the other params were searched.")
+            low, high = int(comparison["trials"].min()), int(comparison["trials"].max())
+            if high >= 2 * max(1, low):
+                s.say(f"The values were searched unevenly ({low} to {high} trials each): the sampler spent more "
+                      "trials where results were good, so a value with fewer trials had fewer chances to find its "
+                      "best settings.", note=True)
             s.figure(F.distribution_figure(trials, param, metric),
                      f"The spread of {metric} over complete trials for each {param}: a low median means the choice is "
                      "forgiving of the other settings, a low minimum that it can win when they are right.")

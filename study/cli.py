@@ -123,7 +123,7 @@ def _spaces() -> int:
 def _run(args: argparse.Namespace) -> int:
     from study.config import load_config
     from study.devices import resolve_device
-    from study.storage import default_storage
+    from study.storage import check_storage, default_storage
 
     overrides = list(args.overrides)
     # Flags are overrides like --set, so they are validated by the same rules.
@@ -141,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     storage = args.storage or default_storage()
+    check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
     try:
         summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
                             jobs=args.jobs, heartbeat_s=args.heartbeat)
@@ -167,7 +168,10 @@ def _open_existing(storage_url: str | None):
     from study.storage import default_storage, existing_storage
 
     url = storage_url or default_storage()
-    storage = existing_storage(url)
+    try:
+        storage = existing_storage(url)
+    except Exception as exc:  # an unreachable server or an unknown scheme
+        raise ConfigError("--storage", "storage", url, f"cannot open the storage: {exc}".splitlines()[0]) from None
     if storage is None:
         raise ConfigError("--storage", "storage", url, "no such storage (run a study first)")
     return url, storage

@@ -55,16 +55,29 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
     if url.startswith("sqlite:///"):
         _prepare_sqlite(url.removeprefix("sqlite:///"))
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-        except Exception:  # workers starting together on a new database race to create its tables
+        except (IntegrityError, ProgrammingError):  # workers starting together race to create the tables
             if attempt == 4:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
+    """open_storage, with a failure to reach or understand the storage turned into an input error."""
+    from study.config import ConfigError
+
+    try:
+        return open_storage(url, heartbeat_s)
+    except Exception as exc:  # SQLAlchemy, the driver and the file system each raise their own
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("--storage", "storage", url, f"cannot open the storage: {first_line}") from None
 
 
 def existing_storage(url: str) -> optuna.storages.BaseStorage | None:

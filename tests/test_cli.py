@@ -177,6 +177,14 @@ def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, synth_spa
     assert not db.exists() and not (tmp_path / "ck").exists()
 
 
+@pytest.mark.parametrize("storage", ["foo://bar", "postgresql://nobody@127.0.0.1:1/none"])
+def test_an_unreachable_or_unknown_storage_is_an_input_error(tmp_path, synth_space, capsys, storage):
+    assert main(["run", str(synth_space), "--storage", storage, "--checkpoint-dir", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --storage: storage: cannot open the storage: ") and err.count("\n") == 1
+    assert repr(storage) in err and not (tmp_path / "ck").exists()
+
+
 @pytest.mark.parametrize("flag,value", [("--trials", "0"), ("--trials", "x"), ("--timeout", "-1"), ("--seed", "-2")])
 def test_bad_flag_values_are_refused_by_the_parser(capsys, flag, value):
     with pytest.raises(SystemExit) as info:

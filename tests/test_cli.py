@@ -227,6 +227,10 @@ def test_installed_package_ships_its_spaces_and_runs_from_anywhere(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert spaces.returncode == 0, spaces.stderr
     assert "quick" in spaces.stdout and "lecture" in spaces.stdout
+    script = Path(sys.executable).parent / "study"  # the console script pip installed beside python
+    listed = subprocess.run([str(script), "spaces"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert listed.returncode == 0 and listed.stdout == spaces.stdout
     run = subprocess.run([sys.executable, "-m", "study", "run", "quick", "--trials", "1", "-q",
                           "--set", "training.budget=1"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=240)

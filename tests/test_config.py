@@ -26,6 +26,18 @@ def test_every_shipped_space_is_valid(name):
     assert shipped_spaces()[name].read_text().startswith("# Question:")
 
 
+def test_the_readme_example_is_a_valid_space(tmp_path):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    cfg = load_config(str(path))
+    assert cfg.study.name == "my-study" and cfg.defaults.depth == 3
+    assert list(cfg.params) == ["optimizer", "lr", "momentum", "batch_size", "width"]
+
+
 def test_overrides_are_applied_and_parsed_as_yaml(synth_space):
     cfg = load_config(str(synth_space), ["training.lr=3e-4", "study.n_trials=7", "params.lr.high=0.5",
                                          "data.shuffle=false"])

@@ -223,14 +223,18 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     _quiet_optuna()
     if threads:
         torch.set_num_threads(threads)  # N workers share the cores instead of fighting over them
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the trial as cleanly as Ctrl-C
-    storage = open_storage(storage_url, heartbeat_s)
-    study = create_or_load(cfg, storage, storage_url, worker)
-    study_dir = child(checkpoint_root, cfg.study.name)
-    state = _Worker(cfg, study, TrialContext(device, study_dir), quiet, bar)
-    state.run(has_heartbeat(storage), deadline)
-    return state.stopped
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # SIGTERM acts as Ctrl-C
+    try:
+        storage = open_storage(storage_url, heartbeat_s)
+        study = create_or_load(cfg, storage, storage_url, worker)
+        study_dir = child(checkpoint_root, cfg.study.name)
+        state = _Worker(cfg, study, TrialContext(device, study_dir), quiet, bar)
+        state.run(has_heartbeat(storage), deadline)
+        return state.stopped
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_optuna() -> None:

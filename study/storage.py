@@ -61,12 +61,19 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+                heartbeat_stale_trial_callback=_retry_unless_queued)
         except (IntegrityError, ProgrammingError):  # workers starting together race to create the tables
             if attempt == 4:
                 raise
             time.sleep(0.2 + random.random())
     raise AssertionError("unreachable")
+
+
+def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a dead worker's trial again, unless it was interrupted: that one queued its retry itself
+    before its worker was killed (e.g. Ctrl-C to --jobs workers)."""
+    if not trial.user_attrs.get("interrupted"):
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:

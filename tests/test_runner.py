@@ -41,11 +41,12 @@ def slow_space(tmp_path, write_space):
                        "slow.yaml")
 
 
-def start(space: Path, cwd: Path, *args: str) -> subprocess.Popen:
+def start(space: Path, cwd: Path, *args: str, session: bool = False) -> subprocess.Popen:
+    """`study run` as a real process; with `session`, in a process group of its own, as a terminal's job."""
     return subprocess.Popen([sys.executable, "-m", "study", "run", str(space), "--storage", "sqlite:///s.db",
                              "--heartbeat", "1", "--no-report", *args], cwd=cwd,
                             env=cli_env(PYTHONPATH=str(cwd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=session)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
@@ -140,3 +141,25 @@ def test_surplus_trials_are_not_counted(tmp_path, synth_space):
     assert extra.user_attrs["surplus"] is True
     summary = RunSummary(study, cfg, url, tmp_path)
     assert summary.counts()["failed"] == 0 and summary.counts()["complete"] == 1
+
+
+def test_ctrl_c_to_parallel_workers_queues_each_trial_once(tmp_path, slow_space):
+    """Ctrl-C reaches every worker of --jobs 2; whatever state each trial was left in, every interrupted
+    trial is queued again exactly once, and the rerun finishes the study from the checkpoints."""
+    import os
+
+    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q", session=True)
+    wait_for(tmp_path / "checkpoints" / "synth" / "trial-1" / "epoch-0001.pt", run)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    time.sleep(4)  # the heartbeat grace (3 x 1 s): trials a killed worker left running are now stale
+    again = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q")
+    _, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err
+    ts = trials(tmp_path)
+    counted = [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 6
+    firsts = [t.user_attrs["first_number"] for t in counted]
+    assert len(firsts) == len(set(firsts))  # no trial was run twice to completion
+    assert not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import optuna
@@ -19,6 +20,8 @@ SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
 
 def make_sampler(name: str, seed: int | None, options: dict[str, Any], grid: dict[str, list | None]
                  ) -> optuna.samplers.BaseSampler:
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid, seed=seed, **options)
-    return SAMPLERS[name](seed=seed, **options)
+    with warnings.catch_warnings():  # QMC is "experimental" in Optuna; the user chose it knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "grid":
+            return optuna.samplers.GridSampler(grid, seed=seed, **options)
+        return SAMPLERS[name](seed=seed, **options)

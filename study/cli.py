@@ -1,7 +1,9 @@
-"""The command line: `python -m study run|spaces ...` (also the `study` console script).
+"""The command line: `python -m study run|spaces|report|list|dashboard` (also the `study` console script).
 
-    python -m study run quick --trials 20 --device auto
+    python -m study run quick --trials 20 --device auto --jobs 2
     python -m study spaces
+    python -m study report --storage sqlite:///study.db
+    python -m study dashboard --port 8080
 
 Bad input (a space, a key, a flag) prints one line naming where, the key and the value, and exits 2
 before any study is created or changed.

@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -199,7 +199,6 @@ class TrialContext:
 
     device: torch.device
     checkpoint_dir: Path  # this study's folder
-    extra_attrs: dict = field(default_factory=dict)
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
@@ -218,7 +217,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     trial.set_user_attr("first_number", first)
     folder = ctx.checkpoint_dir / f"trial-{first}"
     trial.set_user_attr("config", tcfg.to_dict())
-    trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device), **ctx.extra_attrs})
+    trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device)})
     _, budget = plan(tcfg, ctx.device)
     trial.set_user_attr("budget", {"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
                                    "samples_seen": budget.total_iters * tcfg.batch_size})

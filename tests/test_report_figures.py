@@ -26,6 +26,11 @@ def _figures(trials, history):
     yield "schedule", F.schedule_figure(T.schedule_data(trials, "minimize"))
     yield "importance", F.importance_figure(pd.DataFrame({"param": ["lr", "optimizer"], "importance": [0.8, 0.2]}))
     yield "confusion", F.confusion_figure(pd.DataFrame([[5, 1], [0, 4]]))
+    yield "interaction", F.interaction_figure(T.interaction_data(trials, "optimizer", "batch_size", "minimize"),
+                                              "val_loss")
+    activations = pd.DataFrame({"init": ["he", "he", "xavier", "xavier"], "activation": ["relu"] * 4,
+                                "layer": [1, 2, 1, 2], "std": [1.0, 0.9, 0.5, 0.25]})
+    yield "activations", F.activation_figure(activations)
 
 
 def test_every_figure_is_titled_labelled_and_renders(frames):
@@ -41,4 +46,4 @@ def test_every_figure_is_titled_labelled_and_renders(frames):
         png = F.to_png(fig)
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
         names.append(name)
-    assert len(names) == 10
+    assert len(names) == 12

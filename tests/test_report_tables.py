@@ -102,3 +102,28 @@ def test_summaries_count_each_study():
     assert rows == [{"name": "a", "metric": "val_loss", "complete": 2, "pruned": 2, "failed": 1,
                      "best_trial": rows[0]["best_trial"], "best": rows[0]["best"]}]
     assert rows[0]["best_trial"] in (0, 3)
+
+
+def test_interaction_takes_the_best_of_each_combination():
+    study = _study([(C, 0.9, "sgd", 1e-4, {}), (C, 0.2, "sgd", 0.1, {}), (C, 0.3, "adam", 1e-3, {}),
+                    (P, None, "adam", 0.1, {})])
+    trials = T.trials_frame(study)
+    trials["batch_size"] = [32, 32, 64, 32]
+    got = T.interaction_data(trials, "optimizer", "batch_size", "minimize")
+    assert got.index.tolist() == ["adam", "sgd"] and got.columns.tolist() == ["32", "64"]
+    assert got.loc["sgd", "32"] == 0.2 and got.loc["adam", "64"] == 0.3
+    assert pd.isna(got.loc["adam", "32"]) and pd.isna(got.loc["sgd", "64"])  # the pruned one does not count
+
+
+def test_activation_data_shows_small_random_collapsing():
+    from study.config import TrialConfig
+
+    rows = []
+    for init in ("small_random", "xavier", "he"):
+        cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 120}, depth=6, width=64, init=init,
+                          activation="tanh")
+        rows.append({"number": len(rows), "status": "complete", **cfg.to_dict()})
+    df = T.activation_data(pd.DataFrame(rows))
+    assert sorted(set(df["init"])) == ["he", "small_random", "xavier"] and df["layer"].max() == 6
+    last = df[df["layer"] == 6].set_index("init")["std"]
+    assert last["small_random"] < 1e-4 < 0.1 < last["xavier"]  # the lecture's point, layer by layer

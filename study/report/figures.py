@@ -171,3 +171,25 @@ def confusion_figure(confusion: pd.DataFrame) -> plt.Figure:
     sns.heatmap(confusion, annot=n <= 20, fmt="d", cmap="Blues", cbar_kws={"label": "test samples (count)"}, ax=ax)
     ax.set(title="Best trial on the test split: confusion matrix", xlabel="predicted class", ylabel="true class")
     return fig
+
+
+def interaction_figure(table: pd.DataFrame, metric: str) -> plt.Figure:
+    rows, cols = table.shape
+    fig, ax = _fig(width=min(10, 3 + 1.2 * cols), height=min(8, 2 + 0.6 * rows))
+    sns.heatmap(table, annot=True, fmt=".3g", cmap="viridis_r", ax=ax,
+                cbar_kws={"label": f"best {METRIC_LABEL.get(metric, metric)}"})
+    ax.set(title=f"Best value for each {table.index.name} x {table.columns.name}", xlabel=table.columns.name,
+           ylabel=table.index.name)
+    ax.tick_params(axis="y", rotation=0)
+    ax.grid(False)  # blank cells are untried combinations, not grid
+    return fig
+
+
+def activation_figure(df: pd.DataFrame) -> plt.Figure:
+    fig, ax = _fig()
+    sns.lineplot(data=df, x="layer", y="std", hue="init", style="activation", marker="o", ax=ax)
+    ax.set_yscale("log")
+    ax.set(title="Activation std per layer at initialisation", xlabel="layer (activation after it)",
+           ylabel="std of activations (log scale)")
+    ax.legend(fontsize="small", ncol=2)
+    return fig

@@ -146,6 +146,28 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
         s.table(comparison)
         sections.append(s)
 
+    # 4b. Pairs of scientific choices: does one choice's winner depend on the other?
+    for i, a in enumerate(scientific):
+        for b in scientific[i + 1:]:
+            table = T.interaction_data(trials, a, b, direction)
+            if table.size > 1:
+                s = Section(f"pair-{a}-{b}", f"{a} x {b}")
+                s.figure(F.interaction_figure(table, metric),
+                         f"The best trial of every {a} and {b} combination (blank: no complete trial): if the "
+                         f"best {a} differs between columns, the answer to 'which {a}?' depends on {b}.")
+                sections.append(s)
+
+    # 4c. What the inits do to the signal, before any training
+    if "init" in changed:
+        activations = T.activation_data(trials)
+        if len(activations):
+            s = Section("activations", "Activations at initialisation")
+            s.figure(F.activation_figure(activations),
+                     "How far the activations spread at each layer of the untrained network, on training samples: "
+                     "a line falling towards zero is the signal collapsing under that init, which leaves the "
+                     "deeper layers almost nothing to learn from.")
+            sections.append(s)
+
     # 5. Learning curves
     if len(history):
         s = Section("curves", "Learning curves")

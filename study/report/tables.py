@@ -234,3 +234,49 @@ def confusion_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFra
     per_class = pd.DataFrame(test["per_class"])
     per_class.index.name = "class"
     return confusion, per_class
+
+
+def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd.DataFrame:
+    """The best complete value for every (a, b) combination: rows are a's values, columns b's.
+    Empty cells are combinations no complete trial tried."""
+    done = trials[(trials["status"] == "complete") & np.isfinite(trials["value"])]
+    if done.empty:
+        return pd.DataFrame()
+    agg = "min" if direction == "minimize" else "max"
+    table = done.assign(**{a: done[a].astype(str), b: done[b].astype(str)}).pivot_table(
+        index=a, columns=b, values="value", aggfunc=agg)
+    return table.sort_index().sort_index(axis=1)
+
+
+def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
+    """Std of every activation layer's output at initialisation, on training samples, for each (init,
+    activation) the study tried: how the signal shrinks or holds layer by layer under each scheme."""
+    import torch
+
+    from study.config import TrialConfig
+    from study.trial import device_data, make_model
+
+    rows = []
+    done = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
+    for (init, activation), group in done.groupby(["init", "activation"]):
+        cfg = TrialConfig(**{k: v for k, v in group.iloc[0].items() if k in _KNOB_COLUMNS})
+        data = device_data(cfg, torch.device("cpu"))
+        model = make_model(cfg, data, torch.device("cpu"))
+        stds: list[float] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(float(out.std())))
+                 for m in model.modules() if type(m).__name__ in _ACTIVATION_NAMES]
+        with torch.no_grad():
+            model(data.x_train[:n_samples])
+        for h in hooks:
+            h.remove()
+        rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
+    return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
+
+
+def _activation_names() -> set[str]:
+    from study.models import ACTIVATIONS
+
+    return {cls.__name__ for cls in ACTIVATIONS.values()}
+
+
+_ACTIVATION_NAMES = _activation_names()

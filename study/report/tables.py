@@ -261,16 +261,23 @@ def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
     for (init, activation), group in done.groupby(["init", "activation"]):
         cfg = TrialConfig(**{k: v for k, v in group.iloc[0].items() if k in _KNOB_COLUMNS})
         data = device_data(cfg, torch.device("cpu"))
-        model = make_model(cfg, data, torch.device("cpu"))
-        stds: list[float] = []
-        hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(float(out.std())))
-                 for m in model.modules() if type(m).__name__ in _ACTIVATION_NAMES]
-        with torch.no_grad():
-            model(data.x_train[:n_samples])
-        for h in hooks:
-            h.remove()
+        stds = _activation_stds(make_model(cfg, data, torch.device("cpu")), data.x_train[:n_samples])
         rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
     return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
+
+
+def _activation_stds(model: Any, x: Any) -> list[float]:
+    """The std of each activation module's output, in forward order, for one batch."""
+    import torch
+
+    stds: list[float] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(float(out.std())))
+             for m in model.modules() if type(m).__name__ in _ACTIVATION_NAMES]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return stds
 
 
 def _activation_names() -> set[str]:

@@ -53,12 +53,9 @@ class Surplus(Exception):
 def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
                    worker: int = 0) -> optuna.Study:
     s = cfg.study
-    # Workers of one run get different sampler seeds, or they would all propose the same first trials.
-    seed = None if s.sampler_seed is None else s.sampler_seed + worker
-    sampler = make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
     experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
     try:
-        existing = optuna.load_study(study_name=s.name, storage=storage, sampler=sampler,
+        existing = optuna.load_study(study_name=s.name, storage=storage,
                                      pruner=make_pruner(s.pruner, s.pruner_options))
     except KeyError:
         existing = None
@@ -68,7 +65,9 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
             raise ConfigError(storage_url, "study.name", s.name,
                               "a study of this name with a different search space is already stored; "
                               "choose another --study-name")
+        existing.sampler = _sampler(cfg, worker, len(existing.get_trials(deepcopy=False)))
         return existing
+    sampler = _sampler(cfg, worker, 0)
     study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction, sampler=sampler,
                                 pruner=make_pruner(s.pruner, s.pruner_options), load_if_exists=True)
     if "experiment" not in study.user_attrs:  # another worker may have created it a moment ago
@@ -77,6 +76,14 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
                            "dataset": cfg.defaults.dataset, "model": cfg.defaults.model}.items():
             study.set_user_attr(key, value)
     return study
+
+
+def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded apart for each worker of a run and each resumption: with the same
+    seed, the workers (and a resumed run's random start-up trials) would propose the same params again."""
+    s = cfg.study
+    seed = None if s.sampler_seed is None else s.sampler_seed + worker + 7919 * n_trials_before
+    return make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
 
 
 def count(study: optuna.Study, states: tuple = FINISHED) -> int:

@@ -47,6 +47,15 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     assert same.returncode == 0 and len(load(db).get_trials()) == 5
 
 
+def test_a_resumed_random_search_does_not_repeat_itself(tmp_path, synth_space):
+    db = tmp_path / "r.db"
+    for trials in ("3", "6"):
+        assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", trials, "-q",
+                     "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
+    params = [tuple(sorted(t.params.items())) for t in load(db).get_trials()]
+    assert len(params) == 6 and len(set(params)) == 6
+
+
 def test_default_storage_is_an_embedded_file_in_the_current_directory(tmp_path, synth_space):
     result = run_cli("run", str(synth_space), "--trials", "1", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ def frames():
 def _figures(trials, history):
     comparison = T.comparison_data(trials, "optimizer", "minimize")
     yield "history", F.history_figure(T.history_data(trials, "minimize"), "val_loss")
-    yield "lr", F.lr_figure(T.lr_data(trials), "val_loss")
+    yield "lr", F.lr_figure(T.lr_data(trials, "minimize"), "val_loss")
     yield "distribution", F.distribution_figure(trials, "optimizer", "val_loss")
     yield "isolation", F.isolation_figure(comparison, "optimizer", "val_loss")
     yield "curves", F.curves_figure(history, T.best_number(trials, "minimize"), "val_loss")

@@ -42,7 +42,8 @@ def test_history_data_best_so_far_stands_through_pruned_trials():
                     (C, 0.4, "adam", 0.1, {})])
     got = T.history_data(T.trials_frame(study), "minimize")
     expected = pd.DataFrame({"number": [0, 1, 2, 3], "status": ["complete", "pruned", "complete", "complete"],
-                             "value": [0.5, 9.0, 0.3, 0.4], "best_so_far": [0.5, 0.5, 0.3, 0.3]})
+                             "value": [0.5, 9.0, 0.3, 0.4], "best_so_far": [0.5, 0.5, 0.3, 0.3],
+                             "plotted": [0.5, 9.0, 0.3, 0.4]})
     pdt.assert_frame_equal(got, expected)
 
 
@@ -59,10 +60,17 @@ def test_isolation_takes_each_values_best_after_the_nuisance_search():
 def test_lr_data_keeps_diverged_trials_at_the_top():
     study = _study([(C, 0.5, "sgd", 0.1, {}), (C, 1.0, "sgd", 0.5, {}),
                     (P, None, "sgd", 1.0, {"diverged": {"reason": "nan", "step": 3}})])
-    study.trials  # noqa: B018
-    df = T.lr_data(T.trials_frame(study))
+    df = T.lr_data(T.trials_frame(study), "minimize")
     assert df["status"].tolist() == ["complete", "complete", "diverged"]
     assert df["plotted"].iloc[2] == pytest.approx(9.0)  # its last reported value, within range
+
+
+@pytest.mark.parametrize("direction,worst", [("minimize", 1.05), ("maximize", 0.45)])  # range 0.5, margin 10%
+def test_non_finite_values_are_drawn_at_the_worst_end(direction, worst):
+    trials = pd.DataFrame({"number": [0, 1, 2], "status": ["complete", "complete", "diverged"],
+                           "value": [0.5, 1.0, math.inf], "lr": [0.1, 0.2, 5.0], "optimizer": ["sgd"] * 3})
+    assert T.lr_data(trials, direction)["plotted"].tolist() == pytest.approx([0.5, 1.0, worst])
+    assert T.history_data(trials, direction)["plotted"].tolist() == pytest.approx([0.5, 1.0, worst])
 
 
 def test_batch_vs_iterations_pairs_batches_at_one_sample_budget():

@@ -44,15 +44,10 @@ def to_png(fig: plt.Figure) -> bytes:
 def history_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
     fig, ax = _fig()
     for status, (colour, marker, alpha) in STATUS_STYLE.items():
-        part = df[(df["status"] == status) & np.isfinite(df["value"])]
+        part = df[df["status"] == status]
         if len(part):
-            ax.scatter(part["number"], part["value"], c=colour, marker=marker, alpha=alpha, s=28,
+            ax.scatter(part["number"], part["plotted"], c=colour, marker=marker, alpha=alpha, s=28,
                        label=f"{status} ({len(part)})")
-    diverged = df[(df["status"] == "diverged") & ~np.isfinite(df["value"])]
-    if len(diverged):
-        top = np.nanmax(df["value"].replace([np.inf, -np.inf], np.nan)) if np.isfinite(df["value"]).any() else 1.0
-        ax.scatter(diverged["number"], [top] * len(diverged), c=STATUS_STYLE["diverged"][0], marker="X",
-                   label=f"diverged, non-finite ({len(diverged)})")
     ax.step(df["number"], df["best_so_far"], where="post", color="#2ca02c", lw=2, label="best so far")
     ax.set(title="Optimization history", xlabel="trial number", ylabel=METRIC_LABEL.get(metric, metric))
     ax.legend(fontsize="small")

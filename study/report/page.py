@@ -116,7 +116,7 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
     # 3. Learning rate
     if "lr" in changed:
         s = Section("learning-rate", "Learning rate")
-        s.figure(F.lr_figure(T.lr_data(trials), metric),
+        s.figure(F.lr_figure(T.lr_data(trials, direction), metric),
                  "Too small a learning rate undershoots (high loss on the left), too large overshoots or diverges "
                  "(red crosses on the right); the valley between is where each optimizer works.")
         sections.append(s)

@@ -112,25 +112,36 @@ def best_number(trials: pd.DataFrame, direction: str) -> int | None:
     return int(complete.loc[idx, "number"])
 
 
+def _plotted(values: pd.Series, direction: str) -> pd.Series:
+    """Values to draw: a non-finite one (a diverged trial's NaN or inf) goes to the worst end of the
+    finite range, so that it is shown rather than dropped."""
+    finite = values[np.isfinite(values)]
+    if finite.empty:
+        worst = 1.0
+    else:
+        low, high = float(finite.min()), float(finite.max())
+        margin = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+        worst = high + margin if direction == "minimize" else low - margin
+    return values.where(np.isfinite(values), worst)
+
+
 def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
-    """Optimization history: each trial's value and the best complete value so far."""
+    """Optimization history: each trial's value (and `plotted`), and the best complete value so far."""
     df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][["number", "status", "value"]].copy()
     df = df.sort_values("number").reset_index(drop=True)
     complete = df["value"].where(df["status"] == "complete")
     best = complete.cummin() if direction == "minimize" else complete.cummax()
     df["best_so_far"] = best.ffill()  # the best stands through the pruned trials after it
+    df["plotted"] = _plotted(df["value"], direction)
     return df
 
 
-def lr_data(trials: pd.DataFrame) -> pd.DataFrame:
-    """Learning rate against final value, every finished trial; diverged ones kept with an infinite value
-    replaced by the top of the plotted range (`plotted`) so the overshoot region shows."""
+def lr_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
+    """Learning rate against final value for every finished trial, diverged ones included (`plotted`
+    puts a non-finite value at the worst end), so the overshoot region shows."""
     df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][
         ["number", "lr", "optimizer", "status", "value"]].copy().reset_index(drop=True)
-    finite = df["value"][np.isfinite(df["value"])]
-    ceiling = float(finite.max()) * 1.1 if len(finite) else 1.0
-    df["plotted"] = df["value"].where(np.isfinite(df["value"]), ceiling)
-    df.loc[df["status"] == "diverged", "plotted"] = df.loc[df["status"] == "diverged", "plotted"].clip(upper=ceiling)
+    df["plotted"] = _plotted(df["value"], direction)
     return df
 
 

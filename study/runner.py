@@ -36,6 +36,8 @@ from study.evaluation import evaluate_best_on_test
 from study.paths import child
 from study.pruners import make_pruner
 from study.samplers import make_sampler
+from study.states import counts as count_statuses
+from study.states import status_of
 from study.storage import HEARTBEAT_S, dashboard_command, has_heartbeat, open_storage
 from study.trial import TrialContext, run_trial
 
@@ -114,16 +116,13 @@ def save_best(study: optuna.Study, study_dir: Path) -> Path | None:
 
 def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-    state = trial.state.name.lower()
-    for mark in ("diverged", "interrupted"):
-        if mark in trial.user_attrs:
-            state = mark
+    state = status_of(trial)
     value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
     if trial.state == TrialState.PRUNED:
         history = trial.user_attrs.get("history") or [{}]
         last = history[-1].get(metric)
         value = f"{metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
-    if trial.state == TrialState.FAIL and "interrupted" not in trial.user_attrs:
+    if state == "failed":
         value = str(trial.user_attrs.get("error", trial.system_attrs.get("fail_reason", "")))[:200]
     resumed = trial.user_attrs.get("resumed")
     if resumed:
@@ -175,7 +174,7 @@ class _Worker:
             raise
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.user_attrs.get("surplus"):
+        if status_of(trial) == "surplus":
             return
         # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
@@ -259,14 +258,8 @@ class RunSummary:
     stopped: str | None = None
 
     def counts(self) -> dict[str, int]:
-        trials = self.study.get_trials(deepcopy=False)
-        marked = lambda t, m: m in t.user_attrs  # noqa: E731
-        return {"complete": sum(t.state == TrialState.COMPLETE for t in trials),
-                "pruned": sum(t.state == TrialState.PRUNED and not marked(t, "diverged") for t in trials),
-                "diverged": sum(marked(t, "diverged") for t in trials),
-                "failed": sum(t.state == TrialState.FAIL and not marked(t, "surplus") and not marked(t, "interrupted")
-                              for t in trials),
-                "interrupted": sum(marked(t, "interrupted") for t in trials)}
+        c = count_statuses(self.study.get_trials(deepcopy=False))
+        return {k: c[k] for k in ("complete", "pruned", "diverged", "failed", "interrupted")}
 
     def text(self) -> str:
         c = self.counts()

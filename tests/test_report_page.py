@@ -46,6 +46,24 @@ def test_no_complete_trial_says_so(tmp_path, statuses):
     assert "Best: trial" not in html
 
 
+def test_surplus_trials_count_nowhere_and_interrupted_ones_are_named(tmp_path):
+    from optuna.trial import TrialState
+
+    from study.report.tables import summaries
+
+    storage = optuna.storages.InMemoryStorage()
+    study = make_study(4, storage=storage)
+    dists = study.trials[0].distributions
+    for mark in ("surplus", "interrupted"):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params=study.trials[0].params,
+                                                  distributions=dists, user_attrs={mark: True}))
+    html = build_report(study, tmp_path).read_text()
+    assert "4 complete, 0 pruned, 0 diverged, 0 failed, 1 interrupted" in html
+    rows = (tmp_path / "made" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # header, four complete, the interrupted one; no surplus
+    assert summaries(storage)[0]["failed"] == 0
+
+
 def test_one_trial(tmp_path):
     html = build_report(make_study(1), tmp_path).read_text()
     assert "Best: trial 0" in html and "needs at least 8 complete trials" in html

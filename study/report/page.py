@@ -79,7 +79,7 @@ def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
     s.summary = [("study", study.study_name), ("dataset", str(study.user_attrs.get("dataset", "?"))),
                  ("model", str(study.user_attrs.get("model", "?"))), ("objective", f"{direction} {metric}"),
                  ("trials", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "diverged", "failed"))
-                  + (f", {counts['running']} running" if counts.get("running") else "")),
+                  + "".join(f", {counts[k]} {k}" for k in ("interrupted", "running", "waiting") if counts.get(k))),
                  ("trial time", f"{durations.sum():.1f} s in total, {durations.mean():.2f} s mean"
                   if len(durations) else "no finished trial"),
                  ("varied", ", ".join(changed) or "nothing")]

@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 from study.config import KNOBS
 from study.schedules import lr_curve
 from study.budget import scaled_lr
+from study.states import counts as count_statuses
+from study.states import status_of
 
-STATUS_ORDER = ["complete", "pruned", "diverged", "failed", "running", "waiting"]
 _KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]
 
 
@@ -32,19 +33,16 @@ def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         best = best_number(trials_frame(study), study.direction.name.lower()) if trials else None
+        c = count_statuses(trials)
         rows.append({"name": summary.study_name, "metric": study.user_attrs.get("metric", "value"),
-                     "complete": sum(t.state == TrialState.COMPLETE for t in trials),
-                     "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-                     "failed": sum(t.state == TrialState.FAIL for t in trials),
+                     "complete": c["complete"], "pruned": c["pruned"] + c["diverged"], "failed": c["failed"],
                      "best_trial": best, "best": study.trials[best].value if best is not None else None})
     return rows
 
 
-def status_of(t: optuna.trial.FrozenTrial) -> str:
-    if "diverged" in t.user_attrs:
-        return "diverged"
-    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}[t.state]
+def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Every trial but the surplus ones, which never trained."""
+    return [t for t in study.get_trials(deepcopy=False) if status_of(t) != "surplus"]
 
 
 def _final_value(t: optuna.trial.FrozenTrial) -> float:
@@ -57,9 +55,10 @@ def _final_value(t: optuna.trial.FrozenTrial) -> float:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, status, value, time, budget, every config setting, error."""
+    """One row per trial (surplus ones left out): number, status, value, time, budget, every config
+    setting, error."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in _counted(study):
         cfg = t.user_attrs.get("config", {})
         budget = t.user_attrs.get("budget", {})
         history = t.user_attrs.get("history") or []
@@ -93,7 +92,7 @@ def varied(trials: pd.DataFrame) -> list[str]:
 def history_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per (trial, epoch) with the per-epoch record and the trial's status."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in _counted(study):
         status = status_of(t)
         for record in t.user_attrs.get("history") or []:
             rows.append({"number": t.number, "status": status, **record})

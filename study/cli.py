@@ -151,32 +151,24 @@ def _run(args: argparse.Namespace) -> int:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130
     print(summary.text())
-    from study.dashboard import artifact_store, upload_checkpoint
+    from study.dashboard import upload_checkpoint
 
-    if artifact_store(args.artifact_dir) and upload_checkpoint(summary.study, summary.study_dir / "best.pt",
-                                                              args.artifact_dir):
-        print(f"artifacts: {args.artifact_dir.resolve()}")
+    artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
+    if artifacts and upload_checkpoint(summary.study, summary.study_dir / "best.pt", artifacts):
+        print(f"artifacts: {artifacts.resolve()}")
     if not args.no_report:
         from study.report import build_report
 
-        artifacts = args.artifact_dir if artifact_store(args.artifact_dir) else None
         print(f"report: {build_report(summary.study, args.report_dir, artifact_dir=artifacts)}")
     return 1 if summary.stopped else 0
 
 
 def _open_existing(storage_url: str | None):
     """The storage, which must already exist: reading never creates a database."""
-    from study.config import ConfigError
-    from study.storage import default_storage, existing_storage
+    from study.storage import check_storage, default_storage
 
     url = storage_url or default_storage()
-    try:
-        storage = existing_storage(url)
-    except Exception as exc:  # an unreachable server or an unknown scheme
-        raise ConfigError("--storage", "storage", url, f"cannot open the storage: {exc}".splitlines()[0]) from None
-    if storage is None:
-        raise ConfigError("--storage", "storage", url, "no such storage (run a study first)")
-    return url, storage
+    return url, check_storage(url, must_exist=True)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -211,9 +203,7 @@ def _report(args: argparse.Namespace) -> int:
     if name not in names:
         raise ConfigError("--study-name", "study-name", name, f"no such study in {url}; stored: {', '.join(names)}")
     study = optuna.load_study(study_name=name, storage=storage)
-    from study.dashboard import artifact_store
-
-    path = build_report(study, args.out, artifact_dir=args.artifact_dir if artifact_store(args.artifact_dir) else None)
+    path = build_report(study, args.out, artifact_dir=args.artifact_dir if args.artifact_dir.is_dir() else None)
     print(f"report: {path}")
     return 0
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import optuna
 
-DEFAULT_STORAGE = "sqlite:///study.db"
+DEFAULT_FILE = "study.db"  # the embedded default, in the current directory
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats; silence for 3x that marks it dead
 MAX_RETRY = 2  # a trial whose worker died is retried this often
 
 
 def default_storage() -> str:
     """The default embedded file, as an absolute URL so that the dashboard command works anywhere."""
-    return f"sqlite:///{Path('study.db').resolve()}"
+    return f"sqlite:///{Path(DEFAULT_FILE).resolve()}"
 
 
 def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
@@ -76,15 +76,19 @@ def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
-def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
-    """open_storage, with a failure to reach or understand the storage turned into an input error."""
+def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """open_storage (existing_storage with `must_exist`), with a storage that cannot be reached, is not
+    understood or is not there turned into an input error."""
     from study.config import ConfigError
 
     try:
-        return open_storage(url, heartbeat_s)
+        storage = existing_storage(url) if must_exist else open_storage(url, heartbeat_s)
     except Exception as exc:  # SQLAlchemy, the driver and the file system each raise their own
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError("--storage", "storage", url, f"cannot open the storage: {first_line}") from None
+    if storage is None:
+        raise ConfigError("--storage", "storage", url, "no such storage (run a study first)")
+    return storage
 
 
 def existing_storage(url: str) -> optuna.storages.BaseStorage | None:

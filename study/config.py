@@ -289,11 +289,11 @@ def load_config(space: str = "quick", overrides: list[str] = (), probe_data: boo
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(str(path), "(top level)", raw, "must be a mapping of sections")
-    overridden = apply_overrides(raw, overrides, str(path))
+    overridden = apply_overrides(raw, overrides)
     return _Validator(str(path), path.stem, overridden, probe_data).config(raw)
 
 
-def apply_overrides(raw: dict, overrides: list[str], source: str) -> set[str]:
+def apply_overrides(raw: dict, overrides: list[str]) -> set[str]:
     """Apply `dotted.key=value` strings in place (values parsed as YAML); return the keys set."""
     keys = set()
     for item in overrides:
@@ -370,18 +370,18 @@ class _Validator:
         for name, spec in self.mapping("params", raw, searchable).items():
             key = f"params.{name}"
             if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high"}:
-                params[name] = self.distribution(key, name, spec, params, knobs)
+                params[name] = self.distribution(key, name, spec, params)
             else:
                 knobs[name] = self.check(key, name, spec)  # a fixed value
         return params
 
-    def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param], knobs: dict) -> Param:
+    def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param]) -> Param:
         self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when"))
         numeric = "int" if KNOBS[name].type in ("int", int) else "float"
         kind = spec.get("type", "categorical" if "choices" in spec else numeric)
         if kind not in ("categorical", "float", "int"):
             raise self.error(f"{key}.type", kind, "must be categorical, float or int")
-        when = self.when(f"{key}.when", spec.get("when"), earlier, knobs)
+        when = self.when(f"{key}.when", spec.get("when"), earlier)
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -414,7 +414,7 @@ class _Validator:
                 raise self.error(f"{key}.step", step, "step cannot be combined with log: true")
         return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
-    def when(self, key: str, raw: Any, earlier: dict[str, Param], knobs: dict) -> tuple:
+    def when(self, key: str, raw: Any, earlier: dict[str, Param]) -> tuple:
         conditions = []
         for other, allowed in self.mapping(key, raw, list(earlier)).items():
             allowed = allowed if isinstance(allowed, list) else [allowed]

@@ -61,11 +61,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def build_sections(study: optuna.Study) -> tuple[list[Section], str]:
+def build_sections(study: optuna.Study, trials: pd.DataFrame) -> tuple[list[Section], str]:
     """Compute every section's data and render its figures; returns the sections and the verdict line."""
     from study.report import figures as F
 
-    trials, history = T.trials_frame(study), T.history_frame(study)
+    history = T.history_frame(study)
     metric = study.user_attrs.get("metric", "val_loss")
     direction = study.direction.name.lower()
     best = T.best_number(trials, direction)
@@ -246,11 +246,11 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     as artifacts."""
     folder = child(Path(out_root), study.study_name)
     folder.mkdir(parents=True, exist_ok=True)
-    sections, verdict = build_sections(study)
+    trials = T.trials_frame(study)  # once: for the page and for trials.csv
+    sections, verdict = build_sections(study, trials)
     html = _ENV.get_template("template.html.j2").render(
         name=study.study_name, question=study.user_attrs.get("question", ""), verdict=verdict, sections=sections)
     _write(folder / "index.html", html)
-    trials = T.trials_frame(study)
     tmp = folder / f".trials.csv.{os.getpid()}"
     trials.to_csv(tmp, index=False)
     os.replace(tmp, folder / "trials.csv")

@@ -15,6 +15,9 @@ import re
 import sys
 from pathlib import Path
 
+from study.console import say
+from study.errors import printable
+
 
 def _positive_int(text: str) -> int:
     if not re.fullmatch(r"\d+", text) or int(text) < 1:
@@ -33,8 +36,14 @@ def _seconds(text: str) -> float:
 
 
 def _seed(text: str) -> int:
-    if not re.fullmatch(r"\d+", text):
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    if not re.fullmatch(r"\d{1,20}", text) or int(text) >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1] (got {text!r})")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not re.fullmatch(r"\d{1,5}", text) or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in [1, 65535] (got {text!r})")
     return int(text)
 
 
@@ -67,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
                      help="if this folder exists, the best checkpoint and the report's figures are uploaded to it "
                           "as Optuna artifacts for optuna-dashboard (default: ./artifacts)")
+    run.add_argument("--retry-stale", action="store_true",
+                     help="on a storage without a heartbeat (journal file): fail the trials that a dead worker "
+                          "left running and queue them again (only when no other worker runs them)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 
     sub.add_parser("spaces", help="list the shipped search spaces and the question each answers")
@@ -83,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 for a storage")
     dash.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
-    dash.add_argument("--port", type=_positive_int, default=8080, help="default: 8080")
+    dash.add_argument("--port", type=_port, default=8080, help="default: 8080")
     dash.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
                       help="show the artifacts in this folder, if it exists (default: ./artifacts)")
     return parser
@@ -96,7 +108,8 @@ def _storage_args(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from study.config import ConfigError
+    from study.errors import ConfigError
+    from study.files import DiskFull
 
     try:
         if args.command == "spaces":
@@ -111,55 +124,74 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader of stdout has gone (`| head`); nothing is lost
+        from study.console import silence_stdout
+
+        silence_stdout()
+        return 0
 
 
 def _spaces() -> int:
     from study.config import load_config, shipped_spaces
 
     for name in shipped_spaces():
-        cfg = load_config(name, probe_data=False)
-        print(f"{name:<20} {cfg.study.question}")
+        cfg = load_config(name)
+        say(f"{name:<20} {cfg.study.question}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from study.config import load_config
+    from study import preflight
+    from study.config import check_study_name, load_config
     from study.devices import resolve_device
+    from study.errors import ConfigError
     from study.storage import check_storage, default_storage
 
-    overrides = list(args.overrides)
+    overrides: list = list(args.overrides)
     # Flags are overrides like --set, so they are validated by the same rules.
     if args.trials is not None:
-        overrides.append(f"study.n_trials={args.trials}")
+        overrides.append(("study.n_trials", args.trials))
     if args.timeout is not None:
-        overrides.append(f"study.timeout={args.timeout}")
+        overrides.append(("study.timeout", args.timeout))
     if args.study_name is not None:
-        overrides.append(f"study.name={_yaml_str(args.study_name)}")
+        try:
+            overrides.append(("study.name", check_study_name(args.study_name)))
+        except ValueError as exc:
+            raise ConfigError("--study-name", "study-name", args.study_name, str(exc)) from None
     if args.seed is not None:
-        overrides += [f"training.seed={args.seed}", f"study.sampler.seed={args.seed}"]
+        overrides += [("training.seed", args.seed), ("study.sampler.seed", args.seed)]
     device = resolve_device(args.device)  # before anything touches the storage
     cfg = load_config(args.space, overrides)
+    storage = args.storage or default_storage()
+    preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
+                    storage_url=storage)
 
     from study.runner import run_study
 
-    storage = args.storage or default_storage()
     check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
     try:
         summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
-                            jobs=args.jobs, heartbeat_s=args.heartbeat)
+                            jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
         return 130
-    print(summary.text())
+    say(summary.text())
     from study.dashboard import upload_checkpoint
 
     artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
     if artifacts and upload_checkpoint(summary.study, summary.study_dir / "best.pt", artifacts):
-        print(f"artifacts: {artifacts.resolve()}")
+        say(f"artifacts: {artifacts.resolve()}")
     if not args.no_report:
         from study.report import build_report
 
-        print(f"report: {build_report(summary.study, args.report_dir, artifact_dir=artifacts)}")
+        try:
+            say(f"report: {build_report(summary.study, args.report_dir, artifact_dir=artifacts)}")
+        except OSError as exc:  # the study is stored; only the page is missing
+            print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     return 1 if summary.stopped else 0
 
 
@@ -177,40 +209,50 @@ def _list(args: argparse.Namespace) -> int:
     url, storage = _open_existing(args.storage)
     rows = summaries(storage)
     if not rows:
-        print(f"no studies in {url}")
+        say(f"no studies in {printable(url)}")
     for r in rows:
         best = "no complete trial"
         if r["best_trial"] is not None:
             best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
-        print(f"{r['name']:<24} {r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; {best}")
+        say(f"{printable(r['name']):<24} {r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; {best}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     import optuna
 
-    from study.config import ConfigError
+    from study.errors import ConfigError
+    from study.files import check_writable
+    from study.preflight import check_inside
     from study.report import build_report
 
+    check_writable(args.out, "--out")
     url, storage = _open_existing(args.storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    shown = ", ".join(map(printable, names))
     name = args.study_name
     if name is None:
         if len(names) != 1:
             raise ConfigError("--study-name", "study-name", None,
-                              f"the storage holds {len(names)} studies ({', '.join(names) or 'none'}); name one")
+                              f"the storage holds {len(names)} studies ({shown or 'none'}); name one")
         name = names[0]
     if name not in names:
-        raise ConfigError("--study-name", "study-name", name, f"no such study in {url}; stored: {', '.join(names)}")
+        raise ConfigError("--study-name", "study-name", name, f"no such study in {printable(url)}; stored: {shown}")
+    check_inside(args.out, name, "--out")
     study = optuna.load_study(study_name=name, storage=storage)
-    path = build_report(study, args.out, artifact_dir=args.artifact_dir if args.artifact_dir.is_dir() else None)
-    print(f"report: {path}")
+    try:
+        path = build_report(study, args.out, artifact_dir=args.artifact_dir if args.artifact_dir.is_dir() else None)
+    except OSError as exc:
+        print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    say(f"report: {path}")
     return 0
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from study.dashboard import HOST, serve
+    from study.dashboard import HOST, check_port, serve
 
+    check_port(args.port)
     url, storage = _open_existing(args.storage)
     print(f"optuna-dashboard for {url} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
@@ -219,8 +261,3 @@ def _dashboard(args: argparse.Namespace) -> int:
         pass
     return 0
 
-
-def _yaml_str(text: str) -> str:
-    import json
-
-    return json.dumps(text)  # a JSON string is a YAML string, whatever it contains

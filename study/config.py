@@ -15,32 +15,27 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
-
-import yaml
 
 from study.budget import LR_SCALINGS, UNITS
 from study.callables import is_reference, load_callable
-from study.data import DATASETS, ORDERS, PREPROCESSING, load_dataset
+from study.data import DATASETS, ORDERS, PREPROCESSING
+from study.errors import ConfigError, unsafe_characters
 from study.inits import INITS
 from study.models import ACTIVATIONS, MODELS
 from study.optimizers import OPTIMIZERS
 from study.pruners import PRUNERS
 from study.samplers import SAMPLERS
 from study.schedules import SCHEDULES
+from study.spaces import apply_overrides, read_space, shipped_spaces, space_path
 
+__all__ = ["ConfigError", "StudyConfig", "TrialConfig", "load_config", "shipped_spaces", "check_study_name"]
 
-class ConfigError(Exception):
-    """Bad input: printed as one line naming where (file or flag), the dotted key and the value."""
-
-    def __init__(self, source: str, key: str, value: Any, problem: str):
-        super().__init__(source, key, value, problem)
-        self.source, self.key, self.value, self.problem = source, key, value, problem
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.key}: {self.problem} (got {self.value!r})"
+SEED_LIMIT = 2**32  # numpy, scikit-learn and Optuna's samplers take seeds in [0, 2**32)
+GRID_LIMIT = 100_000  # points a grid search may enumerate, all params together
+NAME_LIMIT = 200  # characters of a study name; every storage's name column holds 512
 
 
 # ---- value checks: each returns the normalised value or raises ValueError(problem) ----
@@ -49,20 +44,34 @@ def _number(v: Any) -> float:
     # PyYAML reads "1e-3" (no dot) as a string; accept it as the number the user meant.
     if isinstance(v, str):
         try:
-            return float(v)
+            v = float(v)
         except ValueError:
             pass
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError("must be a number")
-    return float(v)
+    try:
+        return _finite(float(v))
+    except OverflowError:  # an integer too large for a float
+        raise ValueError("must be a finite number") from None
 
 
-def _int(low: int) -> Callable[[Any], int]:
+def _finite(x: float) -> float:
+    if not math.isfinite(x):
+        raise ValueError("must be a finite number")
+    return x
+
+
+def _int(low: int, high: int | None = None) -> Callable[[Any], int]:
+    where = f">= {low}" if high is None else f"in [{low}, {high}]"
+
     def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"must be an integer >= {low}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            raise ValueError(f"must be an integer {where}")
         return v
     return check
+
+
+_seed = _int(0, SEED_LIMIT - 1)
 
 
 def _float(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
@@ -74,7 +83,7 @@ def _float(low: float, high: float | None = None, low_open: bool = False, high_o
         x = _number(v)
         too_low = x < low or (low_open and x == low)
         too_high = high is not None and (x > high or (high_open and x == high))
-        if x != x or too_low or too_high:
+        if too_low or too_high:
             raise ValueError(f"must be a number {where}")
         return x
     return check
@@ -124,7 +133,7 @@ class TrialConfig:
     data_options: dict = _knob("data", None, _mapping, "options")  # keyword arguments of the dataset function
     val_fraction: float = _knob("data", 0.2, _float(0, 1, True, True))  # of all samples
     test_fraction: float = _knob("data", 0.2, _float(0, 1, True, True))  # of all samples; never used to choose
-    split_seed: int = _knob("data", 0, _int(0))  # fixes the split and the `random` order
+    split_seed: int = _knob("data", 0, _seed)  # fixes the split and the `random` order
     preprocess: str = _knob("data", "standardize", _one_of(PREPROCESSING))  # training-split statistics
     order: str = _knob("data", "random", _one_of(ORDERS))  # order of the training split before batching
     shuffle: bool = _knob("data", True, _bool)  # a new permutation every pass
@@ -153,7 +162,7 @@ class TrialConfig:
     lr_scaling: str = _knob("training", "none", _one_of(LR_SCALINGS))  # linear: lr * batch / reference_batch
     reference_batch: int = _knob("training", 64, _int(1))
     precision: str = _knob("training", "fp32", _one_of(("fp32", "bf16", "fp16")))  # autocast dtype on CUDA
-    seed: int = _knob("training", 0, _int(0))  # model init and batch order
+    seed: int = _knob("training", 0, _seed)  # model init and batch order
     divergence_factor: float = _knob("training", 10.0, _float(1, low_open=True))  # loss > factor * start: diverged
 
     def __post_init__(self) -> None:
@@ -195,16 +204,23 @@ class Param:
             return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
-    def grid(self) -> list | None:
-        """The values a grid search visits, or None when the distribution is continuous."""
+    def grid_size(self) -> int | None:
+        """How many values a grid search visits, computed without enumerating; None when continuous."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        if self.kind == "int" and not self.log:
+            return (self.high - self.low) // (self.step or 1) + 1
+        if self.kind == "float" and self.step and not self.log:
+            return int(round((self.high - self.low) / self.step)) + 1
+        return None
+
+    def grid(self) -> list:
+        """The values a grid search visits (check grid_size first: a range may hold billions)."""
         if self.kind == "categorical":
             return list(self.choices)
-        if self.kind == "int" and not self.log:
+        if self.kind == "int":
             return list(range(self.low, self.high + 1, self.step or 1))
-        if self.kind == "float" and self.step and not self.log:
-            n = int(round((self.high - self.low) / self.step))
-            return [self.low + i * self.step for i in range(n + 1)]
-        return None
+        return [self.low + i * self.step for i in range(self.grid_size())]
 
 
 @dataclass(frozen=True)
@@ -222,7 +238,9 @@ class StudySettings:
     pruner_options: dict = field(default_factory=dict)
     scientific: tuple[str, ...] = ()  # params the report compares fairly; default: every categorical one
     max_initial_failures: int = 5  # stop when each of the first K trials failed
-    checkpoint_keep: int = 2  # epoch checkpoints kept per trial
+    checkpoint_keep: int = 2  # epoch checkpoints kept per running trial (a retry resumes from the newest)
+    checkpoint_keep_best: int = 0  # finished trials whose final weights are kept, best first (best.pt aside)
+    max_iters: int = 10**9  # planned iterations a trial may have; raise it to opt in to longer trials
 
 
 @dataclass(frozen=True)
@@ -241,84 +259,52 @@ class StudyConfig:
         return self.study.scientific or tuple(n for n, p in self.params.items() if p.kind == "categorical")
 
     def grid_space(self) -> dict[str, list]:
+        """The grid sampler's search space ({} for other samplers: a range is enumerated only for a grid)."""
+        if self.study.sampler != "grid":
+            return {}
         return {name: p.grid() for name, p in self.params.items()}
-
-
-# ---- locating files ----
-
-def spaces_dir() -> Path:
-    """The shipped search spaces: package data when installed, ../search_spaces in a checkout."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "search_spaces"
-    return packaged if packaged.is_dir() else here.parent / "search_spaces"
-
-
-def shipped_spaces() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(spaces_dir().glob("*.yaml"))}
-
-
-def space_path(space: str) -> Path:
-    shipped = shipped_spaces()
-    if space in shipped:
-        return shipped[space]
-    path = Path(space)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(space, "SPACE", space, "no such file")
-        return path
-    hint = difflib.get_close_matches(space, shipped, n=1)
-    raise ConfigError("search space", "SPACE", space,
-                      f"no shipped space or YAML file of that name"
-                      f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; shipped: {', '.join(shipped)}")
 
 
 # ---- loading and validating ----
 
-def load_config(space: str = "quick", overrides: list[str] = (), probe_data: bool = True) -> StudyConfig:
-    """Read, override, and validate a search space. Raises ConfigError on any problem."""
+def load_config(space: str = "quick", overrides: list[str] = ()) -> StudyConfig:
+    """Read, override, and validate a search space. Raises ConfigError on any problem.
+
+    Pure: it reads the file and runs no user code (preflight.check does, before a run)."""
     path = space_path(space)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
-        raise ConfigError(str(path), where, getattr(exc, "problem", str(exc)), "YAML syntax error") from None
-    except OSError as exc:
-        raise ConfigError(str(path), "SPACE", space, f"cannot read: {exc.strerror}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(str(path), "(top level)", raw, "must be a mapping of sections")
+    raw = read_space(path)
     overridden = apply_overrides(raw, overrides)
-    return _Validator(str(path), path.stem, overridden, probe_data).config(raw)
+    return _Validator(str(path), path.stem, overridden).config(raw)
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> set[str]:
-    """Apply `dotted.key=value` strings in place (values parsed as YAML); return the keys set."""
-    keys = set()
-    for item in overrides:
-        key, eq, text = item.partition("=")
-        if not eq or not key or any(not part for part in key.split(".")):
-            raise ConfigError("--set", item, item, "expected dotted.key=value, e.g. training.lr=1e-3")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError("--set", key, text, "value is not valid YAML") from None
-        node = raw
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError("--set", ".".join(parts[: i + 1]), child, "is not a mapping, cannot set a key in it")
-            node = child
-        node[parts[-1]] = value
-        keys.add(key)
-    return keys
+def check_study_name(name: Any) -> str:
+    """A study name: any Unicode text up to NAME_LIMIT characters, without control characters,
+    line separators or lone surrogates (raises ValueError with the problem)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("must be a non-empty string")
+    if unsafe_characters(name):
+        raise ValueError(f"must not contain control characters, line separators or lone surrogates "
+                         f"(found {unsafe_characters(name)[0]!r})")
+    if len(name) > NAME_LIMIT:
+        raise ValueError(f"must be at most {NAME_LIMIT} characters (got {len(name)})")
+    return name
+
+
+def _non_finite(node: Any, key: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinity anywhere in a YAML document, with its dotted key."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return key, node
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
 
 
 class _Validator:
-    def __init__(self, source: str, stem: str, overridden: set[str], probe_data: bool):
-        self.source, self.stem, self.overridden, self.probe_data = source, stem, overridden, probe_data
+    def __init__(self, source: str, stem: str, overridden: set[str]):
+        self.source, self.stem, self.overridden = source, stem, overridden
 
     def error(self, key: str, value: Any, problem: str) -> ConfigError:
         from_set = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in self.overridden)
@@ -345,6 +331,9 @@ class _Validator:
 
     def config(self, raw: dict) -> StudyConfig:
         self.mapping("", raw, ("study", *SECTIONS, "params"))
+        bad = _non_finite(raw)
+        if bad:
+            raise self.error(bad[0], bad[1], "must be a finite number")
         knobs: dict[str, Any] = {}
         for section in SECTIONS:
             keys = {(f.metadata["yaml"] or name): name for name, f in KNOBS.items() if f.metadata["section"] == section}
@@ -353,8 +342,6 @@ class _Validator:
         params = self.params(raw.get("params"), knobs)
         defaults = self.trial_config(knobs, "data")
         study = self.study(raw.get("study"), params)
-        if self.probe_data:
-            self.probe(defaults)
         return StudyConfig(self.source, study, defaults, params, raw)
 
     def trial_config(self, knobs: dict, key: str) -> TrialConfig:
@@ -426,11 +413,10 @@ class _Validator:
 
     def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:
         allowed = ("name", "question", "metric", "direction", "n_trials", "timeout", "sampler", "pruner",
-                   "scientific", "max_initial_failures", "checkpoints")
+                   "scientific", "max_initial_failures", "checkpoints", "max_iters")
         s = self.mapping("study", raw, allowed)
         out: dict[str, Any] = {"name": s.get("name", self.stem)}
-        if not isinstance(out["name"], str) or not out["name"].strip():
-            raise self.error("study.name", out["name"], "must be a non-empty string")
+        out["name"] = self.wrap("study.name", out["name"], check_study_name)
         if "question" in s:
             if not isinstance(s["question"], str):
                 raise self.error("study.question", s["question"], "must be a string")
@@ -442,21 +428,23 @@ class _Validator:
         if direction != METRICS[metric]:
             raise self.error("study.direction", direction, f"{metric} must be {METRICS[metric]}d")
         out.update(metric=metric, direction=direction)
-        for k, low in (("n_trials", 1), ("max_initial_failures", 1)):
+        for k, low in (("n_trials", 1), ("max_initial_failures", 1), ("max_iters", 1)):
             if k in s:
                 out[k] = self.wrap(f"study.{k}", s[k], _int(low))
         if s.get("timeout") is not None:
             out["timeout"] = self.wrap("study.timeout", s["timeout"], _float(0, low_open=True))
         if "checkpoints" in s:
-            ck = self.mapping("study.checkpoints", s["checkpoints"], ("keep",))
+            ck = self.mapping("study.checkpoints", s["checkpoints"], ("keep", "keep_best"))
             if "keep" in ck:
                 out["checkpoint_keep"] = self.wrap("study.checkpoints.keep", ck["keep"], _int(1))
+            if "keep_best" in ck:
+                out["checkpoint_keep_best"] = self.wrap("study.checkpoints.keep_best", ck["keep_best"], _int(0))
         sampler = s.get("sampler", {})
         sampler = {"name": sampler} if isinstance(sampler, str) else sampler
         sampler = self.mapping("study.sampler", sampler, ("name", "seed", "options"))
         out["sampler"] = self.wrap("study.sampler.name", sampler.get("name", "tpe"), _one_of(SAMPLERS))
         seed = sampler.get("seed", 0)
-        out["sampler_seed"] = None if seed is None else self.wrap("study.sampler.seed", seed, _int(0))
+        out["sampler_seed"] = None if seed is None else self.wrap("study.sampler.seed", seed, _seed)
         out["sampler_options"] = self.wrap("study.sampler.options", sampler.get("options") or {}, _mapping)
         pruner = s.get("pruner", {})
         pruner = {"name": pruner} if isinstance(pruner, str) else pruner
@@ -485,24 +473,23 @@ class _Validator:
         from study.pruners import make_pruner
         from study.samplers import make_sampler
 
+        grid = {}
         if s.sampler == "grid":
+            size = 1
             for name, p in params.items():
-                if p.grid() is None:
+                n = p.grid_size()
+                if n is None:
                     raise self.error(f"params.{name}", p.kind, "grid search needs categorical, int, or float with step")
+                size *= n
+                if size > GRID_LIMIT:
+                    raise self.error(f"params.{name}", f"{n} values", f"the grid would hold more than {GRID_LIMIT} "
+                                     "points; use a larger step or another sampler")
+            grid = {n: p.grid() for n, p in params.items()}
         try:
-            make_sampler(s.sampler, s.sampler_seed, s.sampler_options, {n: p.grid() for n, p in params.items()})
+            make_sampler(s.sampler, s.sampler_seed, s.sampler_options, grid)
         except (TypeError, ValueError) as exc:
             raise self.error("study.sampler.options", s.sampler_options, str(exc)) from None
         try:
             make_pruner(s.pruner, s.pruner_options)
         except (TypeError, ValueError) as exc:
             raise self.error("study.pruner.options", s.pruner_options, str(exc)) from None
-
-    def probe(self, cfg: TrialConfig) -> None:
-        """Load the dataset once: a user function that fails, or bad options, are input errors."""
-        try:
-            load_dataset(cfg.dataset, cfg.data_options)
-        except Exception as exc:  # user code may raise anything
-            key = "data.options" if cfg.data_options else "data.name"
-            raise self.error(key, cfg.data_options or cfg.dataset,
-                             f"loading the dataset failed: {type(exc).__name__}: {exc}") from None

@@ -23,6 +23,19 @@ def artifact_store(folder: Path | None, create: bool = False):
     return FileSystemArtifactStore(str(folder))
 
 
+def check_port(port: int) -> None:
+    """Refuse a port that is taken now, before the storage is opened (one line, not a server traceback)."""
+    import socket
+
+    from study.errors import ConfigError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError as exc:
+            raise ConfigError("--port", "port", port, f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
+
+
 def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | None) -> None:
     from optuna_dashboard import run_server
 

@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import joblib
 import numpy as np
 
 from study.callables import is_reference, load_callable
+from study.files import atomic_write
 
 Dataset = Callable[..., tuple[np.ndarray, np.ndarray]]
 
 CACHE_DIR = Path(os.environ.get("STUDY_CACHE_DIR", Path.home() / ".cache" / "study"))
-_memory = joblib.Memory(CACHE_DIR / "joblib", verbose=0)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -39,14 +38,25 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 1, 8, 8), y
 
 
-@_memory.cache
 def _make_mnist1d(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generated once per (num_samples, seed) and cached as plain arrays: a cache file is data, never code."""
+    path = CACHE_DIR / f"mnist1d-{int(num_samples)}-{int(seed)}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return cached["x"], cached["y"]
+    except (OSError, ValueError, KeyError):  # missing, damaged or not ours: make it again
+        pass
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     args.num_samples, args.seed = num_samples, seed
     d = make_dataset(args)  # generated locally; mnist1d's get_dataset() would download instead
-    return np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]])
+    x, y = np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]])
+    try:
+        atomic_write(path, lambda f: np.savez(f, x=x, y=y))
+    except OSError:  # a cache that cannot be written only costs time
+        pass
+    return x, y
 
 
 def _mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +147,16 @@ def _load_dataset(name: str, options_json: str) -> tuple[np.ndarray, np.ndarray]
     if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"dataset {name!r} must return X of shape (N, F), (N, C, L) or (N, C, H, W) and y "
                          f"of shape (N,); got {x.shape} and {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise ValueError(f"dataset {name!r} must return integer labels 0..K-1")
+    if not np.isfinite(x).all():
+        raise ValueError(f"dataset {name!r} returned NaN or infinite features "
+                         f"({int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())} samples)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"dataset {name!r} must return integer labels 0..K-1; got dtype {y.dtype}")
+    labels = np.unique(y)
+    if len(labels) < 2 or labels[0] != 0 or labels[-1] != len(labels) - 1:
+        shown = ", ".join(map(str, labels[:6].tolist())) + (", ..." if len(labels) > 6 else "")
+        raise ValueError(f"dataset {name!r} must return labels 0..K-1 with every class present and K >= 2; "
+                         f"got {{{shown}}}")
     return x, y.astype(np.int64)
 
 
@@ -148,10 +166,15 @@ def load_splits(name: str, options: dict[str, Any], *, val_fraction: float, test
 
     x, y = load_dataset(name, options)
     idx = np.arange(len(y))
-    idx_train, idx_rest = train_test_split(idx, test_size=val_fraction + test_fraction, random_state=split_seed,
-                                           stratify=y)
-    idx_val, idx_test = train_test_split(idx_rest, test_size=test_fraction / (val_fraction + test_fraction),
-                                         random_state=split_seed, stratify=y[idx_rest])
+    try:
+        idx_train, idx_rest = train_test_split(idx, test_size=val_fraction + test_fraction,
+                                               random_state=split_seed, stratify=y)
+        idx_val, idx_test = train_test_split(idx_rest, test_size=test_fraction / (val_fraction + test_fraction),
+                                             random_state=split_seed, stratify=y[idx_rest])
+    except ValueError as exc:  # scikit-learn: too few samples of some class for a stratified split
+        raise ValueError(f"dataset {name!r} is too small to split into training, validation and test sets "
+                         f"with every class in each ({len(y)} samples, {int(y.max()) + 1} classes, smallest "
+                         f"class {int(np.bincount(y).min())}): {exc}") from None
     idx_train = idx_train[ORDERS[order](y[idx_train], split_seed)]
     shift, scale = PREPROCESSING[preprocess](x[idx_train])
 

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from study.config import ConfigError
+from study.errors import ConfigError
 
 CHOICES = "auto, cpu, cuda, cuda:N, mps"
 

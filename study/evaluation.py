@@ -11,7 +11,7 @@ import optuna
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from study.checkpoints import load
+from study.checkpoints import try_load
 from study.config import TrialConfig
 from study.metrics import classification_metrics, predict
 from study.trial import autocast_for, device_data, make_model
@@ -19,19 +19,23 @@ from study.trial import autocast_for, device_data, make_model
 TEST_ATTR = "test"
 
 
-def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.device) -> dict | None:
-    """Evaluate best.pt on the test split and store the result as the study's `test` user attr."""
+def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.device) -> str | None:
+    """Evaluate best.pt on the test split and store the result as the study's `test` user attr.
+    Returns the problem when best.pt cannot be used; the run goes on without the test metrics."""
     path = study_dir / "best.pt"
-    if not path.is_file():
-        return None
-    best = load(path)
+    best, problem = try_load(path)
+    if problem:
+        return f"the test split was not evaluated: {problem}"
     stored = study.user_attrs.get(TEST_ATTR)
     if stored and stored.get("trial") == best["trial"]:
-        return stored
-    cfg = TrialConfig(**best["config"])
-    data = device_data(cfg, device)
-    model = make_model(cfg, data, device)
-    model.load_state_dict(best["model"])
+        return None
+    try:
+        cfg = TrialConfig(**best["config"])
+        data = device_data(cfg, device)
+        model = make_model(cfg, data, device)
+        model.load_state_dict(best["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        return f"the test split was not evaluated: best.pt does not fit its config ({type(exc).__name__}: {exc})"
     loss, pred = predict(model, data.x_test, data.y_test, autocast_for(device, cfg.precision))
     y = data.y_test.cpu().numpy()
     labels = list(range(data.n_classes))
@@ -44,4 +48,4 @@ def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.de
                       "support": support.tolist()},
     }
     study.set_user_attr(TEST_ATTR, result)
-    return result
+    return None

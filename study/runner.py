@@ -16,11 +16,8 @@ checkpoint.
 """
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +27,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from study.checkpoints import Checkpoints, atomic_save
-from study.config import ConfigError, StudyConfig
+from study import interrupts, stale, weights
+from study.config import StudyConfig
+from study.errors import ConfigError
+from study.console import say
 from study.evaluation import evaluate_best_on_test
-from study.paths import child
+from study.paths import is_uid, study_dir
 from study.pruners import make_pruner
 from study.samplers import make_sampler
 from study.states import counts as count_statuses
@@ -44,8 +43,10 @@ from study.trial import TrialContext, run_trial
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 1.0  # how often an idle worker looks again for trials to retry
+CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
 # The sections whose change makes a stored study a different experiment.
 _EXPERIMENT_KEYS = ("data", "model", "training", "params")
+UID_ATTR = "uid"  # the study's identity, chosen by the process that created it
 
 
 class Surplus(Exception):
@@ -54,64 +55,62 @@ class Surplus(Exception):
 
 def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
                    worker: int = 0) -> optuna.Study:
+    """The study of `cfg` in `storage`: created with a new identity, or loaded and checked to be the same
+    experiment. Exactly one process creates it; the others wait for its attributes."""
     s = cfg.study
     experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
+    pruner = make_pruner(s.pruner, s.pruner_options)
     try:
-        existing = optuna.load_study(study_name=s.name, storage=storage,
-                                     pruner=make_pruner(s.pruner, s.pruner_options))
-    except KeyError:
-        existing = None
-    if existing is not None:
-        stored = existing.user_attrs.get("experiment")
-        if stored is not None and stored != experiment:
-            raise ConfigError(storage_url, "study.name", s.name,
-                              "a study of this name with a different search space is already stored; "
-                              "choose another --study-name")
-        existing.sampler = _sampler(cfg, worker, len(existing.get_trials(deepcopy=False)))
-        return existing
-    sampler = _sampler(cfg, worker, 0)
-    study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction, sampler=sampler,
-                                pruner=make_pruner(s.pruner, s.pruner_options), load_if_exists=True)
-    if "experiment" not in study.user_attrs:  # another worker may have created it a moment ago
-        for key, value in {"experiment": experiment, "space": cfg.raw, "source": cfg.source,
-                           "question": s.question, "metric": s.metric, "scientific": list(cfg.scientific),
-                           "dataset": cfg.defaults.dataset, "model": cfg.defaults.model}.items():
+        study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction,
+                                    sampler=_sampler(cfg, worker, 0), pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=s.name, storage=storage, pruner=pruner)
+    else:  # the identity first: a joining worker waits for it, then for the rest
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+        for key, value in {"space": cfg.raw, "source": cfg.source, "question": s.question, "metric": s.metric,
+                           "scientific": list(cfg.scientific), "dataset": cfg.defaults.dataset,
+                           "model": cfg.defaults.model, "experiment": experiment}.items():
             study.set_user_attr(key, value)
+        return study
+    attrs = _wait_for_creator(study)
+    if "experiment" in attrs and attrs["experiment"] != experiment:
+        raise ConfigError(storage_url, "study.name", s.name,
+                          "a study of this name with a different search space is already stored; "
+                          "choose another --study-name")
+    if UID_ATTR not in attrs:  # made by a version of study without identities
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+    study_uid(study)
+    study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
     return study
+
+
+def _wait_for_creator(study: optuna.Study) -> dict[str, Any]:
+    deadline = time.monotonic() + CREATE_WAIT_S
+    while True:
+        attrs = study.user_attrs
+        if "experiment" in attrs or time.monotonic() > deadline:
+            return attrs
+        time.sleep(0.1)
+
+
+def study_uid(study: optuna.Study) -> str:
+    uid = study.user_attrs.get(UID_ATTR)
+    if not is_uid(uid):  # read back from a storage that others can write: checked before any path uses it
+        raise ConfigError("--storage", f"study {study.study_name!r}: user attr {UID_ATTR}", uid,
+                          "is not a study identity (32 hex digits); the storage was changed by hand")
+    return uid
 
 
 def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded apart for each worker of a run and each resumption: with the same
     seed, the workers (and a resumed run's random start-up trials) would propose the same params again."""
     s = cfg.study
-    seed = None if s.sampler_seed is None else s.sampler_seed + worker + 7919 * n_trials_before
+    seed = None if s.sampler_seed is None else (s.sampler_seed + worker + 7919 * n_trials_before) % 2**32
     return make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
 
 
 def count(study: optuna.Study, states: tuple = FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
-
-
-def _is_best(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
-    try:
-        return study.best_trial.number == trial.number
-    except ValueError:
-        return False
-
-
-def save_best(study: optuna.Study, study_dir: Path) -> Path | None:
-    """Copy the best trial's final weights and config to best.pt (from its last epoch checkpoint)."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    state = Checkpoints(study_dir / f"trial-{best.user_attrs.get('first_number', best.number)}").latest()
-    if state is None:
-        return None
-    path = study_dir / "best.pt"
-    atomic_save({"model": state["model"], "config": state["config"], "trial": best.number,
-                 "value": best.value, "history": state["history"]}, path)
-    return path
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
@@ -132,10 +131,6 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
 
 def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @dataclass
@@ -159,6 +154,7 @@ class _Worker:
         if len(taken) >= self.target:
             trial.set_user_attr("surplus", True)
             raise Surplus(f"the study already has {self.target} trials finished, running or queued")
+        trial.set_user_attr(stale.WORKER_ATTR, stale.worker_identity())
         try:
             return run_trial(trial, self.cfg, self.ctx)
         except (optuna.TrialPruned, Surplus):
@@ -166,8 +162,8 @@ class _Worker:
         except KeyboardInterrupt:
             # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
             trial.set_user_attr("interrupted", True)
-            self.study.enqueue_trial(trial.params, user_attrs={
-                "first_number": trial.user_attrs.get("first_number", trial.number)})
+            self.study.enqueue_trial(trial.params, user_attrs={"first_number": trial.user_attrs.get("first_number",
+                                                                                                   trial.number)})
             raise
         except Exception as exc:  # any failure of one trial is recorded and the study goes on
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
@@ -181,44 +177,42 @@ class _Worker:
         if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
             self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
                             f"{trial.user_attrs.get('error', trial.system_attrs.get('fail_reason', '?'))}")
-        if trial.state == TrialState.COMPLETE and _is_best(study, trial):
-            save_best(study, self.ctx.checkpoint_dir)
-        if not self.quiet:
-            line = trial_line(trial, self.cfg.study.metric)
-            if self.bar is not None:
-                self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
-                best = _best_value(study)
-                if best is not None:
-                    self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best:.4g}")
-                self.bar.write(line)
-            else:
-                print(line, flush=True)
+        try:
+            problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best)
+        except OSError as exc:  # a full disk here must not take the study down with it
+            problem = f"keeping the weights of trial {trial.number} failed: {exc}"
+        if self.quiet:
+            return
+        line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
+        if self.bar is not None:
+            self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
+            best = weights.best_trial(study)
+            if best is not None:
+                self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
+            self.bar.write(line)
+        else:
+            say(line)
 
     def run(self, heartbeat: bool, deadline: float | None) -> None:
         while self.stopped is None and (deadline is None or time.monotonic() < deadline):
+            interrupts.check()
             if heartbeat:
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
             trials = self.study.get_trials(deepcopy=False, states=TAKEN)
             states = [t.state for t in trials]
             finished = sum(s in FINISHED for s in states)
             waiting = states.count(TrialState.WAITING)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
             if finished >= self.target:
                 return
             if len(trials) < self.target or waiting:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 self.study.optimize(self.objective, n_trials=1, timeout=timeout, catch=(Exception,),
                                     callbacks=[self.after_trial])
-            elif heartbeat and TrialState.RUNNING in states:
-                time.sleep(POLL_S)  # a running trial may yet die and need a retry
+            elif heartbeat or any(stale.alive_here(t) for t in running):
+                time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
             else:
-                return
-
-
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:
-        return None
+                self.stopped = stale.stale_message(running)
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
@@ -229,18 +223,16 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     _quiet_optuna()
     if threads:
         torch.set_num_threads(threads)  # N workers share the cores instead of fighting over them
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # SIGTERM acts as Ctrl-C
-    try:
-        storage = open_storage(storage_url, heartbeat_s)
-        study = create_or_load(cfg, storage, storage_url, worker)
-        study_dir = child(checkpoint_root, cfg.study.name)
-        state = _Worker(cfg, study, TrialContext(device, study_dir), quiet, bar)
-        state.run(has_heartbeat(storage), deadline)
-        return state.stopped
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    storage = open_storage(storage_url, heartbeat_s)
+    study = create_or_load(cfg, storage, storage_url, worker)
+    state = _Worker(cfg, study, context(cfg, study, device, checkpoint_root), quiet, bar)
+    state.run(has_heartbeat(storage), deadline)
+    return state.stopped
+
+
+def context(cfg: StudyConfig, study: optuna.Study, device: torch.device, checkpoint_root: Path) -> TrialContext:
+    folder = study_dir(checkpoint_root, cfg.study.name, study_uid(study))
+    return TrialContext(device, folder, study_uid(study), keep=cfg.study.checkpoint_keep)
 
 
 def _quiet_optuna() -> None:
@@ -256,6 +248,7 @@ class RunSummary:
     storage_url: str
     study_dir: Path
     stopped: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         c = count_statuses(self.study.get_trials(deepcopy=False))
@@ -266,9 +259,8 @@ class RunSummary:
         lines = [f"study {self.cfg.study.name!r}: {c['complete']} complete, {c['pruned']} pruned, "
                  f"{c['diverged']} diverged, {c['failed']} failed"
                  + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")]
-        try:
-            best = self.study.best_trial
-        except ValueError:
+        best = weights.best_trial(self.study)
+        if best is None:
             lines.append("no complete trial yet")
         else:
             final = (best.user_attrs.get("history") or [{}])[-1]
@@ -276,6 +268,7 @@ class RunSummary:
                                 ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1") if k in final)
             lines.append(f"best trial {best.number}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
+        lines += [f"warning: {w}" for w in self.warnings]
         if self.stopped:
             lines.append(f"stopped: {self.stopped}")
         lines.append(f"checkpoints: {self.study_dir}")
@@ -284,51 +277,60 @@ class RunSummary:
 
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,
-              quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S) -> RunSummary:
-    """Run `jobs` worker processes (joblib) on the study, or this process alone for jobs=1."""
+              quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S,
+              retry_stale: bool = False) -> RunSummary:
+    """Run `jobs` worker processes on the study, or this process alone for jobs=1. Ctrl-C and SIGTERM
+    stop every worker at its next step; then KeyboardInterrupt is raised here."""
     _quiet_optuna()
+    started = time.monotonic()
     storage = open_storage(storage_url, heartbeat_s)
-    study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
-    study_dir = child(checkpoint_root, cfg.study.name)
-    study.set_user_attr("checkpoint_dir", str(study_dir))
-    bar = None
-    if not quiet and count(study) < cfg.study.n_trials:
-        from tqdm.auto import tqdm
+    with interrupts.handled():
+        study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
+        ctx = context(cfg, study, device, checkpoint_root)
+        study.set_user_attr("checkpoint_dir", str(ctx.checkpoint_dir))
+        notes = []
+        if retry_stale and not has_heartbeat(storage):
+            retried = stale.retry_stale(study)
+            notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")
+        bar = None
+        if not quiet and count(study) < cfg.study.n_trials:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial", file=sys.stderr)
+            bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial")
+        try:
+            if jobs == 1:
+                stopped = run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
+                                     bar=bar, timeout=cfg.study.timeout)
+            else:
+                from study.parallel import run_parallel
+
+                stopped = run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
+                                       heartbeat_s=heartbeat_s, bar=bar, study=study)
+        finally:
+            if bar is not None:
+                bar.close()
+        interrupts.check()
+        timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
+        finished = count(study)
+        if stopped is None and not timed_out and finished < cfg.study.n_trials:
+            stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
+        notes += _keep_best_weights(study, ctx)
+    return RunSummary(study, cfg, storage_url, ctx.checkpoint_dir, stopped, tuple(notes))
+
+
+def _keep_best_weights(study: optuna.Study, ctx: TrialContext) -> list[str]:
+    """best.pt, the test-split evaluation, and no epoch checkpoints of finished trials; problems are
+    reported, never fatal."""
+    notes = []
     try:
-        if jobs == 1:
-            stopped = run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                                 bar=bar, timeout=cfg.study.timeout)
-        else:
-            stopped = _run_parallel(cfg, storage_url, device, checkpoint_root, quiet, jobs, heartbeat_s, bar, study)
-    finally:
-        if bar is not None:
-            bar.close()
-    if save_best(study, study_dir):
-        evaluate_best_on_test(study, study_dir, device)
-    return RunSummary(study, cfg, storage_url, study_dir, stopped)
-
-
-def _run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
-                  jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study) -> str | None:
-    from joblib import Parallel, delayed
-
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    done = threading.Event()
-
-    def follow() -> None:  # the bar follows the storage, which every worker writes to
-        while not done.wait(POLL_S):
-            bar.update(max(0, min(cfg.study.n_trials, count(study)) - bar.n))
-
-    follower = threading.Thread(target=follow, daemon=True) if bar is not None else None
-    if follower:
-        follower.start()
-    try:
-        reasons = Parallel(n_jobs=jobs, backend="loky")(
-            delayed(run_worker)(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                                threads=threads, timeout=cfg.study.timeout, worker=i)
-            for i in range(jobs))
-    finally:
-        done.set()
-    return next((r for r in reasons if r), None)
+        problem = weights.save_best(study, ctx)
+        if problem:
+            notes.append(problem)
+        elif (ctx.checkpoint_dir / weights.BEST).is_file():
+            problem = evaluate_best_on_test(study, ctx.checkpoint_dir, ctx.device)
+            if problem:
+                notes.append(problem)
+        weights.sweep(study, ctx)
+    except OSError as exc:
+        notes.append(str(exc))
+    return notes

@@ -79,7 +79,7 @@ def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:
     """open_storage (existing_storage with `must_exist`), with a storage that cannot be reached, is not
     understood or is not there turned into an input error."""
-    from study.config import ConfigError
+    from study.errors import ConfigError
 
     try:
         storage = existing_storage(url) if must_exist else open_storage(url, heartbeat_s)

@@ -23,6 +23,7 @@ import optuna
 import torch
 import torch.nn.functional as F
 
+from study import interrupts
 from study.budget import Budget, scaled_lr
 from study.checkpoints import Checkpoints
 from study.config import StudyConfig, TrialConfig
@@ -31,6 +32,7 @@ from study.inits import INITS
 from study.metrics import evaluate
 from study.models import build_model
 from study.optimizers import OPTIMIZERS
+from study.paths import is_trial_number, trial_dir
 from study.provenance import provenance
 from study.schedules import make_schedule
 
@@ -127,6 +129,8 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     first_epoch, it, resumed = 0, 0, None
     start_loss: torch.Tensor | None = None
     state = checkpoints.latest() if checkpoints else None
+    if checkpoints and state is None:
+        checkpoints.clear()  # whatever is there is not this trial's: never resume from it, never mix with it
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -146,6 +150,7 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
         loss_sum = torch.zeros((), device=device)
         n_steps = end - it
         while it < end:
+            interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
             j = it % budget.iters_per_pass
             if j == 0 or perm is None:
                 if cfg.shuffle:
@@ -199,6 +204,8 @@ class TrialContext:
 
     device: torch.device
     checkpoint_dir: Path  # this study's folder
+    study_uid: str  # the study's identity; a checkpoint of another study is never resumed
+    keep: int = 2  # epoch checkpoints kept while the trial runs
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
@@ -212,12 +219,11 @@ def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
 def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float:
     """The Optuna objective: sample, train, report `cfg.study.metric` every epoch, prune when told."""
     tcfg = cfg.resolve(suggest(trial, cfg))
-    # A retry of a trial whose worker died inherits its user attrs, hence its checkpoint folder.
-    first = trial.user_attrs.get("first_number", trial.number)
+    first = first_number(trial)
     trial.set_user_attr("first_number", first)
-    folder = ctx.checkpoint_dir / f"trial-{first}"
     trial.set_user_attr("config", tcfg.to_dict())
     trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device)})
+    checkpoints = trial_checkpoints(ctx, first, tcfg)
     _, budget = plan(tcfg, ctx.device)
     trial.set_user_attr("budget", {"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
                                    "samples_seen": budget.total_iters * tcfg.batch_size})
@@ -235,12 +241,26 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
             raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {history[-1]['epoch']}")
 
     try:
-        result = train(tcfg, ctx.device, on_epoch=on_epoch,
-                       checkpoints=Checkpoints(folder, keep=cfg.study.checkpoint_keep))
+        result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints)
     except Diverged as exc:
         trial.set_user_attr("history", exc.history)
         trial.set_user_attr("diverged", {"reason": exc.reason, "step": exc.step})
         raise optuna.TrialPruned(f"diverged at iteration {exc.step}: {exc.reason}") from None
+    finally:
+        if checkpoints.warnings:
+            trial.set_user_attr("checkpoint_warnings", checkpoints.warnings[:10])
     if result.resumed_from_epoch is not None:
         trial.set_user_attr("resumed", {"from_trial": first, "from_epoch": result.resumed_from_epoch})
     return result.final[metric]
+
+
+def first_number(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The number of this trial's first attempt: a retry of a dead or interrupted worker's trial inherits
+    it (and so its checkpoints). Read back from the storage, it is trusted only as a number <= this one."""
+    first = trial.user_attrs.get("first_number", trial.number)
+    return first if is_trial_number(first) and first <= trial.number else trial.number
+
+
+def trial_checkpoints(ctx: TrialContext, first: int, cfg: TrialConfig) -> Checkpoints:
+    return Checkpoints(trial_dir(ctx.checkpoint_dir, first), keep=ctx.keep,
+                       identity={"study": ctx.study_uid, "trial": first, "config": cfg.to_dict()})

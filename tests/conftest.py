@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,71 @@ def write_space(tmp_path: Path):
         path.write_text(textwrap.dedent(text))
         return path
     return write
+
+
+SLOW_MODEL = """\
+import time
+import torch
+
+
+class Slow(torch.nn.Module):
+    \"\"\"A linear classifier that sleeps in every training step, so that a trial takes seconds.\"\"\"
+
+    def __init__(self, input_shape, n_classes, delay):
+        super().__init__()
+        self.delay = delay
+        self.linear = torch.nn.Linear(input_shape[0], n_classes)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            time.sleep(self.delay)
+        return self.linear(x)
+
+
+def net(input_shape, n_classes, delay=0.05):
+    return Slow(input_shape, n_classes, delay)
+"""
+
+
+@pytest.fixture
+def slow_space(tmp_path, write_space):
+    """The synthetic space with a model that takes about 0.15 s per epoch, 8 epochs a trial."""
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    return write_space(SYNTH_SPACE.replace("name: mlp", "name: slowmodel:net").replace("budget: 3", "budget: 8"),
+                       "slow.yaml")
+
+
+def start(space: Path, cwd: Path, *args: str, session: bool = False, storage: str = "sqlite:///s.db"
+          ) -> subprocess.Popen:
+    """`study run` as a real process; with `session`, in a process group of its own, as a terminal's job."""
+    return subprocess.Popen([sys.executable, "-m", "study", "run", str(space), "--storage", storage,
+                             "--heartbeat", "1", "--no-report", *args], cwd=cwd,
+                            env=cli_env(PYTHONPATH=str(cwd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=session)
+
+
+def wait_for(cwd: Path, pattern: str, proc: subprocess.Popen, timeout: float = 90) -> Path:
+    """The first file matching the glob `pattern` under `cwd`, waiting while `proc` runs."""
+    end = time.monotonic() + timeout
+    while True:
+        found = sorted(cwd.glob(pattern))
+        if found:
+            return found[0]
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, f"{pattern} never appeared"
+        time.sleep(0.05)
+
+
+def trials(cwd: Path, storage: str | None = None, name: str = "synth") -> list:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage or f"sqlite:///{cwd / 's.db'}").get_trials()
+
+
+def finished(ts) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

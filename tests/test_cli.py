@@ -31,7 +31,8 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     for t in trials:
         assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
         assert t.user_attrs["provenance"]["torch"] and sorted(t.intermediate_values) == [0, 1, 2]
-    assert (tmp_path / "checkpoints" / "synth" / "best.pt").is_file()
+    assert [p.relative_to(tmp_path).parts[-1] for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()] == \
+        ["best.pt"]  # finished trials keep no epoch checkpoints
     report = tmp_path / "reports" / "synth" / "index.html"
     assert f"report: {report}" in first.stdout and (report.parent / "trials.csv").is_file()
     test = study.user_attrs["test"]  # the best trial, evaluated on the test split at the end of the run
@@ -110,8 +111,14 @@ def test_user_dataset_and_model_callables(tmp_path, write_space):
 
 
 def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
-    (tmp_path / "broken.py").write_text(
-        "def net(input_shape, n_classes):\n    raise RuntimeError('CUDA out of memory (simulated)')\n")
+    (tmp_path / "broken.py").write_text(  # builds and predicts (the pre-flight check), fails to train
+        "import torch\n"
+        "class Broken(torch.nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        if torch.is_grad_enabled():\n"
+        "            raise RuntimeError('CUDA out of memory (simulated)')\n"
+        "        return super().forward(x)\n"
+        "def net(input_shape, n_classes):\n    return Broken(input_shape[0], n_classes)\n")
     path = write_space(SYNTH_SPACE.replace("name: mlp", "name: broken:net")
                        .replace("pruner: {name: none}", "pruner: {name: none}\n  max_initial_failures: 2"))
     db = tmp_path / "f.db"

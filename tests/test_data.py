@@ -24,14 +24,53 @@ def test_digits_are_8x8_images_and_mnist1d_signals():
     assert load_dataset("mnist1d", SMALL["mnist1d"])[0].shape[1:] == (1, 40)
 
 
-def test_mnist1d_is_cached_on_disk(tmp_path, monkeypatch):
-    import joblib
+def test_mnist1d_is_cached_on_disk_as_plain_arrays(tmp_path, monkeypatch):
+    import mnist1d.data
 
-    memory = joblib.Memory(tmp_path, verbose=0)
-    cached = memory.cache(data._make_mnist1d.func)
-    first = cached(300, 1)
-    assert cached.check_call_in_cache(300, 1)
-    assert np.array_equal(cached(300, 1)[0], first[0])
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    first = data._make_mnist1d(300, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist1d-300-1.npz"]
+
+    def no_generation(*args):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", no_generation)
+    again = data._make_mnist1d(300, 1)
+    assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1])
+
+
+def test_a_replaced_cache_file_is_never_unpickled(tmp_path, monkeypatch):
+    """A cache file holding a pickle (which could run any code on load) is refused and made again."""
+    monkeypatch.setattr(data, "CACHE_DIR", tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (marker.write_text, ("code ran",))
+
+    path = tmp_path / "mnist1d-300-1.npz"
+    np.savez(path, x=np.array([Evil()], dtype=object), y=np.array([Evil()], dtype=object))
+    x, y = data._make_mnist1d(300, 1)
+    assert not marker.exists()
+    assert x.dtype != object and len(x) == len(y) == 300
+    with np.load(path, allow_pickle=False) as cached:  # made again, as plain arrays
+        assert cached["x"].shape == x.shape
+
+
+def test_the_package_never_unpickles_what_it_did_not_write():
+    """Every torch.load is weights_only=True, every np.load allow_pickle=False; no pickle or joblib.load."""
+    import re
+    from pathlib import Path
+
+    import study
+
+    for path in Path(study.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"\bimport pickle\b|pickle\.loads?\(|joblib\.load\(", text), path
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (path, call)
+        for call in re.findall(r"np\.load\([^)]*\)", text):
+            assert "allow_pickle=False" in call, (path, call)
 
 
 def test_split_is_fixed_disjoint_and_stratified():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import optuna
 import pandas as pd
 from markupsafe import Markup
 
+from study.files import atomic_write_text
 from study.paths import child
 from study.report import tables as T
 
@@ -250,10 +250,8 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     sections, verdict = build_sections(study, trials)
     html = _ENV.get_template("template.html.j2").render(
         name=study.study_name, question=study.user_attrs.get("question", ""), verdict=verdict, sections=sections)
-    _write(folder / "index.html", html)
-    tmp = folder / f".trials.csv.{os.getpid()}"
-    trials.to_csv(tmp, index=False)
-    os.replace(tmp, folder / "trials.csv")
+    atomic_write_text(folder / "index.html", html)
+    atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
     return folder / "index.html"
 
@@ -278,12 +276,6 @@ def attach_to_dashboard(study: optuna.Study, page: Path, sections: list[Section]
             path = Path(tmp) / name
             path.write_bytes(png)
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, mimetype="image/png")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def figures_of(sections: list[Section]) -> list[tuple[str, bytes]]:

@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM as a request to stop at the next safe point, not an exception at a random line.
+
+    with interrupts.handled():      # SIGINT and SIGTERM set a flag instead of raising
+        ...
+        interrupts.check()          # raises KeyboardInterrupt here, between two training steps
+
+A KeyboardInterrupt raised in the middle of a storage write could leave a trial running forever; a
+flag read between steps and between trials cannot. A second signal raises at once, for a user who
+really means it. Worker processes of `--jobs N` ignore SIGINT and stop on their parent's SIGTERM, so
+that a terminal's Ctrl-C, sent to the whole process group, is handled once, by the parent.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator
+
+_requested: str | None = None
+
+
+def requested() -> str | None:
+    """The name of the signal that asked this process to stop, if one did."""
+    return _requested
+
+
+def check() -> None:
+    if _requested is not None:
+        raise KeyboardInterrupt(_requested)
+
+
+def request(name: str) -> None:
+    global _requested
+    _requested = name
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if _requested is not None:
+        raise KeyboardInterrupt(name)  # asked twice: stop now
+    request(name)
+
+
+@contextlib.contextmanager
+def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Within the block, `signals` request a stop; the previous handlers come back after it."""
+    global _requested
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can own signal handlers
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _requested = None

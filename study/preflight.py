@@ -1,0 +1,118 @@
+"""Checks that run before a study is created or changed: they load the data, build the model and call
+user code, which a pure config load never does.
+
+    check(cfg, checkpoint_root=Path("checkpoints"), report_dir=Path("reports"), storage_url=url)
+
+Each problem is a ConfigError naming the file or flag, the key and the value, so that a bad dataset, a
+model of the wrong width, a budget of 10^12 iterations or an output folder that cannot be written is
+found now, not after an hour of training.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from study.budget import Budget
+from study.config import StudyConfig
+from study.errors import ConfigError
+from study.files import check_writable
+from study.paths import child
+
+
+def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, storage_url: str) -> None:
+    check_outputs(cfg, checkpoint_root, report_dir, storage_url)
+    n_train, n_classes, sample = check_data(cfg)
+    check_model(cfg, sample, n_classes)
+    check_budget(cfg, n_train)
+
+
+def check_outputs(cfg: StudyConfig, checkpoint_root: Path, report_dir: Path | None, storage_url: str) -> None:
+    check_writable(checkpoint_root, "--checkpoint-dir")
+    if report_dir is not None:
+        check_writable(report_dir, "--report-dir")
+        check_inside(report_dir, cfg.study.name, "--report-dir")
+    folder = storage_folder(storage_url)
+    if folder is not None:
+        check_writable(folder, "--storage")
+
+
+def check_inside(root: Path, name: str, flag: str) -> None:
+    try:
+        child(root, name)
+    except ValueError:
+        problem = "the study's folder is a symbolic link out of this folder; refusing to write through it"
+        raise ConfigError(flag, flag.lstrip("-"), str(root / name), problem) from None
+
+
+def storage_folder(url: str) -> Path | None:
+    """The folder a file storage lives in (None for servers)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        return None if path in ("", ":memory:") else Path(path).parent
+    if "://" in url:
+        return None
+    return Path(url).parent
+
+
+def check_data(cfg: StudyConfig) -> tuple[int, int, np.ndarray]:
+    """Load and split the data as the first trial will: (training samples, classes, two samples)."""
+    from study.data import load_splits
+
+    d = cfg.defaults
+    try:
+        s = load_splits(d.dataset, d.data_options, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                        split_seed=d.split_seed, preprocess=d.preprocess, order=d.order)
+    except Exception as exc:  # user code may raise anything
+        key = "data.options" if d.data_options else "data.name"
+        raise ConfigError(cfg.source, key, d.data_options or d.dataset,
+                          f"loading the dataset failed: {type(exc).__name__}: {exc}") from None
+    return len(s.y_train), s.n_classes, s.x_train[:2]
+
+
+def check_model(cfg: StudyConfig, sample: np.ndarray, n_classes: int) -> None:
+    """Build the model and run two samples through it: its output must be one logit per class."""
+    import torch
+
+    from study.models import build_model
+
+    d = cfg.defaults
+    try:
+        model = build_model(d.model, sample.shape[1:], n_classes, depth=d.depth, width=d.width,
+                            activation=d.activation, kernel_size=d.kernel_size, options=d.model_options)
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"returned {type(model).__name__}, not a torch.nn.Module")
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(sample))
+    except Exception as exc:
+        raise ConfigError(cfg.source, "model.name", d.model,
+                          f"building the model or its forward pass failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(sample), n_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(cfg.source, "model.name", d.model,
+                          f"the model must map a batch of {len(sample)} to logits of shape ({len(sample)}, "
+                          f"{n_classes}) for {n_classes} classes; it returned {shape}")
+
+
+def _extremes(cfg: StudyConfig, name: str) -> list:
+    p = cfg.params.get(name)
+    if p is None:
+        return [getattr(cfg.defaults, name)]
+    return list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+
+
+def check_budget(cfg: StudyConfig, n_train: int) -> None:
+    """The longest trial the space can plan must stay within study.max_iters."""
+    worst, at = 0, None
+    for unit, amount, batch in itertools.product(*(_extremes(cfg, k) for k in ("budget_unit", "budget",
+                                                                                "batch_size"))):
+        iters = Budget.of(n_train, batch, unit, amount).total_iters
+        if iters > worst:
+            worst, at = iters, (unit, amount, batch)
+    if worst > cfg.study.max_iters:
+        unit, amount, batch = at
+        raise ConfigError(cfg.source, "training.budget", amount,
+                          f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
+                          f"than study.max_iters ({cfg.study.max_iters:.3g}); raise study.max_iters to opt in")

@@ -1,0 +1,84 @@
+"""Trials left RUNNING by a worker that is gone, on storages without a heartbeat (journal files).
+
+    trial.set_user_attr("worker", worker_identity())   # who runs it: host, pid, process start time
+    alive_here(trial)                                  # True / False on this host, None elsewhere
+    retry_stale(study)                                 # fail them, marked, and queue each again
+
+RDB storages find dead workers by Optuna's heartbeat. A journal storage cannot tell a dead worker from
+a live one, so a run there that meets such trials says so and exits non-zero, and `run --retry-stale`
+fails and re-queues them (never one whose worker is alive on this machine). A re-queued trial keeps its
+first attempt's number, so it resumes from that attempt's checkpoints.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+WORKER_ATTR = "worker"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def worker_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+
+
+def alive_here(trial: optuna.trial.FrozenTrial) -> bool | None:
+    """Whether the worker that runs `trial` is alive: known only on the host it ran on."""
+    who = trial.user_attrs.get(WORKER_ATTR)
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return None
+    pid = who.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return who.get("started") is None or who.get("started") == _start_time(pid)
+
+
+def describe(trial: optuna.trial.FrozenTrial) -> str:
+    who = trial.user_attrs.get(WORKER_ATTR)
+    state = {True: "alive", False: "gone", None: "unknown"}[alive_here(trial)]
+    if isinstance(who, dict):
+        return f"trial {trial.number} (worker pid {who.get('pid')!r} on {who.get('host')!r}, {state})"
+    return f"trial {trial.number} (worker unknown)"
+
+
+def stale_message(running: list[optuna.trial.FrozenTrial]) -> str:
+    shown = ", ".join(describe(t) for t in running[:5]) + (f" and {len(running) - 5} more" if len(running) > 5 else "")
+    return (f"{len(running)} trial(s) are marked running in a storage without a heartbeat, which cannot tell a "
+            f"dead worker from a live one: {shown}. If no other worker is running them, rerun with --retry-stale "
+            "to fail and re-queue them")
+
+
+def retry_stale(study: optuna.Study) -> list[int]:
+    """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
+    `stale`, and queue it again; return their numbers."""
+    from study.trial import first_number
+
+    storage = study._storage  # Optuna's public BaseStorage API, reached through the study
+    retried = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if alive_here(t):
+            continue
+        study.enqueue_trial(t.params, user_attrs={"first_number": first_number(t)})
+        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(t._trial_id, "stale", True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        retried.append(t.number)
+    return retried

@@ -1,0 +1,170 @@
+"""Bad data, models, budgets and output folders are refused before a study is created: one line naming
+the file or flag, the key and the value, exit status 2, and nothing written."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import SYNTH_SPACE, run_cli
+
+USER_CODE = """\
+import numpy as np
+import torch
+
+
+def tiny():
+    return np.zeros((3, 4)), np.array([0, 1, 0])
+
+
+def nan_features(n=60):
+    x = np.random.default_rng(0).normal(size=(n, 4))
+    x[5, 2] = np.nan
+    return x, np.arange(n) % 2
+
+
+def inf_features(n=60):
+    x = np.random.default_rng(0).normal(size=(n, 4))
+    x[7, 0] = np.inf
+    return x, np.arange(n) % 2
+
+
+def labels_1_2(n=60):
+    return np.random.default_rng(0).normal(size=(n, 4)), 1 + np.arange(n) % 2
+
+
+def labels_with_a_gap(n=60):
+    return np.random.default_rng(0).normal(size=(n, 4)), (np.arange(n) % 2) * 2
+
+
+def float_labels(n=60):
+    return np.random.default_rng(0).normal(size=(n, 4)), (np.arange(n) % 2) * 1.5
+
+
+def five_outputs(input_shape, n_classes):
+    return torch.nn.Linear(input_shape[0], 5)
+
+
+def not_a_module(input_shape, n_classes):
+    return "a string"
+"""
+
+
+def refused(result: subprocess.CompletedProcess, cwd, before: set, *fragments: str) -> str:
+    """Exit 2, one line on stderr with every fragment, no traceback, nothing new in the folder."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert set(os.listdir(cwd)) == before, "bad input must create nothing"
+    return lines[0]
+
+
+@pytest.fixture
+def user_space(tmp_path, write_space):
+    (tmp_path / "usercode.py").write_text(USER_CODE)
+    return lambda change: write_space(SYNTH_SPACE.replace("budget: 3", "budget: 2") + change, "user.yaml")
+
+
+def _with(space_text: str, section: str, lines: str) -> str:
+    return space_text.replace(f"{section}:\n", f"{section}:\n{lines}", 1)
+
+
+@pytest.mark.parametrize("dataset, key, fragments", [
+    ("usercode:tiny", "data.name", ["too small to split", "3 samples"]),
+    ("usercode:nan_features", "data.name", ["NaN or infinite features", "1 samples"]),
+    ("usercode:inf_features", "data.name", ["NaN or infinite features"]),
+    ("usercode:labels_1_2", "data.name", ["labels 0..K-1", "got {1, 2}"]),
+    ("usercode:labels_with_a_gap", "data.name", ["labels 0..K-1", "got {0, 2}"]),
+    ("usercode:float_labels", "data.name", ["integer labels"]),
+])
+def test_a_bad_user_dataset_is_refused_before_the_study(tmp_path, write_space, dataset, key, fragments):
+    (tmp_path / "usercode.py").write_text(USER_CODE)
+    space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
+                                            f"name: {dataset}"))
+    before = set(os.listdir(tmp_path))
+    line = refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before,
+                   str(space), key, *fragments)
+    assert dataset in line
+
+
+@pytest.mark.parametrize("model, fragments", [
+    ("usercode:five_outputs", ["logits of shape (2, 3) for 3 classes", "returned (2, 5)"]),
+    ("usercode:not_a_module", ["not a torch.nn.Module"]),
+])
+def test_a_user_model_whose_output_is_not_one_logit_per_class_is_refused(tmp_path, write_space, model, fragments):
+    (tmp_path / "usercode.py").write_text(USER_CODE)
+    space = write_space(SYNTH_SPACE.replace("name: mlp", f"name: {model}"))
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before,
+            "model.name", *fragments)
+
+
+def test_a_budget_of_more_than_a_billion_iterations_needs_an_opt_in(tmp_path, write_space):
+    space = write_space(SYNTH_SPACE.replace("budget: 3", "budget_unit: iterations\n  budget: 2000000000"))
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(space), cwd=tmp_path), tmp_path, before, "training.budget", "2e+09 iterations",
+            "study.max_iters")
+    # a searched budget is judged by its largest value, at the smallest batch
+    searched = write_space(SYNTH_SPACE + "  budget: {type: int, low: 1, high: 100000000}\n"
+                           "  batch_size: {choices: [1, 64]}\n", "searched.yaml")
+    refused(run_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {"searched.yaml"},
+            "at batch size 1 plans 1.2e+10 iterations")
+    from study.config import load_config
+    from study.preflight import check_budget
+
+    check_budget(load_config(str(space), ["study.max_iters=3000000000"]), n_train=96)  # the opt-in
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint-dir", "--report-dir"])
+def test_an_output_folder_under_a_file_is_refused_before_the_first_trial(tmp_path, synth_space, flag):
+    (tmp_path / "afile").write_text("x")
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(synth_space), flag, "afile/sub", cwd=tmp_path), tmp_path, before,
+            flag, "afile/sub", "is not a folder")
+
+
+def test_a_storage_folder_under_a_file_is_refused(tmp_path, synth_space):
+    (tmp_path / "afile").write_text("x")
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(synth_space), "--storage", "sqlite:///afile/s.db", cwd=tmp_path), tmp_path, before,
+            "--storage", "is not a folder")
+    refused(run_cli("run", str(synth_space), "--storage", "afile/journal.log", cwd=tmp_path), tmp_path, before,
+            "--storage", "is not a folder")
+
+
+def test_report_out_under_a_file_is_refused(tmp_path, synth_space):
+    assert run_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
+    (tmp_path / "afile").write_text("x")
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("report", "--out", "afile/r", cwd=tmp_path), tmp_path, before, "--out", "is not a folder")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A real read-only file system (root ignores permission bits, not a read-only mount)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_first_trial(tmp_path, synth_space, read_only_folder):
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(synth_space), "--checkpoint-dir", str(read_only_folder / "ck"), cwd=tmp_path),
+            tmp_path, before, "--checkpoint-dir", "read-only file system")
+    refused(run_cli("run", str(synth_space), "--storage", f"sqlite:///{read_only_folder}/s.db", cwd=tmp_path),
+            tmp_path, before, "--storage", "read-only file system")
+
+
+def test_a_symlinked_report_folder_pointing_outside_is_refused_up_front(tmp_path, synth_space):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "synth").symlink_to(outside)
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(synth_space), cwd=tmp_path), tmp_path, before, "--report-dir", "symbolic link")
+    assert not list(outside.iterdir())

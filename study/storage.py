@@ -59,14 +59,34 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
 
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=_retry_unless_queued)
+            break
         except (IntegrityError, ProgrammingError):  # workers starting together race to create the tables
             if attempt == 4:
                 raise
             time.sleep(0.2 + random.random())
-    raise AssertionError("unreachable")
+    if url.startswith("sqlite:///"):
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+def _serialise_sqlite(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins. Python's sqlite3 driver otherwise
+    runs the SELECT of a read-check-write outside any transaction, so two workers can both see a queued
+    trial WAITING and both run it (Optuna's `FOR UPDATE` means nothing to SQLite)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, record) -> None:
+        dbapi_connection.isolation_level = None  # the driver stops issuing BEGIN itself
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners were attached
 
 
 def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -69,3 +69,35 @@ def test_three_workers_share_one_postgresql_study(tmp_path, synth_space, pg_url)
     assert len(numbers) == len(set(numbers))
     for t in done:
         assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
+
+
+POP = """
+import sys
+import optuna
+from study.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="pop", storage=open_storage(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    trial_id = study._pop_waiting_trial_id()  # what study.ask() does first
+    if trial_id is not None:
+        print(trial_id, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_queued_trial_is_taken_by_exactly_one_worker(tmp_path, kind, request):
+    """Queued trials (interrupted ones, retries) are popped by workers racing each other; each must be
+    run once. SQLite's driver reads outside a transaction unless told otherwise."""
+    url = f"sqlite:///{tmp_path / 'pop.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    study = optuna.create_study(study_name="pop", storage=open_storage(url))
+    for i in range(60):
+        study.enqueue_trial({"x": i})
+    procs = [subprocess.Popen([sys.executable, "-c", POP, url, "40"], cwd=tmp_path, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    popped = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        popped += out.split()
+    assert len(popped) == 60 and len(set(popped)) == 60

@@ -1,0 +1,80 @@
+"""`--jobs N` as a job scheduler and a terminal meet it: real processes, real signals, real SQLite."""
+import os
+import signal
+import time
+
+from optuna.trial import TrialState
+
+from conftest import finished, start, trials, wait_for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _assert_stopped_cleanly(cwd) -> list:
+    """No trial left running; each interrupted trial queued again exactly once; every worker gone."""
+    ts = trials(cwd)
+    assert not [t for t in ts if t.state == TrialState.RUNNING], [(t.number, t.state) for t in ts]
+    interrupted = [t for t in ts if t.user_attrs.get("interrupted")]
+    queued = [t.user_attrs["first_number"] for t in ts if t.state == TrialState.WAITING]
+    assert interrupted and sorted(queued) == sorted(t.user_attrs["first_number"] for t in interrupted)
+    pids = {t.user_attrs["worker"]["pid"] for t in ts if "worker" in t.user_attrs}
+    assert len(pids) == 2 and not [pid for pid in pids if _alive(pid)], "no worker may outlive the run"
+    return ts
+
+
+def _rerun_finishes(slow_space, cwd, n: int) -> None:
+    again = start(slow_space, cwd, "--trials", str(n), "--jobs", "2", "-q")
+    _, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err
+    ts = trials(cwd)
+    counted = finished(ts)
+    assert len(counted) == n
+    firsts = [t.user_attrs["first_number"] for t in counted]
+    assert len(firsts) == len(set(firsts))  # no trial was run twice to completion
+    assert any(t.user_attrs.get("resumed") for t in counted)  # an interrupted trial went on from its checkpoint
+    assert not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_sigterm_to_the_parent_of_jobs_2_stops_every_worker_and_exits_130(tmp_path, slow_space):
+    """What `kill PID` or a job scheduler does: SIGTERM to the parent alone reaches the workers, each
+    interrupts its trial the documented way, and the parent waits for them."""
+    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q")
+    wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0001.pt", run)
+    wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0001.pt", run)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "interrupted: rerun the same command to resume the study" in err and "Traceback" not in err
+    _assert_stopped_cleanly(tmp_path)
+    _rerun_finishes(slow_space, tmp_path, 6)
+
+
+def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
+    """Ctrl-C in a terminal signals the whole process group; the workers leave it to the parent, so no
+    trial is left running and each is queued again exactly once, with no heartbeat needed."""
+    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q", session=True)
+    wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0001.pt", run)
+    wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0001.pt", run)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    _assert_stopped_cleanly(tmp_path)
+    _rerun_finishes(slow_space, tmp_path, 6)
+
+
+def test_sigterm_while_workers_start_leaves_nothing_running(tmp_path, slow_space):
+    run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q")
+    time.sleep(1.5)  # the workers are importing, or have just begun
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err
+    if (tmp_path / "s.db").exists():
+        assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]

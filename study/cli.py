@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+from study import interrupts
 from study.console import say
 from study.errors import printable
 
@@ -120,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "dashboard":
             return _dashboard(args)
-        return _run(args)
+        try:
+            with interrupts.raising_on_sigterm():  # until the run installs its own handling
+                return _run(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
+            return 130
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -172,12 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
-    try:
-        summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
-                            jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
-        return 130
+    summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
+                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
     say(summary.text())
     from study.dashboard import upload_checkpoint
 

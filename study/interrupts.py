@@ -55,3 +55,21 @@ def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Itera
         for s, handler in previous.items():
             signal.signal(s, handler)
         _requested = None
+
+
+def _raise(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def raising_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: for the start-up of a command, before any
+    trial runs (a process killed while importing would otherwise die without its usual message)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -3,6 +3,7 @@ import os
 import signal
 import time
 
+import pytest
 from optuna.trial import TrialState
 
 from conftest import finished, start, trials, wait_for
@@ -69,12 +70,18 @@ def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
     _rerun_finishes(slow_space, tmp_path, 6)
 
 
-def test_sigterm_while_workers_start_leaves_nothing_running(tmp_path, slow_space):
+@pytest.mark.parametrize("when", ["parent_importing", "workers_starting"])
+def test_sigterm_during_start_up_exits_130_and_leaves_nothing_running(tmp_path, slow_space, when):
     run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q")
-    time.sleep(1.5)  # the workers are importing, or have just begun
+    if when == "parent_importing":
+        time.sleep(0.3)
+    else:
+        wait_for(tmp_path, "s.db", run)  # the study exists; the workers are being spawned or importing
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     assert "Traceback" not in err
-    if (tmp_path / "s.db").exists():
+    import optuna
+
+    if "synth" in optuna.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}"):
         assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]

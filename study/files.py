@@ -18,6 +18,9 @@ from study.errors import ConfigError
 class DiskFull(OSError):
     """A write failed for lack of space (or quota); the message says so plainly."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call write(f) on a temporary file beside `path`, then rename it into place."""

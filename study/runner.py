@@ -189,7 +189,8 @@ class _Worker:
             best = weights.best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
-            self.bar.write(line)
+            with self.bar.external_write_mode():  # the bar steps aside on the terminal
+                say(line)
         else:
             say(line)
 

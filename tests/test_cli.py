@@ -179,6 +179,14 @@ BAD_ARGS = [
     (["{space}", "--device", "tpu"], "--device: device: unknown device"),
     (["{space}", "--device", "cuda:7"], "--device: device:"),
     (["{space}", "--set", "data.name=nosuchpkg.mod:load"], "cannot import module 'nosuchpkg.mod'"),
+    (["{space}", "--set", "training.lr=.inf"], "training.lr: must be a finite number (got inf)"),
+    (["{space}", "--set", "params.lr.high=.nan"], "params.lr.high: must be a finite number (got nan)"),
+    (["{space}", "--set", "training.seed=4294967296"], "training.seed: must be an integer in [0, 4294967295]"),
+    (["{space}", "--set", "training={lr: 1, lr: 2}"], "--set: training: duplicate key"),
+    (["{space}", "--study-name", "evil\x1b[2Jname"], "--study-name: study-name: must not contain control characters"),
+    (["{space}", "--study-name", "nul\x00name"], "must not contain control characters"),
+    (["{space}", "--study-name", "lone\udcffsurrogate"], "lone surrogates"),
+    (["{space}", "--study-name", "n" * 600], "must be at most 200 characters"),
 ]
 
 
@@ -201,7 +209,8 @@ def test_an_unreachable_or_unknown_storage_is_an_input_error(tmp_path, synth_spa
     assert repr(storage) in err and not (tmp_path / "ck").exists()
 
 
-@pytest.mark.parametrize("flag,value", [("--trials", "0"), ("--trials", "x"), ("--timeout", "-1"), ("--seed", "-2")])
+@pytest.mark.parametrize("flag,value", [("--trials", "0"), ("--trials", "x"), ("--timeout", "-1"), ("--seed", "-2"),
+                                        ("--seed", "4294967296"), ("--seed", str(2**64))])
 def test_bad_flag_values_are_refused_by_the_parser(capsys, flag, value):
     with pytest.raises(SystemExit) as info:
         main(["run", flag, value])
@@ -252,3 +261,39 @@ def test_installed_package_ships_its_spaces_and_runs_from_anywhere(tmp_path):
                          timeout=240)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "study.db").is_file()
+
+
+def test_the_largest_seed_works_and_so_does_every_resume(tmp_path, synth_space):
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    for n in ("1", "2", "3"):  # the workers' and resumptions' sampler seeds stay inside [0, 2**32)
+        assert main(["run", str(synth_space), "--seed", "4294967295", "--trials", n, "--storage", db, "-q",
+                     "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert len(load(tmp_path / "s.db").get_trials()) == 3
+
+
+def test_list_prints_names_with_escape_sequences_safely(tmp_path, capsys):
+    """A name written into a shared storage by anyone (here: Optuna's own API) reaches the terminal escaped."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="evil\x1b]0;owned\x07\x1b[2J\nname", storage=url)
+    assert main(["list", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and out.count("\n") == 1
+    assert "evil\\x1b]0;owned\\x07\\x1b[2J\\nname" in out
+    assert main(["report", "--storage", url, "--study-name", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "stored: evil\\x1b" in err
+
+
+def test_run_piped_into_head_exits_quietly_and_still_writes_the_report(tmp_path, synth_space):
+    from conftest import cli_env
+
+    run = subprocess.Popen([sys.executable, "-m", "study", "run", str(synth_space), "--storage", "sqlite:///s.db",
+                            "--trials", "4"], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline().startswith("trial ")
+    run.stdout.close()  # what `| head -1` does after its line
+    err = run.stderr.read()
+    assert run.wait(timeout=240) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert (tmp_path / "reports" / "synth" / "index.html").is_file()
+    assert len(load(tmp_path / "s.db").get_trials()) == 4

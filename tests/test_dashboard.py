@@ -6,6 +6,8 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from conftest import cli_env, run_cli
 
 
@@ -58,3 +60,23 @@ def test_dashboard_reads_a_running_study(tmp_path, synth_space):
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=10)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_refused(tmp_path, port):
+    result = run_cli("dashboard", "--port", port, cwd=tmp_path)
+    assert result.returncode == 2 and f"--port: must be a port number in [1, 65535] (got '{port}')" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_refused_with_one_line(tmp_path, synth_space):
+    import socket
+
+    assert run_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("dashboard", "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"error: --port: port: cannot listen on 127.0.0.1:{port}: Address already in use (got {port})\n"

@@ -81,3 +81,84 @@ def test_surplus_trials_are_not_counted(tmp_path, synth_space):
     assert extra.user_attrs["surplus"] is True
     summary = RunSummary(study, cfg, url, tmp_path)
     assert summary.counts()["failed"] == 0 and summary.counts()["complete"] == 1
+
+
+@pytest.mark.parametrize("how", ["rm", "empty_file", "new_storage"])
+def test_a_new_study_of_the_same_name_never_resumes_an_old_one_s_checkpoints(tmp_path, slow_space, how):
+    """The reproduction: a run is killed mid-trial, its storage goes, and a new run of the same space with
+    another seed starts. Its trials must train from scratch, never report the old trials' values."""
+    first = start(slow_space, tmp_path, "--trials", "2", "-q")
+    wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0003.pt", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    storage = "sqlite:///s.db"
+    if how == "rm":
+        (tmp_path / "s.db").unlink()
+    elif how == "empty_file":
+        (tmp_path / "s.db").write_bytes(b"")
+        for p in tmp_path.glob("s.db-*"):
+            p.unlink()
+    else:
+        storage = "sqlite:///other.db"
+    second = start(slow_space, tmp_path, "--trials", "2", "--seed", "1", "--set", "model.depth=2", storage=storage)
+    out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    assert "resumed" not in out
+    ts = trials(tmp_path, storage=f"sqlite:///{tmp_path / storage.removeprefix('sqlite:///')}")
+    assert len(finished(ts)) == 2
+    for t in ts:
+        assert "resumed" not in t.user_attrs and len(t.user_attrs["history"]) == 8
+    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert len(folders) == 2 and all(f.startswith("synth-") for f in folders)  # one per study identity
+
+
+def test_a_forged_first_number_in_a_shared_storage_never_becomes_a_path(tmp_path, synth_space):
+    """Anyone who can write to a shared storage can queue a trial; its `first_number` is checked, and a
+    trial whose value is not a number <= its own uses its own number."""
+    import optuna
+
+    from study.config import load_config
+    from study.runner import create_or_load
+    from study.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = create_or_load(load_config(str(synth_space)), open_storage(url), url)
+    for forged in ("../../../../outside", 10**6, -3, "0/../../x"):
+        study.enqueue_trial({"optimizer": "adam", "lr": 0.01}, user_attrs={"first_number": forged})
+    result = run_cli("run", str(synth_space), "--storage", url, "--trials", "4", "-q", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = optuna.load_study(study_name="synth", storage=url).get_trials()
+    assert [t.user_attrs["first_number"] for t in ts] == [0, 1, 2, 3]
+    assert not (tmp_path.parent / "outside").exists() and not (tmp_path / "x").exists()
+    inside = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
+    assert inside <= {"s.db", "s.db-wal", "s.db-shm", "checkpoints", "synth.yaml"}
+
+
+def test_a_retry_resumes_from_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path, slow_space):
+    first = start(slow_space, tmp_path, "--trials", "1", "-q")
+    newest = wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0003.pt", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    epochs = sorted(newest.parent.glob("epoch-*.pt"))
+    data = epochs[-1].read_bytes()
+    epochs[-1].write_bytes(data[: len(data) // 3])  # killed mid-write by something that bypassed the rename
+    second = start(slow_space, tmp_path, "--trials", "1", "-q")
+    _, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    retry = next(t for t in trials(tmp_path) if t.state == TrialState.COMPLETE)
+    assert retry.user_attrs["resumed"]["from_epoch"] == int(epochs[-2].stem.split("-")[1]) + 1
+    assert "could not be read" in retry.user_attrs["checkpoint_warnings"][0]
+    assert [h["epoch"] for h in retry.user_attrs["history"]] == list(range(8))
+
+
+def test_a_damaged_best_pt_never_stops_a_later_run(tmp_path, synth_space):
+    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "-q", "--no-report",
+                   cwd=tmp_path).returncode == 0
+    best = next((tmp_path / "checkpoints").glob("synth-*/best.pt"))
+    best.write_bytes(best.read_bytes()[:100])
+    again = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "4", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert "report:" in again.stdout and "study 'synth': 4 complete" in again.stdout
+    if "best trial 3" not in again.stdout:  # the best did not change: best.pt cannot be rewritten; said so
+        assert "warning: best.pt not written: the weights of trial 0 are not available" in again.stdout

@@ -118,6 +118,27 @@ def finished(ts) -> list:
     return [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+PG = dict(host="127.0.0.1", port=5432, user="postgres")
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database on the real server, dropped afterwards. No server is a failure, never a skip."""
+    import uuid
+
+    import psycopg
+
+    name = f"study_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            admin.execute(f'DROP DATABASE "{name}"')
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), extra.pop("PYTHONPATH", "")])),
            "PYTHONUNBUFFERED": "1"}

@@ -2,34 +2,13 @@
 import sqlite3
 import subprocess
 import sys
-import uuid
 
 import optuna
-import psycopg
 import pytest
 from optuna.trial import TrialState
 
 from conftest import cli_env, run_cli
 from study.storage import existing_storage, has_heartbeat, open_storage
-
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database on the real server, dropped afterwards. No server is a failure, never a skip."""
-    name = f"study_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(dbname="postgres", autocommit=True, **PG)
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(f'DROP DATABASE "{name}"')
-        admin.close()
-
 
 def test_sqlite_default_is_wal_with_a_heartbeat(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")

@@ -232,8 +232,14 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
 
 
 def context(cfg: StudyConfig, study: optuna.Study, device: torch.device, checkpoint_root: Path) -> TrialContext:
-    folder = study_dir(checkpoint_root, cfg.study.name, study_uid(study))
-    return TrialContext(device, folder, study_uid(study), keep=cfg.study.checkpoint_keep)
+    uid = study_uid(study)
+    try:
+        folder = study_dir(checkpoint_root, cfg.study.name, uid)
+    except ValueError:  # the study's folder is a symbolic link out of the root
+        raise ConfigError("--checkpoint-dir", "checkpoint-dir", str(checkpoint_root),
+                          "the study's folder there is a symbolic link out of it; refusing to write through it"
+                          ) from None
+    return TrialContext(device, folder, uid, keep=cfg.study.checkpoint_keep)
 
 
 def _quiet_optuna() -> None:
@@ -313,7 +319,10 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         interrupts.check()
         timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
         finished = count(study)
-        if stopped is None and not timed_out and finished < cfg.study.n_trials:
+        if finished >= cfg.study.n_trials and stopped:
+            notes.append(stopped)  # e.g. a worker was killed, but others finished the study
+            stopped = None
+        elif stopped is None and not timed_out and finished < cfg.study.n_trials:
             stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
         notes += _keep_best_weights(study, ctx)
     return RunSummary(study, cfg, storage_url, ctx.checkpoint_dir, stopped, tuple(notes))

@@ -162,3 +162,20 @@ def test_a_damaged_best_pt_never_stops_a_later_run(tmp_path, synth_space):
     assert "report:" in again.stdout and "study 'synth': 4 complete" in again.stdout
     if "best trial 3" not in again.stdout:  # the best did not change: best.pt cannot be rewritten; said so
         assert "warning: best.pt not written: the weights of trial 0 are not available" in again.stdout
+
+
+def test_a_symlinked_study_checkpoint_folder_pointing_outside_is_refused_before_any_change(tmp_path, synth_space):
+    import optuna
+
+    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
+                   cwd=tmp_path).returncode == 0
+    folder = next((tmp_path / "checkpoints").glob("synth-*"))
+    outside = tmp_path / "outside"
+    folder.rename(outside)
+    folder.symlink_to(outside)
+    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "2", "-q", "--no-report",
+                     cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: --checkpoint-dir: ")
+    assert "symbolic link" in result.stderr and result.stderr.count("\n") == 1
+    assert len(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 1
+    assert sorted(p.name for p in outside.iterdir()) == ["best.pt"]

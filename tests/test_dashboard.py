@@ -79,4 +79,5 @@ def test_a_port_in_use_is_refused_with_one_line(tmp_path, synth_space):
         port = taken.getsockname()[1]
         result = run_cli("dashboard", "--port", str(port), cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr
-    assert result.stderr == f"error: --port: port: cannot listen on 127.0.0.1:{port}: Address already in use (got {port})\n"
+    expected = f"error: --port: port: cannot listen on 127.0.0.1:{port}: Address already in use (got {port})\n"
+    assert result.stderr == expected

@@ -22,7 +22,8 @@ training: {batch_size: 64, budget: 1}
 
 SPECIAL = ["../../etc/passwd", "a/b\\c", "..", ".", " ", "", "😀", "名前 / 이름", "\x00", "nul\x00inside",
            "\x1b[31mred", "tab\tname", "line\nbreak", "a\u2028b", "\ud800", "zero\u200dwidth", "\u202eright-to-left",
-           "n" * 200, "n" * 201, "😀" * 200, "%s%n", "'; DROP TABLE studies; --", "<script>alert(1)</script>", "CON", "nul"]
+           "n" * 200, "n" * 201, "😀" * 200, "%s%n", "'; DROP TABLE studies; --", "<script>alert(1)</script>",
+           "CON", "nul"]
 
 names = st.one_of(
     st.sampled_from(SPECIAL),

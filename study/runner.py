@@ -35,9 +35,9 @@ from study.evaluation import evaluate_best_on_test
 from study.paths import is_uid, study_dir
 from study.pruners import make_pruner
 from study.samplers import make_sampler
-from study.states import counts as count_statuses
-from study.states import status_of
-from study.storage import HEARTBEAT_S, dashboard_command, has_heartbeat, open_storage
+from study.states import best_trial, status_of
+from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
+from study.summary import RunSummary, trial_line
 from study.trial import TrialContext, run_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -113,26 +113,6 @@ def count(study: optuna.Study, states: tuple = FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
-    params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-    state = status_of(trial)
-    value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
-    if trial.state == TrialState.PRUNED:
-        history = trial.user_attrs.get("history") or [{}]
-        last = history[-1].get(metric)
-        value = f"{metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
-    if state == "failed":
-        value = str(trial.user_attrs.get("error", trial.system_attrs.get("fail_reason", "")))[:200]
-    resumed = trial.user_attrs.get("resumed")
-    if resumed:
-        value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
-    return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
 @dataclass
 class _Worker:
     """One process's share of the study: start trials while the target has room, then stop."""
@@ -186,7 +166,7 @@ class _Worker:
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
             self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
-            best = weights.best_trial(study)
+            best = best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
             with self.bar.external_write_mode():  # the bar steps aside on the terminal
@@ -246,41 +226,6 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own per-trial lines replace Optuna's
-
-
-@dataclass
-class RunSummary:
-    study: optuna.Study
-    cfg: StudyConfig
-    storage_url: str
-    study_dir: Path
-    stopped: str | None = None
-    warnings: tuple[str, ...] = ()
-
-    def counts(self) -> dict[str, int]:
-        c = count_statuses(self.study.get_trials(deepcopy=False))
-        return {k: c[k] for k in ("complete", "pruned", "diverged", "failed", "interrupted")}
-
-    def text(self) -> str:
-        c = self.counts()
-        lines = [f"study {self.cfg.study.name!r}: {c['complete']} complete, {c['pruned']} pruned, "
-                 f"{c['diverged']} diverged, {c['failed']} failed"
-                 + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")]
-        best = weights.best_trial(self.study)
-        if best is None:
-            lines.append("no complete trial yet")
-        else:
-            final = (best.user_attrs.get("history") or [{}])[-1]
-            metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
-                                ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1") if k in final)
-            lines.append(f"best trial {best.number}: {metrics}")
-            lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.stopped:
-            lines.append(f"stopped: {self.stopped}")
-        lines.append(f"checkpoints: {self.study_dir}")
-        lines.append(f"dashboard: {dashboard_command(self.storage_url)}")
-        return "\n".join(lines)
 
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,

@@ -28,3 +28,11 @@ def status_of(trial: optuna.trial.FrozenTrial) -> str:
 
 def counts(trials: Iterable[optuna.trial.FrozenTrial]) -> Counter:
     return Counter(status_of(t) for t in trials)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best complete trial, or None before the first one."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None

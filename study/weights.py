@@ -15,18 +15,12 @@ from optuna.trial import TrialState
 
 from study.checkpoints import Checkpoints, atomic_save, try_load
 from study.paths import trial_dir
+from study.states import best_trial
 from study.trial import TrialContext, first_number
 
 BEST = "best.pt"
 FINAL = "final.pt"  # a kept trial's final weights, in its trial folder
 _OPEN = (TrialState.RUNNING, TrialState.WAITING)
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
 
 
 def _checkpoints(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> Checkpoints:

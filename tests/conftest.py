@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic search space, and running the CLI in-process or as a real process."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -116,6 +117,20 @@ def finished(ts) -> list:
     from optuna.trial import TrialState
 
     return [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str):
+    """A real tmpfs mounted at `folder` (read-only, or small enough to fill); skips where mounting is not
+    allowed (it needs root, as CI has)."""
+    folder.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres")

@@ -1,29 +1,22 @@
 """Writes that fail leave nothing half-written; a full disk is reported as such and the study stays
 consistent. The full disk is a real one: a small tmpfs, filled up."""
-import subprocess
-
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli
+from conftest import run_cli, tmpfs
 from study.errors import ConfigError
 from study.files import DiskFull, atomic_write_text, check_writable
 
 
 @pytest.fixture
 def full_disk(tmp_path):
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        (folder / "filler").write_bytes(b"\0" * 256 * 1024)
-    except OSError:
-        pass  # full: as intended
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with tmpfs(tmp_path / "full", "size=256k") as folder:
+        try:
+            (folder / "filler").write_bytes(b"\0" * 256 * 1024)
+        except OSError:
+            pass  # full: as intended
+        yield folder
 
 
 def _leftovers(folder):

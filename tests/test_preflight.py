@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import SYNTH_SPACE, run_cli
+from conftest import SYNTH_SPACE, run_cli, tmpfs
 
 USER_CODE = """\
 import numpy as np
@@ -143,13 +143,8 @@ def test_report_out_under_a_file_is_refused(tmp_path, synth_space):
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A real read-only file system (root ignores permission bits, not a read-only mount)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
+        yield folder
 
 
 def test_an_unwritable_output_folder_is_refused_before_the_first_trial(tmp_path, synth_space, read_only_folder):

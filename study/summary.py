@@ -1,0 +1,74 @@
+"""What a run prints: one line per finished trial, and the summary at its end.
+
+    print(trial_line(trial, "val_loss"))   # trial    3 complete    val_loss=0.0712  optimizer=adam lr=0.0182
+    print(RunSummary(study, cfg, url, study_dir).text())
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study.config import StudyConfig
+from study.states import best_trial, status_of
+from study.states import counts as count_statuses
+from study.storage import dashboard_command
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    state = status_of(trial)
+    value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
+    if trial.state == TrialState.PRUNED:
+        history = trial.user_attrs.get("history") or [{}]
+        last = history[-1].get(metric)
+        value = f"{metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
+    if state == "failed":
+        value = str(trial.user_attrs.get("error", trial.system_attrs.get("fail_reason", "")))[:200]
+    resumed = trial.user_attrs.get("resumed")
+    if resumed:
+        value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
+    return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class RunSummary:
+    study: optuna.Study
+    cfg: StudyConfig
+    storage_url: str
+    study_dir: Path
+    stopped: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        c = count_statuses(self.study.get_trials(deepcopy=False))
+        return {k: c[k] for k in ("complete", "pruned", "diverged", "failed", "interrupted")}
+
+    def text(self) -> str:
+        c = self.counts()
+        lines = [f"study {self.cfg.study.name!r}: {c['complete']} complete, {c['pruned']} pruned, "
+                 f"{c['diverged']} diverged, {c['failed']} failed"
+                 + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")]
+        best = best_trial(self.study)
+        if best is None:
+            lines.append("no complete trial yet")
+        else:
+            final = (best.user_attrs.get("history") or [{}])[-1]
+            metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
+                                ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1") if k in final)
+            lines.append(f"best trial {best.number}: {metrics}")
+            lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}")
+        lines.append(f"checkpoints: {self.study_dir}")
+        lines.append(f"dashboard: {dashboard_command(self.storage_url)}")
+        return "\n".join(lines)
+

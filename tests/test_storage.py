@@ -32,6 +32,7 @@ def test_reading_never_creates_a_storage(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.postgres
 def test_three_workers_share_one_postgresql_study(tmp_path, synth_space, pg_url):
     procs = [subprocess.Popen([sys.executable, "-m", "study", "run", str(synth_space), "--storage", pg_url,
                                "--trials", "9", "-q", "--no-report", "--set", f"study.sampler.seed={i}"],

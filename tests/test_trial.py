@@ -110,5 +110,9 @@ def test_user_model_callable(tmp_path, monkeypatch):
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_cnn_and_mlp_train_on_images(model):
     result = train(tiny(model=model, data_options={"n_samples": 120, "n_features": 16, "n_classes": 3,
-                                                   "shape": [1, 4, 4]}, budget=2), CPU)
-    assert len(result.history) == 2
+                                                   "shape": [1, 4, 4]}, budget=4), CPU)
+    assert len(result.history) == 4
+    convs = [m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert bool(convs) == (model == "cnn")  # the CNN really convolves the 4x4 images
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]  # it learns...
+    assert result.final["val_accuracy"] > 0.6  # ...well above chance (1/3)

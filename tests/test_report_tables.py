@@ -128,17 +128,3 @@ def test_interaction_takes_the_best_of_each_combination():
     assert got.index.tolist() == ["adam", "sgd"] and got.columns.tolist() == ["32", "64"]
     assert got.loc["sgd", "32"] == 0.2 and got.loc["adam", "64"] == 0.3
     assert pd.isna(got.loc["adam", "32"]) and pd.isna(got.loc["sgd", "64"])  # the pruned one does not count
-
-
-def test_activation_data_shows_small_random_collapsing():
-    from study.config import TrialConfig
-
-    rows = []
-    for init in ("small_random", "xavier", "he"):
-        cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 120}, depth=6, width=64, init=init,
-                          activation="tanh")
-        rows.append({"number": len(rows), "status": "complete", **cfg.to_dict()})
-    df = T.activation_data(pd.DataFrame(rows))
-    assert sorted(set(df["init"])) == ["he", "small_random", "xavier"] and df["layer"].max() == 6
-    last = df[df["layer"] == 6].set_index("init")["std"]
-    assert last["small_random"] < 1e-4 < 0.1 < last["xavier"]  # the lecture's point, layer by layer

@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from study.files import atomic_write_text
 from study.paths import child
+from study.report import diagnostics as D
 from study.report import tables as T
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True)
@@ -159,7 +160,7 @@ def build_sections(study: optuna.Study, trials: pd.DataFrame) -> tuple[list[Sect
 
     # 4c. What the inits do to the signal, before any training
     if "init" in changed:
-        activations = T.activation_data(trials)
+        activations = D.activation_data(trials)
         if len(activations):
             s = Section("activations", "Activations at initialisation")
             s.figure(F.activation_figure(activations),

@@ -23,7 +23,8 @@ from study.budget import scaled_lr
 from study.states import counts as count_statuses
 from study.states import status_of
 
-_KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]
+_KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]  # scalar settings
+CONFIG_COLUMNS = list(KNOBS)  # everything a trial's config holds, so that it can be rebuilt
 
 
 def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
@@ -69,7 +70,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "epochs": len(history), "total_iters": budget.get("total_iters"),
             "samples_seen": budget.get("samples_seen"),
         }
-        row.update({k: cfg.get(k, t.params.get(k)) for k in _KNOB_COLUMNS})
+        row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
         final = history[-1] if history else {}
         row.update({k: final.get(k, math.nan) for k in
                     ("train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")})
@@ -77,7 +78,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["error"] = (t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")) if failed else ""
         row["diverged"] = (t.user_attrs.get("diverged") or {}).get("reason", "")
         rows.append(row)
-    columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *_KNOB_COLUMNS,
+    columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *CONFIG_COLUMNS,
                "train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "error", "diverged"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"number": int}) if len(frame) else frame
@@ -256,44 +257,3 @@ def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd
     table = done.assign(**{a: done[a].astype(str), b: done[b].astype(str)}).pivot_table(
         index=a, columns=b, values="value", aggfunc=agg)
     return table.sort_index().sort_index(axis=1)
-
-
-def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
-    """Std of every activation layer's output at initialisation, on training samples, for each (init,
-    activation) the study tried: how the signal shrinks or holds layer by layer under each scheme."""
-    import torch
-
-    from study.config import TrialConfig
-    from study.trial import device_data, make_model
-
-    rows = []
-    done = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
-    for (init, activation), group in done.groupby(["init", "activation"]):
-        cfg = TrialConfig(**{k: v for k, v in group.iloc[0].items() if k in _KNOB_COLUMNS})
-        data = device_data(cfg, torch.device("cpu"))
-        stds = _activation_stds(make_model(cfg, data, torch.device("cpu")), data.x_train[:n_samples])
-        rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
-    return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
-
-
-def _activation_stds(model: Any, x: Any) -> list[float]:
-    """The std of each activation module's output, in forward order, for one batch."""
-    import torch
-
-    stds: list[float] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(float(out.std())))
-             for m in model.modules() if type(m).__name__ in _ACTIVATION_NAMES]
-    with torch.no_grad():
-        model(x)
-    for hook in hooks:
-        hook.remove()
-    return stds
-
-
-def _activation_names() -> set[str]:
-    from study.models import ACTIVATIONS
-
-    return {cls.__name__ for cls in ACTIVATIONS.values()}
-
-
-_ACTIVATION_NAMES = _activation_names()

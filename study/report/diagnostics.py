@@ -1,0 +1,59 @@
+"""Diagnostics that build the study's own network: the std of every activation at initialisation, per
+(init, activation) the study tried. Unlike tables.py, this runs models; like it, it returns a DataFrame.
+
+    df = activation_data(trials_frame(study))   # init, activation, layer, std
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from study.report.tables import CONFIG_COLUMNS
+
+
+def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
+    """Std of every activation layer's output at initialisation, on training samples, for each (init,
+    activation) the study tried: how the signal shrinks or holds layer by layer under each scheme."""
+    import torch
+
+    from study.config import TrialConfig
+    from study.trial import device_data, make_model
+
+    rows = []
+    done = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
+    for (init, activation), group in done.groupby(["init", "activation"]):
+        first = group.iloc[0]
+        cfg = TrialConfig(**{k: first[k] for k in CONFIG_COLUMNS if not _missing(first[k])})
+        data = device_data(cfg, torch.device("cpu"))
+        stds = _activation_stds(make_model(cfg, data, torch.device("cpu")), data.x_train[:n_samples])
+        rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
+    return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _activation_stds(model: Any, x: Any) -> list[float]:
+    """The std of each activation module's output, in forward order, for one batch."""
+    import torch
+
+    stds: list[float] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: stds.append(float(out.std())))
+             for m in model.modules() if type(m).__name__ in _ACTIVATION_NAMES]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return stds
+
+
+def _activation_names() -> set[str]:
+    from study.models import ACTIVATIONS
+
+    return {cls.__name__ for cls in ACTIVATIONS.values()}
+
+
+_ACTIVATION_NAMES = _activation_names()

@@ -6,19 +6,17 @@ the Figure. Every figure has a title and labelled axes with units; learning rate
 """
 from __future__ import annotations
 
+import functools
 import io
+from typing import Callable
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-
-sns.set_theme(style="whitegrid", context="notebook")
 STATUS_STYLE = {  # colour, marker, alpha
     "complete": ("#1f77b4", "o", 0.9),
     "pruned": ("#999999", "v", 0.5),
@@ -29,19 +27,30 @@ METRIC_LABEL = {"val_loss": "validation loss (NLL, nats)", "val_accuracy": "vali
                 "val_recall": "validation macro recall"}
 
 
-def _fig(width: float = 7.5, height: float = 4.2) -> tuple[plt.Figure, plt.Axes]:
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100, layout="constrained")
-    return fig, ax
+def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw in seaborn's whitegrid style inside a context, so that importing this module changes no global
+    plotting state (no backend, no theme) for the program that imports it."""
+    @functools.wraps(draw)
+    def styled(*args, **kwargs) -> Figure:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+            return draw(*args, **kwargs)
+    return styled
 
 
-def to_png(fig: plt.Figure) -> bytes:
+def _fig(width: float = 7.5, height: float = 4.2) -> tuple[Figure, Axes]:
+    # A bare Figure: no pyplot, so no backend and no window, and nothing to close.
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def to_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
-def history_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+@_styled
+def history_figure(df: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig()
     for status, (colour, marker, alpha) in STATUS_STYLE.items():
         part = df[df["status"] == status]
@@ -54,7 +63,8 @@ def history_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
     return fig
 
 
-def lr_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+@_styled
+def lr_figure(df: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig()
     sns.scatterplot(data=df[df["status"] != "diverged"], x="lr", y="plotted", hue="optimizer", style="status",
                     ax=ax, s=40, alpha=0.85)
@@ -69,7 +79,8 @@ def lr_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
     return fig
 
 
-def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> plt.Figure:
+@_styled
+def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> Figure:
     df = trials[trials["status"] == "complete"].copy()
     df[param] = df[param].astype(str)
     order = sorted(df[param].unique())
@@ -81,7 +92,8 @@ def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> plt.Fi
     return fig
 
 
-def isolation_figure(df: pd.DataFrame, param: str, metric: str) -> plt.Figure:
+@_styled
+def isolation_figure(df: pd.DataFrame, param: str, metric: str) -> Figure:
     fig, ax = _fig()
     data = df[np.isfinite(df["best"])]
     sns.barplot(data=data, x=param, y="best", ax=ax, color="#2ca02c", order=list(data[param]))
@@ -94,7 +106,8 @@ def isolation_figure(df: pd.DataFrame, param: str, metric: str) -> plt.Figure:
     return fig
 
 
-def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> plt.Figure:
+@_styled
+def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figure:
     """Every trial's validation curve: pruned faded, diverged red, the best highlighted."""
     fig, ax = _fig()
     for status, (colour, _, alpha) in STATUS_STYLE.items():
@@ -117,7 +130,8 @@ def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> plt.F
     return fig
 
 
-def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> plt.Figure:
+@_styled
+def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> Figure:
     fig, ax = _fig()
     palette = sns.color_palette("deep", len(numbers))
     for colour, n in zip(palette, numbers, strict=True):
@@ -130,7 +144,8 @@ def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> plt.Figure:
     return fig
 
 
-def batch_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
+@_styled
+def batch_figure(df: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig()
     sns.lineplot(data=df, x="batch_size", y="best", hue=df["samples_seen"].astype(str), marker="o", ax=ax)
     for _, row in df.iterrows():
@@ -143,7 +158,8 @@ def batch_figure(df: pd.DataFrame, metric: str) -> plt.Figure:
     return fig
 
 
-def schedule_figure(df: pd.DataFrame) -> plt.Figure:
+@_styled
+def schedule_figure(df: pd.DataFrame) -> Figure:
     fig, ax = _fig()
     sns.lineplot(data=df, x="iteration", y="lr", hue="schedule", ax=ax, estimator=None)
     ax.set_yscale("log")
@@ -152,7 +168,8 @@ def schedule_figure(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def importance_figure(df: pd.DataFrame) -> plt.Figure:
+@_styled
+def importance_figure(df: pd.DataFrame) -> Figure:
     fig, ax = _fig(height=max(2.5, 0.45 * len(df) + 1))
     sns.barplot(data=df, x="importance", y="param", ax=ax, color="#9467bd")
     ax.set(title="Hyperparameter importance (fANOVA)", xlabel="share of variance explained (fraction)",
@@ -160,7 +177,8 @@ def importance_figure(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def confusion_figure(confusion: pd.DataFrame) -> plt.Figure:
+@_styled
+def confusion_figure(confusion: pd.DataFrame) -> Figure:
     n = len(confusion)
     fig, ax = _fig(width=min(9, 2 + 0.6 * n), height=min(8, 1.5 + 0.55 * n))
     sns.heatmap(confusion, annot=n <= 20, fmt="d", cmap="Blues", cbar_kws={"label": "test samples (count)"}, ax=ax)
@@ -168,7 +186,8 @@ def confusion_figure(confusion: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def interaction_figure(table: pd.DataFrame, metric: str) -> plt.Figure:
+@_styled
+def interaction_figure(table: pd.DataFrame, metric: str) -> Figure:
     rows, cols = table.shape
     fig, ax = _fig(width=min(10, 3 + 1.2 * cols), height=min(8, 2 + 0.6 * rows))
     sns.heatmap(table, annot=True, fmt=".3g", cmap="viridis_r", ax=ax,
@@ -180,7 +199,8 @@ def interaction_figure(table: pd.DataFrame, metric: str) -> plt.Figure:
     return fig
 
 
-def activation_figure(df: pd.DataFrame) -> plt.Figure:
+@_styled
+def activation_figure(df: pd.DataFrame) -> Figure:
     fig, ax = _fig()
     sns.lineplot(data=df, x="layer", y="std", hue="init", style="activation", marker="o", ax=ax)
     ax.set_yscale("log")

@@ -172,6 +172,8 @@ def load_splits(name: str, options: dict[str, Any], *, val_fraction: float, test
         idx_val, idx_test = train_test_split(idx_rest, test_size=test_fraction / (val_fraction + test_fraction),
                                              random_state=split_seed, stratify=y[idx_rest])
     except ValueError as exc:  # scikit-learn: too few samples of some class for a stratified split
+        if "class" not in str(exc):
+            raise
         raise ValueError(f"dataset {name!r} is too small to split into training, validation and test sets "
                          f"with every class in each ({len(y)} samples, {int(y.max()) + 1} classes, smallest "
                          f"class {int(np.bincount(y).min())}): {exc}") from None

@@ -24,16 +24,27 @@ def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
     rows = []
     done = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
     for (init, activation), group in done.groupby(["init", "activation"]):
-        first = group.iloc[0]
-        cfg = TrialConfig(**{k: first[k] for k in CONFIG_COLUMNS if not _missing(first[k])})
+        cfg = TrialConfig(**_config_values(group.iloc[0]))
         data = device_data(cfg, torch.device("cpu"))
         stds = _activation_stds(make_model(cfg, data, torch.device("cpu")), data.x_train[:n_samples])
         rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
     return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _config_values(row: pd.Series) -> dict[str, Any]:
+    """A trial's config from its row of the trials frame, with the types the config declares: a column
+    that has a gap (a trial without a stored config) holds its integers as floats."""
+    from study.config import KNOBS
+
+    cast = {"int": int, "float": float, "bool": bool}
+    values = {}
+    for k in CONFIG_COLUMNS:
+        v = row[k]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        kind = KNOBS[k].type if isinstance(KNOBS[k].type, str) else KNOBS[k].type.__name__
+        values[k] = cast[kind](v) if kind in cast else v
+    return values
 
 
 def _activation_stds(model: Any, x: Any) -> list[float]:

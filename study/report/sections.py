@@ -1,0 +1,255 @@
+"""The report's sections, in page order: each a small function of one ReportContext that returns its
+Section(s), or None where it does not apply. Adding a section is one function added to SECTIONS.
+
+    sections, verdict = build_sections(study, trials_frame(study))
+    [make.__name__ for make in SECTIONS]   # the page's order
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import optuna
+import pandas as pd
+
+from study.report import diagnostics as D
+from study.report import tables as T
+from study.report.context import ReportContext, Section
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _best_params(ctx: ReportContext) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in ctx.study.trials[ctx.best].params.items()) or "(no searched params)"
+
+
+def verdict(ctx: ReportContext) -> str:
+    if ctx.best is None:
+        return ""
+    value = ctx.trials.set_index("number").loc[ctx.best, "value"]
+    return f"Best: trial {ctx.best} with {ctx.metric} {value:.4g} ({_best_params(ctx)})."
+
+
+def summary(ctx: ReportContext) -> Section:
+    s = Section("summary", "Summary")
+    study, trials, counts = ctx.study, ctx.trials, ctx.counts
+    durations = trials["duration_s"].dropna() if len(trials) else pd.Series(dtype=float)
+    s.summary = [("study", study.study_name), ("dataset", str(study.user_attrs.get("dataset", "?"))),
+                 ("model", str(study.user_attrs.get("model", "?"))), ("objective", f"{ctx.direction} {ctx.metric}"),
+                 ("trials", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "diverged", "failed"))
+                  + "".join(f", {counts[k]} {k}" for k in ("interrupted", "running", "waiting") if counts.get(k))),
+                 ("trial time", f"{durations.sum():.1f} s in total, {durations.mean():.2f} s mean"
+                  if len(durations) else "no finished trial"),
+                 ("varied", ", ".join(ctx.changed) or "nothing")]
+    if ctx.best is None:
+        s.say("No trial has completed yet, so there is no winner and no comparison to show.", note=True)
+        return s
+    row = trials.set_index("number").loc[ctx.best]
+    s.summary += [("best trial", f"{ctx.best}: {_best_params(ctx)}"),
+                  ("validation", ", ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in
+                                           ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")))]
+    test = study.user_attrs.get("test")
+    if test and test.get("trial") == ctx.best:
+        s.summary.append(("test (best trial only)", ", ".join(f"{k.removeprefix('test_')} {_fmt(v)}"
+                                                              for k, v in test["metrics"].items())))
+    else:
+        s.say("Test-split metrics are absent: the best trial's weights were not evaluated on the test split "
+              "(run `study run` to the end to record them).", note=True)
+    return s
+
+
+def history(ctx: ReportContext) -> Section:
+    from study.report import figures as F
+
+    s = Section("history", "Optimization history")
+    s.figure(F.history_figure(T.history_data(ctx.trials, ctx.direction), ctx.metric),
+             f"Each point is a trial's final {ctx.metric} (pruned: the last reported value); the green line is the "
+             "best complete trial so far, so a flat line means later trials stopped finding better settings.")
+    return s
+
+
+def learning_rate(ctx: ReportContext) -> Section | None:
+    from study.report import figures as F
+
+    if "lr" not in ctx.changed:
+        return None
+    s = Section("learning-rate", "Learning rate")
+    s.figure(F.lr_figure(T.lr_data(ctx.trials, ctx.direction), ctx.metric),
+             "Too small a learning rate undershoots (high loss on the left), too large overshoots or diverges "
+             "(red crosses on the right); the valley between is where each optimizer works.")
+    return s
+
+
+def comparisons(ctx: ReportContext) -> list[Section]:
+    """Each scientific choice, compared fairly: each value's best after the other params were searched."""
+    from study.report import figures as F
+
+    out = []
+    for param in ctx.scientific:
+        comparison = T.comparison_data(ctx.trials, param, ctx.direction)
+        s = Section(f"compare-{param}", f"Which {param}?")
+        if comparison["complete"].sum() == 0:
+            s.say(f"No complete trial for any {param} value yet.", note=True)
+        else:
+            winner = comparison.iloc[0]
+            s.say(f"Best {param}: {winner[param]} ({ctx.metric} {winner['best']:.4g}, trial {winner['best_trial']}), "
+                  f"each value's best taken after the other params were searched.")
+            low, high = int(comparison["trials"].min()), int(comparison["trials"].max())
+            if high >= 2 * max(1, low):
+                s.say(f"The values were searched unevenly ({low} to {high} trials each): the sampler spent more "
+                      "trials where results were good, so a value with fewer trials had fewer chances to find its "
+                      "best settings.", note=True)
+            s.figure(F.distribution_figure(ctx.trials, param, ctx.metric),
+                     f"The spread of {ctx.metric} over complete trials for each {param}: a low median means the "
+                     "choice is forgiving of the other settings, a low minimum that it can win when they are right.")
+            s.figure(F.isolation_figure(comparison, param, ctx.metric),
+                     f"The fair comparison: each bar is the best trial for one {param} value after the nuisance "
+                     "params (such as the learning rate) were tuned for it.")
+        s.table(comparison)
+        out.append(s)
+    return out
+
+
+def pairs(ctx: ReportContext) -> list[Section]:
+    """Pairs of scientific choices: does one choice's winner depend on the other?"""
+    from study.report import figures as F
+
+    out = []
+    for i, a in enumerate(ctx.scientific):
+        for b in ctx.scientific[i + 1:]:
+            table = T.interaction_data(ctx.trials, a, b, ctx.direction)
+            if table.size > 1:
+                s = Section(f"pair-{a}-{b}", f"{a} x {b}")
+                s.figure(F.interaction_figure(table, ctx.metric),
+                         f"The best trial of every {a} and {b} combination (blank: no complete trial): if the "
+                         f"best {a} differs between columns, the answer to 'which {a}?' depends on {b}.")
+                out.append(s)
+    return out
+
+
+def activations(ctx: ReportContext) -> Section | None:
+    """What the inits do to the signal, before any training."""
+    from study.report import figures as F
+
+    if "init" not in ctx.changed:
+        return None
+    data = D.activation_data(ctx.trials)
+    if not len(data):
+        return None
+    s = Section("activations", "Activations at initialisation")
+    s.figure(F.activation_figure(data),
+             "How far the activations spread at each layer of the untrained network, on training samples: "
+             "a line falling towards zero is the signal collapsing under that init, which leaves the "
+             "deeper layers almost nothing to learn from.")
+    return s
+
+
+def curves(ctx: ReportContext) -> Section | None:
+    from study.report import figures as F
+
+    if not len(ctx.history):
+        return None
+    s = Section("curves", "Learning curves")
+    s.figure(F.curves_figure(ctx.history, ctx.best, ctx.metric),
+             "Validation curves of every trial (pruned grey, diverged red, the best orange): pruning stops "
+             "curves that lag the median early, which is where the time went to the good ones.")
+    top = ctx.trials[ctx.trials["status"] == "complete"].sort_values("value", ascending=ctx.direction == "minimize")
+    numbers = [int(n) for n in top["number"].head(3)]
+    if numbers:
+        s.figure(F.train_val_figure(ctx.history, numbers),
+                 "A validation loss that rises while the train loss falls is overfitting; "
+                 "both high is underfitting.")
+    return s
+
+
+def batch(ctx: ReportContext) -> Section | None:
+    """Batch against iterations, at equal samples seen."""
+    from study.report import figures as F
+
+    if "batch_size" not in ctx.changed:
+        return None
+    batches = T.batch_data(ctx.trials, ctx.direction)
+    if not len(batches):
+        return None
+    s = Section("batch", "Bigger batches or more iterations?")
+    s.figure(F.batch_figure(batches, ctx.metric),
+             "At one budget of samples seen, doubling the batch halves the iterations (labels): the lowest "
+             "point is how that budget was best spent.")
+    answer = T.batch_vs_iterations(batches, ctx.direction)
+    if len(answer):
+        wins = answer["better"].value_counts()
+        s.say(f"2x batch or 2x iterations? Of {len(answer)} pairs at the same sample budget, 2x batch won "
+              f"{wins.get('2x batch', 0)} and 2x iterations won {wins.get('2x iterations', 0)}.")
+        s.table(answer, "2x batch (half the iterations) against 2x iterations (half the batch)")
+    s.table(batches, "Best value per batch size and budget")
+    return s
+
+
+def schedules(ctx: ReportContext) -> Section | None:
+    from study.report import figures as F
+
+    if "schedule" not in ctx.changed and "warmup" not in ctx.changed:
+        return None
+    data = T.schedule_data(ctx.trials, ctx.direction)
+    if not len(data):
+        return None
+    s = Section("schedules", "Learning-rate schedules")
+    s.figure(F.schedule_figure(data),
+             "The learning rate at every step of the best trial of each schedule type, as its scheduler set it.")
+    return s
+
+
+def importance(ctx: ReportContext) -> Section:
+    from study.report import figures as F
+
+    s = Section("importance", "Hyperparameter importance")
+    importances, reason = T.importance_data(ctx.study)
+    if importances is None:
+        s.say(reason, note=True)
+    else:
+        s.figure(F.importance_figure(importances),
+                 "How much of the variation in the objective each param explains (fANOVA): tune the long bars first.")
+    return s
+
+
+def test_split(ctx: ReportContext) -> Section | None:
+    from study.report import figures as F
+
+    test = ctx.study.user_attrs.get("test") or {}
+    confusion, per_class = T.confusion_tables(test if test.get("trial") == ctx.best else None)
+    if confusion is None:
+        return None
+    s = Section("test", "Best trial on the test split")
+    s.figure(F.confusion_figure(confusion),
+             "Counts of test samples by true and predicted class: off-diagonal cells are the confusions.")
+    s.table(per_class, "Per-class precision, recall and F1", index=True)
+    return s
+
+
+def all_trials(ctx: ReportContext) -> Section:
+    s = Section("trials", "All trials")
+    s.say("The same table is in trials.csv beside this page.")
+    shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, "val_accuracy", "val_f1", "error",
+             "diverged"]
+    s.table(ctx.trials[list(dict.fromkeys(shown))])
+    return s
+
+
+SectionMaker = Callable[[ReportContext], "Section | list[Section] | None"]
+# The page, in order. Every section after the summary needs at least one finished trial.
+SECTIONS: list[SectionMaker] = [summary, history, learning_rate, comparisons, pairs, activations, curves, batch,
+                                schedules, importance, test_split, all_trials]
+
+
+def build_sections(study: optuna.Study, trials: pd.DataFrame) -> tuple[list[Section], str]:
+    """Compute every section's data and render its figures; returns the sections and the verdict line."""
+    ctx = ReportContext.of(study, trials)
+    out: list[Section] = []
+    for make in SECTIONS if not ctx.finished.empty else SECTIONS[:1]:
+        made = make(ctx)
+        out += made if isinstance(made, list) else [made] if made is not None else []
+    return out, verdict(ctx)

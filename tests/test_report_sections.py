@@ -1,0 +1,40 @@
+"""The registered sections: each applies to a study that varies everything, and the page is their order."""
+import pytest
+
+from conftest import make_study
+from study.report import tables as T
+from study.report.context import ReportContext, Section
+from study.report.sections import SECTIONS, build_sections
+
+
+@pytest.fixture(scope="module")
+def everything():
+    """A study in which every section applies: lr, scientific choices, batch, schedules and init varied,
+    enough complete trials for importance, and the best trial's test split."""
+    study = make_study(30, statuses=("complete", "complete", "pruned", "diverged", "failed"))
+    trials = T.trials_frame(study)
+    trials["init"] = ["he", "xavier"] * 15
+    best = T.best_number(trials, "minimize")
+    study.set_user_attr("test", {"trial": best, "metrics": {"test_loss": 0.3},
+                                 "confusion": [[5, 1], [0, 4]],
+                                 "per_class": {"precision": [1.0, 0.8], "recall": [0.83, 1.0], "f1": [0.9, 0.9],
+                                               "support": [6, 4]}})
+    return study, trials
+
+
+@pytest.mark.parametrize("make", SECTIONS, ids=[m.__name__ for m in SECTIONS])
+def test_every_registered_section_applies_to_a_study_that_varies_everything(everything, make):
+    made = make(ReportContext.of(*everything))
+    made = made if isinstance(made, list) else [made]
+    assert made and all(isinstance(s, Section) and s.title for s in made)
+    assert all(s.figures or s.tables or s.summary or s.paragraphs for s in made)
+
+
+def test_the_page_is_the_sections_in_registered_order(everything):
+    ctx = ReportContext.of(*everything)
+    expected = []
+    for make in SECTIONS:
+        made = make(ctx)
+        expected += [s.id for s in (made if isinstance(made, list) else [made])]
+    sections, verdict = build_sections(*everything)
+    assert [s.id for s in sections] == expected and verdict.startswith(f"Best: trial {ctx.best} ")

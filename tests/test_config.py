@@ -59,10 +59,31 @@ def test_grid_space_lists_every_value(write_space):
                                 "momentum": pytest.approx([0.5, 0.7, 0.9])}
 
 
-def test_every_knob_has_a_section_and_a_check():
+def test_every_knob_has_a_section_and_an_inspectable_constraint():
     for name, f in KNOBS.items():
         assert f.metadata["section"] in ("data", "model", "training"), name
-        assert callable(f.metadata["check"]), name
+        constraint = f.metadata["check"]
+        assert callable(constraint) and str(constraint) and constraint.invalid(), name
+        assert constraint(getattr(TrialConfig(), name)) == getattr(TrialConfig(), name)  # the default is valid
+
+
+# Generated from the constraints: every knob, every value its constraint says is invalid, as a fixed
+# value (section key) and as a searched choice (params). No hand-written list to fall behind.
+GENERATED = [(f.metadata["section"], f.metadata["yaml"] or name, name, bad)
+             for name, f in KNOBS.items() for bad in f.metadata["check"].invalid()]
+
+
+@pytest.mark.parametrize("section,key,name,bad", GENERATED,
+                         ids=[f"{s}.{k}={b!r}" for s, k, _, b in GENERATED])
+def test_every_invalid_value_of_every_knob_is_refused_naming_the_key(synth_space, section, key, name, bad):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(synth_space), [(f"{section}.{key}", bad)])
+    assert info.value.key == f"{section}.{key}" and info.value.source.endswith("(with --set)")
+    assert info.value.problem.startswith(("must", "cannot import")), info.value.problem
+    if name not in ("data_options", "model_options"):  # options are mappings, never searched
+        with pytest.raises(ConfigError) as info:
+            load_config(str(synth_space), [(f"params.{name}", {"choices": [bad]})])
+        assert info.value.key == f"params.{name}.choices[0]"
 
 
 # (a change to the synthetic space, the key the message must name, a fragment of the problem)

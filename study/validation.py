@@ -1,0 +1,210 @@
+"""Checking a search space's YAML against the config's constraints: every problem one ConfigError that
+names the file (and `--set`), the dotted key and the value.
+
+    cfg = Validator("space.yaml", "space", overridden=set()).config(raw)   # what load_config does
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Mapping
+
+from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED, Param, StudyConfig,
+                          StudySettings, TrialConfig, check_study_name, non_finite)
+from study.constraints import Interval, MappingOf, OneOf
+from study.errors import ConfigError
+from study.pruners import PRUNERS
+from study.samplers import SAMPLERS
+
+
+class Validator:
+    def __init__(self, source: str, stem: str, overridden: set[str]):
+        self.source, self.stem, self.overridden = source, stem, overridden
+
+    def error(self, key: str, value: Any, problem: str) -> ConfigError:
+        from_set = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in self.overridden)
+        return ConfigError(self.source + (" (with --set)" if from_set else ""), key, value, problem)
+
+    def mapping(self, key: str, value: Any, allowed: tuple | Mapping) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(key, value, "must be a mapping")
+        for k in value:
+            if k not in allowed:
+                hint = difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1)
+                raise self.error(f"{key}.{k}" if key else str(k), value[k],
+                                 f"unknown key{f' (did you mean {hint[0]!r}?)' if hint else ''}; "
+                                 f"allowed: {', '.join(map(str, allowed))}")
+        return value
+
+    def check(self, key: str, name: str, value: Any) -> Any:
+        try:
+            return KNOBS[name].metadata["check"](value)
+        except ValueError as exc:
+            raise self.error(key, value, str(exc)) from None
+
+    def config(self, raw: dict) -> StudyConfig:
+        self.mapping("", raw, ("study", *SECTIONS, "params"))
+        bad = non_finite(raw)
+        if bad:
+            raise self.error(bad[0], bad[1], "must be a finite number")
+        knobs: dict[str, Any] = {}
+        for section in SECTIONS:
+            keys = {(f.metadata["yaml"] or name): name for name, f in KNOBS.items() if f.metadata["section"] == section}
+            for k, v in self.mapping(section, raw.get(section), keys).items():
+                knobs[keys[k]] = self.check(f"{section}.{k}", keys[k], v)
+        params = self.params(raw.get("params"), knobs)
+        defaults = self.trial_config(knobs, "data")
+        study = self.study(raw.get("study"), params)
+        return StudyConfig(self.source, study, defaults, params, raw)
+
+    def trial_config(self, knobs: dict, key: str) -> TrialConfig:
+        cfg = TrialConfig(**knobs)
+        if cfg.val_fraction + cfg.test_fraction >= 1:
+            raise self.error(f"{key}.val_fraction", cfg.val_fraction,
+                             f"val_fraction + test_fraction must be < 1 (test_fraction is {cfg.test_fraction})")
+        return cfg
+
+    def params(self, raw: Any, knobs: dict) -> dict[str, Param]:
+        params: dict[str, Param] = {}
+        searchable = [n for n in KNOBS if n not in DICT_KNOBS]
+        for name, spec in self.mapping("params", raw, searchable).items():
+            key = f"params.{name}"
+            if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high"}:
+                params[name] = self.distribution(key, name, spec, params)
+            else:
+                knobs[name] = self.check(key, name, spec)  # a fixed value
+        return params
+
+    def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param]) -> Param:
+        self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when"))
+        numeric = "int" if KNOBS[name].type in ("int", int) else "float"
+        kind = spec.get("type", "categorical" if "choices" in spec else numeric)
+        if kind not in ("categorical", "float", "int"):
+            raise self.error(f"{key}.type", kind, "must be categorical, float or int")
+        when = self.when(f"{key}.when", spec.get("when"), earlier)
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise self.error(f"{key}.choices", choices, "must be a non-empty list")
+            checked = tuple(self.check(f"{key}.choices[{i}]", name, c) for i, c in enumerate(choices))
+            return Param(name, kind, choices=checked, when=when)
+        if numeric == "int" and kind == "float":
+            raise self.error(f"{key}.type", kind, f"{name} is an integer setting; use type: int")
+        if numeric == "float" and kind == "int":
+            raise self.error(f"{key}.type", kind, f"{name} is a real-valued setting; use type: float")
+        for bound in ("low", "high"):
+            if bound not in spec:
+                raise self.error(f"{key}.{bound}", None, f"a {kind} distribution needs low and high")
+        low = self.check(f"{key}.low", name, spec["low"])
+        high = self.check(f"{key}.high", name, spec["high"])
+        if low > high:
+            raise self.error(f"{key}.low", low, f"low must be <= high ({high})")
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise self.error(f"{key}.log", log, "must be true or false")
+        if log and low <= 0:
+            raise self.error(f"{key}.low", low, "a log distribution needs low > 0")
+        step = spec.get("step")
+        if step is not None:
+            try:
+                step = Interval(int, 1, None)(step) if kind == "int" else Interval(float, 0, None, "neither")(step)
+            except ValueError as exc:
+                raise self.error(f"{key}.step", step, str(exc)) from None
+            if log:
+                raise self.error(f"{key}.step", step, "step cannot be combined with log: true")
+        return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
+
+    def when(self, key: str, raw: Any, earlier: dict[str, Param]) -> tuple:
+        conditions = []
+        for other, allowed in self.mapping(key, raw, list(earlier)).items():
+            allowed = allowed if isinstance(allowed, list) else [allowed]
+            if not allowed:
+                raise self.error(f"{key}.{other}", allowed, "must list at least one value")
+            checked = tuple(self.check(f"{key}.{other}", other, v) for v in allowed)
+            conditions.append((other, checked))
+        return tuple(conditions)
+
+    def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:
+        allowed = ("name", "question", "metric", "direction", "n_trials", "timeout", "sampler", "pruner",
+                   "scientific", "max_initial_failures", "checkpoints", "max_iters")
+        s = self.mapping("study", raw, allowed)
+        out: dict[str, Any] = {"name": s.get("name", self.stem)}
+        out["name"] = self.wrap("study.name", out["name"], check_study_name)
+        if "question" in s:
+            if not isinstance(s["question"], str):
+                raise self.error("study.question", s["question"], "must be a string")
+            out["question"] = s["question"].strip()
+        metric = s.get("metric", "val_loss")
+        if metric not in METRICS:
+            raise self.error("study.metric", metric, f"must be one of {', '.join(METRICS)}")
+        direction = s.get("direction", METRICS[metric])
+        if direction != METRICS[metric]:
+            raise self.error("study.direction", direction, f"{metric} must be {METRICS[metric]}d")
+        out.update(metric=metric, direction=direction)
+        for k, low in (("n_trials", 1), ("max_initial_failures", 1), ("max_iters", 1)):
+            if k in s:
+                out[k] = self.wrap(f"study.{k}", s[k], Interval(int, low, None))
+        if s.get("timeout") is not None:
+            out["timeout"] = self.wrap("study.timeout", s["timeout"], Interval(float, 0, None, "neither"))
+        if "checkpoints" in s:
+            ck = self.mapping("study.checkpoints", s["checkpoints"], ("keep", "keep_best"))
+            if "keep" in ck:
+                out["checkpoint_keep"] = self.wrap("study.checkpoints.keep", ck["keep"], Interval(int, 1, None))
+            if "keep_best" in ck:
+                out["checkpoint_keep_best"] = self.wrap("study.checkpoints.keep_best", ck["keep_best"],
+                                                        Interval(int, 0, None))
+        sampler = s.get("sampler", {})
+        sampler = {"name": sampler} if isinstance(sampler, str) else sampler
+        sampler = self.mapping("study.sampler", sampler, ("name", "seed", "options"))
+        out["sampler"] = self.wrap("study.sampler.name", sampler.get("name", "tpe"), OneOf(SAMPLERS))
+        seed = sampler.get("seed", 0)
+        out["sampler_seed"] = None if seed is None else self.wrap("study.sampler.seed", seed, SEED)
+        out["sampler_options"] = self.wrap("study.sampler.options", sampler.get("options") or {}, MappingOf())
+        pruner = s.get("pruner", {})
+        pruner = {"name": pruner} if isinstance(pruner, str) else pruner
+        pruner = self.mapping("study.pruner", pruner, ("name", "options"))
+        out["pruner"] = self.wrap("study.pruner.name", pruner.get("name", "median"), OneOf(PRUNERS))
+        out["pruner_options"] = self.wrap("study.pruner.options", pruner.get("options") or {}, MappingOf())
+        scientific = s.get("scientific", [])
+        if not isinstance(scientific, list):
+            raise self.error("study.scientific", scientific, "must be a list of param names")
+        for i, name in enumerate(scientific):
+            if name not in params:
+                raise self.error(f"study.scientific[{i}]", name, f"must be a searched param: {', '.join(params)}")
+        out["scientific"] = tuple(scientific)
+        settings = StudySettings(**out)
+        self.strategies(settings, params)
+        return settings
+
+    def wrap(self, key: str, value: Any, check: Callable[[Any], Any]) -> Any:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise self.error(key, value, str(exc)) from None
+
+    def strategies(self, s: StudySettings, params: dict[str, Param]) -> None:
+        """Build the sampler and pruner once, so that bad options fail here and not mid-study."""
+        from study.pruners import make_pruner
+        from study.samplers import make_sampler
+
+        grid = {}
+        if s.sampler == "grid":
+            size = 1
+            for name, p in params.items():
+                n = p.grid_size()
+                if n is None:
+                    raise self.error(f"params.{name}", p.kind, "grid search needs categorical, int, or float with step")
+                size *= n
+                if size > GRID_LIMIT:
+                    raise self.error(f"params.{name}", f"{n} values", f"the grid would hold more than {GRID_LIMIT} "
+                                     "points; use a larger step or another sampler")
+            grid = {n: p.grid() for n, p in params.items()}
+        try:
+            make_sampler(s.sampler, s.sampler_seed, s.sampler_options, grid)
+        except (TypeError, ValueError) as exc:
+            raise self.error("study.sampler.options", s.sampler_options, str(exc)) from None
+        try:
+            make_pruner(s.pruner, s.pruner_options)
+        except (TypeError, ValueError) as exc:
+            raise self.error("study.pruner.options", s.pruner_options, str(exc)) from None

@@ -64,11 +64,11 @@ class TrialConfig:
     kernel_size: int = _knob("model", 3, Interval(int, 1, None))  # CNN only
     init: str = _knob("model", "pytorch_default", OneOf(INITS))
     # training
-    optimizer: str = _knob("training", "adam", OneOf(OPTIMIZERS))
+    optimizer: str = _knob("training", "adam", NameOrCallable(OPTIMIZERS))  # or package.module:callable
     lr: float = _knob("training", 1e-3, Interval(float, 0, None, "neither"))  # base learning rate, before batch scaling
     momentum: float = _knob("training", 0.9, Interval(float, 0, 1, "left"))  # sgd_momentum, nesterov, rmsprop
     weight_decay: float = _knob("training", 0.0, Interval(float, 0, None))
-    schedule: str = _knob("training", "constant", OneOf(SCHEDULES))
+    schedule: str = _knob("training", "constant", NameOrCallable(SCHEDULES))  # or package.module:callable
     gamma: float = _knob("training", 0.1, Interval(float, 0, 1, "right"))  # lr factor per step (exponential: whole run)
     step_fraction: float = _knob("training", 0.3, Interval(float, 0, 1, "right"))  # `step`: period, fraction of the run
     warmup: bool = _knob("training", False, Boolean())  # linear warmup in front of the schedule

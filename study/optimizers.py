@@ -1,51 +1,56 @@
-"""Optimizers, by the name a search space uses.
+"""Optimizers, by the name a search space uses, each declaring the hyperparameters it consumes.
 
-    opt = OPTIMIZERS["adam"](model.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0)
+    spec = optimizer_spec("adam")             # or "package.module:callable"
+    spec.uses                                  # ("lr", "weight_decay")
+    opt = spec(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0)   # takes what it uses
 
-Every factory takes the same keywords so that a trial can pass its config through unchanged;
-`momentum` is ignored by the optimizers that have none (Adam's betas are left at their defaults).
+A trial passes its whole config; each optimizer takes what it `uses`, and the validator refuses a
+searched hyperparameter that the optimizer it would apply to does not use (momentum for Adam). A user
+optimizer is `package.module:callable`, called as `fn(params, **hyperparameters)` with those of `lr`,
+`momentum`, `weight_decay` that its signature names.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
+from study.callables import is_reference, load_callable
+
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay")  # what a trial's config can give an optimizer
 
 
-def _sgd(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+@dataclass(frozen=True)
+class OptimizerSpec:
+    build: Callable[..., torch.optim.Optimizer]
+    uses: tuple[str, ...]
+
+    def __call__(self, params: Iterable, **hyper: Any) -> torch.optim.Optimizer:
+        return self.build(params, **{k: v for k, v in hyper.items() if k in self.uses})
 
 
-def _sgd_momentum(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def _nesterov(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay)
-
-
-def _adam(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-
-
-def _adamw(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def _rmsprop(params: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "sgd": _sgd,
-    "sgd_momentum": _sgd_momentum,
-    "nesterov": _nesterov,
-    "adam": _adam,
-    "adamw": _adamw,
-    "rmsprop": _rmsprop,
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(torch.optim.SGD, ("lr", "weight_decay")),
+    "sgd_momentum": OptimizerSpec(torch.optim.SGD, ("lr", "momentum", "weight_decay")),
+    "nesterov": OptimizerSpec(lambda params, momentum, **kw: torch.optim.SGD(
+        params, momentum=momentum, nesterov=momentum > 0, **kw), ("lr", "momentum", "weight_decay")),
+    "adam": OptimizerSpec(torch.optim.Adam, ("lr", "weight_decay")),  # betas left at their defaults
+    "adamw": OptimizerSpec(torch.optim.AdamW, ("lr", "weight_decay")),
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, ("lr", "momentum", "weight_decay")),
 }
 
-# The optimizers whose update uses `momentum`; a search space makes momentum conditional on these.
-USES_MOMENTUM = frozenset({"sgd_momentum", "nesterov", "rmsprop"})
+
+def optimizer_spec(name: str) -> OptimizerSpec:
+    if not is_reference(name):
+        return OPTIMIZERS[name]
+    fn = load_callable(name)
+    return OptimizerSpec(fn, tuple(h for h in HYPERPARAMETERS if h in _accepted(fn)))
+
+
+def _accepted(fn: Callable) -> set[str] | tuple[str, ...]:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return HYPERPARAMETERS
+    return set(params)

@@ -1,20 +1,28 @@
-"""Learning-rate schedules, counted in iterations, built on torch.optim.lr_scheduler.
+"""Learning-rate schedules, counted in iterations, built on torch.optim.lr_scheduler, each declaring the
+hyperparameters it consumes.
 
     sched = make_schedule(opt, "cosine", total_iters=1000, warmup_iters=50, gamma=0.1, step_fraction=0.3)
     for _ in range(1000): opt.step(); sched.step()
+    schedule_spec("step").uses     # ("gamma", "step_fraction")
 
 Step points are fractions of the run (after warmup) so that one schedule means the same thing whatever
 the budget; `gamma` is the factor the lr is multiplied by at each step (step, multistep) or over the
-whole run (exponential).
+whole run (exponential). A user schedule is `package.module:callable`, called as
+`fn(optimizer, total_iters, **hyperparameters)` with those of `gamma`, `step_fraction` that its signature
+names, returning a torch LRScheduler stepped once per iteration.
 """
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch.optim import lr_scheduler as S
 
-Schedule = Callable[[torch.optim.Optimizer, int, float, float], S.LRScheduler]
+from study.callables import is_reference, load_callable
+
+HYPERPARAMETERS = ("gamma", "step_fraction")  # what a trial's config can give a schedule
 
 
 def _constant(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float) -> S.LRScheduler:
@@ -47,14 +55,36 @@ def _onecycle(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: f
     return S.OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, n), pct_start=pct_start, cycle_momentum=False)
 
 
-SCHEDULES: dict[str, Schedule] = {
-    "constant": _constant,
-    "step": _step,
-    "multistep": _multistep,
-    "exponential": _exponential,
-    "cosine": _cosine,
-    "onecycle": _onecycle,
+@dataclass(frozen=True)
+class ScheduleSpec:
+    build: Callable[..., S.LRScheduler]  # build(opt, n, gamma, step_fraction)
+    uses: tuple[str, ...]  # the hyperparameters it reads
+    own_warmup: bool = False  # ramps up by itself: a requested warmup sets its ramp instead of a linear one
+
+
+SCHEDULES: dict[str, ScheduleSpec] = {
+    "constant": ScheduleSpec(_constant, ()),
+    "step": ScheduleSpec(_step, ("gamma", "step_fraction")),
+    "multistep": ScheduleSpec(_multistep, ("gamma",)),
+    "exponential": ScheduleSpec(_exponential, ("gamma",)),
+    "cosine": ScheduleSpec(_cosine, ()),
+    "onecycle": ScheduleSpec(_onecycle, (), own_warmup=True),
 }
+
+
+def schedule_spec(name: str) -> ScheduleSpec:
+    if not is_reference(name):
+        return SCHEDULES[name]
+    fn = load_callable(name)
+    params = inspect.signature(fn).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    uses = tuple(h for h in HYPERPARAMETERS if takes_all or h in params)
+
+    def build(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float) -> Any:
+        given = {"gamma": gamma, "step_fraction": step_fraction}
+        return fn(opt, n, **{k: given[k] for k in uses})
+
+    return ScheduleSpec(build, uses)
 
 
 def make_schedule(
@@ -67,13 +97,14 @@ def make_schedule(
 ) -> S.LRScheduler:
     """The schedule `name`, with a linear warmup from lr/100 over `warmup_iters` in front when > 0
     (one-cycle instead ramps up over its first `warmup_iters`)."""
-    if name == "onecycle":
-        return _onecycle(opt, total_iters, gamma, step_fraction, warmup_iters)
+    spec = schedule_spec(name)
+    if spec.own_warmup:
+        return spec.build(opt, total_iters, gamma, step_fraction, warmup_iters)
     if warmup_iters <= 0:
-        return SCHEDULES[name](opt, total_iters, gamma, step_fraction)
+        return spec.build(opt, total_iters, gamma, step_fraction)
     warmup_iters = min(warmup_iters, max(1, total_iters - 1))
     warmup = S.LinearLR(opt, start_factor=0.01, end_factor=1.0, total_iters=warmup_iters)
-    main = SCHEDULES[name](opt, total_iters - warmup_iters, gamma, step_fraction)
+    main = spec.build(opt, total_iters - warmup_iters, gamma, step_fraction)
     return S.SequentialLR(opt, [warmup, main], milestones=[warmup_iters])
 
 

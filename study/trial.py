@@ -31,7 +31,7 @@ from study.data import load_splits
 from study.inits import INITS
 from study.metrics import evaluate
 from study.models import build_model
-from study.optimizers import OPTIMIZERS
+from study.optimizers import optimizer_spec
 from study.paths import is_trial_number, trial_dir
 from study.provenance import provenance
 from study.schedules import make_schedule
@@ -119,7 +119,8 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     n_train = len(data.y_train)
     model = make_model(cfg, data, device)
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling, cfg.reference_batch)
-    opt = OPTIMIZERS[cfg.optimizer](model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = optimizer_spec(cfg.optimizer)(model.parameters(), lr=lr, momentum=cfg.momentum,
+                                        weight_decay=cfg.weight_decay)
     sched = make_schedule(opt, cfg.schedule, budget.total_iters, cfg.warmup_iters if cfg.warmup else 0,
                           cfg.gamma, cfg.step_fraction)
     autocast = autocast_for(device, cfg.precision)

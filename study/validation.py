@@ -12,8 +12,18 @@ from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED
                           StudySettings, TrialConfig, check_study_name, non_finite)
 from study.constraints import Interval, MappingOf, OneOf
 from study.errors import ConfigError
+from study.optimizers import optimizer_spec
 from study.pruners import PRUNERS
 from study.samplers import SAMPLERS
+from study.schedules import schedule_spec
+
+# Hyperparameters that only some optimizers or schedules consume: name -> (owner setting, what it uses).
+_CONSUMED: dict[str, tuple[str, Callable[[str], tuple[str, ...]]]] = {
+    "momentum": ("optimizer", lambda v: optimizer_spec(v).uses),
+    "weight_decay": ("optimizer", lambda v: optimizer_spec(v).uses),
+    "gamma": ("schedule", lambda v: schedule_spec(v).uses),
+    "step_fraction": ("schedule", lambda v: schedule_spec(v).uses),
+}
 
 
 class Validator:
@@ -55,8 +65,28 @@ class Validator:
                 knobs[keys[k]] = self.check(f"{section}.{k}", keys[k], v)
         params = self.params(raw.get("params"), knobs)
         defaults = self.trial_config(knobs, "data")
+        self.consumed(params, defaults)
         study = self.study(raw.get("study"), params)
         return StudyConfig(self.source, study, defaults, params, raw)
+
+    def consumed(self, params: dict[str, Param], defaults: TrialConfig) -> None:
+        """A searched hyperparameter must be used by every optimizer or schedule it can apply to: searching
+        momentum for Adam would spend trials on a value that changes nothing."""
+        for name, (owner, uses) in _CONSUMED.items():
+            p = params.get(name)
+            if p is None:
+                continue
+            owners = dict(p.when).get(owner)
+            if owners is None:
+                o = params.get(owner)
+                owners = o.choices if o is not None and o.kind == "categorical" else (getattr(defaults, owner),)
+            unused = [v for v in owners if name not in uses(v)]
+            if unused:
+                users = [v for v in owners if name in uses(v)]
+                fix = (f"; make it conditional: when: {{{owner}: [{', '.join(users)}]}}" if users
+                       else f"; no {owner} it can apply to uses it")
+                raise self.error(f"params.{name}", unused[0], f"searched, but {owner} {unused[0]} does not use "
+                                 f"{name}{fix}")
 
     def trial_config(self, knobs: dict, key: str) -> TrialConfig:
         cfg = TrialConfig(**knobs)

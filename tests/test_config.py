@@ -53,7 +53,8 @@ def test_resolve_applies_one_trials_values(synth_space):
 
 def test_grid_space_lists_every_value(write_space):
     path = write_space(_merge(SYNTH_SPACE, "study:\n  sampler: grid\nparams:\n  lr: {choices: [0.01, 0.1]}\n"
-                              "  momentum: {type: float, low: 0.5, high: 0.9, step: 0.2}\n"))
+                              "  momentum: {type: float, low: 0.5, high: 0.9, step: 0.2, "
+                              "when: {optimizer: [sgd_momentum]}}\n"))
     cfg = load_config(str(path))
     assert cfg.grid_space() == {"optimizer": ["sgd_momentum", "adam"], "lr": [0.01, 0.1],
                                 "momentum": pytest.approx([0.5, 0.7, 0.9])}
@@ -133,10 +134,11 @@ BAD = [
     ("study:\n  sampler: {name: random, seed: 18446744073709551616}\n", "study.sampler.seed", "in [0, 4294967295]"),
     ("params:\n  seed: {choices: [1, 4294967296]}\n", "params.seed.choices[1]", "in [0, 4294967295]"),
     # ranges a grid would enumerate
-    ("study:\n  sampler: grid\nparams:\n  lr: {choices: [0.1]}\n  momentum: {choices: [0.9]}\n"
+    ("study:\n  sampler: grid\nparams:\n  lr: {choices: [0.1]}\n"
+     "  momentum: {choices: [0.9], when: {optimizer: [sgd_momentum]}}\n"
      "  width: {type: int, low: 1, high: 1000000000}\n", "params.width", "more than 100000 points"),
     ("study:\n  sampler: grid\nparams:\n  lr: {type: float, low: 0.1, high: 1.0, step: 1.0e-12}\n"
-     "  momentum: {choices: [0.9]}\n", "params.lr", "more than 100000 points"),
+     "  momentum: {choices: [0.9], when: {optimizer: [sgd_momentum]}}\n", "params.lr", "more than 100000 points"),
     # study names
     ("study:\n  name: \"a\\x1b[31mb\"\n", "study.name", "control characters"),
     ("study:\n  name: \"a\\0b\"\n", "study.name", "control characters"),
@@ -144,6 +146,16 @@ BAD = [
     (f"study:\n  name: {'n' * 201}\n", "study.name", "at most 200 characters"),
     ("study:\n  name: 7\n", "study.name", "non-empty string"),
     ("study:\n  max_iters: 0\n", "study.max_iters", "integer >= 1"),
+    # hyperparameters searched where nothing uses them
+    ("params:\n  momentum: {type: float, low: 0.5, high: 0.9}\n", "params.momentum",
+     "searched, but optimizer adam does not use momentum; make it conditional: when: {optimizer: [sgd_momentum]}"),
+    ("params:\n  momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: [adam]}}\n", "params.momentum",
+     "optimizer adam does not use momentum; no optimizer it can apply to uses it"),
+    ("params:\n  gamma: {type: float, low: 0.1, high: 0.5}\n", "params.gamma",
+     "searched, but schedule constant does not use gamma"),
+    ("params:\n  schedule: {choices: [cosine, step]}\n  step_fraction: {type: float, low: 0.1, high: 0.5}\n",
+     "params.step_fraction",
+     "schedule cosine does not use step_fraction; make it conditional: when: {schedule: [step]}"),
     ("study:\n  checkpoints: {keep_best: -1}\n", "study.checkpoints.keep_best", "integer >= 0"),
 ]
 

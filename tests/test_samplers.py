@@ -8,7 +8,8 @@ from study.pruners import PRUNERS, make_pruner
 from study.runner import run_study
 from study.samplers import SAMPLERS
 
-GRID = ["params.lr={choices: [0.01, 0.1]}", "params.momentum={type: float, low: 0.5, high: 0.9, step: 0.4}"]
+GRID = ["params.lr={choices: [0.01, 0.1]}",
+        "params.momentum={type: float, low: 0.5, high: 0.9, step: 0.4, when: {optimizer: [sgd_momentum]}}"]
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SAMPLERS])

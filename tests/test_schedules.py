@@ -43,3 +43,24 @@ def test_onecycle_warmup_moves_its_peak():
     lrs = lr_curve("onecycle", LR, N, warmup_iters=10)
     assert max(range(N), key=lrs.__getitem__) == 9
     assert lrs[9] == pytest.approx(LR, rel=1e-3)
+
+
+def test_a_user_schedule_is_a_callable_stepped_every_iteration(tmp_path, monkeypatch):
+    import torch
+
+    from study.schedules import make_schedule, schedule_spec
+
+    (tmp_path / "mysched.py").write_text(
+        "from torch.optim import lr_scheduler as S\n"
+        "def halving(opt, total_iters, gamma):\n"
+        "    return S.StepLR(opt, step_size=max(1, total_iters // 2), gamma=gamma)\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    assert schedule_spec("mysched:halving").uses == ("gamma",)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = make_schedule(opt, "mysched:halving", total_iters=10, warmup_iters=2, gamma=0.5)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.5)

@@ -97,8 +97,10 @@ class TrialConfig:
 KNOBS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrialConfig)}
 SECTIONS = ("data", "model", "training")
 DICT_KNOBS = {"data_options", "model_options"}
-METRICS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_f1": "maximize",
-           "val_precision": "maximize", "val_recall": "maximize"}
+# The validation metrics every epoch records, in the order they are shown, with the direction each is
+# optimised in: the one definition that the validator, the summary and the report read.
+METRICS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_precision": "maximize",
+           "val_recall": "maximize", "val_f1": "maximize"}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ _STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialSt
            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 
 
+# The statuses of a trial that ran to an end the study counts: its target, the report's comparisons.
+FINISHED = ("complete", "pruned", "diverged")
+
+
 def status_of(trial: optuna.trial.FrozenTrial) -> str:
     for mark in MARKS:
         if trial.user_attrs.get(mark):

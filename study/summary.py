@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from study.config import StudyConfig
+from study.config import METRICS, StudyConfig
 from study.states import best_trial, status_of
 from study.states import counts as count_statuses
 from study.storage import dashboard_command
@@ -62,7 +62,7 @@ class RunSummary:
         else:
             final = (best.user_attrs.get("history") or [{}])[-1]
             metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
-                                ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1") if k in final)
+                                METRICS if k in final)
             lines.append(f"best trial {best.number}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
         lines += [f"warning: {w}" for w in self.warnings]

@@ -231,23 +231,28 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     metric = cfg.study.metric
 
     reported: set[int] = set()
+    history: list[dict] = []
 
-    def on_epoch(history: list[dict]) -> None:
-        for record in history:  # a resumed trial also reports the epochs before its checkpoint
+    def on_epoch(records: list[dict]) -> None:
+        # Each epoch writes one intermediate value (live dashboards draw the curve from them); the whole
+        # history is written once, when the trial ends, so storage writes grow with its length, not its square.
+        history[:] = records
+        for record in records:  # a resumed trial also reports the epochs before its checkpoint
             if record["epoch"] not in reported:
                 trial.report(record[metric], record["epoch"])
                 reported.add(record["epoch"])
-        trial.set_user_attr("history", history)  # every epoch, so live dashboards show the curve
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {history[-1]['epoch']}")
+            raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {records[-1]['epoch']}")
 
     try:
         result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints)
     except Diverged as exc:
-        trial.set_user_attr("history", exc.history)
+        history[:] = exc.history
         trial.set_user_attr("diverged", {"reason": exc.reason, "step": exc.step})
         raise optuna.TrialPruned(f"diverged at iteration {exc.step}: {exc.reason}") from None
-    finally:
+    finally:  # complete, pruned, diverged, interrupted or failed: what was measured is stored
+        if history:
+            trial.set_user_attr("history", history)
         if checkpoints.warnings:
             trial.set_user_attr("checkpoint_warnings", checkpoints.warnings[:10])
     if result.resumed_from_epoch is not None:

@@ -57,3 +57,9 @@ def test_every_figure_is_titled_labelled_and_renders(frames):
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
         names.append(name)
     assert len(names) == len(set(names))
+
+
+def test_every_metric_has_an_axis_label():
+    from study.config import METRICS
+
+    assert set(F.METRIC_LABEL) == set(METRICS)

@@ -15,6 +15,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from study.report import tables as T
+from study.states import FINISHED
 
 
 @dataclass
@@ -68,7 +69,7 @@ class ReportContext:
                    T.best_number(trials, direction),
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],
-                   trials[trials["status"].isin(["complete", "pruned", "diverged"])] if len(trials) else trials)
+                   trials[trials["status"].isin(FINISHED)] if len(trials) else trials)
 
     @property
     def scientific(self) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from study.report.tables import CONFIG_COLUMNS
+from study.states import FINISHED
 
 
 def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
@@ -22,7 +23,7 @@ def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
     from study.trial import device_data, make_model
 
     rows = []
-    done = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
+    done = trials[trials["status"].isin(FINISHED)]
     for (init, activation), group in done.groupby(["init", "activation"]):
         cfg = TrialConfig(**_config_values(group.iloc[0]))
         data = device_data(cfg, torch.device("cpu"))

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import optuna
 import pandas as pd
 
+from study.config import METRICS
 from study.report import diagnostics as D
 from study.report import tables as T
 from study.report.context import ReportContext, Section
@@ -51,7 +52,7 @@ def summary(ctx: ReportContext) -> Section:
     row = trials.set_index("number").loc[ctx.best]
     s.summary += [("best trial", f"{ctx.best}: {_best_params(ctx)}"),
                   ("validation", ", ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in
-                                           ("val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")))]
+                                           METRICS))]
     test = study.user_attrs.get("test")
     if test and test.get("trial") == ctx.best:
         s.summary.append(("test (best trial only)", ", ".join(f"{k.removeprefix('test_')} {_fmt(v)}"

@@ -17,11 +17,11 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from study.config import KNOBS
+from study.config import KNOBS, METRICS
 from study.schedules import lr_curve
 from study.budget import scaled_lr
+from study.states import FINISHED, status_of
 from study.states import counts as count_statuses
-from study.states import status_of
 
 _KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]  # scalar settings
 CONFIG_COLUMNS = list(KNOBS)  # everything a trial's config holds, so that it can be rebuilt
@@ -73,13 +73,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
         final = history[-1] if history else {}
         row.update({k: final.get(k, math.nan) for k in
-                    ("train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1")})
+                    ("train_loss", *METRICS)})
         failed = t.state == TrialState.FAIL
         row["error"] = (t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")) if failed else ""
         row["diverged"] = (t.user_attrs.get("diverged") or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *CONFIG_COLUMNS,
-               "train_loss", "val_loss", "val_accuracy", "val_precision", "val_recall", "val_f1", "error", "diverged"]
+               "train_loss", *METRICS, "error", "diverged"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"number": int}) if len(frame) else frame
 
@@ -97,8 +97,7 @@ def history_frame(study: optuna.Study) -> pd.DataFrame:
         status = status_of(t)
         for record in t.user_attrs.get("history") or []:
             rows.append({"number": t.number, "status": status, **record})
-    columns = ["number", "status", "epoch", "iteration", "train_loss", "val_loss", "val_accuracy", "val_precision",
-               "val_recall", "val_f1", "lr", "wall_time"]
+    columns = ["number", "status", "epoch", "iteration", "train_loss", *METRICS, "lr", "wall_time"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -127,7 +126,7 @@ def _plotted(values: pd.Series, direction: str) -> pd.Series:
 
 def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
     """Optimization history: each trial's value (and `plotted`), and the best complete value so far."""
-    df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][["number", "status", "value"]].copy()
+    df = trials[trials["status"].isin(FINISHED)][["number", "status", "value"]].copy()
     df = df.sort_values("number").reset_index(drop=True)
     complete = df["value"].where(df["status"] == "complete")
     best = complete.cummin() if direction == "minimize" else complete.cummax()
@@ -139,7 +138,7 @@ def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
 def lr_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
     """Learning rate against final value for every finished trial, diverged ones included (`plotted`
     puts a non-finite value at the worst end), so the overshoot region shows."""
-    df = trials[trials["status"].isin(["complete", "pruned", "diverged"])][
+    df = trials[trials["status"].isin(FINISHED)][
         ["number", "lr", "optimizer", "status", "value"]].copy().reset_index(drop=True)
     df["plotted"] = _plotted(df["value"], direction)
     return df
@@ -149,7 +148,7 @@ def comparison_data(trials: pd.DataFrame, param: str, direction: str) -> pd.Data
     """Per value of `param`: trials run, complete, pruned/diverged, the best and median complete value,
     and the best trial. The best is after every other param was searched: the fair (isolated) comparison."""
     rows = []
-    finished = trials[trials["status"].isin(["complete", "pruned", "diverged"])]
+    finished = trials[trials["status"].isin(FINISHED)]
     for value, group in finished.groupby(finished[param].astype(str), sort=True):
         complete = group[(group["status"] == "complete") & np.isfinite(group["value"])]
         best = None

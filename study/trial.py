@@ -97,10 +97,13 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextMa
 
 
 def make_model(cfg: TrialConfig, data: DeviceData, device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, data.n_classes, depth=cfg.depth, width=cfg.width,
-                        activation=cfg.activation, kernel_size=cfg.kernel_size, options=cfg.model_options)
-    INITS[cfg.init](model)
+    """The trial's model, initialised from its own seed: built (on the CPU) inside a fork of torch's RNG,
+    so that neither the caller's random stream nor another trial's touches it, or is touched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(cfg.seed)
+        model = build_model(cfg.model, data.input_shape, data.n_classes, depth=cfg.depth, width=cfg.width,
+                            activation=cfg.activation, kernel_size=cfg.kernel_size, options=cfg.model_options)
+        INITS[cfg.init](model)
     return model.to(device)
 
 
@@ -114,7 +117,15 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     """Train with `cfg`; call on_epoch(history) after each epoch (it may raise to stop the trial).
 
     With `checkpoints`, state is saved at every epoch end and, when a checkpoint is already there
-    (a retried trial), training resumes from it."""
+    (a retried trial), training resumes from it. The trial's use of torch's CPU random stream (a user
+    model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(cfg.seed)
+        return _train(cfg, device, on_epoch, checkpoints)
+
+
+def _train(cfg: TrialConfig, device: torch.device, on_epoch: Callable[[list[dict]], None] | None,
+           checkpoints: Checkpoints | None) -> TrainResult:
     data, budget = plan(cfg, device)
     n_train = len(data.y_train)
     model = make_model(cfg, data, device)

@@ -116,3 +116,16 @@ def test_cnn_and_mlp_train_on_images(model):
     assert bool(convs) == (model == "cnn")  # the CNN really convolves the 4x4 images
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]  # it learns...
     assert result.final["val_accuracy"] > 0.6  # ...well above chance (1/3)
+
+
+def test_a_trial_owns_its_randomness_and_leaves_the_caller_s_alone():
+    """No global RNG: training neither reads nor changes torch's random stream, so two trials in one
+    process (or a caller's own draws between them) never disturb each other."""
+    cfg = tiny(budget=2)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = train(cfg, CPU)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is as it was
+    torch.rand(1000)  # the caller draws; the next trial must not notice
+    second = train(cfg, CPU)
+    assert [h["val_loss"] for h in first.history] == [h["val_loss"] for h in second.history]

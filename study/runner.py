@@ -207,7 +207,10 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
     state = _Worker(cfg, study, context(cfg, study, device, checkpoint_root), quiet, bar)
-    state.run(has_heartbeat(storage), deadline)
+    try:
+        state.run(has_heartbeat(storage), deadline)
+    finally:
+        state.ctx.cache.clear()  # the device memory goes back with the worker's last trial
     return state.stopped
 
 

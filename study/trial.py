@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -27,7 +26,8 @@ from study import interrupts
 from study.budget import Budget, scaled_lr
 from study.checkpoints import Checkpoints
 from study.config import StudyConfig, TrialConfig
-from study.data import load_splits
+from study.datacache import DataCache, DeviceData
+from study.datacache import load as load_device_data
 from study.inits import INITS
 from study.metrics import evaluate
 from study.models import build_model
@@ -57,35 +57,9 @@ class TrainResult:
         return self.history[-1]
 
 
-@dataclass(frozen=True)
-class DeviceData:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    n_classes: int
-    input_shape: tuple[int, ...]
-
-
-def device_data(cfg: TrialConfig, device: torch.device) -> DeviceData:
-    """The splits of `cfg`'s data settings as tensors on `device`, cached across trials of a process."""
-    return _device_data(cfg.dataset, json.dumps(cfg.data_options, sort_keys=True), cfg.val_fraction,
-                        cfg.test_fraction, cfg.split_seed, cfg.preprocess, cfg.order, str(device))
-
-
-@functools.lru_cache(maxsize=4)
-def _device_data(dataset: str, options_json: str, val_fraction: float, test_fraction: float, split_seed: int,
-                 preprocess: str, order: str, device: str) -> DeviceData:
-    s = load_splits(dataset, json.loads(options_json), val_fraction=val_fraction, test_fraction=test_fraction,
-                    split_seed=split_seed, preprocess=preprocess, order=order)
-
-    def put(a: Any) -> torch.Tensor:
-        return torch.as_tensor(a).to(device)
-
-    return DeviceData(put(s.x_train), put(s.y_train), put(s.x_val), put(s.y_val), put(s.x_test), put(s.y_test),
-                      s.n_classes, s.input_shape)
+def device_data(cfg: TrialConfig, device: torch.device, cache: DataCache | None = None) -> DeviceData:
+    """The splits of `cfg` on `device`, from the worker's cache when it has one."""
+    return cache.get(cfg, device) if cache is not None else load_device_data(cfg, device)
 
 
 def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextManager]:
@@ -107,13 +81,13 @@ def make_model(cfg: TrialConfig, data: DeviceData, device: torch.device) -> torc
     return model.to(device)
 
 
-def plan(cfg: TrialConfig, device: torch.device) -> tuple[DeviceData, Budget]:
-    data = device_data(cfg, device)
+def plan(cfg: TrialConfig, device: torch.device, cache: DataCache | None = None) -> tuple[DeviceData, Budget]:
+    data = device_data(cfg, device, cache)
     return data, Budget.of(len(data.y_train), cfg.batch_size, cfg.budget_unit, cfg.budget, cfg.epoch_iters)
 
 
 def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[dict]], None] | None = None,
-          checkpoints: Checkpoints | None = None) -> TrainResult:
+          checkpoints: Checkpoints | None = None, cache: DataCache | None = None) -> TrainResult:
     """Train with `cfg`; call on_epoch(history) after each epoch (it may raise to stop the trial).
 
     With `checkpoints`, state is saved at every epoch end and, when a checkpoint is already there
@@ -121,12 +95,12 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(cfg.seed)
-        return _train(cfg, device, on_epoch, checkpoints)
+        return _train(cfg, device, on_epoch, checkpoints, cache)
 
 
 def _train(cfg: TrialConfig, device: torch.device, on_epoch: Callable[[list[dict]], None] | None,
-           checkpoints: Checkpoints | None) -> TrainResult:
-    data, budget = plan(cfg, device)
+           checkpoints: Checkpoints | None, cache: DataCache | None) -> TrainResult:
+    data, budget = plan(cfg, device, cache)
     n_train = len(data.y_train)
     model = make_model(cfg, data, device)
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling, cfg.reference_batch)
@@ -218,6 +192,7 @@ class TrialContext:
     checkpoint_dir: Path  # this study's folder
     study_uid: str  # the study's identity; a checkpoint of another study is never resumed
     keep: int = 2  # epoch checkpoints kept while the trial runs
+    cache: DataCache = field(default_factory=DataCache)  # the worker's data on the device; it clears it
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
@@ -236,7 +211,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     trial.set_user_attr("config", tcfg.to_dict())
     trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device)})
     checkpoints = trial_checkpoints(ctx, first, tcfg)
-    _, budget = plan(tcfg, ctx.device)
+    _, budget = plan(tcfg, ctx.device, ctx.cache)
     trial.set_user_attr("budget", {"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
                                    "samples_seen": budget.total_iters * tcfg.batch_size})
     metric = cfg.study.metric
@@ -256,7 +231,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
             raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {records[-1]['epoch']}")
 
     try:
-        result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints)
+        result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints, cache=ctx.cache)
     except Diverged as exc:
         history[:] = exc.history
         trial.set_user_attr("diverged", {"reason": exc.reason, "step": exc.step})

@@ -129,3 +129,17 @@ def test_a_trial_owns_its_randomness_and_leaves_the_caller_s_alone():
     torch.rand(1000)  # the caller draws; the next trial must not notice
     second = train(cfg, CPU)
     assert [h["val_loss"] for h in first.history] == [h["val_loss"] for h in second.history]
+
+
+def test_the_data_cache_is_the_worker_s_and_clears():
+    from study.datacache import DataCache
+
+    cache = DataCache(size=1)
+    a = train(tiny(budget=1), CPU, cache=cache)
+    data = cache.get(tiny(), CPU)
+    assert len(cache) == 1 and cache.get(tiny(seed=5), CPU) is data  # the same data settings share one entry
+    other = cache.get(tiny(split_seed=1), CPU)
+    assert len(cache) == 1 and other is not data  # another split evicts it (size 1)
+    cache.clear()
+    assert len(cache) == 0
+    assert a.final["val_loss"] == train(tiny(budget=1), CPU).final["val_loss"]  # with or without a cache

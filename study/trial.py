@@ -1,60 +1,36 @@
-"""One trial: a real PyTorch training loop over a `TrialConfig`.
+"""One trial: building it from a `TrialConfig`, training it (with the engine in engine.py), and the
+Optuna objective around that.
 
-    result = train(cfg, torch.device("cpu"), on_epoch=print)       # plain PyTorch, no Optuna
-    value = run_trial(trial, study_cfg, TrialContext(device, ckpt))  # Optuna objective: report, prune
+    p = prepare(cfg, torch.device("cpu"))                            # data, model, optimizer, schedule
+    result = train(cfg, torch.device("cpu"), on_epoch=print)       # prepare + the sequential engine
+    value = run_trial(trial, study_cfg, ctx)                       # Optuna objective: report, prune
 
-The data lives on the device as tensors; batches are slices of a per-pass permutation drawn from a
-generator seeded by (seed, pass), so a run is reproducible and resumable from any epoch checkpoint
-without DataLoader workers. The step loop never copies to the host: the train loss is summed on the
-device and read once per epoch, where validation, divergence checks, reporting and checkpoints happen.
+A trial owns its randomness: its model is initialised and trained inside a fork of torch's CPU stream
+seeded by the trial, and its batch order comes from a generator of its own (engine.py).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 import optuna
 import torch
-import torch.nn.functional as F
 
-from study import interrupts
 from study.budget import Budget, scaled_lr
 from study.checkpoints import Checkpoints
 from study.config import StudyConfig, TrialConfig
 from study.datacache import DataCache, DeviceData
+from study.engine import Diverged, PreparedTrial, TrainResult, run_sequential
 from study.datacache import load as load_device_data
 from study.inits import INITS
-from study.metrics import evaluate
 from study.models import build_model
 from study.optimizers import optimizer_spec
 from study.paths import is_trial_number, trial_dir
 from study.provenance import provenance
 from study.schedules import make_schedule
-
-
-class Diverged(Exception):
-    """The loss became NaN/inf or grew far above its start; carries where and why."""
-
-    def __init__(self, reason: str, step: int, history: list[dict]):
-        super().__init__(reason)
-        self.reason, self.step, self.history = reason, step, history
-
-
-@dataclass
-class TrainResult:
-    model: torch.nn.Module
-    history: list[dict]  # one record per epoch
-    budget: Budget
-    resumed_from_epoch: int | None = None  # the checkpoint a retried trial continued from
-
-    @property
-    def final(self) -> dict:
-        return self.history[-1]
 
 
 def device_data(cfg: TrialConfig, device: torch.device, cache: DataCache | None = None) -> DeviceData:
@@ -95,25 +71,22 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(cfg.seed)
-        return _train(cfg, device, on_epoch, checkpoints, cache)
+        return run_sequential(prepare(cfg, device, checkpoints, cache), on_epoch, checkpoints)
 
 
-def _train(cfg: TrialConfig, device: torch.device, on_epoch: Callable[[list[dict]], None] | None,
-           checkpoints: Checkpoints | None, cache: DataCache | None) -> TrainResult:
+def prepare(cfg: TrialConfig, device: torch.device, checkpoints: Checkpoints | None = None,
+            cache: DataCache | None = None) -> PreparedTrial:
+    """Build a trial to run: its data on the device, model, optimizer, schedule and budget, restored from
+    its checkpoint when it has a matching one (a retried trial)."""
     data, budget = plan(cfg, device, cache)
-    n_train = len(data.y_train)
     model = make_model(cfg, data, device)
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling, cfg.reference_batch)
     opt = optimizer_spec(cfg.optimizer)(model.parameters(), lr=lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
     sched = make_schedule(opt, cfg.schedule, budget.total_iters, cfg.warmup_iters if cfg.warmup else 0,
                           cfg.gamma, cfg.step_fraction)
-    autocast = autocast_for(device, cfg.precision)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and cfg.precision == "fp16")
-
-    history: list[dict] = []
-    first_epoch, it, resumed = 0, 0, None
-    start_loss: torch.Tensor | None = None
+    p = PreparedTrial(cfg, device, data, budget, model, opt, sched, scaler, autocast_for(device, cfg.precision))
     state = checkpoints.latest() if checkpoints else None
     if checkpoints and state is None:
         checkpoints.clear()  # whatever is there is not this trial's: never resume from it, never mix with it
@@ -123,65 +96,9 @@ def _train(cfg: TrialConfig, device: torch.device, on_epoch: Callable[[list[dict
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        history, it, start_loss = state["history"], state["iteration"], torch.tensor(state["start_loss"], device=device)
-        first_epoch = resumed = state["epoch"] + 1
-
-    batch = cfg.batch_size
-    generator = torch.Generator(device=device)
-    perm = None
-    clock = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
-    model.train()
-    for epoch in range(first_epoch, budget.n_epochs):
-        end = budget.epoch_end(epoch)
-        loss_sum = torch.zeros((), device=device)
-        n_steps = end - it
-        while it < end:
-            interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
-            j = it % budget.iters_per_pass
-            if j == 0 or perm is None:
-                if cfg.shuffle:
-                    generator.manual_seed(cfg.seed * 1_000_003 + it // budget.iters_per_pass)
-                    perm = torch.randperm(n_train, device=device, generator=generator)
-                else:
-                    perm = torch.arange(n_train, device=device)
-            idx = perm[j * batch:(j + 1) * batch]
-            with autocast():
-                loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss = loss.detach().float()
-            if start_loss is None:
-                start_loss = loss
-            loss_sum += loss
-            it += 1
-
-        metrics = evaluate(model, data.x_val, data.y_val, autocast)
-        train_loss = loss_sum.item() / max(1, n_steps)
-        record = {"epoch": epoch, "iteration": it, "train_loss": train_loss, **metrics,
-                  "lr": sched.get_last_lr()[0], "wall_time": time.perf_counter() - clock}
-        history.append(record)
-        reason = _divergence(train_loss, metrics["val_loss"], float(start_loss), cfg.divergence_factor)
-        if reason:
-            raise Diverged(reason, it, history)
-        if checkpoints:
-            checkpoints.save(epoch, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch, "iteration": it,
-                "history": history, "start_loss": float(start_loss), "config": cfg.to_dict()})
-        if on_epoch:
-            on_epoch(history)
-    return TrainResult(model, history, budget, resumed)
-
-
-def _divergence(train_loss: float, val_loss: float, start_loss: float, factor: float) -> str | None:
-    if not math.isfinite(train_loss) or not math.isfinite(val_loss):
-        return f"non-finite loss (train {train_loss}, validation {val_loss})"
-    if train_loss > factor * start_loss:
-        return f"train loss {train_loss:.4g} exceeded {factor:g} x its start {start_loss:.4g}"
-    return None
+        p.history, p.iteration, p.start_loss = state["history"], state["iteration"], state["start_loss"]
+        p.first_epoch = p.resumed_from_epoch = state["epoch"] + 1
+    return p
 
 
 @dataclass(frozen=True)

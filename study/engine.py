@@ -1,0 +1,138 @@
+"""Running prepared trials: the sequential engine, one trial at a time, today's training loop.
+
+    p = prepare(cfg, device, checkpoints)                 # study.trial: data, model, optimizer, schedule
+    result = run_sequential(p, on_epoch=print, checkpoints=checkpoints)
+
+An engine takes prepared trials and calls back once per epoch with the trial's history; the callback may
+raise to stop the trial (pruning). A batched engine that trains several prepared trials as one fused
+model plugs in here, beside `run_sequential`.
+
+The data lives on the device as tensors; batches are slices of a per-pass permutation drawn from a
+generator seeded by (seed, pass), so a run is reproducible and resumable from any epoch checkpoint
+without DataLoader workers. The step loop never copies to the host: the train loss is summed on the
+device and read once per epoch, where validation, divergence checks, reporting and checkpoints happen.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
+
+import torch
+import torch.nn.functional as F
+
+from study import interrupts
+from study.budget import Budget
+from study.checkpoints import Checkpoints
+from study.config import TrialConfig
+from study.datacache import DeviceData
+from study.metrics import evaluate
+
+
+class Diverged(Exception):
+    """The loss became NaN/inf or grew far above its start; carries where and why."""
+
+    def __init__(self, reason: str, step: int, history: list[dict]):
+        super().__init__(reason)
+        self.reason, self.step, self.history = reason, step, history
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: list[dict]  # one record per epoch
+    budget: Budget
+    resumed_from_epoch: int | None = None  # the checkpoint a retried trial continued from
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+
+@dataclass
+class PreparedTrial:
+    """Everything one trial trains with, built and (for a retry) restored, ready for an engine."""
+
+    cfg: TrialConfig
+    device: torch.device
+    data: DeviceData
+    budget: Budget
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any  # torch LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], ContextManager]
+    history: list[dict] = field(default_factory=list)
+    iteration: int = 0
+    first_epoch: int = 0
+    start_loss: float | None = None  # the first step's loss, the divergence check's reference
+    resumed_from_epoch: int | None = None
+
+
+def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | None = None,
+                   checkpoints: Checkpoints | None = None) -> TrainResult:
+    """Train one prepared trial to its budget; call on_epoch(history) after each epoch."""
+    cfg, device, data, budget = p.cfg, p.device, p.data, p.budget
+    model, opt, sched, scaler, autocast = p.model, p.opt, p.sched, p.scaler, p.autocast
+    history, it = p.history, p.iteration
+    start_loss = None if p.start_loss is None else torch.tensor(p.start_loss, device=device)
+    n_train = len(data.y_train)
+    batch = cfg.batch_size
+    generator = torch.Generator(device=device)
+    perm = None
+    clock = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
+    model.train()
+    for epoch in range(p.first_epoch, budget.n_epochs):
+        end = budget.epoch_end(epoch)
+        loss_sum = torch.zeros((), device=device)
+        n_steps = end - it
+        while it < end:
+            interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
+            j = it % budget.iters_per_pass
+            if j == 0 or perm is None:
+                if cfg.shuffle:
+                    generator.manual_seed(cfg.seed * 1_000_003 + it // budget.iters_per_pass)
+                    perm = torch.randperm(n_train, device=device, generator=generator)
+                else:
+                    perm = torch.arange(n_train, device=device)
+            idx = perm[j * batch:(j + 1) * batch]
+            with autocast():
+                loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss = loss.detach().float()
+            if start_loss is None:
+                start_loss = loss
+            loss_sum += loss
+            it += 1
+
+        metrics = evaluate(model, data.x_val, data.y_val, autocast)
+        train_loss = loss_sum.item() / max(1, n_steps)
+        record = {"epoch": epoch, "iteration": it, "train_loss": train_loss, **metrics,
+                  "lr": sched.get_last_lr()[0], "wall_time": time.perf_counter() - clock}
+        history.append(record)
+        reason = _divergence(train_loss, metrics["val_loss"], float(start_loss), cfg.divergence_factor)
+        if reason:
+            raise Diverged(reason, it, history)
+        if checkpoints:
+            checkpoints.save(epoch, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch, "iteration": it,
+                "history": history, "start_loss": float(start_loss), "config": cfg.to_dict()})
+        if on_epoch:
+            on_epoch(history)
+    return TrainResult(model, history, budget, p.resumed_from_epoch)
+
+
+def _divergence(train_loss: float, val_loss: float, start_loss: float, factor: float) -> str | None:
+    if not math.isfinite(train_loss) or not math.isfinite(val_loss):
+        return f"non-finite loss (train {train_loss}, validation {val_loss})"
+    if train_loss > factor * start_loss:
+        return f"train loss {train_loss:.4g} exceeded {factor:g} x its start {start_loss:.4g}"
+    return None
+
+

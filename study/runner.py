@@ -35,8 +35,8 @@ from study.evaluation import evaluate_best_on_test
 from study.paths import is_uid, study_dir
 from study.pruners import make_pruner
 from study.samplers import make_sampler
-from study.states import best_trial, status_of
-from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
+from study.states import best_trial
+from study.storage import HEARTBEAT_S, has_heartbeat, heartbeat, open_storage
 from study.summary import RunSummary, trial_line
 from study.trial import TrialContext, run_trial
 
@@ -47,10 +47,6 @@ CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating t
 # The sections whose change makes a stored study a different experiment.
 _EXPERIMENT_KEYS = ("data", "model", "training", "params")
 UID_ATTR = "uid"  # the study's identity, chosen by the process that created it
-
-
-class Surplus(Exception):
-    """This trial would take the study past its target; it is failed and not counted."""
 
 
 def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
@@ -129,15 +125,43 @@ class _Worker:
     def target(self) -> int:
         return self.cfg.study.n_trials
 
-    def objective(self, trial: optuna.Trial) -> float:
+    def ask(self) -> optuna.Trial | None:
+        """A trial to run (a queued one first), or None: a trial that would take the study past its target
+        is failed at once as `surplus`, before anything is trained for it."""
+        with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = self.study.ask()
         taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN) if t.number < trial.number]
         if len(taken) >= self.target:
             trial.set_user_attr("surplus", True)
-            raise Surplus(f"the study already has {self.target} trials finished, running or queued")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        return trial
+
+    def run_one(self) -> None:
+        """Ask, train with a heartbeat, tell: Optuna's ask-and-tell, so that the runner decides what a
+        worker holds and when."""
+        trial = self.ask()
+        if trial is None:
+            return
+        value, state = None, TrialState.FAIL
+        try:
+            with heartbeat(self.study._storage, trial._trial_id):
+                value, state = self.objective(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception:  # recorded on the trial by the objective; the study goes on
+            pass
+        self.after_trial(self.study, self.study.tell(trial, value, state=state))
+
+    def objective(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(stale.WORKER_ATTR, stale.worker_identity())
         try:
             return run_trial(trial, self.cfg, self.ctx)
-        except (optuna.TrialPruned, Surplus):
+        except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
             # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
@@ -150,8 +174,6 @@ class _Worker:
             raise
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if status_of(trial) == "surplus":
-            return
         # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
@@ -187,9 +209,7 @@ class _Worker:
             if finished >= self.target:
                 return
             if len(trials) < self.target or waiting:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                self.study.optimize(self.objective, n_trials=1, timeout=timeout, catch=(Exception,),
-                                    callbacks=[self.after_trial])
+                self.run_one()
             elif heartbeat or any(stale.alive_here(t) for t in running):
                 time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
             else:

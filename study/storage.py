@@ -10,11 +10,14 @@ that several worker processes and a live optuna-dashboard can share one file.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
+import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 
@@ -94,6 +97,30 @@ def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -
     before its worker was killed (e.g. Ctrl-C to --jobs workers)."""
     if not trial.user_attrs.get("interrupted"):
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs (RDB storages; a no-op for the
+    others): a worker that dies stops it, and the next worker fails and retries the trial."""
+    if not has_heartbeat(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(storage.get_heartbeat_interval()):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:

@@ -60,9 +60,9 @@ def test_an_interrupted_run_marks_its_trial_and_the_rerun_resumes_it(tmp_path, s
     assert ts[1].user_attrs["resumed"]["from_trial"] == 0 and ts[1].user_attrs["resumed"]["from_epoch"] >= 2
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() by hand, on purpose
-def test_surplus_trials_are_not_counted(tmp_path, synth_space):
-    """A trial created when the target is already taken fails as surplus, and no summary counts it."""
+def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synth_space):
+    """A trial asked for when the target is already taken fails as surplus at once, before any training,
+    and no summary counts it."""
     from study.config import load_config
     from study.runner import RunSummary, _Worker, context, create_or_load
     from study.storage import open_storage
@@ -74,11 +74,11 @@ def test_surplus_trials_are_not_counted(tmp_path, synth_space):
     study = create_or_load(cfg, open_storage(url), url)
     study.enqueue_trial({"optimizer": "adam", "lr": 0.01})  # the one slot, taken by a queued trial
     worker = _Worker(cfg, study, context(cfg, study, torch.device("cpu"), tmp_path), quiet=True)
-    study.optimize(worker.objective, n_trials=1, catch=(Exception,))  # pops the queued trial
-    extra = study.ask()  # a trial that lost the race
-    with pytest.raises(Exception, match="already has 1 trials"):
-        worker.objective(extra)
-    assert extra.user_attrs["surplus"] is True
+    worker.run_one()  # pops the queued trial and trains it
+    assert worker.ask() is None  # a trial that lost the race
+    extra = study.trials[-1]
+    assert extra.number == 1 and extra.user_attrs["surplus"] is True and extra.state == TrialState.FAIL
+    assert "history" not in extra.user_attrs and "config" not in extra.user_attrs  # nothing trained
     summary = RunSummary(study, cfg, url, tmp_path)
     assert summary.counts()["failed"] == 0 and summary.counts()["complete"] == 1
 

@@ -42,18 +42,28 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Within the block, `signals` request a stop; the previous handlers come back after it."""
-    global _requested
+def installed(handler: Any, signals: tuple[int, ...]) -> Iterator[None]:
+    """Within the block, `handler` handles `signals`; the previous handlers come back after it. Only the
+    main thread can own signal handlers: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread can own signal handlers
+        yield
         return
-    previous = {s: signal.signal(s, _on_signal) for s in signals}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Within the block, `signals` request a stop."""
+    global _requested
+    try:
+        with installed(_on_signal, signals):
+            yield
+    finally:
         _requested = None
 
 
@@ -61,15 +71,7 @@ def _raise(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-@contextlib.contextmanager
-def raising_on_sigterm() -> Iterator[None]:
+def raising_on_sigterm() -> contextlib.AbstractContextManager:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: for the start-up of a command, before any
     trial runs (a process killed while importing would otherwise die without its usual message)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return installed(_raise, (signal.SIGTERM,))

@@ -48,13 +48,9 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     procs = [ctx.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(jobs)]
     # Started with SIGINT ignored, which they inherit: a Ctrl-C during their start-up is the parent's.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
-    try:
+    with interrupts.installed(signal.SIG_IGN, (signal.SIGINT,)):
         for p in procs:
             p.start()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
     follower = _follow(bar, study, cfg.study.n_trials)
     forwarded = False
     try:
@@ -83,10 +79,6 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     return None
 
 
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def _terminate(procs: list) -> None:
     for p in procs:
         if p.pid is not None and p.is_alive():
@@ -100,13 +92,13 @@ def _follow(bar: Any, study: optuna.Study, target: int) -> threading.Event | Non
     """The bar follows the storage, which every worker writes to."""
     if bar is None:
         return None
-    from study.runner import POLL_S, count
+    from study.runner import POLL_S, advance
 
     done = threading.Event()
 
     def follow() -> None:
         while not done.wait(POLL_S):
-            bar.update(max(0, min(target, count(study)) - bar.n))
+            advance(bar, study, target)
 
     threading.Thread(target=follow, daemon=True).start()
     return done

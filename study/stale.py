@@ -69,14 +69,14 @@ def stale_message(running: list[optuna.trial.FrozenTrial]) -> str:
 def retry_stale(study: optuna.Study) -> list[int]:
     """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
     `stale`, and queue it again; return their numbers."""
-    from study.trial import first_number
+    from study.trial import queue_retry
 
     storage = study._storage  # Optuna's public BaseStorage API, reached through the study
     retried = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if alive_here(t):
             continue
-        study.enqueue_trial(t.params, user_attrs={"first_number": first_number(t)})
+        queue_retry(study, t)
         storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         storage.set_trial_user_attr(t._trial_id, "stale", True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -127,7 +127,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     trial.set_user_attr("first_number", first)
     trial.set_user_attr("config", tcfg.to_dict())
     trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device)})
-    checkpoints = trial_checkpoints(ctx, first, tcfg)
+    checkpoints = trial_checkpoints(ctx, trial, tcfg.to_dict())
     _, budget = plan(tcfg, ctx.device, ctx.cache)
     trial.set_user_attr("budget", {"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
                                    "samples_seen": budget.total_iters * tcfg.batch_size})
@@ -170,6 +170,14 @@ def first_number(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     return first if is_trial_number(first) and first <= trial.number else trial.number
 
 
-def trial_checkpoints(ctx: TrialContext, first: int, cfg: TrialConfig) -> Checkpoints:
+def trial_checkpoints(ctx: TrialContext, trial: optuna.Trial | optuna.trial.FrozenTrial,
+                      config: dict[str, Any] | None) -> Checkpoints:
+    """The epoch checkpoints of `trial`'s first attempt, which resume only this study, trial and config."""
+    first = first_number(trial)
     return Checkpoints(trial_dir(ctx.checkpoint_dir, first), keep=ctx.keep,
-                       identity={"study": ctx.study_uid, "trial": first, "config": cfg.to_dict()})
+                       identity={"study": ctx.study_uid, "trial": first, "config": config})
+
+
+def queue_retry(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
+    """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints."""
+    study.enqueue_trial(trial.params, user_attrs={"first_number": first_number(trial)})

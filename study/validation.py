@@ -48,10 +48,7 @@ class Validator:
         return value
 
     def check(self, key: str, name: str, value: Any) -> Any:
-        try:
-            return KNOBS[name].metadata["check"](value)
-        except ValueError as exc:
-            raise self.error(key, value, str(exc)) from None
+        return self.wrap(key, value, KNOBS[name].metadata["check"])
 
     def config(self, raw: dict) -> StudyConfig:
         self.mapping("", raw, ("study", *SECTIONS, "params"))

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from study.checkpoints import Checkpoints, atomic_save, try_load
 from study.paths import trial_dir
 from study.states import best_trial
-from study.trial import TrialContext, first_number
+from study.trial import TrialContext, first_number, trial_checkpoints
 
 BEST = "best.pt"
 FINAL = "final.pt"  # a kept trial's final weights, in its trial folder
@@ -24,9 +24,7 @@ _OPEN = (TrialState.RUNNING, TrialState.WAITING)
 
 
 def _checkpoints(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> Checkpoints:
-    first = first_number(trial)
-    return Checkpoints(trial_dir(ctx.checkpoint_dir, first), keep=ctx.keep,
-                       identity={"study": ctx.study_uid, "trial": first, "config": trial.user_attrs.get("config")})
+    return trial_checkpoints(ctx, trial, trial.user_attrs.get("config"))
 
 
 def _final_state(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> tuple[dict | None, str | None]:
@@ -41,9 +39,10 @@ def _final_state(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> tuple[di
     return None, f"the weights of trial {trial.number} are not available ({why})"
 
 
-def save_best(study: optuna.Study, ctx: TrialContext) -> str | None:
-    """Write best.pt for the study's best trial unless it is already there; return a problem, if any."""
-    best = best_trial(study)
+def save_best(study: optuna.Study, ctx: TrialContext, best: optuna.trial.FrozenTrial | None = None) -> str | None:
+    """Write best.pt for the study's best trial (`best`, when the caller has just read it) unless it is
+    already there; return a problem, if any."""
+    best = best or best_trial(study)
     if best is None:
         return None
     path = ctx.checkpoint_dir / BEST
@@ -67,7 +66,7 @@ def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: Tria
     if trial.state == TrialState.COMPLETE:
         best = best_trial(study)
         if best is not None and best.number == trial.number:
-            problem = save_best(study, ctx)
+            problem = save_best(study, ctx, best)
         if keep_best:
             _keep_final(study, trial, ctx, keep_best)
     _checkpoints(ctx, trial).clear()

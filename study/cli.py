@@ -186,15 +186,22 @@ def _run(args: argparse.Namespace) -> int:
     artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
     if artifacts and upload_checkpoint(summary.study, summary.study_dir / "best.pt", artifacts):
         say(f"artifacts: {artifacts.resolve()}")
-    if not args.no_report:
-        from study.report import build_report
-
-        try:
-            say(f"report: {build_report(summary.study, args.report_dir, artifact_dir=artifacts)}")
-        except OSError as exc:  # the study is stored; only the page is missing
-            print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+    if not args.no_report and not _write_report(summary.study, args.report_dir, artifacts):
+        return 1
     return 1 if summary.stopped else 0
+
+
+def _write_report(study, out: Path, artifact_dir: Path | None) -> bool:
+    """Build the report and print its path; a failed write (a full disk) is one error line, not a crash:
+    the study is stored, only the page is missing."""
+    from study.report import build_report
+
+    try:
+        say(f"report: {build_report(study, out, artifact_dir=artifact_dir)}")
+    except OSError as exc:
+        print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _open_existing(storage_url: str | None):
@@ -226,7 +233,6 @@ def _report(args: argparse.Namespace) -> int:
     from study.errors import ConfigError
     from study.files import check_writable
     from study.preflight import check_inside
-    from study.report import build_report
 
     check_writable(args.out, "--out")
     url, storage = _open_existing(args.storage)
@@ -242,13 +248,7 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError("--study-name", "study-name", name, f"no such study in {printable(url)}; stored: {shown}")
     check_inside(args.out, name, "--out")
     study = optuna.load_study(study_name=name, storage=storage)
-    try:
-        path = build_report(study, args.out, artifact_dir=args.artifact_dir if args.artifact_dir.is_dir() else None)
-    except OSError as exc:
-        print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    say(f"report: {path}")
-    return 0
+    return 0 if _write_report(study, args.out, args.artifact_dir if args.artifact_dir.is_dir() else None) else 1
 
 
 def _dashboard(args: argparse.Namespace) -> int:

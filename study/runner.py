@@ -17,7 +17,6 @@ checkpoint.
 from __future__ import annotations
 
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,81 +31,23 @@ from study.config import StudyConfig
 from study.errors import ConfigError
 from study.console import say
 from study.evaluation import evaluate_best_on_test
-from study.paths import is_uid, study_dir
-from study.pruners import make_pruner
-from study.samplers import make_sampler
+from study.paths import study_dir
 from study.states import best_trial
 from study.storage import HEARTBEAT_S, has_heartbeat, heartbeat, open_storage
+from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
-from study.trial import TrialContext, run_trial
+from study.trial import TrialContext, queue_retry, run_trial
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 1.0  # how often an idle worker looks again for trials to retry
-CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
-# The sections whose change makes a stored study a different experiment.
-_EXPERIMENT_KEYS = ("data", "model", "training", "params")
-UID_ATTR = "uid"  # the study's identity, chosen by the process that created it
-
-
-def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
-                   worker: int = 0) -> optuna.Study:
-    """The study of `cfg` in `storage`: created with a new identity, or loaded and checked to be the same
-    experiment. Exactly one process creates it; the others wait for its attributes."""
-    s = cfg.study
-    experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
-    pruner = make_pruner(s.pruner, s.pruner_options)
-    try:
-        study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction,
-                                    sampler=_sampler(cfg, worker, 0), pruner=pruner)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=s.name, storage=storage, pruner=pruner)
-    else:  # the identity first: a joining worker waits for it, then for the rest
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-        for key, value in {"space": cfg.raw, "source": cfg.source, "question": s.question, "metric": s.metric,
-                           "scientific": list(cfg.scientific), "dataset": cfg.defaults.dataset,
-                           "model": cfg.defaults.model, "experiment": experiment}.items():
-            study.set_user_attr(key, value)
-        return study
-    attrs = _wait_for_creator(study)
-    if "experiment" in attrs and attrs["experiment"] != experiment:
-        raise ConfigError(storage_url, "study.name", s.name,
-                          "a study of this name with a different search space is already stored; "
-                          "choose another --study-name")
-    if UID_ATTR not in attrs:  # made by a version of study without identities
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-    study_uid(study)
-    study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
-    return study
-
-
-def _wait_for_creator(study: optuna.Study) -> dict[str, Any]:
-    deadline = time.monotonic() + CREATE_WAIT_S
-    while True:
-        attrs = study.user_attrs
-        if "experiment" in attrs or time.monotonic() > deadline:
-            return attrs
-        time.sleep(0.1)
-
-
-def study_uid(study: optuna.Study) -> str:
-    uid = study.user_attrs.get(UID_ATTR)
-    if not is_uid(uid):  # read back from a storage that others can write: checked before any path uses it
-        raise ConfigError("--storage", f"study {study.study_name!r}: user attr {UID_ATTR}", uid,
-                          "is not a study identity (32 hex digits); the storage was changed by hand")
-    return uid
-
-
-def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded apart for each worker of a run and each resumption: with the same
-    seed, the workers (and a resumed run's random start-up trials) would propose the same params again."""
-    s = cfg.study
-    seed = None if s.sampler_seed is None else (s.sampler_seed + worker + 7919 * n_trials_before) % 2**32
-    return make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
-
-
 def count(study: optuna.Study, states: tuple = FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
+
+
+def advance(bar: Any, study: optuna.Study, target: int) -> None:
+    """Move the progress bar to the study's finished count: the storage, which every worker writes to."""
+    bar.update(max(0, min(target, count(study)) - bar.n))
 
 
 @dataclass
@@ -166,8 +107,7 @@ class _Worker:
         except KeyboardInterrupt:
             # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
             trial.set_user_attr("interrupted", True)
-            self.study.enqueue_trial(trial.params, user_attrs={"first_number": trial.user_attrs.get("first_number",
-                                                                                                   trial.number)})
+            queue_retry(self.study, trial)
             raise
         except Exception as exc:  # any failure of one trial is recorded and the study goes on
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
@@ -187,7 +127,7 @@ class _Worker:
             return
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
-            self.bar.update(max(0, min(self.target, count(study)) - self.bar.n))
+            advance(self.bar, study, self.target)
             best = best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")

@@ -64,7 +64,8 @@ def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synt
     """A trial asked for when the target is already taken fails as surplus at once, before any training,
     and no summary counts it."""
     from study.config import load_config
-    from study.runner import RunSummary, _Worker, context, create_or_load
+    from study.runner import RunSummary, _Worker, context
+    from study.studies import create_or_load
     from study.storage import open_storage
 
     import torch
@@ -118,7 +119,7 @@ def test_a_forged_first_number_in_a_shared_storage_never_becomes_a_path(tmp_path
     import optuna
 
     from study.config import load_config
-    from study.runner import create_or_load
+    from study.studies import create_or_load
     from study.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 's.db'}"

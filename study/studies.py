@@ -1,0 +1,82 @@
+"""Creating a study, or joining the one already stored: its identity, and the check that it is the same
+experiment.
+
+    study = create_or_load(cfg, storage, "sqlite:///study.db", worker=0)
+    uid = study_uid(study)      # 32 hex digits, chosen once by the process that created the study
+
+Exactly one process creates a study (Optuna refuses a second `create_study` of one name); the others load
+it and wait for its attributes. Each worker's sampler is seeded apart from the others'.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import optuna
+
+from study.config import StudyConfig
+from study.errors import ConfigError
+from study.paths import is_uid
+from study.pruners import make_pruner
+from study.samplers import make_sampler
+
+CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
+# The sections whose change makes a stored study a different experiment.
+_EXPERIMENT_KEYS = ("data", "model", "training", "params")
+UID_ATTR = "uid"  # the study's identity, chosen by the process that created it
+
+
+def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
+                   worker: int = 0) -> optuna.Study:
+    """The study of `cfg` in `storage`: created with a new identity, or loaded and checked to be the same
+    experiment. Exactly one process creates it; the others wait for its attributes."""
+    s = cfg.study
+    experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
+    pruner = make_pruner(s.pruner, s.pruner_options)
+    try:
+        study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction,
+                                    sampler=_sampler(cfg, worker, 0), pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=s.name, storage=storage, pruner=pruner)
+    else:  # the identity first: a joining worker waits for it, then for the rest
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+        for key, value in {"space": cfg.raw, "source": cfg.source, "question": s.question, "metric": s.metric,
+                           "scientific": list(cfg.scientific), "dataset": cfg.defaults.dataset,
+                           "model": cfg.defaults.model, "experiment": experiment}.items():
+            study.set_user_attr(key, value)
+        return study
+    attrs = _wait_for_creator(study)
+    if "experiment" in attrs and attrs["experiment"] != experiment:
+        raise ConfigError(storage_url, "study.name", s.name,
+                          "a study of this name with a different search space is already stored; "
+                          "choose another --study-name")
+    if UID_ATTR not in attrs:  # made by a version of study without identities
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+    study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def _wait_for_creator(study: optuna.Study) -> dict[str, Any]:
+    deadline = time.monotonic() + CREATE_WAIT_S
+    while True:
+        attrs = study.user_attrs
+        if "experiment" in attrs or time.monotonic() > deadline:
+            return attrs
+        time.sleep(0.1)
+
+
+def study_uid(study: optuna.Study) -> str:
+    uid = study.user_attrs.get(UID_ATTR)
+    if not is_uid(uid):  # read back from a storage that others can write: checked before any path uses it
+        raise ConfigError("--storage", f"study {study.study_name!r}: user attr {UID_ATTR}", uid,
+                          "is not a study identity (32 hex digits); the storage was changed by hand")
+    return uid
+
+
+def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded apart for each worker of a run and each resumption: with the same
+    seed, the workers (and a resumed run's random start-up trials) would propose the same params again."""
+    s = cfg.study
+    seed = None if s.sampler_seed is None else (s.sampler_seed + worker + 7919 * n_trials_before) % 2**32
+    return make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())

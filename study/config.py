@@ -1,9 +1,12 @@
 """A search-space YAML file -> a validated, frozen `StudyConfig`.
 
-    cfg = load_config("quick", overrides=["training.lr=3e-4", "study.n_trials=5"])
-    cfg.study.n_trials          # 5
-    cfg.params["optimizer"]     # Param(kind="categorical", choices=(...))
-    cfg.resolve({"lr": 1e-4})   # a TrialConfig: defaults with one trial's values
+    >>> cfg = load_config("quick", overrides=["study.n_trials=5"])
+    >>> cfg.study.n_trials
+    5
+    >>> cfg.params["optimizer"].kind, cfg.params["optimizer"].choices
+    ('categorical', ('sgd', 'sgd_momentum', 'adam'))
+    >>> cfg.resolve({"lr": 1e-4}).lr      # a TrialConfig: the space's defaults with one trial's values
+    0.0001
 
 The file has five sections: `study` (name, question, direction, sampler, pruner, ...), `data`, `model`
 and `training` (fixed settings, each a field of `TrialConfig`), and `params` (the search space: any
@@ -101,6 +104,42 @@ DICT_KNOBS = {"data_options", "model_options"}
 # optimised in: the one definition that the validator, the summary and the report read.
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_precision": "maximize",
            "val_recall": "maximize", "val_f1": "maximize"}
+
+
+class Direction(str):
+    """"minimize" or "maximize", and what follows from it: the one place that branches on the string.
+
+    >>> d = Direction("maximize")
+    >>> d.better(0.9, 0.8), d.agg, d.ascending
+    (True, 'max', False)
+    """
+
+    def __new__(cls, name: str) -> "Direction":
+        if name not in ("minimize", "maximize"):
+            raise ValueError(f"not a direction: {name!r}")
+        return super().__new__(cls, name)
+
+    @property
+    def ascending(self) -> bool:  # the sort order that puts the best first
+        return self == "minimize"
+
+    @property
+    def agg(self) -> str:  # pandas' name of the aggregation that picks the best
+        return "min" if self.ascending else "max"
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.ascending else a > b
+
+    def best(self, values: Any) -> Any:
+        """The index label of the best of a pandas Series."""
+        return values.idxmin() if self.ascending else values.idxmax()
+
+    def running_best(self, values: Any) -> Any:
+        return values.cummin() if self.ascending else values.cummax()
+
+    def worst(self, low: float, high: float, margin: float) -> float:
+        """A point beyond the worst end of [low, high], where a non-finite value is drawn."""
+        return high + margin if self.ascending else low - margin
 
 
 @dataclass(frozen=True)

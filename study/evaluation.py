@@ -12,12 +12,10 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from study.checkpoints import try_load
+from study import records
 from study.config import TrialConfig
 from study.metrics import classification_metrics, predict
 from study.trial import autocast_for, device_data, make_model
-
-TEST_ATTR = "test"
-
 
 def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.device) -> str | None:
     """Evaluate best.pt on the test split and store the result as the study's `test` user attr.
@@ -26,7 +24,7 @@ def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.de
     best, problem = try_load(path)
     if problem:
         return f"the test split was not evaluated: {problem}"
-    stored = study.user_attrs.get(TEST_ATTR)
+    stored = records.StudyRecord.of(study).test
     if stored and stored.get("trial") == best["trial"]:
         return None
     try:
@@ -47,5 +45,5 @@ def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.de
         "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
                       "support": support.tolist()},
     }
-    study.set_user_attr(TEST_ATTR, result)
+    records.write_study(study, test=result)
     return None

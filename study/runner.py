@@ -1,8 +1,16 @@
 """Running a study to its target number of finished trials: resumable, parallel, crash-tolerant.
 
-    summary = run_study(cfg, "sqlite:///study.db", torch.device("cpu"), checkpoint_root=Path("checkpoints"),
-                        jobs=2)
-    print(summary.text())
+    >>> from study.config import load_config
+    >>> cfg = load_config("quick", overrides=["study.n_trials=2", "training.budget=2"])
+    >>> summary = run_study(cfg, "sqlite:///study.db", torch.device("cpu"), checkpoint_root=Path("checkpoints"),
+    ...                     quiet=True)       # jobs=2 for two worker processes
+    >>> summary.counts()["complete"] + summary.counts()["pruned"]
+    2
+    >>> [p.name for p in Path("checkpoints").rglob("*.pt")]    # finished trials keep only the best weights
+    ['best.pt']
+    >>> run_study(cfg, "sqlite:///study.db", torch.device("cpu"), checkpoint_root=Path("checkpoints"),
+    ...           quiet=True).counts()["complete"]    # rerun: the target is met, nothing is added
+    2
 
 The target counts finished (complete or pruned) trials in the storage, so rerunning a command only adds
 what is missing, and any number of processes on one storage, on any machines, share one target.
@@ -26,20 +34,20 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from study import interrupts, stale, weights
+from study import interrupts, records, stale, weights
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.console import say
 from study.evaluation import evaluate_best_on_test
 from study.paths import study_dir
-from study.states import best_trial
+from study.records import FINISHED_STATES as FINISHED
+from study.records import TAKEN_STATES as TAKEN
+from study.records import best_trial
 from study.storage import HEARTBEAT_S, has_heartbeat, heartbeat, open_storage
 from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
 from study.trial import TrialContext, queue_retry, run_trial
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 POLL_S = 1.0  # how often an idle worker looks again for trials to retry
 def count(study: optuna.Study, states: tuple = FINISHED) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
@@ -74,7 +82,7 @@ class _Worker:
             trial = self.study.ask()
         taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN) if t.number < trial.number]
         if len(taken) >= self.target:
-            trial.set_user_attr("surplus", True)
+            records.write(trial, surplus=True)
             self.study.tell(trial, state=TrialState.FAIL)
             return None
         return trial
@@ -99,18 +107,18 @@ class _Worker:
         self.after_trial(self.study, self.study.tell(trial, value, state=state))
 
     def objective(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(stale.WORKER_ATTR, stale.worker_identity())
+        records.write(trial, worker=stale.worker_identity())
         try:
             return run_trial(trial, self.cfg, self.ctx)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
             # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
-            trial.set_user_attr("interrupted", True)
+            records.write(trial, interrupted=True)
             queue_retry(self.study, trial)
             raise
         except Exception as exc:  # any failure of one trial is recorded and the study goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            records.write(trial, error=f"{type(exc).__name__}: {exc}")
             raise
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -118,7 +126,7 @@ class _Worker:
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
             self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
-                            f"{trial.user_attrs.get('error', trial.system_attrs.get('fail_reason', '?'))}")
+                            f"{records.error_of(trial) or '?'}")
         try:
             problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best)
         except OSError as exc:  # a full disk here must not take the study down with it
@@ -202,7 +210,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     with interrupts.handled():
         study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
         ctx = context(cfg, study, device, checkpoint_root)
-        study.set_user_attr("checkpoint_dir", str(ctx.checkpoint_dir))
+        records.write_study(study, checkpoint_dir=str(ctx.checkpoint_dir))
         notes = []
         if retry_stale and not has_heartbeat(storage):
             retried = stale.retry_stale(study)

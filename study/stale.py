@@ -1,8 +1,11 @@
 """Trials left RUNNING by a worker that is gone, on storages without a heartbeat (journal files).
 
-    trial.set_user_attr("worker", worker_identity())   # who runs it: host, pid, process start time
-    alive_here(trial)                                  # True / False on this host, None elsewhere
-    retry_stale(study)                                 # fail them, marked, and queue each again
+    >>> study = optuna.create_study()
+    >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, pid, process start time
+    >>> alive_here(study.trials[0])        # True / False on this host, None elsewhere
+    True
+    >>> retry_stale(study)                 # fails, marks and queues again those whose worker is gone
+    []
 
 RDB storages find dead workers by Optuna's heartbeat. A journal storage cannot tell a dead worker from
 a live one, so a run there that meets such trials says so and exits non-zero, and `run --retry-stale`
@@ -18,7 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-WORKER_ATTR = "worker"
+from study import records
+from study.records import TrialRecord
 
 
 def _start_time(pid: int) -> str | None:
@@ -36,7 +40,7 @@ def worker_identity() -> dict[str, Any]:
 
 def alive_here(trial: optuna.trial.FrozenTrial) -> bool | None:
     """Whether the worker that runs `trial` is alive: known only on the host it ran on."""
-    who = trial.user_attrs.get(WORKER_ATTR)
+    who = TrialRecord.of(trial).worker
     if not isinstance(who, dict) or who.get("host") != socket.gethostname():
         return None
     pid = who.get("pid")
@@ -52,7 +56,7 @@ def alive_here(trial: optuna.trial.FrozenTrial) -> bool | None:
 
 
 def describe(trial: optuna.trial.FrozenTrial) -> str:
-    who = trial.user_attrs.get(WORKER_ATTR)
+    who = TrialRecord.of(trial).worker
     state = {True: "alive", False: "gone", None: "unknown"}[alive_here(trial)]
     if isinstance(who, dict):
         return f"trial {trial.number} (worker pid {who.get('pid')!r} on {who.get('host')!r}, {state})"
@@ -71,14 +75,12 @@ def retry_stale(study: optuna.Study) -> list[int]:
     `stale`, and queue it again; return their numbers."""
     from study.trial import queue_retry
 
-    storage = study._storage  # Optuna's public BaseStorage API, reached through the study
     retried = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if alive_here(t):
             continue
         queue_retry(study, t)
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(t._trial_id, "stale", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        records.write_stored(study, t, interrupted=True, stale=True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         retried.append(t.number)
     return retried

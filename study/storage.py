@@ -1,8 +1,8 @@
 """Opening an Optuna storage from the strings optuna-dashboard also accepts.
 
-    storage = open_storage("sqlite:///study.db")     # the embedded default
-    storage = open_storage("postgresql://postgres@127.0.0.1/test")
-    storage = open_storage("runs/journal.log")        # Optuna's journal file
+    >>> storage = open_storage("sqlite:///study.db")   # the embedded default; also postgresql://...
+    >>> has_heartbeat(storage), has_heartbeat(open_storage("journal.log"))   # and Optuna's journal file
+    (True, False)
 
 RDB storages (SQLite, PostgreSQL, ...) get a heartbeat, so a worker killed mid-trial has its trial
 marked failed and retried by the next worker. SQLite is put in WAL mode with a long busy timeout so
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+
+from study.records import TrialRecord
 
 DEFAULT_FILE = "study.db"  # the embedded default, in the current directory
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats; silence for 3x that marks it dead
@@ -95,7 +97,7 @@ def _serialise_sqlite(engine) -> None:
 def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue a dead worker's trial again, unless it was interrupted: that one queued its retry itself
     before its worker was killed (e.g. Ctrl-C to --jobs workers)."""
-    if not trial.user_attrs.get("interrupted"):
+    if not TrialRecord.of(trial).interrupted:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 

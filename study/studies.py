@@ -1,8 +1,18 @@
 """Creating a study, or joining the one already stored: its identity, and the check that it is the same
 experiment.
 
-    study = create_or_load(cfg, storage, "sqlite:///study.db", worker=0)
-    uid = study_uid(study)      # 32 hex digits, chosen once by the process that created the study
+    >>> from study.config import load_config
+    >>> storage = optuna.storages.InMemoryStorage()
+    >>> study = create_or_load(load_config("quick"), storage, "memory", worker=0)
+    >>> len(study_uid(study))        # 32 hex digits, chosen once by the process that created the study
+    32
+    >>> study_uid(create_or_load(load_config("quick"), storage, "memory", worker=1)) == study_uid(study)
+    True
+    >>> create_or_load(load_config("quick", overrides=["model.width=8"]), storage, "memory")
+    Traceback (most recent call last):
+    ...
+    study.errors.ConfigError: memory: study.name: a study of this name with a different search space is
+    already stored; choose another --study-name (got 'quick')
 
 Exactly one process creates a study (Optuna refuses a second `create_study` of one name); the others load
 it and wait for its attributes. Each worker's sampler is seeded apart from the others'.
@@ -11,10 +21,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import optuna
 
+from study import records
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.paths import is_uid
@@ -24,7 +34,6 @@ from study.samplers import make_sampler
 CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
 # The sections whose change makes a stored study a different experiment.
 _EXPERIMENT_KEYS = ("data", "model", "training", "params")
-UID_ATTR = "uid"  # the study's identity, chosen by the process that created it
 
 
 def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, storage_url: str,
@@ -40,36 +49,35 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=s.name, storage=storage, pruner=pruner)
     else:  # the identity first: a joining worker waits for it, then for the rest
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-        for key, value in {"space": cfg.raw, "source": cfg.source, "question": s.question, "metric": s.metric,
-                           "scientific": list(cfg.scientific), "dataset": cfg.defaults.dataset,
-                           "model": cfg.defaults.model, "experiment": experiment}.items():
-            study.set_user_attr(key, value)
+        records.write_study(study, uid=uuid.uuid4().hex)
+        records.write_study(study, space=cfg.raw, source=cfg.source, question=s.question, metric=s.metric,
+                            scientific=list(cfg.scientific), dataset=cfg.defaults.dataset,
+                            model=cfg.defaults.model, experiment=experiment)
         return study
-    attrs = _wait_for_creator(study)
-    if "experiment" in attrs and attrs["experiment"] != experiment:
+    stored = _wait_for_creator(study)
+    if stored.experiment and stored.experiment != experiment:
         raise ConfigError(storage_url, "study.name", s.name,
                           "a study of this name with a different search space is already stored; "
                           "choose another --study-name")
-    if UID_ATTR not in attrs:  # made by a version of study without identities
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
+    if stored.uid is None:  # made by a version of study without identities
+        records.write_study(study, uid=uuid.uuid4().hex)
     study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))
     return study
 
 
-def _wait_for_creator(study: optuna.Study) -> dict[str, Any]:
+def _wait_for_creator(study: optuna.Study) -> records.StudyRecord:
     deadline = time.monotonic() + CREATE_WAIT_S
     while True:
-        attrs = study.user_attrs
-        if "experiment" in attrs or time.monotonic() > deadline:
-            return attrs
+        stored = records.StudyRecord.of(study)
+        if stored.experiment or time.monotonic() > deadline:
+            return stored
         time.sleep(0.1)
 
 
 def study_uid(study: optuna.Study) -> str:
-    uid = study.user_attrs.get(UID_ATTR)
+    uid = records.StudyRecord.of(study).uid
     if not is_uid(uid):  # read back from a storage that others can write: checked before any path uses it
-        raise ConfigError("--storage", f"study {study.study_name!r}: user attr {UID_ATTR}", uid,
+        raise ConfigError("--storage", f"study {study.study_name!r}: user attr uid", uid,
                           "is not a study identity (32 hex digits); the storage was changed by hand")
     return uid
 

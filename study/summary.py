@@ -1,7 +1,13 @@
 """What a run prints: one line per finished trial, and the summary at its end.
 
-    print(trial_line(trial, "val_loss"))   # trial    3 complete    val_loss=0.0712  optimizer=adam lr=0.0182
-    print(RunSummary(study, cfg, url, study_dir).text())
+    >>> from optuna.distributions import FloatDistribution
+    >>> study = optuna.create_study()
+    >>> study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0712, params={"lr": 0.0182},
+    ...                                           distributions={"lr": FloatDistribution(1e-4, 1, log=True)}))
+    >>> print(trial_line(study.trials[0], "val_loss"))
+    trial    0 complete    val_loss=0.0712  lr=0.0182
+
+`RunSummary(study, cfg, url, study_dir).text()` is the summary (runner.py's example runs it).
 """
 from __future__ import annotations
 
@@ -13,22 +19,21 @@ import optuna
 from optuna.trial import TrialState
 
 from study.config import METRICS, StudyConfig
-from study.states import best_trial, status_of
-from study.states import counts as count_statuses
+from study.records import TrialRecord, best_trial, error_of, status_of
+from study.records import counts as count_statuses
 from study.storage import dashboard_command
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-    state = status_of(trial)
+    state, record = status_of(trial), TrialRecord.of(trial)
     value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
     if trial.state == TrialState.PRUNED:
-        history = trial.user_attrs.get("history") or [{}]
-        last = history[-1].get(metric)
-        value = f"{metric}={last:.4f} at epoch {history[-1].get('epoch')}" if last is not None else ""
+        last = record.final.get(metric)
+        value = f"{metric}={last:.4f} at epoch {record.final.get('epoch')}" if last is not None else ""
     if state == "failed":
-        value = str(trial.user_attrs.get("error", trial.system_attrs.get("fail_reason", "")))[:200]
-    resumed = trial.user_attrs.get("resumed")
+        value = error_of(trial)[:200]
+    resumed = record.resumed
     if resumed:
         value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
     return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
@@ -60,7 +65,7 @@ class RunSummary:
         if best is None:
             lines.append("no complete trial yet")
         else:
-            final = (best.user_attrs.get("history") or [{}])[-1]
+            final = TrialRecord.of(best).final
             metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
                                 METRICS if k in final)
             lines.append(f"best trial {best.number}: {metrics}")

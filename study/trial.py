@@ -1,9 +1,15 @@
 """One trial: building it from a `TrialConfig`, training it (with the engine in engine.py), and the
 Optuna objective around that.
 
-    p = prepare(cfg, torch.device("cpu"))                            # data, model, optimizer, schedule
-    result = train(cfg, torch.device("cpu"), on_epoch=print)       # prepare + the sequential engine
-    value = run_trial(trial, study_cfg, ctx)                       # Optuna objective: report, prune
+    >>> cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 200}, budget=2)
+    >>> p = prepare(cfg, torch.device("cpu"))         # data, model, optimizer, schedule
+    >>> result = train(cfg, torch.device("cpu"))      # prepare + the sequential engine
+    >>> [record["epoch"] for record in result.history]
+    [0, 1]
+    >>> train(cfg, torch.device("cpu")).final["val_loss"] == result.final["val_loss"]   # its own randomness
+    True
+
+`run_trial(trial, study_cfg, ctx)` is the Optuna objective around that: it reports and prunes.
 
 A trial owns its randomness: its model is initialised and trained inside a fork of torch's CPU stream
 seeded by the trial, and its batch order comes from a generator of its own (engine.py).
@@ -28,8 +34,10 @@ from study.datacache import load as load_device_data
 from study.inits import INITS
 from study.models import build_model
 from study.optimizers import optimizer_spec
-from study.paths import is_trial_number, trial_dir
+from study.paths import trial_dir
 from study.provenance import provenance
+from study import records
+from study.records import first_number
 from study.schedules import make_schedule
 
 
@@ -124,50 +132,42 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     """The Optuna objective: sample, train, report `cfg.study.metric` every epoch, prune when told."""
     tcfg = cfg.resolve(suggest(trial, cfg))
     first = first_number(trial)
-    trial.set_user_attr("first_number", first)
-    trial.set_user_attr("config", tcfg.to_dict())
-    trial.set_user_attr("provenance", {**provenance(), "device": str(ctx.device)})
+    records.write(trial, first_number=first, config=tcfg.to_dict(),
+                  provenance={**provenance(), "device": str(ctx.device)})
     checkpoints = trial_checkpoints(ctx, trial, tcfg.to_dict())
     _, budget = plan(tcfg, ctx.device, ctx.cache)
-    trial.set_user_attr("budget", {"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
-                                   "samples_seen": budget.total_iters * tcfg.batch_size})
+    records.write(trial, budget={"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
+                                  "samples_seen": budget.total_iters * tcfg.batch_size})
     metric = cfg.study.metric
 
     reported: set[int] = set()
     history: list[dict] = []
 
-    def on_epoch(records: list[dict]) -> None:
+    def on_epoch(epochs: list[dict]) -> None:
         # Each epoch writes one intermediate value (live dashboards draw the curve from them); the whole
         # history is written once, when the trial ends, so storage writes grow with its length, not its square.
-        history[:] = records
-        for record in records:  # a resumed trial also reports the epochs before its checkpoint
+        history[:] = epochs
+        for record in epochs:  # a resumed trial also reports the epochs before its checkpoint
             if record["epoch"] not in reported:
                 trial.report(record[metric], record["epoch"])
                 reported.add(record["epoch"])
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {records[-1]['epoch']}")
+            raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {epochs[-1]['epoch']}")
 
     try:
         result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints, cache=ctx.cache)
     except Diverged as exc:
         history[:] = exc.history
-        trial.set_user_attr("diverged", {"reason": exc.reason, "step": exc.step})
+        records.write(trial, diverged={"reason": exc.reason, "step": exc.step})
         raise optuna.TrialPruned(f"diverged at iteration {exc.step}: {exc.reason}") from None
     finally:  # complete, pruned, diverged, interrupted or failed: what was measured is stored
         if history:
-            trial.set_user_attr("history", history)
+            records.write(trial, history=history)
         if checkpoints.warnings:
-            trial.set_user_attr("checkpoint_warnings", checkpoints.warnings[:10])
+            records.write(trial, checkpoint_warnings=checkpoints.warnings[:10])
     if result.resumed_from_epoch is not None:
-        trial.set_user_attr("resumed", {"from_trial": first, "from_epoch": result.resumed_from_epoch})
+        records.write(trial, resumed={"from_trial": first, "from_epoch": result.resumed_from_epoch})
     return result.final[metric]
-
-
-def first_number(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
-    """The number of this trial's first attempt: a retry of a dead or interrupted worker's trial inherits
-    it (and so its checkpoints). Read back from the storage, it is trusted only as a number <= this one."""
-    first = trial.user_attrs.get("first_number", trial.number)
-    return first if is_trial_number(first) and first <= trial.number else trial.number
 
 
 def trial_checkpoints(ctx: TrialContext, trial: optuna.Trial | optuna.trial.FrozenTrial,
@@ -180,4 +180,4 @@ def trial_checkpoints(ctx: TrialContext, trial: optuna.Trial | optuna.trial.Froz
 
 def queue_retry(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
     """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints."""
-    study.enqueue_trial(trial.params, user_attrs={"first_number": first_number(trial)})
+    study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial))

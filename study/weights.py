@@ -1,9 +1,9 @@
 """What a study keeps on disk once its trials finish: best.pt, the best few trials' final weights if
 asked, and nothing else.
 
-    problem = save_best(study, ctx)          # best.pt from the best trial's last checkpoint, or why not
-    finish_trial(study, trial, ctx, keep_best=0)   # after a trial ends: its epoch checkpoints go
-    sweep(study, ctx)                        # at the end of a run: every finished trial's checkpoints go
+The runner calls `finish_trial` after each trial (its epoch checkpoints go; best.pt is written from them if
+it is the best) and `sweep` at the end of a run (every finished trial's checkpoints go); runner.py's
+example shows what remains: best.pt.
 
 A trial's epoch checkpoints exist so that a retry can resume it; once it has finished (or failed for
 good) they are deleted. An interrupted trial keeps them: its queued retry resumes from them.
@@ -13,10 +13,11 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from study.config import Direction
 from study.checkpoints import Checkpoints, atomic_save, try_load
 from study.paths import trial_dir
-from study.states import best_trial
-from study.trial import TrialContext, first_number, trial_checkpoints
+from study.records import TrialRecord, best_trial, first_number
+from study.trial import TrialContext, trial_checkpoints
 
 BEST = "best.pt"
 FINAL = "final.pt"  # a kept trial's final weights, in its trial folder
@@ -24,7 +25,7 @@ _OPEN = (TrialState.RUNNING, TrialState.WAITING)
 
 
 def _checkpoints(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> Checkpoints:
-    return trial_checkpoints(ctx, trial, trial.user_attrs.get("config"))
+    return trial_checkpoints(ctx, trial, TrialRecord.of(trial).config or None)
 
 
 def _final_state(ctx: TrialContext, trial: optuna.trial.FrozenTrial) -> tuple[dict | None, str | None]:
@@ -60,7 +61,7 @@ def save_best(study: optuna.Study, ctx: TrialContext, best: optuna.trial.FrozenT
 def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: TrialContext, keep_best: int) -> str | None:
     """Called once a trial has ended: best.pt if it is the best, its final weights if among the best
     `keep_best`, then its epoch checkpoints are deleted (unless it waits for a retry)."""
-    if trial.user_attrs.get("interrupted"):
+    if TrialRecord.of(trial).interrupted:
         return None  # its retry resumes from these
     problem = None
     if trial.state == TrialState.COMPLETE:
@@ -75,7 +76,8 @@ def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: Tria
 
 def _keep_final(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: TrialContext, keep_best: int) -> None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ranked = sorted(complete, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    ascending = Direction(study.direction.name.lower()).ascending
+    ranked = sorted(complete, key=lambda t: t.value, reverse=not ascending)
     kept = {t.number for t in ranked[:keep_best]}
     if trial.number in kept:
         state, _ = _final_state(ctx, trial)
@@ -92,7 +94,7 @@ def sweep(study: optuna.Study, ctx: TrialContext) -> None:
     open_firsts = {first_number(t) for t in trials if t.state in _OPEN}
     for t in trials:
         first = first_number(t)
-        if t.state not in _OPEN and first not in open_firsts and not t.user_attrs.get("interrupted"):
+        if t.state not in _OPEN and first not in open_firsts and not TrialRecord.of(t).interrupted:
             folder = trial_dir(ctx.checkpoint_dir, first)
             if folder.is_dir():
                 Checkpoints(folder).clear()

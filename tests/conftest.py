@@ -114,9 +114,9 @@ def trials(cwd: Path, storage: str | None = None, name: str = "synth") -> list:
 
 
 def finished(ts) -> list:
-    from optuna.trial import TrialState
+    from study.records import FINISHED_STATES
 
-    return [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return [t for t in ts if t.state in FINISHED_STATES]
 
 
 @contextlib.contextmanager
@@ -179,13 +179,13 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.trial import TrialState
 
+    from study import records
     from study.config import TrialConfig
 
     rng = random.Random(seed)
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize")
-    for key, value in {"metric": "val_loss", "scientific": ["optimizer", "batch_size"], "dataset": "synthetic",
-                       "model": "mlp", "question": "made-up question", **attrs}.items():
-        study.set_user_attr(key, value)
+    records.write_study(study, **{"metric": "val_loss", "scientific": ["optimizer", "batch_size"],
+                                  "dataset": "synthetic", "model": "mlp", "question": "made-up question", **attrs})
     dists = {"optimizer": CategoricalDistribution(["sgd", "adam"]), "lr": FloatDistribution(1e-5, 1.0, log=True),
              "batch_size": CategoricalDistribution([16, 32, 64]),
              "schedule": CategoricalDistribution(["constant", "cosine"])}
@@ -201,14 +201,14 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
                     "val_loss": final + 1 / (e + 1) - 1 / epochs, "val_accuracy": 0.9, "val_precision": 0.9,
                     "val_recall": 0.9, "val_f1": 0.9, "lr": params["lr"], "wall_time": e * 0.1}
                    for e in range(n_epochs)]
-        user_attrs = {"config": cfg.to_dict(), "history": history,
-                      "budget": {"total_iters": 3200 // params["batch_size"], "iters_per_epoch": 10,
-                                 "samples_seen": 3200}}
+        user_attrs = records.attrs(config=cfg.to_dict(), history=history,
+                                   budget={"total_iters": 3200 // params["batch_size"], "iters_per_epoch": 10,
+                                           "samples_seen": 3200})
         if status == "diverged":
             history[-1]["val_loss"] = math.inf
-            user_attrs["diverged"] = {"reason": "non-finite loss", "step": 20}
+            user_attrs |= records.attrs(diverged={"reason": "non-finite loss", "step": 20})
         if status == "failed":
-            user_attrs = {"error": "RuntimeError: <b>boom</b>"}
+            user_attrs = records.attrs(error="RuntimeError: <b>boom</b>")
         state = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "diverged": TrialState.PRUNED,
                  "failed": TrialState.FAIL}[status]
         trials.append(optuna.trial.create_trial(

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, SYNTH_SPACE, run_cli
 from study.cli import main
+from study.records import FIELDS, STUDY_FIELDS, StudyRecord, TrialRecord, status_of
 
 
 def load(db: Path, name: str = "synth") -> optuna.Study:
@@ -28,14 +29,16 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     study = load(db)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1, 2]
+    assert set(study.user_attrs) <= set(STUDY_FIELDS)  # every attr a run stores is in the schema
     for t in trials:
-        assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
-        assert t.user_attrs["provenance"]["torch"] and sorted(t.intermediate_values) == [0, 1, 2]
+        assert set(t.user_attrs) <= set(FIELDS)
+        assert len(TrialRecord.of(t).history) == 3 and TrialRecord.of(t).config["dataset"] == "synthetic"
+        assert TrialRecord.of(t).provenance["torch"] and sorted(t.intermediate_values) == [0, 1, 2]
     assert [p.relative_to(tmp_path).parts[-1] for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()] == \
         ["best.pt"]  # finished trials keep no epoch checkpoints
     report = tmp_path / "reports" / "synth" / "index.html"
     assert f"report: {report}" in first.stdout and (report.parent / "trials.csv").is_file()
-    test = study.user_attrs["test"]  # the best trial, evaluated on the test split at the end of the run
+    test = StudyRecord.of(study).test  # the best trial, evaluated on the test split at the end of the run
     assert test["trial"] == study.best_trial.number and len(test["confusion"]) == 3
     assert "Best trial on the test split" in report.read_text()
 
@@ -83,7 +86,8 @@ def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(tmp_pat
     assert len(trials) == 3
     for t in trials:
         assert t.state == optuna.trial.TrialState.PRUNED
-        assert t.user_attrs["diverged"]["step"] > 0 and t.user_attrs["diverged"]["reason"]
+        assert TrialRecord.of(t).diverged["step"] > 0 and TrialRecord.of(t).diverged["reason"]
+        assert set(t.user_attrs) <= set(FIELDS) and status_of(t) == "diverged"
 
 
 def test_user_dataset_and_model_callables(tmp_path, write_space):
@@ -107,7 +111,7 @@ def test_user_dataset_and_model_callables(tmp_path, write_space):
     assert result.returncode == 0, result.stderr
     trials = load(db).get_trials()
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert trials[0].user_attrs["config"]["model"] == "userpkg.code:net"
+    assert TrialRecord.of(trials[0]).config["model"] == "userpkg.code:net"
 
 
 def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
@@ -129,7 +133,7 @@ def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
     assert "Traceback" not in result.stderr
     trials = load(db).get_trials()
     assert len(trials) == 2
-    assert trials[0].user_attrs["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert TrialRecord.of(trials[0]).error == "RuntimeError: CUDA out of memory (simulated)"
 
 
 def test_report_and_list_read_the_storage_alone(tmp_path, synth_space, capsys):

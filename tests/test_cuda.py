@@ -5,6 +5,7 @@ import torch
 
 from study.config import TrialConfig
 from study.trial import device_data, train
+from study.records import TrialRecord
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -79,5 +80,5 @@ def test_jobs_2_on_cuda_stop_on_sigterm_and_resume(tmp_path, slow_space):
     _, err = again.communicate(timeout=180)
     assert again.returncode == 0, err
     ts = trials(tmp_path)
-    assert len(finished(ts)) == 4 and any(t.user_attrs.get("resumed") for t in ts)
-    assert all(t.user_attrs["provenance"]["device"].startswith("cuda") for t in finished(ts))
+    assert len(finished(ts)) == 4 and any(TrialRecord.of(t).resumed for t in ts)
+    assert all(TrialRecord.of(t).provenance["device"].startswith("cuda") for t in finished(ts))

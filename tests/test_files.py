@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 from conftest import run_cli, tmpfs
 from study.errors import ConfigError
 from study.files import DiskFull, atomic_write_text, check_writable
+from study.records import TrialRecord
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_checkpoints_on_a_full_disk_fail_the_trials_plainly_and_the_study_stays_
     assert "stopped: 5 trials in a row failed; last error: DiskFull: no space left on device" in result.stdout
     trials = optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL] * 5
-    assert all(t.user_attrs["error"].startswith("DiskFull: no space left on device: cannot write ") for t in trials)
+    assert all(TrialRecord.of(t).error.startswith("DiskFull: no space left on device: cannot write ") for t in trials)
     assert _leftovers(full_disk) == []
 
 

@@ -7,6 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import finished, start, trials, wait_for
+from study.records import TrialRecord
 
 
 def _alive(pid: int) -> bool:
@@ -21,10 +22,10 @@ def _assert_stopped_cleanly(cwd) -> list:
     """No trial left running; each interrupted trial queued again exactly once; every worker gone."""
     ts = trials(cwd)
     assert not [t for t in ts if t.state == TrialState.RUNNING], [(t.number, t.state) for t in ts]
-    interrupted = [t for t in ts if t.user_attrs.get("interrupted")]
-    queued = [t.user_attrs["first_number"] for t in ts if t.state == TrialState.WAITING]
-    assert interrupted and sorted(queued) == sorted(t.user_attrs["first_number"] for t in interrupted)
-    pids = {t.user_attrs["worker"]["pid"] for t in ts if "worker" in t.user_attrs}
+    interrupted = [t for t in ts if TrialRecord.of(t).interrupted]
+    queued = [TrialRecord.of(t).first_number for t in ts if t.state == TrialState.WAITING]
+    assert interrupted and sorted(queued) == sorted(TrialRecord.of(t).first_number for t in interrupted)
+    pids = {TrialRecord.of(t).worker["pid"] for t in ts if TrialRecord.of(t).worker}
     assert len(pids) == 2 and not [pid for pid in pids if _alive(pid)], "no worker may outlive the run"
     return ts
 
@@ -36,9 +37,9 @@ def _rerun_finishes(slow_space, cwd, n: int) -> None:
     ts = trials(cwd)
     counted = finished(ts)
     assert len(counted) == n
-    firsts = [t.user_attrs["first_number"] for t in counted]
+    firsts = [TrialRecord.of(t).first_number for t in counted]
     assert len(firsts) == len(set(firsts))  # no trial was run twice to completion
-    assert any(t.user_attrs.get("resumed") for t in counted)  # an interrupted trial went on from its checkpoint
+    assert any(TrialRecord.of(t).resumed for t in counted)  # an interrupted trial went on from its checkpoint
     assert not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 

@@ -3,6 +3,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState, create_trial
 
+from study import records
 from study.report import diagnostics as D
 from study.report import tables as T
 
@@ -41,6 +42,6 @@ def test_activation_data_rebuilds_the_study_s_own_data_and_model_options(tmp_pat
                       model_options={"hidden": 7}, init="xavier", activation="tanh")
     study = optuna.create_study()
     study.add_trial(create_trial(state=C, value=0.5, params={}, distributions={},
-                                 user_attrs={"config": cfg.to_dict()}))  # what a run stores
+                                 user_attrs=records.attrs(config=cfg.to_dict())))  # what a run stores
     df = D.activation_data(T.trials_frame(study))
     assert df[["init", "activation", "layer"]].values.tolist() == [["xavier", "tanh", 1]]

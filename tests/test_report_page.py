@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from conftest import make_study
+from study import records
 from study.report import build_report
 
 SECTION = re.compile(r'<section id="([^"]+)">')
@@ -56,7 +57,7 @@ def test_surplus_trials_count_nowhere_and_interrupted_ones_are_named(tmp_path):
     dists = study.trials[0].distributions
     for mark in ("surplus", "interrupted"):
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params=study.trials[0].params,
-                                                  distributions=dists, user_attrs={mark: True}))
+                                                  distributions=dists, user_attrs=records.attrs(**{mark: True})))
     html = build_report(study, tmp_path).read_text()
     assert "4 complete, 0 pruned, 0 diverged, 0 failed, 1 interrupted" in html
     rows = (tmp_path / "made" / "trials.csv").read_text().splitlines()

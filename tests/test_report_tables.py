@@ -9,6 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import make_study
+from study import records
 from study.report import tables as T
 
 
@@ -19,7 +20,7 @@ def _study(rows):
     for state, value, opt, lr, attrs in rows:
         study.add_trial(create_trial(state=state, value=value, params={"optimizer": opt, "lr": lr},
                                      distributions=dists,
-                                     user_attrs={"config": {"optimizer": opt, "lr": lr}, **attrs},
+                                     user_attrs=records.attrs(config={"optimizer": opt, "lr": lr}, **attrs),
                                      intermediate_values={0: value if value is not None else 9.0}))
     return study
 
@@ -63,7 +64,7 @@ def test_lr_data_keeps_diverged_trials_at_the_top():
         state=P, params={"optimizer": "sgd", "lr": 1.0}, intermediate_values={0: 0.9, 1: math.inf},
         distributions={"optimizer": CategoricalDistribution(["sgd", "adam"]),
                        "lr": FloatDistribution(1e-5, 1, log=True)},
-        user_attrs={"config": {"optimizer": "sgd", "lr": 1.0}, "diverged": {"reason": "inf", "step": 3}}))
+        user_attrs=records.attrs(config={"optimizer": "sgd", "lr": 1.0}, diverged={"reason": "inf", "step": 3})))
     df = T.lr_data(T.trials_frame(study), "minimize")
     assert df["status"].tolist() == ["complete", "complete", "diverged"]
     assert math.isinf(df["value"].iloc[2])

@@ -5,6 +5,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import finished, run_cli, start, trials, wait_for
+from study import records
+from study.records import TrialRecord
 
 def test_parallel_workers_reach_exactly_the_target(tmp_path, synth_space):
     result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--jobs", "2", "--trials", "7",
@@ -13,7 +15,7 @@ def test_parallel_workers_reach_exactly_the_target(tmp_path, synth_space):
     ts = trials(tmp_path)
     assert len(finished(ts)) == 7
     assert len({t.number for t in ts}) == len(ts)
-    counted = [t for t in ts if not t.user_attrs.get("surplus")]
+    counted = [t for t in ts if not TrialRecord.of(t).surplus]
     assert all(t.state == TrialState.COMPLETE for t in counted) and len(counted) == 7
     assert len({tuple(sorted(t.params.items())) for t in counted}) == 7  # workers sample differently
     assert "database is locked" not in result.stderr + result.stdout
@@ -32,10 +34,10 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, slow_s
     ts = trials(tmp_path)
     assert ts[0].state == TrialState.FAIL  # found dead by the heartbeat
     assert len(finished(ts)) == 2
-    retry = next(t for t in ts if t.user_attrs.get("resumed"))
+    retry = next(t for t in ts if TrialRecord.of(t).resumed)
     assert retry.state == TrialState.COMPLETE and retry.params == ts[0].params
-    assert retry.user_attrs["resumed"]["from_trial"] == 0 and retry.user_attrs["resumed"]["from_epoch"] >= 3
-    assert [h["epoch"] for h in retry.user_attrs["history"]] == list(range(8))
+    assert TrialRecord.of(retry).resumed["from_trial"] == 0 and TrialRecord.of(retry).resumed["from_epoch"] >= 3
+    assert [h["epoch"] for h in TrialRecord.of(retry).history] == list(range(8))
     assert sorted(retry.intermediate_values) == list(range(8))
     assert "(resumed trial 0 at epoch" in out
 
@@ -50,14 +52,15 @@ def test_an_interrupted_run_marks_its_trial_and_the_rerun_resumes_it(tmp_path, s
     assert "interrupted: rerun the same command to resume the study" in err and "Traceback" not in err
     ts = trials(tmp_path)
     assert [t.state for t in ts] == [TrialState.FAIL, TrialState.WAITING]  # consistent: nothing left running
-    assert ts[0].user_attrs["interrupted"] is True and ts[1].user_attrs["first_number"] == 0
+    assert TrialRecord.of(ts[0]).interrupted is True and TrialRecord.of(ts[1]).first_number == 0
+    assert all(set(t.user_attrs) <= set(records.FIELDS) for t in ts)
 
     again = start(slow_space, tmp_path, "--trials", "2", "-q")
     _, err = again.communicate(timeout=180)
     assert again.returncode == 0, err
     ts = trials(tmp_path)
     assert len(finished(ts)) == 2
-    assert ts[1].user_attrs["resumed"]["from_trial"] == 0 and ts[1].user_attrs["resumed"]["from_epoch"] >= 2
+    assert TrialRecord.of(ts[1]).resumed["from_trial"] == 0 and TrialRecord.of(ts[1]).resumed["from_epoch"] >= 2
 
 
 def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synth_space):
@@ -78,8 +81,8 @@ def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synt
     worker.run_one()  # pops the queued trial and trains it
     assert worker.ask() is None  # a trial that lost the race
     extra = study.trials[-1]
-    assert extra.number == 1 and extra.user_attrs["surplus"] is True and extra.state == TrialState.FAIL
-    assert "history" not in extra.user_attrs and "config" not in extra.user_attrs  # nothing trained
+    assert extra.number == 1 and TrialRecord.of(extra).surplus is True and extra.state == TrialState.FAIL
+    assert TrialRecord.of(extra).history == [] and TrialRecord.of(extra).config == {}  # nothing trained
     summary = RunSummary(study, cfg, url, tmp_path)
     assert summary.counts()["failed"] == 0 and summary.counts()["complete"] == 1
 
@@ -108,7 +111,7 @@ def test_a_new_study_of_the_same_name_never_resumes_an_old_one_s_checkpoints(tmp
     ts = trials(tmp_path, storage=f"sqlite:///{tmp_path / storage.removeprefix('sqlite:///')}")
     assert len(finished(ts)) == 2
     for t in ts:
-        assert "resumed" not in t.user_attrs and len(t.user_attrs["history"]) == 8
+        assert TrialRecord.of(t).resumed is None and len(TrialRecord.of(t).history) == 8
     folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert len(folders) == 2 and all(f.startswith("synth-") for f in folders)  # one per study identity
 
@@ -125,11 +128,11 @@ def test_a_forged_first_number_in_a_shared_storage_never_becomes_a_path(tmp_path
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = create_or_load(load_config(str(synth_space)), open_storage(url), url)
     for forged in ("../../../../outside", 10**6, -3, "0/../../x"):
-        study.enqueue_trial({"optimizer": "adam", "lr": 0.01}, user_attrs={"first_number": forged})
+        study.enqueue_trial({"optimizer": "adam", "lr": 0.01}, user_attrs=records.attrs(first_number=forged))
     result = run_cli("run", str(synth_space), "--storage", url, "--trials", "4", "-q", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ts = optuna.load_study(study_name="synth", storage=url).get_trials()
-    assert [t.user_attrs["first_number"] for t in ts] == [0, 1, 2, 3]
+    assert [TrialRecord.of(t).first_number for t in ts] == [0, 1, 2, 3]
     assert not (tmp_path.parent / "outside").exists() and not (tmp_path / "x").exists()
     inside = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*")}
     assert inside <= {"s.db", "s.db-wal", "s.db-shm", "checkpoints", "synth.yaml"}
@@ -147,9 +150,9 @@ def test_a_retry_resumes_from_the_previous_checkpoint_when_the_newest_is_damaged
     _, err = second.communicate(timeout=180)
     assert second.returncode == 0, err
     retry = next(t for t in trials(tmp_path) if t.state == TrialState.COMPLETE)
-    assert retry.user_attrs["resumed"]["from_epoch"] == int(epochs[-2].stem.split("-")[1]) + 1
-    assert "could not be read" in retry.user_attrs["checkpoint_warnings"][0]
-    assert [h["epoch"] for h in retry.user_attrs["history"]] == list(range(8))
+    assert TrialRecord.of(retry).resumed["from_epoch"] == int(epochs[-2].stem.split("-")[1]) + 1
+    assert "could not be read" in TrialRecord.of(retry).checkpoint_warnings[0]
+    assert [h["epoch"] for h in TrialRecord.of(retry).history] == list(range(8))
 
 
 def test_a_damaged_best_pt_never_stops_a_later_run(tmp_path, synth_space):

@@ -6,6 +6,7 @@ from optuna.trial import TrialState
 
 from conftest import finished, start, trials, wait_for
 from study.storage import existing_storage
+from study.records import TrialRecord
 
 
 def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_stale(tmp_path, slow_space):
@@ -32,11 +33,11 @@ def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_s
     assert retry.returncode == 0, (out, err)
     assert "--retry-stale: failed and re-queued 1 trial(s) [1]" in out
     ts = stored()
-    assert ts[1].state == TrialState.FAIL and ts[1].user_attrs["stale"] is True
+    assert ts[1].state == TrialState.FAIL and TrialRecord.of(ts[1]).stale is True
     assert len(finished(ts)) == 3 and not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    resumed = [t for t in ts if t.user_attrs.get("resumed")]
-    assert len(resumed) == 1 and resumed[0].user_attrs["resumed"]["from_trial"] == 1
-    assert resumed[0].user_attrs["resumed"]["from_epoch"] >= 3
+    resumed = [t for t in ts if TrialRecord.of(t).resumed]
+    assert len(resumed) == 1 and TrialRecord.of(resumed[0]).resumed["from_trial"] == 1
+    assert TrialRecord.of(resumed[0]).resumed["from_epoch"] >= 3
     assert resumed[0].params == ts[1].params
 
 

@@ -8,7 +8,9 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import cli_env, run_cli
+from study.records import TrialRecord
 from study.storage import existing_storage, has_heartbeat, open_storage
+
 
 def test_sqlite_default_is_wal_with_a_heartbeat(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
@@ -48,7 +50,7 @@ def test_three_workers_share_one_postgresql_study(tmp_path, synth_space, pg_url)
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     for t in done:
-        assert len(t.user_attrs["history"]) == 3 and t.user_attrs["config"]["dataset"] == "synthetic"
+        assert len(TrialRecord.of(t).history) == 3 and TrialRecord.of(t).config["dataset"] == "synthetic"
 
 
 POP = """

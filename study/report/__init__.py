@@ -1,7 +1,10 @@
 """The HTML comparison report of a study: compute (tables.py), draw (figures.py), lay out (page.py).
 
-    from study.report import build_report
-    build_report(study, Path("reports"))   # -> reports/<study>/index.html and trials.csv
+    >>> import optuna
+    >>> from pathlib import Path
+    >>> from study.report import build_report
+    >>> build_report(optuna.create_study(study_name="empty"), Path("reports")).parts[-3:]   # and trials.csv
+    ('reports', 'empty', 'index.html')
 """
 from study.report.page import build_report
 

@@ -1,8 +1,16 @@
 """What the report's sections read and what they return: one ReportContext, computed once, and Sections
 of paragraphs, tables and figures that page.py lays out.
 
-    ctx = ReportContext.of(study, trials_frame(study))
-    s = Section("history", "Optimization history"); s.say("..."); s.table(df); s.figure(fig, "caption")
+    >>> from study import records
+    >>> study = optuna.create_study()
+    >>> raw = records.trials(study)                      # the storage, read once
+    >>> ctx = ReportContext.of(study, T.trials_frame(raw), raw)
+    >>> ctx.best, ctx.direction, ctx.record.metric
+    (None, 'minimize', 'val_loss')
+    >>> s = Section("history", "Optimization history")   # then s.table(df), s.figure(fig, "caption")
+    >>> s.say("No trial has completed yet.")
+    >>> s.paragraphs
+    [{'text': 'No trial has completed yet.', 'note': False}]
 """
 from __future__ import annotations
 
@@ -14,8 +22,9 @@ import optuna
 import pandas as pd
 from markupsafe import Markup
 
+from study.config import Direction
 from study.report import tables as T
-from study.states import FINISHED
+from study.records import FINISHED, StudyRecord
 
 
 @dataclass
@@ -53,19 +62,23 @@ class ReportContext:
     """What every section reads, computed once per report."""
 
     study: optuna.Study
+    record: StudyRecord  # the study's user attrs
     trials: pd.DataFrame
     history: pd.DataFrame
     metric: str
-    direction: str  # minimize | maximize
+    direction: Direction
     best: int | None  # the best complete trial's number
     counts: dict
     changed: list[str]  # settings that took more than one value
     finished: pd.DataFrame  # complete, pruned and diverged trials
 
     @classmethod
-    def of(cls, study: optuna.Study, trials: pd.DataFrame) -> "ReportContext":
-        direction = study.direction.name.lower()
-        return cls(study, trials, T.history_frame(study), study.user_attrs.get("metric", "val_loss"), direction,
+    def of(cls, study: optuna.Study, trials: pd.DataFrame,
+           raw: list[optuna.trial.FrozenTrial] | None = None) -> "ReportContext":
+        """`trials` is `trials_frame(raw)`; `raw`, the study's trials as the caller read them (else read here)."""
+        direction = Direction(study.direction.name.lower())
+        record = StudyRecord.of(study)
+        return cls(study, record, trials, T.history_frame(study if raw is None else raw), record.metric, direction,
                    T.best_number(trials, direction),
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],
@@ -73,4 +86,4 @@ class ReportContext:
 
     @property
     def scientific(self) -> list[str]:
-        return [p for p in (self.study.user_attrs.get("scientific") or []) if p in self.changed]
+        return [p for p in self.record.scientific if p in self.changed]

@@ -1,7 +1,17 @@
 """Diagnostics that build the study's own network: the std of every activation at initialisation, per
 (init, activation) the study tried. Unlike tables.py, this runs models; like it, it returns a DataFrame.
 
-    df = activation_data(trials_frame(study))   # init, activation, layer, std
+    >>> import optuna
+    >>> from optuna.trial import TrialState, create_trial
+    >>> from study import records
+    >>> from study.config import TrialConfig
+    >>> from study.report.tables import trials_frame
+    >>> cfg = TrialConfig(dataset="synthetic", depth=3, init="small_random", activation="tanh")
+    >>> study = optuna.create_study()
+    >>> study.add_trial(create_trial(state=TrialState.COMPLETE, value=1.4,
+    ...                              user_attrs=records.attrs(config=cfg.to_dict())))
+    >>> activation_data(trials_frame(study)).round(3).values.tolist()   # the lecture's collapse, layer by layer
+    [['small_random', 'tanh', 1, 0.04], ['small_random', 'tanh', 2, 0.003], ['small_random', 'tanh', 3, 0.0]]
 """
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from study.report.tables import CONFIG_COLUMNS
-from study.states import FINISHED
+from study.records import FINISHED
 
 
 def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:

@@ -1,8 +1,14 @@
 """The report's figures: each draws one frame from `tables.py` with seaborn/matplotlib and returns
 the Figure. Every figure has a title and labelled axes with units; learning rates are on log axes.
 
-    fig = history_figure(history_data(trials, "minimize"), "val_loss")
-    png = to_png(fig)    # bytes, rendered in memory
+    >>> import optuna
+    >>> from study.report.tables import history_data, trials_frame
+    >>> study = optuna.create_study()
+    >>> for value in (0.5, 0.3):
+    ...     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=value))
+    >>> fig = history_figure(history_data(trials_frame(study), "minimize"), "val_loss")
+    >>> fig.axes[0].get_title(), to_png(fig)[:4]    # the PNG's bytes, rendered in memory
+    ('Optimization history', b'\x89PNG')
 """
 from __future__ import annotations
 

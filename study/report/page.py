@@ -1,6 +1,8 @@
 """Laying the report out: tables and figures into one self-contained HTML page, plus trials.csv.
 
-    path = build_report(study, Path("reports"))   # reports/<safe study name>/index.html
+    >>> path = build_report(optuna.create_study(study_name="a/b"), Path("reports"))
+    >>> path.parts[-3:], sorted(p.name for p in path.parent.iterdir())   # a safe folder name, never a path
+    (('reports', 'a_b-...', 'index.html'), ['index.html', 'trials.csv'])
 
 Images are embedded as PNG data URIs; the page loads nothing from the network. Every piece of user
 text goes through Jinja's autoescaping or pandas' escaping.
@@ -13,6 +15,7 @@ from pathlib import Path
 import jinja2
 import optuna
 
+from study import records
 from study.files import atomic_write_text
 from study.paths import child
 from study.report import tables as T
@@ -29,10 +32,11 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     as artifacts."""
     folder = child(Path(out_root), study.study_name)
     folder.mkdir(parents=True, exist_ok=True)
-    trials = T.trials_frame(study)  # once: for the page and for trials.csv
-    sections, verdict = build_sections(study, trials)
+    raw = records.trials(study)  # the storage, read once
+    trials = T.trials_frame(raw)  # for the page and for trials.csv
+    sections, verdict = build_sections(study, trials, raw)
     html = _ENV.get_template("template.html.j2").render(
-        name=study.study_name, question=study.user_attrs.get("question", ""), verdict=verdict, sections=sections)
+        name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict, sections=sections)
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)

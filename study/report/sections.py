@@ -1,8 +1,13 @@
 """The report's sections, in page order: each a small function of one ReportContext that returns its
 Section(s), or None where it does not apply. Adding a section is one function added to SECTIONS.
 
-    sections, verdict = build_sections(study, trials_frame(study))
-    [make.__name__ for make in SECTIONS]   # the page's order
+    >>> [make.__name__ for make in SECTIONS]   # the page's order
+    ['summary', 'history', 'learning_rate', 'comparisons', 'pairs', 'activations', 'curves', 'batch',
+     'schedules', 'importance', 'test_split', 'all_trials']
+    >>> study = optuna.create_study()
+    >>> sections, verdict = build_sections(study, T.trials_frame(study))
+    >>> [s.id for s in sections], verdict      # before the first finished trial, only the summary
+    (['summary'], '')
 """
 from __future__ import annotations
 
@@ -39,8 +44,8 @@ def summary(ctx: ReportContext) -> Section:
     s = Section("summary", "Summary")
     study, trials, counts = ctx.study, ctx.trials, ctx.counts
     durations = trials["duration_s"].dropna() if len(trials) else pd.Series(dtype=float)
-    s.summary = [("study", study.study_name), ("dataset", str(study.user_attrs.get("dataset", "?"))),
-                 ("model", str(study.user_attrs.get("model", "?"))), ("objective", f"{ctx.direction} {ctx.metric}"),
+    s.summary = [("study", study.study_name), ("dataset", str(ctx.record.dataset)),
+                 ("model", str(ctx.record.model)), ("objective", f"{ctx.direction} {ctx.metric}"),
                  ("trials", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "diverged", "failed"))
                   + "".join(f", {counts[k]} {k}" for k in ("interrupted", "running", "waiting") if counts.get(k))),
                  ("trial time", f"{durations.sum():.1f} s in total, {durations.mean():.2f} s mean"
@@ -53,7 +58,7 @@ def summary(ctx: ReportContext) -> Section:
     s.summary += [("best trial", f"{ctx.best}: {_best_params(ctx)}"),
                   ("validation", ", ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in
                                            METRICS))]
-    test = study.user_attrs.get("test")
+    test = ctx.record.test
     if test and test.get("trial") == ctx.best:
         s.summary.append(("test (best trial only)", ", ".join(f"{k.removeprefix('test_')} {_fmt(v)}"
                                                               for k, v in test["metrics"].items())))
@@ -158,7 +163,7 @@ def curves(ctx: ReportContext) -> Section | None:
     s.figure(F.curves_figure(ctx.history, ctx.best, ctx.metric),
              "Validation curves of every trial (pruned grey, diverged red, the best orange): pruning stops "
              "curves that lag the median early, which is where the time went to the good ones.")
-    top = ctx.trials[ctx.trials["status"] == "complete"].sort_values("value", ascending=ctx.direction == "minimize")
+    top = ctx.trials[ctx.trials["status"] == "complete"].sort_values("value", ascending=ctx.direction.ascending)
     numbers = [int(n) for n in top["number"].head(3)]
     if numbers:
         s.figure(F.train_val_figure(ctx.history, numbers),
@@ -220,7 +225,7 @@ def importance(ctx: ReportContext) -> Section:
 def test_split(ctx: ReportContext) -> Section | None:
     from study.report import figures as F
 
-    test = ctx.study.user_attrs.get("test") or {}
+    test = ctx.record.test or {}
     confusion, per_class = T.confusion_tables(test if test.get("trial") == ctx.best else None)
     if confusion is None:
         return None
@@ -246,9 +251,11 @@ SECTIONS: list[SectionMaker] = [summary, history, learning_rate, comparisons, pa
                                 schedules, importance, test_split, all_trials]
 
 
-def build_sections(study: optuna.Study, trials: pd.DataFrame) -> tuple[list[Section], str]:
-    """Compute every section's data and render its figures; returns the sections and the verdict line."""
-    ctx = ReportContext.of(study, trials)
+def build_sections(study: optuna.Study, trials: pd.DataFrame,
+                   raw: list[optuna.trial.FrozenTrial] | None = None) -> tuple[list[Section], str]:
+    """Compute every section's data and render its figures; returns the sections and the verdict line.
+    `trials` is `trials_frame(raw)`, `raw` the study's trials as read once (else read again here)."""
+    ctx = ReportContext.of(study, trials, raw)
     out: list[Section] = []
     for make in SECTIONS if not ctx.finished.empty else SECTIONS[:1]:
         made = make(ctx)

@@ -3,28 +3,37 @@
 Nothing here draws. Each figure of the report is one of these frames rendered by `figures.py`, so
 tests compare the data by equality and the rendering separately.
 
-    trials = trials_frame(study)              # one row per trial
-    history = history_frame(study)            # one row per (trial, epoch)
-    isolation_data(trials, "optimizer", "minimize")
+    >>> from optuna.trial import create_trial
+    >>> study = optuna.create_study()
+    >>> for value, optimizer in [(0.3, "adam"), (0.5, "sgd"), (0.4, "adam")]:
+    ...     study.add_trial(create_trial(state=TrialState.COMPLETE, value=value,
+    ...                                  user_attrs=records.attrs(config={"optimizer": optimizer})))
+    >>> trials = trials_frame(study)          # one row per trial; history_frame: one per (trial, epoch)
+    >>> trials[["number", "status", "value", "optimizer"]].values.tolist()
+    [[0, 'complete', 0.3, 'adam'], [1, 'complete', 0.5, 'sgd'], [2, 'complete', 0.4, 'adam']]
+    >>> comparison_data(trials, "optimizer", "minimize")[["optimizer", "trials", "best", "best_trial"]].values.tolist()
+    [['adam', 2, 0.3, 0], ['sgd', 1, 0.5, 1]]
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence, Union
 
 import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from study.config import KNOBS, METRICS
+from study.config import KNOBS, METRICS, Direction
 from study.schedules import lr_curve
 from study.budget import scaled_lr
-from study.states import FINISHED, status_of
-from study.states import counts as count_statuses
+from study import records
+from study.records import FINISHED, StudyRecord, TrialRecord, error_of, status_of
+from study.records import counts as count_statuses
 
 _KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]  # scalar settings
 CONFIG_COLUMNS = list(KNOBS)  # everything a trial's config holds, so that it can be rebuilt
+Trials = Union[optuna.Study, Sequence[optuna.trial.FrozenTrial]]  # a study, or its trials as read once
 
 
 def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
@@ -32,18 +41,20 @@ def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        best = best_number(trials_frame(study), study.direction.name.lower()) if trials else None
+        trials = records.trials(study)
+        best = best_number(trials_frame(trials), study.direction.name.lower()) if trials else None
         c = count_statuses(trials)
-        rows.append({"name": summary.study_name, "metric": study.user_attrs.get("metric", "value"),
+        rows.append({"name": summary.study_name, "metric": StudyRecord.of(study).metric,
                      "complete": c["complete"], "pruned": c["pruned"] + c["diverged"], "failed": c["failed"],
                      "best_trial": best, "best": study.trials[best].value if best is not None else None})
     return rows
 
 
-def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+def _counted(trials: Trials) -> list[optuna.trial.FrozenTrial]:
     """Every trial but the surplus ones, which never trained."""
-    return [t for t in study.get_trials(deepcopy=False) if status_of(t) != "surplus"]
+    if isinstance(trials, optuna.Study):
+        trials = records.trials(trials)
+    return [t for t in trials if status_of(t) != "surplus"]
 
 
 def _final_value(t: optuna.trial.FrozenTrial) -> float:
@@ -55,14 +66,13 @@ def _final_value(t: optuna.trial.FrozenTrial) -> float:
     return math.nan
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def trials_frame(trials: Trials) -> pd.DataFrame:
     """One row per trial (surplus ones left out): number, status, value, time, budget, every config
     setting, error."""
     rows = []
-    for t in _counted(study):
-        cfg = t.user_attrs.get("config", {})
-        budget = t.user_attrs.get("budget", {})
-        history = t.user_attrs.get("history") or []
+    for t in _counted(trials):
+        record = TrialRecord.of(t)
+        cfg, budget, history = record.config, record.budget, record.history
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else math.nan
         row: dict[str, Any] = {
@@ -71,12 +81,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "samples_seen": budget.get("samples_seen"),
         }
         row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
-        final = history[-1] if history else {}
-        row.update({k: final.get(k, math.nan) for k in
-                    ("train_loss", *METRICS)})
-        failed = t.state == TrialState.FAIL
-        row["error"] = (t.user_attrs.get("error") or t.system_attrs.get("fail_reason", "")) if failed else ""
-        row["diverged"] = (t.user_attrs.get("diverged") or {}).get("reason", "")
+        row.update({k: record.final.get(k, math.nan) for k in ("train_loss", *METRICS)})
+        row["error"] = error_of(t) if t.state == TrialState.FAIL else ""
+        row["diverged"] = (record.diverged or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *CONFIG_COLUMNS,
                "train_loss", *METRICS, "error", "diverged"]
@@ -90,13 +97,13 @@ def varied(trials: pd.DataFrame) -> list[str]:
     return [k for k in _KNOB_COLUMNS if ran[k].astype(str).nunique() > 1]
 
 
-def history_frame(study: optuna.Study) -> pd.DataFrame:
+def history_frame(trials: Trials) -> pd.DataFrame:
     """One row per (trial, epoch) with the per-epoch record and the trial's status."""
     rows = []
-    for t in _counted(study):
+    for t in _counted(trials):
         status = status_of(t)
-        for record in t.user_attrs.get("history") or []:
-            rows.append({"number": t.number, "status": status, **record})
+        for epoch in TrialRecord.of(t).history:
+            rows.append({"number": t.number, "status": status, **epoch})
     columns = ["number", "status", "epoch", "iteration", "train_loss", *METRICS, "lr", "wall_time"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -107,8 +114,7 @@ def best_number(trials: pd.DataFrame, direction: str) -> int | None:
     complete = trials[(trials["status"] == "complete") & np.isfinite(trials["value"])]
     if complete.empty:
         return None
-    idx = complete["value"].idxmin() if direction == "minimize" else complete["value"].idxmax()
-    return int(complete.loc[idx, "number"])
+    return int(complete.loc[Direction(direction).best(complete["value"]), "number"])
 
 
 def _plotted(values: pd.Series, direction: str) -> pd.Series:
@@ -120,7 +126,7 @@ def _plotted(values: pd.Series, direction: str) -> pd.Series:
     else:
         low, high = float(finite.min()), float(finite.max())
         margin = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
-        worst = high + margin if direction == "minimize" else low - margin
+        worst = Direction(direction).worst(low, high, margin)
     return values.where(np.isfinite(values), worst)
 
 
@@ -129,7 +135,7 @@ def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
     df = trials[trials["status"].isin(FINISHED)][["number", "status", "value"]].copy()
     df = df.sort_values("number").reset_index(drop=True)
     complete = df["value"].where(df["status"] == "complete")
-    best = complete.cummin() if direction == "minimize" else complete.cummax()
+    best = Direction(direction).running_best(complete)
     df["best_so_far"] = best.ffill()  # the best stands through the pruned trials after it
     df["plotted"] = _plotted(df["value"], direction)
     return df
@@ -153,8 +159,7 @@ def comparison_data(trials: pd.DataFrame, param: str, direction: str) -> pd.Data
         complete = group[(group["status"] == "complete") & np.isfinite(group["value"])]
         best = None
         if len(complete):
-            idx = complete["value"].idxmin() if direction == "minimize" else complete["value"].idxmax()
-            best = complete.loc[idx]
+            best = complete.loc[Direction(direction).best(complete["value"])]
         rows.append({param: value, "trials": len(group), "complete": len(complete),
                      "pruned": int((group["status"] == "pruned").sum()),
                      "diverged": int((group["status"] == "diverged").sum()),
@@ -164,8 +169,9 @@ def comparison_data(trials: pd.DataFrame, param: str, direction: str) -> pd.Data
     df = pd.DataFrame(rows)
     if len(df):
         df["best_trial"] = df["best_trial"].astype("Int64")
-    ascending = direction == "minimize"
-    return df.sort_values("best", ascending=ascending, na_position="last").reset_index(drop=True) if len(df) else df
+    if len(df):
+        df = df.sort_values("best", ascending=Direction(direction).ascending, na_position="last").reset_index(drop=True)
+    return df
 
 
 def batch_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
@@ -173,9 +179,8 @@ def batch_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
     done = trials[(trials["status"] == "complete") & trials["total_iters"].notna()]
     if done.empty:
         return pd.DataFrame(columns=["samples_seen", "batch_size", "total_iters", "trials", "best"])
-    agg = "min" if direction == "minimize" else "max"
     df = (done.groupby(["samples_seen", "batch_size", "total_iters"])
-          .agg(trials=("value", "size"), best=("value", agg)).reset_index())
+          .agg(trials=("value", "size"), best=("value", Direction(direction).agg)).reset_index())
     return df.astype({"samples_seen": int, "batch_size": int, "total_iters": int})
 
 
@@ -188,7 +193,7 @@ def batch_vs_iterations(batches: pd.DataFrame, direction: str) -> pd.DataFrame:
         for b in sorted(by_batch.index):
             if 2 * b in by_batch.index:
                 small, big = by_batch.loc[b], by_batch.loc[2 * b]
-                better_big = big["best"] < small["best"] if direction == "minimize" else big["best"] > small["best"]
+                better_big = Direction(direction).better(big["best"], small["best"])
                 rows.append({"samples_seen": int(samples), "batch": int(b), "iterations": int(small["total_iters"]),
                              "value": float(small["best"]), "2x_batch": int(2 * b),
                              "2x_batch_iterations": int(big["total_iters"]), "2x_batch_value": float(big["best"]),
@@ -202,7 +207,7 @@ def schedule_data(trials: pd.DataFrame, direction: str, max_points: int = 400) -
     rows = []
     done = trials[(trials["status"] == "complete") & trials["total_iters"].notna()]
     for schedule, group in done.groupby("schedule"):
-        best = group.loc[group["value"].idxmin() if direction == "minimize" else group["value"].idxmax()]
+        best = group.loc[Direction(direction).best(group["value"])]
         total = int(best["total_iters"])
         lr = scaled_lr(best["lr"], int(best["batch_size"]), best["lr_scaling"], int(best["reference_batch"]))
         curve = lr_curve(schedule, lr, total, int(best["warmup_iters"]) if best["warmup"] else 0,
@@ -252,7 +257,6 @@ def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd
     done = trials[(trials["status"] == "complete") & np.isfinite(trials["value"])]
     if done.empty:
         return pd.DataFrame()
-    agg = "min" if direction == "minimize" else "max"
     table = done.assign(**{a: done[a].astype(str), b: done[b].astype(str)}).pivot_table(
-        index=a, columns=b, values="value", aggfunc=agg)
+        index=a, columns=b, values="value", aggfunc=Direction(direction).agg)
     return table.sort_index().sort_index(axis=1)

@@ -1,0 +1,172 @@
+"""What a run stores beside Optuna's own fields: the user attrs of each trial and of the study, written
+and read here only, and a trial's outcome as study names it.
+
+Optuna keeps a trial's params, state, value and intermediate values. study adds the resolved config,
+the per-epoch history, the budget, provenance and the marks a run leaves (diverged, interrupted,
+surplus, ...). `TrialRecord` is that schema; `write` is the only writer and `TrialRecord.of` the only
+reader, so the runner, the summary, the report and the tests cannot drift apart.
+
+    >>> from optuna.trial import TrialState, create_trial
+    >>> t = create_trial(state=TrialState.PRUNED, intermediate_values={0: 2.3},
+    ...                  user_attrs=attrs(history=[{"epoch": 0, "val_loss": 2.3}],
+    ...                                   diverged={"reason": "non-finite loss", "step": 12}))
+    >>> status_of(t), TrialRecord.of(t).final["val_loss"]
+    ('diverged', 2.3)
+    >>> attrs(colour="red")
+    Traceback (most recent call last):
+    ...
+    KeyError: "not a trial record field: 'colour'"
+
+Statuses: complete | pruned | diverged | failed | interrupted | surplus | running | waiting. `surplus`
+trials (losers of the race for a study's last slots) never trained and count nowhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.paths import is_trial_number
+
+AnyTrial = Union[optuna.Trial, FrozenTrial]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's user attrs; every field is optional in the storage (a trial that never started has none)."""
+
+    first_number: int | None = None  # the number of this trial's first attempt; its retries inherit it
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved TrialConfig, as a dict
+    provenance: dict[str, Any] = field(default_factory=dict)  # versions, git revision, device
+    budget: dict[str, Any] = field(default_factory=dict)  # total_iters, iters_per_epoch, samples_seen
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch, written once at the end
+    diverged: dict[str, Any] | None = None  # {"reason", "step"}
+    resumed: dict[str, Any] | None = None  # {"from_trial", "from_epoch"}
+    error: str | None = None  # "ExceptionType: message" of a failed trial
+    surplus: bool = False  # lost the race for the study's last slots; never trained
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; a retry was queued
+    stale: bool = False  # left running by a dead worker on a storage without a heartbeat; a retry was queued
+    worker: dict[str, Any] | None = None  # host, pid, process start time of the worker that ran it
+    checkpoint_warnings: list[str] = field(default_factory=list)  # damaged or foreign checkpoints skipped
+
+    @classmethod
+    def of(cls, trial: AnyTrial) -> TrialRecord:
+        stored = trial.user_attrs
+        return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls)
+                      if stored.get(f.name) is not None})
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's record, or {} before the first epoch."""
+        return self.history[-1] if self.history else {}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def attrs(**fields: Any) -> dict[str, Any]:
+    """The user attrs that store these record fields: what `write` sets, and what a test's fake trial holds."""
+    for name in fields:
+        if name not in FIELDS:
+            raise KeyError(f"not a trial record field: {name!r}")
+    return dict(fields)
+
+
+def write(trial: optuna.Trial, **fields: Any) -> None:
+    for key, value in attrs(**fields).items():
+        trial.set_user_attr(key, value)
+
+
+def write_stored(study: optuna.Study, trial: FrozenTrial, **fields: Any) -> None:
+    """`write` for a trial this process does not hold (another worker's), through Optuna's storage API."""
+    for key, value in attrs(**fields).items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def error_of(trial: FrozenTrial) -> str:
+    """Why a trial failed: the error the run recorded, else Optuna's own reason (a dead worker), else ''."""
+    return TrialRecord.of(trial).error or str(trial.system_attrs.get("fail_reason", ""))
+
+
+def first_number(trial: AnyTrial) -> int:
+    """The number of this trial's first attempt. Read back from the storage, it is trusted only as a
+    number <= this trial's own (it names a checkpoint folder)."""
+    first = trial.user_attrs.get("first_number", trial.number)
+    return first if is_trial_number(first) and first <= trial.number else trial.number
+
+
+def retry_attrs(trial: AnyTrial) -> dict[str, Any]:
+    """The user attrs of a queued retry of `trial`: it keeps the first attempt's number, hence its checkpoints."""
+    return attrs(first_number=first_number(trial))
+
+
+# Marks in the order they take precedence over Optuna's state.
+MARKS = ("surplus", "interrupted", "diverged")
+_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
+           TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+# The statuses of a trial that ran to an end the study counts: its target, the report's comparisons.
+FINISHED = ("complete", "pruned", "diverged")
+# The same, as the Optuna states a storage can filter on (marked trials are failed, except diverged: pruned).
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# What holds a slot of the target: finished, or running or queued and so about to be.
+TAKEN_STATES = (*FINISHED_STATES, TrialState.RUNNING, TrialState.WAITING)
+
+
+def status_of(trial: FrozenTrial) -> str:
+    for mark in MARKS:
+        if trial.user_attrs.get(mark):
+            return mark
+    return _STATES[trial.state]
+
+
+def counts(trials: Iterable[FrozenTrial]) -> Counter:
+    return Counter(status_of(t) for t in trials)
+
+
+def trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every trial of the study, read once and not copied: callers only read them."""
+    return study.get_trials(deepcopy=False)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best complete trial, or None before the first one."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's user attrs: set once by the process that creates it (`test` by each run's end)."""
+
+    uid: str | None = None  # the study's identity; names its checkpoint folder once checked
+    space: dict[str, Any] = field(default_factory=dict)  # the search space as loaded
+    source: str = ""  # the file it came from
+    question: str = ""
+    metric: str = "val_loss"
+    scientific: list[str] = field(default_factory=list)  # the params whose effect the study asks about
+    dataset: str = "?"
+    model: str = "?"
+    experiment: dict[str, Any] = field(default_factory=dict)  # what must match for a rerun to join it
+    checkpoint_dir: str = ""
+    test: dict[str, Any] | None = None  # the best trial on the test split (evaluation.py)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyRecord:
+        stored = study.user_attrs
+        return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls) if stored.get(f.name) is not None})
+
+
+STUDY_FIELDS = tuple(f.name for f in dataclasses.fields(StudyRecord))
+
+
+def write_study(study: optuna.Study, **fields: Any) -> None:
+    for key, value in fields.items():
+        if key not in STUDY_FIELDS:
+            raise KeyError(f"not a study record field: {key!r}")
+        study.set_user_attr(key, value)

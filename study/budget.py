@@ -4,8 +4,9 @@ A budget is given in epochs (full passes), iterations, or samples seen (= batch_
 doubling the batch halves the iterations). Validation, pruning and checkpoints happen once per "epoch":
 a full pass, or `epoch_iters` iterations when that is > 0.
 
-    b = Budget.of(n_train=1000, batch_size=64, unit="samples", amount=64_000, epoch_iters=0)
-    b.total_iters, b.iters_per_epoch, b.n_epochs  # 1000, 16, 63
+    >>> b = Budget.of(n_train=1000, batch_size=64, unit="samples", amount=64_000, epoch_iters=0)
+    >>> b.total_iters, b.iters_per_epoch, b.n_epochs
+    (1000, 16, 63)
 """
 from __future__ import annotations
 

@@ -1,10 +1,17 @@
 """Per-epoch checkpoints of one trial of one study, rotated, and the files that outlive a trial.
 
-    ck = Checkpoints(study_dir / "trial-3", keep=2, identity={"study": uid, "trial": 3, "config": cfg})
-    ck.save(epoch, {"model": ..., "optimizer": ..., ...})   # the identity is stored with the state
-    state = ck.latest()     # the newest readable checkpoint of this identity, or None; loaded weights_only
-    ck.warnings             # what latest() skipped and why (damaged files, another trial's files)
-    ck.clear()              # a trial that starts fresh, or has finished, keeps no epoch files
+    >>> ck = Checkpoints(Path("trial-3"), keep=2, identity={"study": "ab12", "trial": 3, "config": {"lr": 0.1}})
+    >>> for epoch in range(3):
+    ...     _ = ck.save(epoch, {"epoch": epoch})   # the identity is stored with the state; two are kept
+    >>> sorted(p.name for p in ck.folder.iterdir())
+    ['epoch-0001.pt', 'epoch-0002.pt']
+    >>> ck.latest()["epoch"]                     # the newest readable one of this identity, loaded weights_only
+    2
+    >>> other = Checkpoints(Path("trial-3"), identity={"study": "ab12", "trial": 3, "config": {"lr": 0.2}})
+    >>> other.latest() is None, other.warnings[0]   # what latest() skipped, and why
+    (True, 'epoch-0002.pt belongs to another study, trial or config; ignored')
+    >>> ck.clear(); ck.folder.exists()           # a trial that starts fresh, or has finished, keeps no epoch files
+    False
 
 A checkpoint is resumed only if it carries the same study, trial and resolved config: files that a
 deleted study, another trial or another config left in the folder are ignored and then cleared. Writes

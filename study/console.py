@@ -1,6 +1,7 @@
 """Printing to stdout that survives `study run ... | head`.
 
-    say("trial 3 complete ...")
+    >>> say("trial 3 complete")
+    trial 3 complete
 
 Once the reader of a pipe has gone, stdout is pointed at /dev/null and the run goes on quietly: the
 study, its checkpoints and its report are still written, and no BrokenPipeError reaches the user.

@@ -1,9 +1,14 @@
 """Constraints on configuration values, as objects that check a value, describe themselves and produce
 values that break them (the way scikit-learn's `Interval(Real, 0, 1, closed="neither")` does).
 
-    Interval(int, 1, None)(0)          # ValueError("must be an integer >= 1")
-    Interval(float, 0, 1, closed="neither").invalid()   # [0, 1, -0.5, 1.5, "x", inf, nan, True]
-    OneOf(INITS)("he")                 # "he"
+    >>> Interval(int, 1, None)(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: must be an integer >= 1
+    >>> Interval(float, 0, 1, closed="neither").invalid()
+    ['x', True, -0.5, 0, 1.5, 1, inf, nan]
+    >>> OneOf(("xavier", "he"))("he")
+    'he'
 
 A constraint returns the normalised value or raises ValueError with the problem; the validator adds the
 file, the key and the value. The bad-input tests are generated from `invalid()`.

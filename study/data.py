@@ -1,8 +1,11 @@
 """Datasets, splits, preprocessing and ordering, by the names a search space uses.
 
-    splits = load_splits("digits", {}, val_fraction=0.2, test_fraction=0.2, split_seed=0,
-                         preprocess="standardize", order="class_sorted")
-    splits.x_train.shape, splits.input_shape, splits.n_classes
+    >>> splits = load_splits("digits", {}, val_fraction=0.2, test_fraction=0.2, split_seed=0,
+    ...                      preprocess="standardize", order="class_sorted")
+    >>> splits.x_train.shape, splits.input_shape, splits.n_classes
+    ((1078, 1, 8, 8), (1, 8, 8), 10)
+    >>> abs(float(splits.x_train.mean())) < 1e-6     # standardised with the training split's statistics
+    True
 
 A dataset is a function returning (X, y): X float of shape (N, F) vectors, (N, C, L) signals or
 (N, C, H, W) images, y integer class labels 0..K-1. A user dataset is `package.module:callable`,

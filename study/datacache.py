@@ -1,8 +1,11 @@
 """A trial's splits as tensors on its device, and the cache a worker keeps of them.
 
-    cache = DataCache()                       # one per worker: trials of one space share their data
-    data = cache.get(cfg, torch.device("cuda"))   # DeviceData: x_train, y_train, ..., n_classes, input_shape
-    cache.clear()                             # the worker is done: the device memory goes back
+    >>> cache = DataCache()                       # one per worker: trials of one space share their data
+    >>> cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 200})
+    >>> data = cache.get(cfg, torch.device("cpu"))  # DeviceData: x_train, y_train, ..., n_classes, input_shape
+    >>> tuple(data.x_train.shape), data.n_classes, cache.get(cfg, torch.device("cpu")) is data
+    ((120, 16), 4, True)
+    >>> cache.clear()                             # the worker is done: the device memory goes back
 
 The cache is an object its owner holds and clears, not a hidden module-level one that would keep
 datasets in GPU memory for the life of the process.

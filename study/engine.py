@@ -1,7 +1,14 @@
 """Running prepared trials: the sequential engine, one trial at a time, today's training loop.
 
-    p = prepare(cfg, device, checkpoints)                 # study.trial: data, model, optimizer, schedule
-    result = run_sequential(p, on_epoch=print, checkpoints=checkpoints)
+    >>> from study.config import TrialConfig
+    >>> from study.trial import prepare
+    >>> p = prepare(TrialConfig(dataset="synthetic", data_options={"n_samples": 200}, budget=2), torch.device("cpu"))
+    >>> result = run_sequential(p, on_epoch=lambda history: print("epoch", history[-1]["epoch"]))
+    epoch 0
+    epoch 1
+    >>> sorted(result.final)
+    ['epoch', 'iteration', 'lr', 'train_loss', 'val_accuracy', 'val_f1', 'val_loss', 'val_precision',
+     'val_recall', 'wall_time']
 
 An engine takes prepared trials and calls back once per epoch with the trial's history; the callback may
 raise to stop the trial (pruning). A batched engine that trains several prepared trials as one fused

@@ -1,7 +1,9 @@
 """The project's input error, and how text from users and storages is shown on a terminal.
 
-    raise ConfigError("search_spaces/quick.yaml", "training.lr", ".inf", "must be a finite number")
-    print(printable(name))   # control characters and escape sequences come out as \\x1b, never raw
+    >>> print(ConfigError("search_spaces/quick.yaml", "training.lr", ".inf", "must be a finite number"))
+    search_spaces/quick.yaml: training.lr: must be a finite number (got '.inf')
+    >>> print(printable("my\x1b[31mstudy"))   # escape sequences come out as text, never raw
+    my\\x1b[31mstudy
 """
 from __future__ import annotations
 

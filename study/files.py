@@ -1,7 +1,12 @@
 """Writing files so that a failure leaves nothing half-written, and checking output folders up front.
 
-    atomic_write(path, lambda f: f.write(data))   # a temporary file renamed into place; removed on failure
-    check_writable(Path("reports"), "--report-dir")  # ConfigError now, not after an hour of training
+    >>> atomic_write(Path("out.txt"), lambda f: f.write(b"done"))   # a temporary file renamed into place
+    >>> Path("out.txt").read_text()
+    'done'
+    >>> check_writable(Path("out.txt"), "--report-dir")   # a ConfigError now, not after an hour of training
+    Traceback (most recent call last):
+    ...
+    study.errors.ConfigError: --report-dir: report-dir: out.txt is not a folder (got 'out.txt')
 
 A full disk is reported as such: `DiskFull("no space left on device: <path>")`.
 """

@@ -1,8 +1,13 @@
 """Ctrl-C and SIGTERM as a request to stop at the next safe point, not an exception at a random line.
 
-    with interrupts.handled():      # SIGINT and SIGTERM set a flag instead of raising
-        ...
-        interrupts.check()          # raises KeyboardInterrupt here, between two training steps
+    >>> import os
+    >>> with handled():                             # SIGINT and SIGTERM set a flag instead of raising
+    ...     os.kill(os.getpid(), signal.SIGTERM)
+    ...     try:
+    ...         check()                             # raises here, between two training steps
+    ...     except KeyboardInterrupt as stop:
+    ...         print("stopped by", stop)
+    stopped by SIGTERM
 
 A KeyboardInterrupt raised in the middle of a storage write could leave a trial running forever; a
 flag read between steps and between trials cannot. A second signal raises at once, for a user who

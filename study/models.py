@@ -1,6 +1,9 @@
 """Models, by the name a search space uses, and the activations they take.
 
-    model = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, depth=2, width=32, activation="relu")
+    >>> import torch
+    >>> model = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, depth=2, width=32, activation="relu")
+    >>> model(torch.zeros(5, 1, 8, 8)).shape
+    torch.Size([5, 10])
 
 Input shapes are per sample: (F,) vectors, (C, L) signals, (C, H, W) images. The MLP flattens any of
 them; the CNN is 1-D for signals and vectors, 2-D for images. A user model is `package.module:callable`

@@ -1,8 +1,11 @@
 """Optimizers, by the name a search space uses, each declaring the hyperparameters it consumes.
 
-    spec = optimizer_spec("adam")             # or "package.module:callable"
-    spec.uses                                  # ("lr", "weight_decay")
-    opt = spec(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0)   # takes what it uses
+    >>> spec = optimizer_spec("adam")             # or "package.module:callable"
+    >>> spec.uses
+    ('lr', 'weight_decay')
+    >>> opt = spec(torch.nn.Linear(2, 2).parameters(), lr=1e-3, momentum=0.9, weight_decay=0.0)  # takes what it uses
+    >>> type(opt).__name__, opt.defaults["lr"]
+    ('Adam', 0.001)
 
 A trial passes its whole config; each optimizer takes what it `uses`, and the validator refuses a
 searched hyperparameter that the optimizer it would apply to does not use (momentum for Adam). A user

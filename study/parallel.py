@@ -1,6 +1,6 @@
 """`--jobs N`: N worker processes on one study, stopped together.
 
-    stopped = run_parallel(cfg, storage_url, device, checkpoint_root, quiet=False, jobs=2, ...)
+    python -m study run quick --jobs 2     # run_study(..., jobs=2) calls run_parallel
 
 Workers are plain spawned processes whose pids the parent holds. They ignore SIGINT, so that a
 terminal's Ctrl-C (sent to the whole process group) is handled once, here: the parent sends each worker

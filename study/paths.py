@@ -1,8 +1,15 @@
 """File-system names derived from untrusted values: study names, identities and trial numbers read
 back from a storage that anyone with access can write to.
 
-    study_dir(Path("checkpoints"), "my study", uid)   # checkpoints/my_study-<hash>-<uid[:12]>
-    trial_dir(study_dir, 3)                            # .../trial-3
+    >>> folder = study_dir(Path("checkpoints"), "my study", "0123456789abcdef" * 2)
+    >>> folder.name                                   # the safe name, a hash of the raw one, uid[:12]
+    'my_study-2dbcc6d2-0123456789ab'
+    >>> trial_dir(folder, 3).name
+    'trial-3'
+    >>> trial_dir(folder, "../../etc")
+    Traceback (most recent call last):
+    ...
+    ValueError: trial number '../../etc' is not a non-negative integer
 
 Every path built from such a value goes through `child`, which keeps it inside its root.
 """

@@ -1,7 +1,14 @@
 """Checks that run before a study is created or changed: they load the data, build the model and call
 user code, which a pure config load never does.
 
-    check(cfg, checkpoint_root=Path("checkpoints"), report_dir=Path("reports"), storage_url=url)
+    >>> from study.config import load_config
+    >>> cfg = load_config("quick", overrides=["training.budget=1000000000"])
+    >>> check(cfg, checkpoint_root=Path("checkpoints"), report_dir=Path("reports"), storage_url="sqlite:///s.db")
+    Traceback (most recent call last):
+    ...
+    study.errors.ConfigError: ...quick.yaml: training.budget: 1000000000 epochs at batch size 64 plans
+    1.7e+10 iterations for one trial, more than study.max_iters (1e+09); raise study.max_iters to opt in
+    (got 1000000000)
 
 Each problem is a ConfigError naming the file or flag, the key and the value, so that a bad dataset, a
 model of the wrong width, a budget of 10^12 iterations or an output folder that cannot be written is

@@ -1,6 +1,7 @@
 """Optuna pruners, by the name a search space uses. Options are the pruner's own keyword arguments.
 
-    pruner = make_pruner("median", {"n_startup_trials": 5, "n_warmup_steps": 2})
+    >>> type(make_pruner("median", {"n_startup_trials": 5, "n_warmup_steps": 2})).__name__
+    'MedianPruner'
 """
 from __future__ import annotations
 

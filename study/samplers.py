@@ -1,6 +1,7 @@
 """Optuna samplers, by the name a search space uses.
 
-    sampler = make_sampler("tpe", seed=0, options={"n_startup_trials": 5}, grid={})
+    >>> type(make_sampler("tpe", seed=0, options={"n_startup_trials": 5}, grid={})).__name__
+    'TPESampler'
 """
 from __future__ import annotations
 

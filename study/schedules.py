@@ -1,9 +1,13 @@
 """Learning-rate schedules, counted in iterations, built on torch.optim.lr_scheduler, each declaring the
 hyperparameters it consumes.
 
-    sched = make_schedule(opt, "cosine", total_iters=1000, warmup_iters=50, gamma=0.1, step_fraction=0.3)
-    for _ in range(1000): opt.step(); sched.step()
-    schedule_spec("step").uses     # ("gamma", "step_fraction")
+    >>> opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    >>> sched = make_schedule(opt, "cosine", total_iters=1000, warmup_iters=50, gamma=0.1, step_fraction=0.3)
+    >>> for _ in range(50): opt.step(); sched.step()
+    >>> round(sched.get_last_lr()[0], 6)        # the end of the warmup: the full lr
+    0.1
+    >>> schedule_spec("step").uses
+    ('gamma', 'step_fraction')
 
 Step points are fractions of the run (after warmup) so that one schedule means the same thing whatever
 the budget; `gamma` is the factor the lr is multiplied by at each step (step, multistep) or over the

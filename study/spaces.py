@@ -1,8 +1,11 @@
 """Finding a search space, reading its YAML safely, and applying `--set` overrides.
 
-    path = space_path("quick")                      # a shipped space, or a path to a YAML file
-    raw = read_space(path)                          # a dict; duplicate keys and alias bombs are input errors
-    apply_overrides(raw, ["training.lr=3e-4"])      # in place; returns the keys it set
+    >>> path = space_path("quick")                  # a shipped space, or a path to a YAML file
+    >>> raw = read_space(path)                      # a dict; duplicate keys and alias bombs are input errors
+    >>> apply_overrides(raw, ["study.n_trials=5"])  # in place; returns the keys it set
+    {'study.n_trials'}
+    >>> raw["study"]["n_trials"]
+    5
 
 YAML is read with a SafeLoader that refuses duplicate keys in a mapping (the second would silently win)
 and documents whose aliases would expand to more than MAX_NODES nodes, counted before anything is

@@ -1,7 +1,10 @@
 """Checking a search space's YAML against the config's constraints: every problem one ConfigError that
 names the file (and `--set`), the dotted key and the value.
 
-    cfg = Validator("space.yaml", "space", overridden=set()).config(raw)   # what load_config does
+    >>> Validator("space.yaml", "space", overridden=set()).config({"study": {"name": "x"}, "training": {"lr": -1}})
+    Traceback (most recent call last):
+    ...
+    study.errors.ConfigError: space.yaml: training.lr: must be a number > 0 (got -1)
 """
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ def _follow(bar: Any, study: optuna.Study, target: int) -> threading.Event | Non
     """The bar follows the storage, which every worker writes to."""
     if bar is None:
         return None
-    from study.runner import POLL_S, advance
+    from study.runner import advance
+    from study.worker import POLL_S
 
     done = threading.Event()
 

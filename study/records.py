@@ -99,9 +99,9 @@ def first_number(trial: AnyTrial) -> int:
     return first if is_trial_number(first) and first <= trial.number else trial.number
 
 
-def retry_attrs(trial: AnyTrial) -> dict[str, Any]:
-    """The user attrs of a queued retry of `trial`: it keeps the first attempt's number, hence its checkpoints."""
-    return attrs(first_number=first_number(trial))
+def queue_retry(study: optuna.Study, trial: AnyTrial) -> None:
+    """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints."""
+    study.enqueue_trial(trial.params, user_attrs=attrs(first_number=first_number(trial)))
 
 
 # Marks in the order they take precedence over Optuna's state.
@@ -157,8 +157,8 @@ class StudyRecord:
     test: dict[str, Any] | None = None  # the best trial on the test split (evaluation.py)
 
     @classmethod
-    def of(cls, study: optuna.Study) -> StudyRecord:
-        stored = study.user_attrs
+    def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:
+        stored = study.user_attrs  # a FrozenStudy, from storage.get_all_studies(), has them too
         return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls) if stored.get(f.name) is not None})
 
 

@@ -13,14 +13,9 @@
     2
 
 The target counts finished (complete or pruned) trials in the storage, so rerunning a command only adds
-what is missing, and any number of processes on one storage, on any machines, share one target.
-
-Exactness without a lock: Optuna numbers trials atomically, and a trial runs only if fewer than `target`
-trials with lower numbers are finished, running or waiting. The lowest unfinished trial always runs; a
-trial that loses a race at the very end is marked `surplus` and failed, which no count includes.
-Dead workers' trials are found by Optuna's heartbeat and retried; an interrupted trial (Ctrl-C, SIGTERM)
-is failed, marked `interrupted`, and queued again. Both retries resume from the trial's last epoch
-checkpoint.
+what is missing, and any number of processes on one storage, on any machines, share one target: each runs
+worker.py's loop (the exact-target protocol) with a real trial plugged in. A retried trial, of a dead
+worker or an interrupted one, resumes from its last epoch checkpoint.
 """
 from __future__ import annotations
 
@@ -32,7 +27,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 from study import interrupts, records, stale, weights
 from study.config import StudyConfig
@@ -40,17 +34,12 @@ from study.errors import ConfigError
 from study.console import say
 from study.evaluation import evaluate_best_on_test
 from study.paths import study_dir
-from study.records import FINISHED_STATES as FINISHED
-from study.records import TAKEN_STATES as TAKEN
 from study.records import best_trial
-from study.storage import HEARTBEAT_S, has_heartbeat, heartbeat, open_storage
+from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
 from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
-from study.trial import TrialContext, queue_retry, run_trial
-
-POLL_S = 1.0  # how often an idle worker looks again for trials to retry
-def count(study: optuna.Study, states: tuple = FINISHED) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
+from study.trial import TrialContext, run_trial
+from study.worker import Worker, count
 
 
 def advance(bar: Any, study: optuna.Study, target: int) -> None:
@@ -59,74 +48,15 @@ def advance(bar: Any, study: optuna.Study, target: int) -> None:
 
 
 @dataclass
-class _Worker:
-    """One process's share of the study: start trials while the target has room, then stop."""
+class _Printer:
+    """After each trial: its weights kept or deleted, and its line printed (above the bar on a terminal)."""
 
     cfg: StudyConfig
-    study: optuna.Study
     ctx: TrialContext
     quiet: bool
     bar: Any = None
-    failures_in_a_row: int = 0
-    stopped: str | None = None
 
-    @property
-    def target(self) -> int:
-        return self.cfg.study.n_trials
-
-    def ask(self) -> optuna.Trial | None:
-        """A trial to run (a queued one first), or None: a trial that would take the study past its target
-        is failed at once as `surplus`, before anything is trained for it."""
-        with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
-            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-            trial = self.study.ask()
-        taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN) if t.number < trial.number]
-        if len(taken) >= self.target:
-            records.write(trial, surplus=True)
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        return trial
-
-    def run_one(self) -> None:
-        """Ask, train with a heartbeat, tell: Optuna's ask-and-tell, so that the runner decides what a
-        worker holds and when."""
-        trial = self.ask()
-        if trial is None:
-            return
-        value, state = None, TrialState.FAIL
-        try:
-            with heartbeat(self.study._storage, trial._trial_id):
-                value, state = self.objective(trial), TrialState.COMPLETE
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except KeyboardInterrupt:
-            self.study.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception:  # recorded on the trial by the objective; the study goes on
-            pass
-        self.after_trial(self.study, self.study.tell(trial, value, state=state))
-
-    def objective(self, trial: optuna.Trial) -> float:
-        records.write(trial, worker=stale.worker_identity())
-        try:
-            return run_trial(trial, self.cfg, self.ctx)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
-            records.write(trial, interrupted=True)
-            queue_retry(self.study, trial)
-            raise
-        except Exception as exc:  # any failure of one trial is recorded and the study goes on
-            records.write(trial, error=f"{type(exc).__name__}: {exc}")
-            raise
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
-        self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if self.failures_in_a_row >= self.cfg.study.max_initial_failures:
-            self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
-                            f"{records.error_of(trial) or '?'}")
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
             problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best)
         except OSError as exc:  # a full disk here must not take the study down with it
@@ -135,7 +65,7 @@ class _Worker:
             return
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
-            advance(self.bar, study, self.target)
+            advance(self.bar, study, self.cfg.study.n_trials)
             best = best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
@@ -144,24 +74,11 @@ class _Worker:
         else:
             say(line)
 
-    def run(self, heartbeat: bool, deadline: float | None) -> None:
-        while self.stopped is None and (deadline is None or time.monotonic() < deadline):
-            interrupts.check()
-            if heartbeat:
-                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
-            trials = self.study.get_trials(deepcopy=False, states=TAKEN)
-            states = [t.state for t in trials]
-            finished = sum(s in FINISHED for s in states)
-            waiting = states.count(TrialState.WAITING)
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            if finished >= self.target:
-                return
-            if len(trials) < self.target or waiting:
-                self.run_one()
-            elif heartbeat or any(stale.alive_here(t) for t in running):
-                time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
-            else:
-                self.stopped = stale.stale_message(running)
+
+def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None) -> Worker:
+    """The worker loop of worker.py with a real trial plugged in."""
+    return Worker(study, cfg.study.n_trials, lambda trial: run_trial(trial, cfg, ctx),
+                  _Printer(cfg, ctx, quiet, bar), cfg.study.max_initial_failures)
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
@@ -174,12 +91,13 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
         torch.set_num_threads(threads)  # N workers share the cores instead of fighting over them
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
-    state = _Worker(cfg, study, context(cfg, study, device, checkpoint_root), quiet, bar)
+    ctx = context(cfg, study, device, checkpoint_root)
+    worker = worker_for(cfg, study, ctx, quiet, bar)
     try:
-        state.run(has_heartbeat(storage), deadline)
+        worker.run(deadline)
     finally:
-        state.ctx.cache.clear()  # the device memory goes back with the worker's last trial
-    return state.stopped
+        ctx.cache.clear()  # the device memory goes back with the worker's last trial
+    return worker.stopped
 
 
 def context(cfg: StudyConfig, study: optuna.Study, device: torch.device, checkpoint_root: Path) -> TrialContext:

@@ -73,13 +73,11 @@ def stale_message(running: list[optuna.trial.FrozenTrial]) -> str:
 def retry_stale(study: optuna.Study) -> list[int]:
     """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
     `stale`, and queue it again; return their numbers."""
-    from study.trial import queue_retry
-
     retried = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if alive_here(t):
             continue
-        queue_retry(study, t)
+        records.queue_retry(study, t)
         records.write_stored(study, t, interrupted=True, stale=True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         retried.append(t.number)

@@ -38,6 +38,7 @@ from study.paths import trial_dir
 from study.provenance import provenance
 from study import records
 from study.records import first_number
+from study.worker import report_epochs
 from study.schedules import make_schedule
 
 
@@ -147,12 +148,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
         # Each epoch writes one intermediate value (live dashboards draw the curve from them); the whole
         # history is written once, when the trial ends, so storage writes grow with its length, not its square.
         history[:] = epochs
-        for record in epochs:  # a resumed trial also reports the epochs before its checkpoint
-            if record["epoch"] not in reported:
-                trial.report(record[metric], record["epoch"])
-                reported.add(record["epoch"])
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned by {cfg.study.pruner} at epoch {epochs[-1]['epoch']}")
+        report_epochs(trial, epochs, metric, reported)
 
     try:
         result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints, cache=ctx.cache)
@@ -177,7 +173,3 @@ def trial_checkpoints(ctx: TrialContext, trial: optuna.Trial | optuna.trial.Froz
     return Checkpoints(trial_dir(ctx.checkpoint_dir, first), keep=ctx.keep,
                        identity={"study": ctx.study_uid, "trial": first, "config": config})
 
-
-def queue_retry(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
-    """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints."""
-    study.enqueue_trial(trial.params, user_attrs=records.retry_attrs(trial))

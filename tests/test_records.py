@@ -60,7 +60,8 @@ def test_a_first_number_read_back_is_trusted_only_as_a_trial_number_not_above_th
     study.enqueue_trial({"x": 0.5}, user_attrs={"first_number": stored})
     t = study.trials[-1]
     assert first_number(t) == t.number == 3
-    assert records.retry_attrs(study.trials[1]) == {"first_number": 1}
+    records.queue_retry(study, study.trials[1])
+    assert study.trials[-1].state == TrialState.WAITING and study.trials[-1].user_attrs == {"first_number": 1}
 
 
 def test_best_trial_is_none_before_the_first_complete_one():

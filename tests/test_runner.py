@@ -67,7 +67,7 @@ def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synt
     """A trial asked for when the target is already taken fails as surplus at once, before any training,
     and no summary counts it."""
     from study.config import load_config
-    from study.runner import RunSummary, _Worker, context
+    from study.runner import RunSummary, context, worker_for
     from study.studies import create_or_load
     from study.storage import open_storage
 
@@ -77,7 +77,7 @@ def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synt
     cfg = load_config(str(synth_space), ["study.n_trials=1"])
     study = create_or_load(cfg, open_storage(url), url)
     study.enqueue_trial({"optimizer": "adam", "lr": 0.01})  # the one slot, taken by a queued trial
-    worker = _Worker(cfg, study, context(cfg, study, torch.device("cpu"), tmp_path), quiet=True)
+    worker = worker_for(cfg, study, context(cfg, study, torch.device("cpu"), tmp_path), quiet=True)
     worker.run_one()  # pops the queued trial and trains it
     assert worker.ask() is None  # a trial that lost the race
     extra = study.trials[-1]

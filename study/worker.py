@@ -1,0 +1,138 @@
+"""One worker's share of a study: ask for a trial while the target has room, run it under a heartbeat,
+tell the result. Training is plugged in, so this module imports no torch: the runner plugs in a real
+trial, and the load simulation (benchmarks/bench_workers.py) a seeded sleep with a loss curve.
+
+    >>> study = optuna.create_study()
+    >>> def objective(trial):
+    ...     report_epochs(trial, [{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "val_loss": 0.25}], "val_loss", set())
+    ...     return 0.25
+    >>> Worker(study, target=3, objective=objective).run()
+    >>> [t.value for t in study.trials]
+    [0.25, 0.25, 0.25]
+
+Exactness without a lock: Optuna numbers trials atomically, and a trial runs only if fewer than `target`
+trials with lower numbers are finished, running or waiting. The lowest unfinished trial always runs; a
+trial that loses a race at the very end is marked `surplus` and failed, which no count includes.
+Dead workers' trials are found by the storage's heartbeat and retried; an interrupted trial (Ctrl-C,
+SIGTERM) is failed, marked `interrupted`, and queued again.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study import interrupts, records, stale
+from study.records import FINISHED_STATES, TAKEN_STATES
+from study.storage import has_heartbeat, heartbeat
+
+POLL_S = 1.0  # how often an idle worker looks again for trials to retry
+MAX_FAILURES = 5  # failures in a row that stop a worker instead of burning the budget
+
+
+def report_epochs(trial: optuna.Trial, epochs: list[dict], metric: str, reported: set[int]) -> None:
+    """Report each epoch's `metric` not reported yet (a resumed trial also reports the epochs before its
+    checkpoint), then prune if the pruner says so. One intermediate value per epoch is all this writes."""
+    for record in epochs:
+        if record["epoch"] not in reported:
+            trial.report(record[metric], record["epoch"])
+            reported.add(record["epoch"])
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at epoch {epochs[-1]['epoch']}")
+
+
+def count(study: optuna.Study, states: tuple = FINISHED_STATES) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+@dataclass
+class Worker:
+    """Start trials while the study's target has room, then stop (`stopped` says why, if early)."""
+
+    study: optuna.Study
+    target: int
+    objective: Callable[[optuna.Trial], float]  # trains and reports; raises TrialPruned to prune
+    after: Callable[[optuna.Study, FrozenTrial], None] | None = None  # called with each told trial
+    max_failures: int = MAX_FAILURES
+    failures_in_a_row: int = 0
+    stopped: str | None = None
+
+    def ask(self) -> optuna.Trial | None:
+        """A trial to run (a queued one first), or None: a trial that would take the study past its target
+        is failed at once as `surplus`, before anything is trained for it."""
+        with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
+            warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+            trial = self.study.ask()
+        taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN_STATES) if t.number < trial.number]
+        if len(taken) >= self.target:
+            records.write(trial, surplus=True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        return trial
+
+    def run_one(self) -> None:
+        """Ask, run with a heartbeat, tell: Optuna's ask-and-tell, so that the worker decides what it holds
+        and when."""
+        trial = self.ask()
+        if trial is None:
+            return
+        value, state = None, TrialState.FAIL
+        try:
+            with heartbeat(self.study._storage, trial._trial_id):
+                value, state = self._run(trial), TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except KeyboardInterrupt:
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception:  # recorded on the trial by _run; the study goes on
+            pass
+        self._after(self.study.tell(trial, value, state=state))
+
+    def _run(self, trial: optuna.Trial) -> float:
+        records.write(trial, worker=stale.worker_identity())
+        try:
+            return self.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
+            records.write(trial, interrupted=True)
+            records.queue_retry(self.study, trial)
+            raise
+        except Exception as exc:  # any failure of one trial is recorded and the study goes on
+            records.write(trial, error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _after(self, trial: FrozenTrial) -> None:
+        # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
+        self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if self.failures_in_a_row >= self.max_failures:
+            self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
+                            f"{records.error_of(trial) or '?'}")
+        if self.after is not None:
+            self.after(self.study, trial)
+
+    def run(self, deadline: float | None = None) -> None:
+        beats = has_heartbeat(self.study._storage)
+        while self.stopped is None and (deadline is None or time.monotonic() < deadline):
+            interrupts.check()
+            if beats:
+                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
+            trials = self.study.get_trials(deepcopy=False, states=TAKEN_STATES)
+            states = [t.state for t in trials]
+            finished = sum(s in FINISHED_STATES for s in states)
+            waiting = states.count(TrialState.WAITING)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if finished >= self.target:
+                return
+            if len(trials) < self.target or waiting:
+                self.run_one()
+            elif beats or any(stale.alive_here(t) for t in running):
+                time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
+            else:
+                self.stopped = stale.stale_message(running)

@@ -1,0 +1,97 @@
+"""The worker loop on its own, with a plugged-in objective and no torch: target, surplus, failures, prunes."""
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.records import TrialRecord, status_of
+from study.worker import Worker, report_epochs
+
+
+def _curve(trial: optuna.Trial, epochs: int = 3) -> float:
+    x = trial.suggest_float("x", 0, 1)
+    history = [{"epoch": e, "val_loss": x + 1 / (e + 1)} for e in range(epochs)]
+    report_epochs(trial, history, "val_loss", set())
+    return history[-1]["val_loss"]
+
+
+def test_a_worker_runs_queued_trials_first_and_stops_at_the_target():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"x": 0.5})
+    Worker(study, target=4, objective=_curve).run()
+    assert [status_of(t) for t in study.trials] == ["complete"] * 4
+    assert study.trials[0].params == {"x": 0.5} and sorted(study.trials[0].intermediate_values) == [0, 1, 2]
+    assert all(TrialRecord.of(t).worker["pid"] > 0 for t in study.trials)
+
+
+def test_a_second_worker_on_a_met_target_adds_nothing():
+    study = optuna.create_study()
+    Worker(study, target=2, objective=_curve).run()
+    Worker(study, target=2, objective=_curve).run()
+    assert len(study.trials) == 2
+
+
+def test_a_trial_asked_for_past_the_target_is_surplus_and_never_runs():
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.1})  # the one slot, taken by a queued trial
+    worker = Worker(study, target=1, objective=lambda t: pytest.fail("a surplus trial ran"))
+    held = study.ask()  # what a racing worker holds
+    assert worker.ask() is None
+    assert status_of(study.trials[-1]) == "surplus" and study.trials[-1].state == TrialState.FAIL
+    study.tell(held, 0.3)
+
+
+def test_the_pruner_prunes_through_report_epochs_and_pruned_trials_count_toward_the_target():
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))
+    reached = []
+
+    def objective(trial):
+        report_epochs(trial, [{"epoch": 0, "val_loss": 0.5}], "val_loss", reported := set())
+        report_epochs(trial, [{"epoch": 0, "val_loss": 0.5}, {"epoch": 1, "val_loss": 2.0}], "val_loss", reported)
+        reached.append(trial.number)  # never: epoch 1 is over the threshold
+        return 2.0
+
+    Worker(study, target=3, objective=objective).run()
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3 and reached == []
+    assert all(t.intermediate_values == {0: 0.5, 1: 2.0} for t in study.trials)  # each epoch reported once
+
+
+def test_failures_in_a_row_stop_the_worker_with_the_last_error():
+    study = optuna.create_study()
+
+    def broken(trial):
+        raise RuntimeError("out of memory (simulated)")
+
+    worker = Worker(study, target=10, objective=broken, max_failures=3)
+    worker.run()
+    assert len(study.trials) == 3 and worker.stopped.endswith("RuntimeError: out of memory (simulated)")
+    assert all(TrialRecord.of(t).error == "RuntimeError: out of memory (simulated)" for t in study.trials)
+
+
+def test_an_interrupted_trial_is_failed_marked_and_queued_again_with_its_first_number():
+    study = optuna.create_study()
+
+    def stop(trial):
+        trial.suggest_float("x", 0, 1)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Worker(study, target=2, objective=stop).run()
+    first, retry = study.trials
+    assert status_of(first) == "interrupted" and retry.state == TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == first.params and TrialRecord.of(retry).first_number == 0
+
+
+def test_after_is_called_with_every_told_trial():
+    study = optuna.create_study()
+    seen = []
+    Worker(study, target=3, objective=_curve, after=lambda s, t: seen.append((t.number, t.state))).run()
+    assert seen == [(n, TrialState.COMPLETE) for n in range(3)]
+
+
+def test_the_worker_loop_imports_no_torch():
+    code = "import sys, study.worker, study.storage, study.records; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

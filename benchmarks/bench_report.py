@@ -1,37 +1,97 @@
-"""How long does the report of a 1,000-trial study take to build? Against one of 100 trials, same run.
+"""How does the report's cost grow with the study? 1,000, 10,000 and 100,000 trials, in one run.
 
-    python -m benchmarks.bench_report
+    python -m benchmarks.bench_report [--sizes 1000 10000 100000] [--list-trials 10000]
 
-Trials are added through Optuna's API with the user attrs a real run stores, so only report
-building is timed (aim: under 30 s for 1,000 trials on a 2-core machine).
+Each size is built in a fresh process, so that its peak memory is its own: the trials are added to an
+in-memory storage through Optuna's API with the user attrs a real run stores (10 epochs of history
+each), then `build_report` is timed alone; the peak is the process's resident memory, study included.
+The growth ratio is time(10x trials) / time(trials): 10 is linear. Then `study list` is timed as a real
+command on a SQLite storage that holds a study of --list-trials trials (goals on 2 cores: 10,000 trials
+in under 30 s, 100,000 in under 5 minutes and 4 GB, `study list` in under 3 s).
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import make_study  # noqa: E402
-
-from study.report import build_report  # noqa: E402
-
+ROOT = Path(__file__).resolve().parent.parent
 STATUSES = ("complete", "pruned", "complete", "diverged", "failed")
 
 
-def seconds(n: int) -> float:
+def _one(n: int) -> None:
+    """In a fresh process: build the study, time the report, print JSON."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import make_study
+
+    from study.report import build_report
+
+    start = time.perf_counter()
     study = make_study(n, statuses=STATUSES, epochs=10)
+    made = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         build_report(study, Path(tmp))
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"trials": n, "seconds": seconds, "peak_mb": peak_mb, "build_study_s": made}))
+
+
+def measure(n: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_report", "--one", str(n)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def list_seconds(n: int) -> tuple[float, float]:
+    """Seconds of `python -m study list` on a SQLite storage with an n-trial study, and of `--help` there
+    (the command's fixed start-up, to read the first against)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import optuna
+    from conftest import make_study
+
+    from study.storage import open_storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'big.db'}"
+        optuna.copy_study(from_study_name="made", from_storage=make_study(n, epochs=10, statuses=STATUSES)._storage,
+                          to_storage=open_storage(url))
+        times = []
+        for args in (["list", "--storage", url], ["--help"]):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "study", *args], cwd=ROOT, capture_output=True, check=True)
+            times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 def main() -> None:
-    seconds(20)  # warm: imports, font cache
-    small, big = seconds(100), seconds(1000)
-    print(f"report: 100 trials {small:.2f} s | 1000 trials {big:.2f} s | 1000/100 ratio x{big / small:.2f}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--list-trials", type=int, default=10_000, help="0 skips the `study list` timing")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return _one(args.one)
+    measure(20)  # warm: font cache, compiled bytecode
+    print(f"{os.cpu_count()} cores")
+    previous = None
+    for n in args.sizes:
+        r = measure(n)
+        growth = f" | growth x{r['seconds'] / previous['seconds']:.1f} for x{n / previous['trials']:.0f} trials" \
+            if previous else ""
+        print(f"report of {n:>7,} trials: {r['seconds']:7.1f} s, peak {r['peak_mb']:6.0f} MB "
+              f"(building the study took {r['build_study_s']:.1f} s){growth}", flush=True)
+        previous = r
+    if args.list_trials:
+        listed, bare = list_seconds(args.list_trials)
+        print(f"study list, SQLite, {args.list_trials:,} trials: {listed:.2f} s (the command's start-up alone, "
+              f"--help: {bare:.2f} s)")
 
 
 if __name__ == "__main__":

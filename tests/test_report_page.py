@@ -50,7 +50,7 @@ def test_no_complete_trial_says_so(tmp_path, statuses):
 def test_surplus_trials_count_nowhere_and_interrupted_ones_are_named(tmp_path):
     from optuna.trial import TrialState
 
-    from study.report.tables import summaries
+    from study.catalog import summaries
 
     storage = optuna.storages.InMemoryStorage()
     study = make_study(4, storage=storage)

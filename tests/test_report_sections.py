@@ -1,4 +1,6 @@
 """The registered sections: each applies to a study that varies everything, and the page is their order."""
+import re
+
 import pytest
 
 from conftest import make_study
@@ -38,3 +40,15 @@ def test_the_page_is_the_sections_in_registered_order(everything):
         expected += [s.id for s in (made if isinstance(made, list) else [made])]
     sections, verdict = build_sections(*everything)
     assert [s.id for s in sections] == expected and verdict.startswith(f"Best: trial {ctx.best} ")
+
+
+def test_a_study_larger_than_the_table_shows_its_best_trials_and_says_so(everything, monkeypatch):
+    from study.report import sections as S
+
+    monkeypatch.setattr(S, "MAX_TABLE_ROWS", 5)
+    ctx = ReportContext.of(*everything)
+    s = S.all_trials(ctx)
+    best = ctx.trials.sort_values("value")["number"].head(5).tolist()
+    assert s.title == "The best 5 trials" and "5 of the 30 trials, best first" in s.paragraphs[0]["text"]
+    shown = [int(n) for n in re.findall(r"<tr>\s*<td>(\d+)</td>", s.tables[0]["html"])]
+    assert shown == best

@@ -102,22 +102,28 @@ def test_schedule_data_recomputes_the_best_trials_curve():
 
 
 def test_importance_needs_enough_complete_trials():
-    df, reason = T.importance_data(make_study(3))
+    df, reason = T.importance_data(make_study(3).trials, "minimize")
     assert df is None and "at least" in reason
-    df, reason = T.importance_data(make_study(30))
-    assert reason == "" and set(df["param"]) <= {"optimizer", "lr", "batch_size", "schedule"}
+    df, note = T.importance_data(make_study(30).trials, "minimize")
+    assert note == "" and set(df["param"]) <= {"optimizer", "lr", "batch_size", "schedule"}
     assert df["importance"].sum() == pytest.approx(1.0)
 
 
-def test_summaries_count_each_study():
-    storage = optuna.storages.InMemoryStorage()
-    make_study(5, storage=storage, name="a", statuses=("complete", "pruned", "failed"))
-    complete = [t for t in optuna.load_study(study_name="a", storage=storage).trials
-                if t.state == optuna.trial.TrialState.COMPLETE]
-    best = min(complete, key=lambda t: t.value)  # computed here from the trials, not by the code under test
-    assert [t.number for t in complete] == [0, 3]
-    assert T.summaries(storage) == [{"name": "a", "metric": "val_loss", "complete": 2, "pruned": 2, "failed": 1,
-                                     "best_trial": best.number, "best": best.value}]
+def test_importance_of_a_large_study_is_fitted_on_a_seeded_sample_and_says_so(monkeypatch):
+    monkeypatch.setattr(T, "IMPORTANCE_SAMPLE", 20)
+    trials = make_study(40).trials
+    df, note = T.importance_data(trials, "minimize")
+    again, _ = T.importance_data(make_study(40).trials, "minimize")
+    assert "random sample of 20 of the 40 complete trials (seed 0)" in note
+    pd.testing.assert_frame_equal(df, again)  # the same sample, hence the same numbers
+
+
+def test_importance_agrees_with_optuna_on_the_study_itself():
+    study = make_study(30)
+    df, _ = T.importance_data(study.trials, "minimize")
+    expected = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=sorted(df["param"]))
+    assert dict(zip(df["param"], df["importance"], strict=True)) == pytest.approx(expected)
 
 
 def test_interaction_takes_the_best_of_each_combination():

@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from study.config import Direction
 from study.report import tables as T
+from study import records
 from study.records import FINISHED, StudyRecord
 
 
@@ -62,6 +63,7 @@ class ReportContext:
     """What every section reads, computed once per report."""
 
     study: optuna.Study
+    raw: list[optuna.trial.FrozenTrial]  # the study's trials as read once, by number
     record: StudyRecord  # the study's user attrs
     trials: pd.DataFrame
     history: pd.DataFrame
@@ -78,7 +80,8 @@ class ReportContext:
         """`trials` is `trials_frame(raw)`; `raw`, the study's trials as the caller read them (else read here)."""
         direction = Direction(study.direction.name.lower())
         record = StudyRecord.of(study)
-        return cls(study, record, trials, T.history_frame(study if raw is None else raw), record.metric, direction,
+        raw = records.trials(study) if raw is None else raw
+        return cls(study, raw, record, trials, T.history_frame(raw), record.metric, direction,
                    T.best_number(trials, direction),
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],

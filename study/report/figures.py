@@ -117,8 +117,9 @@ def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figur
     """Every trial's validation curve: pruned faded, diverged red, the best highlighted."""
     fig, ax = _fig()
     for status, (colour, _, alpha) in STATUS_STYLE.items():
-        part = history[history["status"] == status]
-        segments = [g[["epoch", metric]].to_numpy() for _, g in part.groupby("number")]
+        part = history[history["status"] == status].sort_values(["number", "epoch"], kind="stable")
+        starts = np.unique(part["number"].to_numpy(), return_index=True)[1]  # where each trial's rows begin
+        segments = np.split(part[["epoch", metric]].to_numpy(dtype=float), starts[1:]) if len(part) else []
         if segments:
             # One LineCollection per status: fast enough for thousands of trials.
             ax.add_collection(LineCollection(segments, colors=colour, alpha=alpha * 0.5, linewidths=1,

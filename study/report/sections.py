@@ -30,7 +30,8 @@ def _fmt(v: Any) -> str:
 
 
 def _best_params(ctx: ReportContext) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in ctx.study.trials[ctx.best].params.items()) or "(no searched params)"
+    params = ctx.raw[ctx.best].params  # trial numbers are positions in the study's list of trials
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "(no searched params)"
 
 
 def verdict(ctx: ReportContext) -> str:
@@ -213,12 +214,12 @@ def importance(ctx: ReportContext) -> Section:
     from study.report import figures as F
 
     s = Section("importance", "Hyperparameter importance")
-    importances, reason = T.importance_data(ctx.study)
-    if importances is None:
-        s.say(reason, note=True)
-    else:
+    importances, note = T.importance_data(ctx.raw, ctx.direction)
+    if importances is not None:
         s.figure(F.importance_figure(importances),
                  "How much of the variation in the objective each param explains (fANOVA): tune the long bars first.")
+    if note:
+        s.say(note, note=True)
     return s
 
 
@@ -236,12 +237,22 @@ def test_split(ctx: ReportContext) -> Section | None:
     return s
 
 
+MAX_TABLE_ROWS = 2000  # a page with a row per trial of a 100,000-trial study would not open
+
+
 def all_trials(ctx: ReportContext) -> Section:
-    s = Section("trials", "All trials")
-    s.say("The same table is in trials.csv beside this page.")
     shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, "val_accuracy", "val_f1", "error",
              "diverged"]
-    s.table(ctx.trials[list(dict.fromkeys(shown))])
+    table = ctx.trials[list(dict.fromkeys(shown))]
+    if len(table) <= MAX_TABLE_ROWS:
+        s = Section("trials", "All trials")
+        s.say("The same table is in trials.csv beside this page.")
+    else:
+        s = Section("trials", f"The best {MAX_TABLE_ROWS:,} trials")
+        s.say(f"{MAX_TABLE_ROWS:,} of the {len(table):,} trials, best first; trials.csv beside this page has all.")
+        table = table.sort_values("value", ascending=ctx.direction.ascending, na_position="last",
+                                  kind="stable").head(MAX_TABLE_ROWS)
+    s.table(table)
     return s
 
 

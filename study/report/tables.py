@@ -17,6 +17,7 @@ tests compare the data by equality and the rendering separately.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -28,26 +29,11 @@ from study.config import KNOBS, METRICS, Direction
 from study.schedules import lr_curve
 from study.budget import scaled_lr
 from study import records
-from study.records import FINISHED, StudyRecord, TrialRecord, error_of, status_of
-from study.records import counts as count_statuses
+from study.records import FINISHED, TrialRecord, error_of, status_of
 
 _KNOB_COLUMNS = [k for k in KNOBS if k not in ("data_options", "model_options")]  # scalar settings
 CONFIG_COLUMNS = list(KNOBS)  # everything a trial's config holds, so that it can be rebuilt
 Trials = Union[optuna.Study, Sequence[optuna.trial.FrozenTrial]]  # a study, or its trials as read once
-
-
-def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
-    """One line of facts per study in a storage: counts by state and the best value."""
-    rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = records.trials(study)
-        best = best_number(trials_frame(trials), study.direction.name.lower()) if trials else None
-        c = count_statuses(trials)
-        rows.append({"name": summary.study_name, "metric": StudyRecord.of(study).metric,
-                     "complete": c["complete"], "pruned": c["pruned"] + c["diverged"], "failed": c["failed"],
-                     "best_trial": best, "best": study.trials[best].value if best is not None else None})
-    return rows
 
 
 def _counted(trials: Trials) -> list[optuna.trial.FrozenTrial]:
@@ -219,25 +205,37 @@ def schedule_data(trials: pd.DataFrame, direction: str, max_points: int = 400) -
 
 
 MIN_TRIALS_FOR_IMPORTANCE = 8
+# fANOVA's forest grows with the trials it is fitted on; past this many, a seeded sample keeps it bounded.
+IMPORTANCE_SAMPLE = 1000
 
 
-def importance_data(study: optuna.Study) -> tuple[pd.DataFrame | None, str]:
-    """fANOVA importances of the searched params, or None and the reason they are absent."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def importance_data(trials: Sequence[optuna.trial.FrozenTrial], direction: str) -> tuple[pd.DataFrame | None, str]:
+    """fANOVA importances of the searched params, and a note for the page: why they are absent, or that
+    they come from a sample."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (f"Hyperparameter importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
                       f"this study has {len(complete)}.")
-    searched = {name for t in complete for name in t.distributions
-                if len({str(u.params.get(name)) for u in complete if name in u.params}) > 1}
+    seen: dict[str, set[str]] = {}
+    for t in complete:  # one pass: the params that took more than one value
+        for name, value in t.params.items():
+            seen.setdefault(name, set()).add(str(value))
+    searched = sorted(name for name, values in seen.items() if len(values) > 1)
     if not searched:
         return None, "Hyperparameter importance needs at least one param that took more than one value."
+    note = ""
+    if len(complete) > IMPORTANCE_SAMPLE:
+        note = (f"Importance was computed on a random sample of {IMPORTANCE_SAMPLE:,} of the {len(complete):,} "
+                "complete trials (seed 0), which keeps its cost bounded on large studies.")
+        complete = random.Random(0).sample(complete, IMPORTANCE_SAMPLE)
+    fitted = optuna.create_study(direction=direction)  # in memory: Optuna's evaluators read a study
+    fitted.add_trials(complete)
     try:
         importances = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=sorted(searched))
+            fitted, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=searched)
     except (ValueError, RuntimeError) as exc:
         return None, f"Hyperparameter importance could not be computed: {exc}"
-    df = pd.DataFrame({"param": list(importances), "importance": list(importances.values())})
-    return df, ""
+    return pd.DataFrame({"param": list(importances), "importance": list(importances.values())}), note
 
 
 def confusion_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:

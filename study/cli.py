@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a shipped space (see `study spaces`) or a path to a YAML file (default: quick)")
     run.add_argument("--trials", type=_positive_int, help="finished trials the study should reach in total")
     run.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
-    run.add_argument("--storage", help="sqlite:///file.db, postgresql://..., or a journal file path "
-                                       "(default: sqlite:///study.db in the current directory)")
+    run.add_argument("--storage", help="sqlite:///file.db, postgresql://..., grpc://HOST:PORT (study serve-storage) "
+                                       "or a journal file path (default: sqlite:///study.db in the current directory)")
     run.add_argument("--study-name", help="default: study.name from the YAML")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     run.add_argument("--jobs", type=_positive_int, default=1,
@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list the studies in a storage with counts and best values")
     _storage_args(listing)
 
+    proxy = sub.add_parser("serve-storage", help="serve a PostgreSQL (or other RDB) storage to many workers "
+                                                 "through Optuna's gRPC proxy: they use --storage grpc://HOST:PORT")
+    proxy.add_argument("--storage", required=True, help="the database the proxy holds the connections to, "
+                                                        "e.g. postgresql://postgres@127.0.0.1/test")
+    proxy.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default: 127.0.0.1; 0.0.0.0 for other machines)")
+    proxy.add_argument("--port", type=_port, default=13000, help="default: 13000")
+
     dash = sub.add_parser("dashboard", help="start optuna-dashboard on 127.0.0.1 for a storage")
     dash.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
     dash.add_argument("--port", type=_port, default=8080, help="default: 8080")
@@ -108,7 +116,12 @@ def _storage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # argparse drops an option value that is exactly "--" (`--study-name=--` arrives as []): take it as given.
+    given = [a.partition("=")[2] for a in argv if a.startswith("--study-name=")]
+    if given and getattr(args, "study_name", None) == []:
+        args.study_name = given[-1]
     from study.errors import ConfigError
     from study.files import DiskFull
 
@@ -121,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "dashboard":
             return _dashboard(args)
+        if args.command == "serve-storage":
+            return _serve_storage(args)
         try:
             with interrupts.raising_on_sigterm():  # until the run installs its own handling
                 return _run(args)
@@ -213,7 +228,7 @@ def _open_existing(storage_url: str | None):
 
 
 def _list(args: argparse.Namespace) -> int:
-    from study.report.tables import summaries
+    from study.catalog import summaries
 
     url, storage = _open_existing(args.storage)
     rows = summaries(storage)
@@ -236,7 +251,7 @@ def _report(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "--out")
     url, storage = _open_existing(args.storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = optuna.get_all_study_names(storage)
     shown = ", ".join(map(printable, names))
     name = args.study_name
     if name is None:
@@ -251,8 +266,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0 if _write_report(study, args.out, args.artifact_dir if args.artifact_dir.is_dir() else None) else 1
 
 
+def _serve_storage(args: argparse.Namespace) -> int:
+    from study.errors import ConfigError
+    from study.ports import check_port
+    from study.proxy import serve
+    from study.storage import check_storage, is_rdb
+
+    if not is_rdb(args.storage):  # Optuna's proxy serves RDB storages only (optuna/optuna#6084)
+        raise ConfigError("--storage", "storage", args.storage,
+                          "the gRPC proxy serves a database storage (postgresql://, mysql://, sqlite:///)")
+    check_port(args.port, args.host)
+    storage = check_storage(args.storage)
+    print(f"gRPC storage proxy for {printable(args.storage)} at grpc://{args.host}:{args.port} "
+          "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
+    try:
+        serve(storage, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
-    from study.dashboard import HOST, check_port, serve
+    from study.dashboard import serve
+    from study.ports import HOST, check_port
 
     check_port(args.port)
     url, storage = _open_existing(args.storage)

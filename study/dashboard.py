@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-HOST = "127.0.0.1"  # never listen on other interfaces: the storage may hold anything
+from study.ports import HOST
 
 
 def artifact_store(folder: Path | None, create: bool = False):
@@ -21,19 +21,6 @@ def artifact_store(folder: Path | None, create: bool = False):
         return None
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(str(folder))
-
-
-def check_port(port: int) -> None:
-    """Refuse a port that is taken now, before the storage is opened (one line, not a server traceback)."""
-    import socket
-
-    from study.errors import ConfigError
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError as exc:
-            raise ConfigError("--port", "port", port, f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
 
 
 def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | None) -> None:

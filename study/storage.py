@@ -6,7 +6,8 @@
 
 RDB storages (SQLite, PostgreSQL, ...) get a heartbeat, so a worker killed mid-trial has its trial
 marked failed and retried by the next worker. SQLite is put in WAL mode with a long busy timeout so
-that several worker processes and a live optuna-dashboard can share one file.
+that several worker processes and a live optuna-dashboard can share one file. `grpc://HOST:PORT` is
+Optuna's gRPC proxy in front of an RDB storage (proxy.py), with a heartbeat of its own.
 """
 from __future__ import annotations
 
@@ -40,11 +41,19 @@ def has_heartbeat(storage: optuna.storages.BaseStorage) -> bool:
 
 
 def is_rdb(url: str) -> bool:
-    return "://" in url and not url.startswith("redis://")
+    return "://" in url and not url.startswith(("redis://", "grpc://"))
+
+
+def is_proxy(url: str) -> bool:
+    return url.startswith("grpc://")
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if is_proxy(url):
+        from study.proxy import open_proxy
+
+        return open_proxy(url, heartbeat_s, _retry_unless_queued)
     if url.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
 
@@ -146,7 +155,7 @@ def existing_storage(url: str) -> optuna.storages.BaseStorage | None:
         path = url.removeprefix("sqlite:///")
         if not Path(path).is_file():
             return None
-    elif not is_rdb(url) and not url.startswith("redis://") and not Path(url).is_file():
+    elif not is_rdb(url) and not url.startswith(("redis://", "grpc://")) and not Path(url).is_file():
         return None
     return open_storage(url)
 
@@ -160,4 +169,6 @@ def _prepare_sqlite(path: str) -> None:
 
 
 def dashboard_command(url: str) -> str:
+    if is_proxy(url):  # optuna-dashboard's own command line does not speak gRPC; ours passes it the proxy
+        return f"python -m study dashboard --storage {url}"
     return f"optuna-dashboard {url}"

@@ -55,6 +55,7 @@ def storage_url(request, tmp_path):
 @example(name="n" * 600).via("a PostgreSQL traceback before")
 @example(name="nul\x00inside").via("a PostgreSQL traceback before")
 @example(name="../../etc/passwd").via("a path")
+@example(name="--").via("argparse dropped it: refused with 'got []'")
 def test_every_study_name_is_refused_or_stored_and_round_tripped(tmp_path, storage_url, name):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)

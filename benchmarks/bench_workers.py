@@ -94,9 +94,15 @@ def _worker(url: str, target: int, epochs: int, epoch_s: float, heartbeat_s: int
 
         Worker(study, target, objective).run()
     except Exception as exc:  # a worker that cannot connect, or dies of the storage: counted, not hidden
-        result["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        cause = exc.__cause__ or exc.__context__ or exc  # Optuna wraps the driver's error; say what it was
+        result["error"] = f"{type(exc).__name__}: {_first_line(cause)}"
     result.update(ran=ran, latencies=latencies, torch="torch" in sys.modules)
     Path(out).write_text(json.dumps(result))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 @contextmanager
@@ -176,7 +182,8 @@ def simulate(url: str, db_url: str, workers: int, target: int, epochs: int = 4, 
             "surplus": statuses.count("surplus"), "failed": statuses.count("failed"),
             "worker_errors": len(errors), "connection_errors": sum("connect" in e.lower() or "too many" in e.lower()
                                                                    for e in errors),
-            "first_error": errors[0] if errors else "", "torch_imported": any(r["torch"] for r in results),
+            "first_error": errors[0] if errors else "", "errors": sorted(set(errors)),
+            "torch_imported": any(r["torch"] for r in results),
             "trials_per_s": finished / span if span else math.nan, "wall_s": wall,
             "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else math.nan,
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else math.nan,
@@ -204,13 +211,14 @@ def main() -> None:
     rows = []
     print(f"{os.cpu_count()} cores; target = workers x {args.trials_per_worker}; {args.epochs} epochs of ~0.2 s")
     print(f"{'mode':<7}{'workers':>8}{'target':>7}{'finished':>9}{'dupl.':>6}{'surplus':>8}{'failed':>7}"
-          f"{'conn.err':>9}{'trials/s':>9}{'p50 ms':>8}{'p99 ms':>8}  first error")
+          f"{'w.err':>6}{'conn.err':>9}{'trials/s':>9}{'p50 ms':>8}{'p99 ms':>8}  first error")
     for n in args.workers:
         for mode in args.modes:
             r = run(mode, n, args.trials_per_worker, args.epochs)
             rows.append(r)
             print(f"{r['mode']:<7}{r['workers']:>8}{r['target']:>7}{r['finished']:>9}{r['duplicates']:>6}"
-                  f"{r['surplus']:>8}{r['failed']:>7}{r['connection_errors']:>9}{r['trials_per_s']:>9.2f}"
+                  f"{r['surplus']:>8}{r['failed']:>7}{r['worker_errors']:>6}{r['connection_errors']:>9}"
+                  f"{r['trials_per_s']:>9.2f}"
                   f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}  {r['first_error'][:80]}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

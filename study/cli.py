@@ -267,22 +267,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _serve_storage(args: argparse.Namespace) -> int:
-    from study.errors import ConfigError
-    from study.ports import check_port
-    from study.proxy import serve
-    from study.storage import check_storage, is_rdb
+    from study.proxy import serve_storage
 
-    if not is_rdb(args.storage):  # Optuna's proxy serves RDB storages only (optuna/optuna#6084)
-        raise ConfigError("--storage", "storage", args.storage,
-                          "the gRPC proxy serves a database storage (postgresql://, mysql://, sqlite:///)")
-    check_port(args.port, args.host)
-    storage = check_storage(args.storage)
-    print(f"gRPC storage proxy for {printable(args.storage)} at grpc://{args.host}:{args.port} "
-          "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
-    try:
-        serve(storage, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+    serve_storage(args.storage, args.host, args.port)
     return 0
 
 

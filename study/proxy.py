@@ -100,6 +100,25 @@ def open_proxy(url: str, heartbeat_s: int,
     return proxy
 
 
+def serve_storage(url: str, host: str, port: int) -> None:
+    """`study serve-storage`: check the storage and the port (input errors), then serve until Ctrl-C."""
+    from study.errors import ConfigError, printable
+    from study.ports import check_port
+    from study.storage import check_storage, is_rdb
+
+    if not is_rdb(url):  # Optuna's proxy serves RDB storages only (optuna/optuna#6084)
+        raise ConfigError("--storage", "storage", url,
+                          "the gRPC proxy serves a database storage (postgresql://, mysql://, sqlite:///)")
+    check_port(port, host)
+    storage = check_storage(url)
+    print(f"gRPC storage proxy for {printable(url)} at grpc://{host}:{port} "
+          "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
+    try:
+        serve(storage, host, port)
+    except KeyboardInterrupt:
+        pass
+
+
 def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: int = 16) -> None:
     """Serve `storage` on host:port until interrupted. The threads bound the database connections."""
     from concurrent.futures import ThreadPoolExecutor

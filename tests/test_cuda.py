@@ -82,3 +82,45 @@ def test_jobs_2_on_cuda_stop_on_sigterm_and_resume(tmp_path, slow_space):
     ts = trials(tmp_path)
     assert len(finished(ts)) == 4 and any(TrialRecord.of(t).resumed for t in ts)
     assert all(TrialRecord.of(t).provenance["device"].startswith("cuda") for t in finished(ts))
+
+
+def _population(cfgs, device):
+    from study.population import run_population
+    from study.trial import prepare
+
+    return run_population([prepare(c, device) for c in cfgs])
+
+
+def test_a_population_on_cuda_trains_as_its_members_do_alone():
+    cfgs = [TrialConfig(**{**TINY, "optimizer": o, "seed": i}, batch_size=32, budget=3)
+            for i, o in enumerate(["adam", "sgd_momentum", "sgd"])]
+    device = torch.device("cuda")
+    for cfg, got in zip(cfgs, _population(cfgs, device), strict=True):
+        want = train(cfg, device)
+        a = torch.cat([p.detach().flatten() for p in want.model.parameters()])
+        b = torch.cat([p.detach().flatten() for p in got.model.parameters()])
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+def test_bf16_population_on_cuda_with_no_host_syncs_per_step():
+    import warnings
+
+    device = torch.device("cuda")
+
+    def syncs(steps: int, batch: int) -> int:
+        cfgs = [TrialConfig(**{**TINY, "seed": i}, batch_size=batch, budget_unit="iterations", budget=steps,
+                            precision="bf16") for i in range(4)]
+        _population(cfgs, device)  # warm
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                outcomes = _population(cfgs, device)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert all(o.final["val_accuracy"] > 0.3 for o in outcomes)
+        return sum("synchronizing" in str(w.message) for w in caught)
+
+    few, many = syncs(3, 32), syncs(12, 8)  # one epoch each; the second takes 4x the steps
+    assert few == many and few > 0, (few, many)

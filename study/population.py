@@ -1,0 +1,225 @@
+"""The population engine: prepared trials that share one graph, trained at once as one fused model.
+
+    >>> import torch
+    >>> from study.config import TrialConfig
+    >>> from study.trial import prepare
+    >>> cfgs = [TrialConfig(dataset="synthetic", data_options={"n_samples": 200}, budget=2, lr=lr, seed=seed)
+    ...         for lr, seed in [(0.01, 0), (0.1, 1), (0.03, 2)]]
+    >>> members = [prepare(c, torch.device("cpu")) for c in cfgs]
+    >>> why_not(members) is None          # same model, data and batch: one population
+    True
+    >>> outcomes = run_population(members)
+    >>> [len(o.history) for o in outcomes]   # each a TrainResult, as run_sequential returns it
+    [2, 2, 2]
+
+Members may differ in everything that leaves the graph alone: init, seed, optimizer, lr, momentum, weight
+decay, schedule, warmup, shuffle. They must share the model, the data and the batch size (`FUSED_BY`).
+
+Exactness: a member keeps its own torch optimizer and scheduler. Its parameters are views into stacked
+tensors (`torch.func.stack_module_state`), so its optimizer updates the stack in place, and its gradients
+are views of the stack's gradients: every update is torch's own, member by member. Only the forward and
+backward passes are fused (`vmap` over `functional_call`). A batched matmul adds in another order than a
+single one, so a member's parameters agree with its sequential run to float rounding after one step
+(about 1e-7 relative in fp32), and training lets that difference grow slowly; the tests bound both.
+
+Per member: its own batch order (the sequential engine's generator and seeds), its own train loss,
+validation, divergence check, checkpoint and on_epoch callback. One member's NaN never reaches another:
+the members' losses are summed only to run one backward pass, whose gradient for each member is that of
+its own loss. A member that diverges, is pruned (its callback raises) or fails leaves at its epoch's end.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from study import interrupts
+from study.checkpoints import Checkpoints
+from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
+from study.metrics import evaluate
+
+# The settings that shape the graph and the data: members of one population agree on all of them.
+FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
+            "val_fraction", "test_fraction", "split_seed", "preprocess", "order", "batch_size", "precision")
+Outcome = "TrainResult | BaseException"
+
+
+def fusion_key(p: PreparedTrial) -> str:
+    return json.dumps({k: getattr(p.cfg, k) for k in FUSED_BY}, sort_keys=True, default=str) + str(p.device)
+
+
+def why_not(members: list[PreparedTrial]) -> str | None:
+    """Why these prepared trials cannot train as one population, or None when they can."""
+    if len({fusion_key(p) for p in members}) > 1:
+        return "the trials differ in model, data or batch size"
+    p = members[0]
+    if p.cfg.precision == "fp16" and p.device.type == "cuda":
+        return "fp16 needs a loss scaler per trial; use bf16 or fp32"
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in p.model.modules()):
+        return "the model has BatchNorm, whose running statistics are not per trial here yet"
+    if len({q.iteration % q.budget.iters_per_pass for q in members}) > 1:
+        return "the trials are at different points of a pass over the data"
+    return None
+
+
+@dataclass
+class _Member:
+    p: PreparedTrial
+    on_epoch: Callable[[list[dict]], None] | None
+    checkpoints: Checkpoints | None
+    generator: torch.Generator
+    it: int
+    epoch: int
+    clock: float
+    start_loss: torch.Tensor | None
+    perm: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    steps: int = 0
+    outcome: object = None  # a TrainResult or the exception that ended it
+    done: bool = False
+
+    @property
+    def epoch_end(self) -> int:
+        return self.p.budget.epoch_end(self.epoch)
+
+
+def _member(p: PreparedTrial, on_epoch, checkpoints) -> _Member:
+    start = None if p.start_loss is None else torch.tensor(p.start_loss, device=p.device)
+    clock = time.perf_counter() - (p.history[-1]["wall_time"] if p.history else 0.0)
+    return _Member(p, on_epoch, checkpoints, torch.Generator(device=p.device), p.iteration, p.first_epoch, clock,
+                   start)
+
+
+class _Stack:
+    """The members' parameters as stacked leaf tensors; each member's own parameters are views of them."""
+
+    def __init__(self, members: list[_Member]):
+        models = [m.p.model for m in members]
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        self.buffers = buffers
+        self.owned = [dict(model.named_parameters()) for model in models]
+        for i, own in enumerate(self.owned):
+            for name, param in own.items():
+                param.data = self.params[name].data[i]  # the member's optimizer now updates the stack in place
+        template = models[0]
+
+        def forward(params, buffers, x):
+            return functional_call(template, (params, buffers), (x,))
+
+        self.forward = vmap(forward, randomness="error")  # random ops inside the model cannot be per member here
+
+    def grads_to_members(self) -> None:
+        for i, own in enumerate(self.owned):
+            for name, param in own.items():
+                param.grad = self.params[name].grad[i]
+
+    def release(self) -> None:
+        """Give each member parameters of its own again (the stack is about to change or go)."""
+        for own in self.owned:
+            for param in own.values():
+                param.data = param.data.clone()
+                param.grad = None
+
+
+def _batch_indices(m: _Member) -> torch.Tensor:
+    p, batch = m.p, m.p.cfg.batch_size
+    j = m.it % p.budget.iters_per_pass
+    if j == 0 or m.perm is None:  # the sequential engine's order, exactly
+        n = len(p.data.y_train)
+        if p.cfg.shuffle:
+            m.generator.manual_seed(p.cfg.seed * 1_000_003 + m.it // p.budget.iters_per_pass)
+            m.perm = torch.randperm(n, device=p.device, generator=m.generator)
+        else:
+            m.perm = torch.arange(n, device=p.device)
+    return m.perm[j * batch:(j + 1) * batch]
+
+
+def _step(stack: _Stack, members: list[_Member]) -> None:
+    data = members[0].p.data  # one population, one dataset
+    idx = torch.stack([_batch_indices(m) for m in members])  # [K, B]
+    with members[0].p.autocast():
+        logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
+        k, b = idx.shape
+        losses = F.cross_entropy(logits.float().reshape(k * b, -1), data.y_train[idx].reshape(-1),
+                                 reduction="none").view(k, b).mean(dim=1)
+    for t in stack.params.values():
+        t.grad = None
+    losses.sum().backward()  # each member's gradient is that of its own loss
+    stack.grads_to_members()
+    losses = losses.detach()
+    for i, m in enumerate(members):
+        m.p.opt.step()
+        m.p.sched.step()
+        if m.start_loss is None:
+            m.start_loss = losses[i]
+        m.loss_sum = losses[i] if m.loss_sum is None else m.loss_sum + losses[i]
+        m.steps += 1
+        m.it += 1
+
+
+def _end_epoch(m: _Member) -> None:
+    """Validation, the divergence check, the checkpoint and the callback, exactly as run_sequential."""
+    p = m.p
+    metrics = evaluate(p.model, p.data.x_val, p.data.y_val, p.autocast)
+    train_loss = float(m.loss_sum) / max(1, m.steps)
+    record = {"epoch": m.epoch, "iteration": m.it, "train_loss": train_loss, **metrics,
+              "lr": p.sched.get_last_lr()[0], "wall_time": time.perf_counter() - m.clock}
+    p.history.append(record)
+    m.loss_sum, m.steps = None, 0
+    reason = _divergence(train_loss, metrics["val_loss"], float(m.start_loss), p.cfg.divergence_factor)
+    if reason:
+        raise Diverged(reason, m.it, p.history)
+    if m.checkpoints:
+        m.checkpoints.save(m.epoch, {
+            "model": {k: v.detach().clone() for k, v in p.model.state_dict().items()},  # not the whole stack
+            "optimizer": p.opt.state_dict(), "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
+            "rng": torch.get_rng_state(), "epoch": m.epoch, "iteration": m.it, "history": p.history,
+            "start_loss": float(m.start_loss), "config": p.cfg.to_dict()})
+    if m.on_epoch:
+        m.on_epoch(p.history)
+    m.epoch += 1
+    if m.it >= p.budget.total_iters:
+        m.outcome, m.done = TrainResult(p.model, p.history, p.budget, p.resumed_from_epoch), True
+
+
+def run_population(members: list[PreparedTrial],
+                   on_epoch: list[Callable[[list[dict]], None] | None] | None = None,
+                   checkpoints: list[Checkpoints | None] | None = None) -> list[Outcome]:
+    """Train `members` together; on_epoch[i](history) after each of member i's epochs (it may raise to
+    stop that member alone). Returns, per member, its TrainResult or the exception that ended it."""
+    reason = why_not(members)
+    if reason:
+        raise ValueError(f"these trials cannot train as one population: {reason}")
+    k = len(members)
+    state = [_member(p, (on_epoch or [None] * k)[i], (checkpoints or [None] * k)[i]) for i, p in enumerate(members)]
+    for m in state:
+        m.p.model.train()
+    active = [m for m in state if m.it < m.p.budget.total_iters]
+    for m in state:
+        if m not in active:
+            m.outcome, m.done = TrainResult(m.p.model, m.p.history, m.p.budget, m.p.resumed_from_epoch), True
+    while active:
+        stack = _Stack(active)
+        try:
+            while True:
+                for _ in range(min(m.epoch_end - m.it for m in active)):
+                    interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
+                    _step(stack, active)
+                for m in active:
+                    if m.it == m.epoch_end:
+                        try:
+                            _end_epoch(m)
+                        except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
+                            m.outcome, m.done = exc, True
+                if any(m.done for m in active):
+                    break
+        finally:
+            stack.release()
+        active = [m for m in active if not m.done]
+    return [m.outcome for m in state]

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from study.metrics import classification_metrics, evaluate
 
@@ -28,3 +30,15 @@ def test_evaluate_gives_the_mean_nll_and_restores_training_mode():
     model.train()
     evaluate(model, x, y)
     assert model.training
+
+
+@settings(max_examples=300, deadline=None)
+@given(labels=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 6)), min_size=1, max_size=60))
+def test_classification_metrics_are_scikit_learns(labels):
+    """The device implementation against scikit-learn itself, on any labels and predictions: classes
+    missing from either side, predictions of classes that never occur, one sample."""
+    y_true, y_pred = (np.array(side) for side in zip(*labels, strict=True))
+    m = classification_metrics(y_true, y_pred)
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    assert [m["val_accuracy"], m["val_precision"], m["val_recall"], m["val_f1"]] == pytest.approx(
+        [accuracy_score(y_true, y_pred), precision, recall, f1], abs=1e-12)

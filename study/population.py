@@ -42,6 +42,7 @@ from study import interrupts
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
 from study.metrics import evaluate
+from study.stacked import StackedOptimizer, kind_of
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
 FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
@@ -96,10 +97,14 @@ def _member(p: PreparedTrial, on_epoch, checkpoints) -> _Member:
 
 
 class _Stack:
-    """The members' parameters as stacked leaf tensors; each member's own parameters are views of them."""
+    """The members' parameters as stacked leaf tensors; each member's own parameters are views of them.
+    Members are ordered by optimizer kind, so that each kind's stacked update works on one slice."""
 
     def __init__(self, members: list[_Member]):
-        models = [m.p.model for m in members]
+        kinds = [kind_of(m.p.opt) for m in members]
+        order = sorted(range(len(members)), key=lambda i: kinds[i] or "~")  # the others last, stepped alone
+        self.members = [members[i] for i in order]
+        models = [m.p.model for m in self.members]
         params, buffers = stack_module_state(models)
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
         self.buffers = buffers
@@ -113,14 +118,33 @@ class _Stack:
             return functional_call(template, (params, buffers), (x,))
 
         self.forward = vmap(forward, randomness="error")  # random ops inside the model cannot be per member here
+        self.stacked: list[StackedOptimizer] = []
+        self.alone: list[int] = []  # members whose own torch optimizer steps them
+        sorted_kinds = [kinds[i] for i in order]
+        for kind in dict.fromkeys(sorted_kinds):
+            idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
+            if kind is None:
+                self.alone = idx
+            else:
+                self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.params,
+                                                     self.owned, idx[0], idx[-1] + 1))
 
-    def grads_to_members(self) -> None:
-        for i, own in enumerate(self.owned):
-            for name, param in own.items():
+    def optimizer_step(self) -> None:
+        for update in self.stacked:
+            update.step()
+        for i in self.alone:
+            for name, param in self.owned[i].items():
                 param.grad = self.params[name].grad[i]
+            self.members[i].p.opt.step()
+
+    def sync(self) -> None:
+        for update in self.stacked:
+            update.sync()
 
     def release(self) -> None:
-        """Give each member parameters of its own again (the stack is about to change or go)."""
+        """Give each member parameters and optimizer state of its own again (the stack changes or goes)."""
+        for update in self.stacked:
+            update.release()
         for own in self.owned:
             for param in own.values():
                 param.data = param.data.clone()
@@ -140,7 +164,8 @@ def _batch_indices(m: _Member) -> torch.Tensor:
     return m.perm[j * batch:(j + 1) * batch]
 
 
-def _step(stack: _Stack, members: list[_Member]) -> None:
+def _step(stack: _Stack) -> None:
+    members = stack.members
     data = members[0].p.data  # one population, one dataset
     idx = torch.stack([_batch_indices(m) for m in members])  # [K, B]
     with members[0].p.autocast():
@@ -151,10 +176,9 @@ def _step(stack: _Stack, members: list[_Member]) -> None:
     for t in stack.params.values():
         t.grad = None
     losses.sum().backward()  # each member's gradient is that of its own loss
-    stack.grads_to_members()
+    stack.optimizer_step()
     losses = losses.detach()
     for i, m in enumerate(members):
-        m.p.opt.step()
         m.p.sched.step()
         if m.start_loss is None:
             m.start_loss = losses[i]
@@ -178,7 +202,7 @@ def _end_epoch(m: _Member) -> None:
     if m.checkpoints:
         m.checkpoints.save(m.epoch, {
             "model": {k: v.detach().clone() for k, v in p.model.state_dict().items()},  # not the whole stack
-            "optimizer": p.opt.state_dict(), "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
+            "optimizer": _owned(p.opt.state_dict()), "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": m.epoch, "iteration": m.it, "history": p.history,
             "start_loss": float(m.start_loss), "config": p.cfg.to_dict()})
     if m.on_epoch:
@@ -186,6 +210,12 @@ def _end_epoch(m: _Member) -> None:
     m.epoch += 1
     if m.it >= p.budget.total_iters:
         m.outcome, m.done = TrainResult(p.model, p.history, p.budget, p.resumed_from_epoch), True
+
+
+def _owned(state: dict) -> dict:
+    """An optimizer state_dict whose tensors are copies: views of the stack would save all of it."""
+    return {"state": {k: {kk: vv.clone() if isinstance(vv, torch.Tensor) else vv for kk, vv in st.items()}
+                      for k, st in state["state"].items()}, "param_groups": state["param_groups"]}
 
 
 def run_population(members: list[PreparedTrial],
@@ -210,7 +240,8 @@ def run_population(members: list[PreparedTrial],
             while True:
                 for _ in range(min(m.epoch_end - m.it for m in active)):
                     interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
-                    _step(stack, active)
+                    _step(stack)
+                stack.sync()  # the members' optimizers show their state, for checkpoints
                 for m in active:
                     if m.it == m.epoch_end:
                         try:

@@ -91,7 +91,8 @@ class StackedOptimizer:
         like = next(iter(self.params.values()))
 
         def vector(values: list[float]) -> torch.Tensor:  # once per step, not once per param
-            return torch.tensor(values, dtype=like.dtype, device=like.device)
+            # From pinned memory the copy to a GPU is asynchronous: no host sync in the step loop.
+            return torch.tensor(values, dtype=like.dtype, pin_memory=like.is_cuda).to(like.device, non_blocking=True)
 
         if self.kind == "sgd":
             self._sgd(groups, vector)

@@ -122,5 +122,7 @@ def test_bf16_population_on_cuda_with_no_host_syncs_per_step():
         assert all(o.final["val_accuracy"] > 0.3 for o in outcomes)
         return sum("synchronizing" in str(w.message) for w in caught)
 
-    few, many = syncs(3, 32), syncs(12, 8)  # one epoch each; the second takes 4x the steps
-    assert few == many and few > 0, (few, many)
+    # One epoch each; the second takes 9 more steps, so a sync per step would add at least 9. The pinned
+    # host allocator behind the per-step hyperparameter copies may sync once when it grows (seen: 73 vs 72).
+    few, many = syncs(3, 32), syncs(12, 8)
+    assert abs(many - few) <= 1 and few > 0, (few, many)

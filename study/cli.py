@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or a journal file path (default: sqlite:///study.db in the current directory)")
     run.add_argument("--study-name", help="default: study.name from the YAML")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    run.add_argument("--engine", choices=("sequential", "population"),
+                     help="population: trials that share a graph train K at a time as one fused model "
+                          "(default: study.engine, else sequential)")
+    run.add_argument("--population", type=_positive_int, metavar="K", help="trials per population (default: 16)")
     run.add_argument("--jobs", type=_positive_int, default=1,
                      help="worker processes on this machine sharing the study's target (default: 1)")
     run.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
@@ -184,6 +188,9 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("--study-name", "study-name", args.study_name, str(exc)) from None
     if args.seed is not None:
         overrides += [("training.seed", args.seed), ("study.sampler.seed", args.seed)]
+    for flag, key in (("engine", "study.engine"), ("population", "study.population")):
+        if getattr(args, flag) is not None:
+            overrides.append((key, getattr(args, flag)))
     device = resolve_device(args.device)  # before anything touches the storage
     cfg = load_config(args.space, overrides)
     storage = args.storage or default_storage()

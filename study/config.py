@@ -202,6 +202,8 @@ class StudySettings:
     checkpoint_keep: int = 2  # epoch checkpoints kept per running trial (a retry resumes from the newest)
     checkpoint_keep_best: int = 0  # finished trials whose final weights are kept, best first (best.pt aside)
     max_iters: int = 10**9  # planned iterations a trial may have; raise it to opt in to longer trials
+    engine: str = "sequential"  # sequential | population (trials that share a graph train as one model)
+    population: int = 16  # trials per population
 
 
 @dataclass(frozen=True)

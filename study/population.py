@@ -48,6 +48,12 @@ from study.stacked import StackedOptimizer, kind_of
 FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
             "val_fraction", "test_fraction", "split_seed", "preprocess", "order", "batch_size", "precision")
 Outcome = "TrainResult | BaseException"
+Job = "tuple[PreparedTrial, Callable[[list[dict]], None] | None, Checkpoints | None]"
+
+
+class CannotFuse(Exception):
+    """The model does not run under vmap (random ops, data-dependent control flow): train these trials
+    one by one. Raised before any step, so nothing has changed."""
 
 
 def fusion_key(p: PreparedTrial) -> str:
@@ -120,6 +126,13 @@ class _Stack:
         self.forward = vmap(forward, randomness="error")  # random ops inside the model cannot be per member here
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
+        data = self.members[0].p.data
+        try:  # one sample each: a model that cannot run under vmap says so now, before anything changed
+            with torch.no_grad():
+                self.forward(self.params, self.buffers, data.x_train[:1].expand(len(models), *data.x_train[:1].shape))
+        except Exception as exc:
+            self.release()
+            raise CannotFuse(f"the model cannot run under torch.func.vmap: {type(exc).__name__}: {exc}") from None
         sorted_kinds = [kinds[i] for i in order]
         for kind in dict.fromkeys(sorted_kinds):
             idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
@@ -220,20 +233,34 @@ def _owned(state: dict) -> dict:
 
 def run_population(members: list[PreparedTrial],
                    on_epoch: list[Callable[[list[dict]], None] | None] | None = None,
-                   checkpoints: list[Checkpoints | None] | None = None) -> list[Outcome]:
+                   checkpoints: list[Checkpoints | None] | None = None, *,
+                   on_done: Callable[[int, Outcome], None] | None = None,
+                   refill: Callable[[int, Callable[[PreparedTrial], bool]], list[Job]] | None = None
+                   ) -> list[Outcome]:
     """Train `members` together; on_epoch[i](history) after each of member i's epochs (it may raise to
-    stop that member alone). Returns, per member, its TrainResult or the exception that ended it."""
+    stop that member alone). Returns, per member, its TrainResult or the exception that ended it.
+
+    As members leave, on_done(i, outcome) is called for each, and refill(free, fits) may return up to
+    `free` new (prepared, on_epoch, checkpoints) members for which fits(prepared) holds; they take the
+    next indices. The population stays as large as it started while refill gives."""
     reason = why_not(members)
     if reason:
         raise ValueError(f"these trials cannot train as one population: {reason}")
     k = len(members)
     state = [_member(p, (on_epoch or [None] * k)[i], (checkpoints or [None] * k)[i]) for i, p in enumerate(members)]
-    for m in state:
+    active: list[_Member] = []
+
+    def join(m: _Member) -> None:
         m.p.model.train()
-    active = [m for m in state if m.it < m.p.budget.total_iters]
-    for m in state:
-        if m not in active:
+        if m.it < m.p.budget.total_iters:
+            active.append(m)
+        else:  # a retry whose checkpoint is its last epoch
             m.outcome, m.done = TrainResult(m.p.model, m.p.history, m.p.budget, m.p.resumed_from_epoch), True
+            if on_done:
+                on_done(state.index(m), m.outcome)
+
+    for m in state:
+        join(m)
     while active:
         stack = _Stack(active)
         try:
@@ -252,5 +279,16 @@ def run_population(members: list[PreparedTrial],
                     break
         finally:
             stack.release()
-        active = [m for m in active if not m.done]
+        for m in active:
+            if m.done and on_done:
+                on_done(state.index(m), m.outcome)
+        key = fusion_key(active[0].p)
+        active[:] = [m for m in active if not m.done]
+
+        def fits(p: PreparedTrial, key: str = key) -> bool:
+            return fusion_key(p) == key and why_not([*(m.p for m in active), p]) is None
+
+        for p, callback, ck in (refill(k - len(active), fits) if refill and len(active) < k else []):
+            state.append(_member(p, callback, ck))
+            join(state[-1])
     return [m.outcome for m in state]

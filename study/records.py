@@ -52,6 +52,7 @@ class TrialRecord:
     stale: bool = False  # left running by a dead worker on a storage without a heartbeat; a retry was queued
     worker: dict[str, Any] | None = None  # host, pid, process start time of the worker that ran it
     checkpoint_warnings: list[str] = field(default_factory=list)  # damaged or foreign checkpoints skipped
+    engine: dict[str, Any] | None = None  # how it trained: {"name": "population", "population": id, "size": K}
 
     @classmethod
     def of(cls, trial: AnyTrial) -> TrialRecord:

@@ -93,8 +93,13 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     study = create_or_load(cfg, storage, storage_url, worker)
     ctx = context(cfg, study, device, checkpoint_root)
     worker = worker_for(cfg, study, ctx, quiet, bar)
+    rounds = None
+    if cfg.study.engine == "population":
+        from study.pool import PooledRounds
+
+        rounds = PooledRounds(worker, cfg, ctx).round
     try:
-        worker.run(deadline)
+        worker.run(deadline, rounds)
     finally:
         ctx.cache.clear()  # the device memory goes back with the worker's last trial
     return worker.stopped

@@ -129,41 +129,66 @@ def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
     return values
 
 
-def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float:
-    """The Optuna objective: sample, train, report `cfg.study.metric` every epoch, prune when told."""
-    tcfg = cfg.resolve(suggest(trial, cfg))
-    first = first_number(trial)
-    records.write(trial, first_number=first, config=tcfg.to_dict(),
-                  provenance={**provenance(), "device": str(ctx.device)})
-    checkpoints = trial_checkpoints(ctx, trial, tcfg.to_dict())
-    _, budget = plan(tcfg, ctx.device, ctx.cache)
-    records.write(trial, budget={"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
-                                  "samples_seen": budget.total_iters * tcfg.batch_size})
-    metric = cfg.study.metric
+@dataclass
+class Attempt:
+    """One attempt at a trial, whichever engine trains it: what is stored before training (config,
+    provenance, budget), the per-epoch report and prune, and what is stored at its end."""
 
-    reported: set[int] = set()
-    history: list[dict] = []
+    trial: optuna.Trial
+    cfg: TrialConfig
+    metric: str
+    first: int
+    checkpoints: Checkpoints
+    history: list[dict] = field(default_factory=list)
+    reported: set[int] = field(default_factory=set)
 
-    def on_epoch(epochs: list[dict]) -> None:
+    @classmethod
+    def start(cls, trial: optuna.Trial, study_cfg: StudyConfig, ctx: TrialContext) -> "Attempt":
+        tcfg = study_cfg.resolve(suggest(trial, study_cfg))
+        first = first_number(trial)
+        records.write(trial, first_number=first, config=tcfg.to_dict(),
+                      provenance={**provenance(), "device": str(ctx.device)})
+        checkpoints = trial_checkpoints(ctx, trial, tcfg.to_dict())
+        _, budget = plan(tcfg, ctx.device, ctx.cache)
+        records.write(trial, budget={"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
+                                     "samples_seen": budget.total_iters * tcfg.batch_size})
+        return cls(trial, tcfg, study_cfg.study.metric, first, checkpoints)
+
+    def on_epoch(self, epochs: list[dict]) -> None:
         # Each epoch writes one intermediate value (live dashboards draw the curve from them); the whole
         # history is written once, when the trial ends, so storage writes grow with its length, not its square.
-        history[:] = epochs
-        report_epochs(trial, epochs, metric, reported)
+        self.history[:] = epochs
+        report_epochs(self.trial, epochs, self.metric, self.reported)
 
+    def finish(self, outcome: TrainResult | BaseException) -> float:
+        """Store what was measured, however it ended; return the value, or raise what ended it
+        (TrialPruned for a diverged trial)."""
+        diverged = isinstance(outcome, Diverged)
+        if diverged:
+            self.history[:] = outcome.history
+            records.write(self.trial, diverged={"reason": outcome.reason, "step": outcome.step})
+        if self.history:
+            records.write(self.trial, history=self.history)
+        if self.checkpoints.warnings:
+            records.write(self.trial, checkpoint_warnings=self.checkpoints.warnings[:10])
+        if diverged:
+            raise optuna.TrialPruned(f"diverged at iteration {outcome.step}: {outcome.reason}") from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.resumed_from_epoch is not None:
+            records.write(self.trial, resumed={"from_trial": self.first, "from_epoch": outcome.resumed_from_epoch})
+        return outcome.final[self.metric]
+
+
+def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float:
+    """The Optuna objective: sample, train, report `cfg.study.metric` every epoch, prune when told."""
+    attempt = Attempt.start(trial, cfg, ctx)
     try:
-        result = train(tcfg, ctx.device, on_epoch=on_epoch, checkpoints=checkpoints, cache=ctx.cache)
-    except Diverged as exc:
-        history[:] = exc.history
-        records.write(trial, diverged={"reason": exc.reason, "step": exc.step})
-        raise optuna.TrialPruned(f"diverged at iteration {exc.step}: {exc.reason}") from None
-    finally:  # complete, pruned, diverged, interrupted or failed: what was measured is stored
-        if history:
-            records.write(trial, history=history)
-        if checkpoints.warnings:
-            records.write(trial, checkpoint_warnings=checkpoints.warnings[:10])
-    if result.resumed_from_epoch is not None:
-        records.write(trial, resumed={"from_trial": first, "from_epoch": result.resumed_from_epoch})
-    return result.final[metric]
+        result = train(attempt.cfg, ctx.device, on_epoch=attempt.on_epoch, checkpoints=attempt.checkpoints,
+                       cache=ctx.cache)
+    except BaseException as exc:  # complete, pruned, diverged, interrupted or failed: what was measured is stored
+        return attempt.finish(exc)
+    return attempt.finish(result)
 
 
 def trial_checkpoints(ctx: TrialContext, trial: optuna.Trial | optuna.trial.FrozenTrial,

@@ -157,7 +157,7 @@ class Validator:
 
     def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:
         allowed = ("name", "question", "metric", "direction", "n_trials", "timeout", "sampler", "pruner",
-                   "scientific", "max_initial_failures", "checkpoints", "max_iters")
+                   "scientific", "max_initial_failures", "checkpoints", "max_iters", "engine", "population")
         s = self.mapping("study", raw, allowed)
         out: dict[str, Any] = {"name": s.get("name", self.stem)}
         out["name"] = self.wrap("study.name", out["name"], check_study_name)
@@ -172,7 +172,9 @@ class Validator:
         if direction != METRICS[metric]:
             raise self.error("study.direction", direction, f"{metric} must be {METRICS[metric]}d")
         out.update(metric=metric, direction=direction)
-        for k, low in (("n_trials", 1), ("max_initial_failures", 1), ("max_iters", 1)):
+        if "engine" in s:
+            out["engine"] = self.wrap("study.engine", s["engine"], OneOf(("sequential", "population")))
+        for k, low in (("n_trials", 1), ("max_initial_failures", 1), ("max_iters", 1), ("population", 1)):
             if k in s:
                 out[k] = self.wrap(f"study.{k}", s[k], Interval(int, low, None))
         if s.get("timeout") is not None:

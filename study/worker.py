@@ -61,6 +61,11 @@ class Worker:
     failures_in_a_row: int = 0
     stopped: str | None = None
 
+    def has_room(self) -> bool:
+        """Whether the target has a slot that no finished, running or queued trial holds."""
+        states = [t.state for t in self.study.get_trials(deepcopy=False, states=TAKEN_STATES)]
+        return len(states) < self.target or TrialState.WAITING in states
+
     def ask(self) -> optuna.Trial | None:
         """A trial to run (a queued one first), or None: a trial that would take the study past its target
         is failed at once as `surplus`, before anything is trained for it."""
@@ -91,7 +96,7 @@ class Worker:
             raise
         except Exception:  # recorded on the trial by _run; the study goes on
             pass
-        self._after(self.study.tell(trial, value, state=state))
+        self.told(self.study.tell(trial, value, state=state))
 
     def _run(self, trial: optuna.Trial) -> float:
         records.write(trial, worker=stale.worker_identity())
@@ -108,7 +113,8 @@ class Worker:
             records.write(trial, error=f"{type(exc).__name__}: {exc}")
             raise
 
-    def _after(self, trial: FrozenTrial) -> None:
+    def told(self, trial: FrozenTrial) -> None:
+        """After a trial was told: count failures in a row, then the caller's `after`."""
         # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
         if self.failures_in_a_row >= self.max_failures:
@@ -117,7 +123,8 @@ class Worker:
         if self.after is not None:
             self.after(self.study, trial)
 
-    def run(self, deadline: float | None = None) -> None:
+    def run(self, deadline: float | None = None, run_some: Callable[[], None] | None = None) -> None:
+        """Until the target is met: `run_some` (default: run_one) whenever the target has room."""
         beats = has_heartbeat(self.study._storage)
         while self.stopped is None and (deadline is None or time.monotonic() < deadline):
             interrupts.check()
@@ -131,7 +138,7 @@ class Worker:
             if finished >= self.target:
                 return
             if len(trials) < self.target or waiting:
-                self.run_one()
+                (run_some or self.run_one)()
             elif beats or any(stale.alive_here(t) for t in running):
                 time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
             else:

@@ -11,6 +11,8 @@ Section(s), or None where it does not apply. Adding a section is one function ad
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 from typing import Any, Callable
 
@@ -18,6 +20,7 @@ import optuna
 import pandas as pd
 
 from study.config import METRICS
+from study.records import FINISHED, TrialRecord, status_of
 from study.report import diagnostics as D
 from study.report import tables as T
 from study.report.context import ReportContext, Section
@@ -41,6 +44,13 @@ def verdict(ctx: ReportContext) -> str:
     return f"Best: trial {ctx.best} with {ctx.metric} {value:.4g} ({_best_params(ctx)})."
 
 
+def _engines(ctx: ReportContext) -> str:
+    """How the finished trials were trained: the one line in which a population run's report differs."""
+    used = Counter((TrialRecord.of(t).engine or {}).get("name", "sequential") for t in ctx.raw
+                   if status_of(t) in FINISHED)
+    return ", ".join(f"the {name} engine ({n} trials)" for name, n in sorted(used.items())) or "no finished trial"
+
+
 def summary(ctx: ReportContext) -> Section:
     s = Section("summary", "Summary")
     study, trials, counts = ctx.study, ctx.trials, ctx.counts
@@ -51,7 +61,7 @@ def summary(ctx: ReportContext) -> Section:
                   + "".join(f", {counts[k]} {k}" for k in ("interrupted", "running", "waiting") if counts.get(k))),
                  ("trial time", f"{durations.sum():.1f} s in total, {durations.mean():.2f} s mean"
                   if len(durations) else "no finished trial"),
-                 ("varied", ", ".join(ctx.changed) or "nothing")]
+                 ("varied", ", ".join(ctx.changed) or "nothing"), ("trained by", _engines(ctx))]
     if ctx.best is None:
         s.say("No trial has completed yet, so there is no winner and no comparison to show.", note=True)
         return s

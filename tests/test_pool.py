@@ -1,0 +1,86 @@
+"""`study run --engine population` as a user runs it: real processes, a real SQLite storage, real signals."""
+import signal
+
+from optuna.trial import TrialState
+
+from conftest import SYNTH_SPACE, finished, run_cli, start, trials, wait_for
+from study.records import FIELDS, TrialRecord, status_of
+
+DROPOUT_MODEL = """\
+import torch
+
+
+def net(input_shape, n_classes):
+    return torch.nn.Sequential(torch.nn.Linear(input_shape[0], 16), torch.nn.Dropout(0.2),
+                               torch.nn.Linear(16, n_classes))
+"""
+
+
+def test_a_population_run_reaches_exactly_its_target_and_stores_what_a_sequential_one_does(tmp_path, synth_space):
+    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", "population",
+                     "--population", "4", "--trials", "6", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path)
+    counted = [t for t in ts if status_of(t) != "surplus"]
+    assert len(finished(ts)) == 6 and len(counted) == 6  # the refill asks only while the target has room
+    for t in counted:
+        record = TrialRecord.of(t)
+        assert set(t.user_attrs) <= set(FIELDS) and record.engine["name"] == "population"
+        assert len(record.history) == 3 and sorted(t.intermediate_values) == [0, 1, 2]
+        assert record.config["dataset"] == "synthetic" and record.budget["total_iters"] > 0
+    assert len({TrialRecord.of(t).engine["population"] for t in counted}) == 1  # refilled, not restarted
+    assert "the population engine (6 trials)" in (tmp_path / "reports" / "synth" / "index.html").read_text()
+
+
+def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):
+    (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
+    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))
+    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--trials", "3",
+                     "--no-report", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for t in finished(trials(tmp_path)):
+        engine = TrialRecord.of(t).engine
+        assert engine["name"] == "sequential" and "vmap" in engine["reason"]
+
+
+def test_a_killed_population_worker_s_trials_are_retried_from_their_checkpoints(tmp_path, slow_space):
+    first = start(slow_space, tmp_path, "--trials", "3", "-q", "--engine", "population", "--population", "3")
+    wait_for(tmp_path, "checkpoints/synth-*/trial-2/epoch-0002.pt", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert [t.state for t in trials(tmp_path)] == [TrialState.RUNNING] * 3  # what the dead worker left
+
+    second = start(slow_space, tmp_path, "--trials", "3", "--engine", "population")
+    out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    ts = trials(tmp_path)
+    assert [t.state for t in ts[:3]] == [TrialState.FAIL] * 3 and len(finished(ts)) == 3
+    resumed = [TrialRecord.of(t).resumed for t in finished(ts)]
+    assert all(r and r["from_epoch"] >= 3 for r in resumed)
+    assert all([h["epoch"] for h in TrialRecord.of(t).history] == list(range(8)) for t in finished(ts))
+
+
+def test_sigterm_stops_a_population_cleanly_and_the_rerun_resumes_every_member(tmp_path, slow_space):
+    first = start(slow_space, tmp_path, "--trials", "2", "-q", "--engine", "population", "--population", "2")
+    wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0001.pt", first)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and "Traceback" not in err
+    ts = trials(tmp_path)
+    assert [status_of(t) for t in ts] == ["interrupted", "interrupted", "waiting", "waiting"]
+
+    again = start(slow_space, tmp_path, "--trials", "2", "-q", "--engine", "population")
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
+    done = finished(trials(tmp_path))
+    assert len(done) == 2 and all(TrialRecord.of(t).resumed["from_epoch"] >= 2 for t in done)
+
+
+def test_two_population_workers_reach_exactly_the_target(tmp_path, synth_space):
+    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", "population",
+                     "--population", "3", "--jobs", "2", "--trials", "8", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path)
+    assert len(finished(ts)) == 8
+    firsts = [TrialRecord.of(t).first_number for t in finished(ts)]
+    assert len(firsts) == len(set(firsts))

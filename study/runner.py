@@ -142,7 +142,8 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         if not quiet and count(study) < cfg.study.n_trials:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial")
+            bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial",
+                       disable=None)  # drawn on a terminal only: a log gets the per-trial lines, no \r
         try:
             if jobs == 1:
                 stopped = run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 
 import optuna
 
@@ -50,6 +51,9 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
         study = optuna.load_study(study_name=s.name, storage=storage, pruner=pruner)
     else:  # the identity first: a joining worker waits for it, then for the rest
         records.write_study(study, uid=uuid.uuid4().hex)
+        with warnings.catch_warnings():  # experimental in Optuna since 3.2, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([s.metric])  # optuna-dashboard names the objective, not "Objective 0"
         records.write_study(study, space=cfg.raw, source=cfg.source, question=s.question, metric=s.metric,
                             scientific=list(cfg.scientific), dataset=cfg.defaults.dataset,
                             model=cfg.defaults.model, experiment=experiment)

@@ -25,11 +25,12 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     assert "best trial" in first.stdout and "val_f1=" in first.stdout
     lines = [line for line in first.stdout.splitlines() if line.startswith("trial ")]
     assert len(lines) == 3 and all(" complete " in line for line in lines)  # one line per finished trial
-    assert "3/3" in first.stderr  # the progress bar
+    assert "\r" not in first.stderr and "3/3" not in first.stderr  # a log gets no progress bar
     study = load(db)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1, 2]
     assert set(study.user_attrs) <= set(STUDY_FIELDS)  # every attr a run stores is in the schema
+    assert study.metric_names == ["val_loss"]  # what optuna-dashboard calls the objective
     for t in trials:
         assert set(t.user_attrs) <= set(FIELDS)
         assert len(TrialRecord.of(t).history) == 3 and TrialRecord.of(t).config["dataset"] == "synthetic"
@@ -301,3 +302,34 @@ def test_run_piped_into_head_exits_quietly_and_still_writes_the_report(tmp_path,
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert (tmp_path / "reports" / "synth" / "index.html").is_file()
     assert len(load(tmp_path / "s.db").get_trials()) == 4
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path, synth_space):
+    """The same run in a pseudo-terminal, as a user at a shell sees it: the bar, redrawn with \\r."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from conftest import cli_env
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on an 80-column terminal (a new pty has none, so no bar fits)
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "study", "run", str(synth_space), "--storage",
+                                   "sqlite:///t.db", "--no-report"], cli_env())
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "3/3" in text and "trial    0 " in text

@@ -245,7 +245,9 @@ def _list(args: argparse.Namespace) -> int:
         best = "no complete trial"
         if r["best_trial"] is not None:
             best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
-        say(f"{printable(r['name']):<24} {r['complete']} complete, {r['pruned']} pruned, {r['failed']} failed; {best}")
+        counts = ", ".join(f"{r[k]} {k}" for k in ("complete", "pruned", "diverged", "failed")) + "".join(
+            f", {r[k]} {k}" for k in ("interrupted", "running", "waiting") if r[k])
+        say(f"{printable(r['name']):<24} {counts}; {best}")
     return 0
 
 

@@ -147,7 +147,7 @@ def test_report_and_list_read_the_storage_alone(tmp_path, synth_space, capsys):
     assert main(["report", "--list", "--storage", f"sqlite:///{db}"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 2 and listed[0] == listed[1] and listed[0].startswith("synth ")
-    assert "3 complete, 0 pruned, 0 failed; best val_loss=" in listed[0]
+    assert "3 complete, 0 pruned, 0 diverged, 0 failed; best val_loss=" in listed[0]
     assert main(["report", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "synth" / "index.html").is_file()
 

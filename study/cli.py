@@ -11,6 +11,7 @@ before any study is created or changed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -120,6 +121,8 @@ def _storage_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the `study` script finds the user's
+        sys.path.insert(0, os.getcwd())  # package.module:callable in this folder, as `python -m study` does
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # argparse drops an option value that is exactly "--" (`--study-name=--` arrives as []): take it as given.

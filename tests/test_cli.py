@@ -115,6 +115,22 @@ def test_user_dataset_and_model_callables(tmp_path, write_space):
     assert TrialRecord.of(trials[0]).config["model"] == "userpkg.code:net"
 
 
+def test_the_study_script_finds_a_user_callable_in_the_current_folder(tmp_path, write_space):
+    """The installed console script, not `python -m`: nothing but the current folder makes `mine` importable."""
+    import sysconfig
+
+    script = Path(sysconfig.get_path("scripts")) / "study"
+    assert script.is_file(), "pip install puts the study script here"
+    (tmp_path / "mine.py").write_text(
+        "import torch\n"
+        "def net(input_shape, n_classes):\n    return torch.nn.Linear(input_shape[0], n_classes)\n")
+    path = write_space(SYNTH_SPACE.replace("name: mlp", "name: mine:net"))
+    result = subprocess.run([str(script), "run", str(path), "--storage", "sqlite:///m.db", "--trials", "1", "-q",
+                             "--no-report"], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert TrialRecord.of(load(tmp_path / "m.db").trials[0]).config["model"] == "mine:net"
+
+
 def test_failing_trials_store_the_error_and_stop_the_run(tmp_path, write_space):
     (tmp_path / "broken.py").write_text(  # builds and predicts (the pre-flight check), fails to train
         "import torch\n"

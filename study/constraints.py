@@ -16,6 +16,7 @@ file, the key and the value. The bad-input tests are generated from `invalid()`.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -90,6 +91,12 @@ class Interval:
         return bad
 
 
+def _among(v: Any, names: Any) -> bool:
+    """`v in names` for any value a YAML file or --set can give: a list or a mapping is never a name (and
+    cannot be looked up in a registry's dict: it is unhashable)."""
+    return isinstance(v, Hashable) and v in names
+
+
 @dataclass(frozen=True)
 class OneOf:
     """One of a registry's keys."""
@@ -100,7 +107,7 @@ class OneOf:
         object.__setattr__(self, "names", tuple(names))
 
     def __call__(self, v: Any) -> Any:
-        if v not in self.names:
+        if not _among(v, self.names):
             raise ValueError(f"must be one of {', '.join(map(str, self.names))}")
         return v
 
@@ -108,7 +115,7 @@ class OneOf:
         return f"one of {', '.join(map(str, self.names))}"
 
     def invalid(self) -> list:
-        return ["no_such_name", 3]
+        return ["no_such_name", 3, ["a", "list"]]
 
 
 @dataclass(frozen=True)
@@ -119,12 +126,12 @@ class NameOrCallable(OneOf):
         if isinstance(v, str) and is_reference(v):
             load_callable(v)  # raises ValueError with the import problem
             return v
-        if v not in self.names:
+        if not _among(v, self.names):
             raise ValueError(f"must be one of {', '.join(self.names)} or package.module:callable")
         return v
 
     def invalid(self) -> list:
-        return ["no_such_name", "no_such_pkg.module:fn"]
+        return ["no_such_name", "no_such_pkg.module:fn", ["a", "list"]]
 
 
 @dataclass(frozen=True)

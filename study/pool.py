@@ -99,14 +99,12 @@ class PooledRounds:
             for group in groups.values():
                 self._population(group)
         except KeyboardInterrupt:
-            for held in list(self.held):  # stopped cleanly: failed, marked, queued again
+            for held in list(self.held):  # each held trial stops as the sequential worker's does
                 if held.attempt and held.attempt.history:
                     records.write(held.trial, history=held.attempt.history)
-                records.write(held.trial, interrupted=True)
-                records.queue_retry(self.worker.study, held.trial)
                 held.beat.close()
                 self.held.remove(held)
-                self.worker.study.tell(held.trial, state=TrialState.FAIL)
+                self.worker.interrupted(held.trial)
             raise
 
     def _population(self, group: list) -> None:

@@ -89,6 +89,7 @@ class _Member:
     steps: int = 0
     outcome: object = None  # a TrainResult or the exception that ended it
     done: bool = False
+    index: int = 0  # its position in run_population's members and outcomes
 
     @property
     def epoch_end(self) -> int:
@@ -248,6 +249,8 @@ def run_population(members: list[PreparedTrial],
         raise ValueError(f"these trials cannot train as one population: {reason}")
     k = len(members)
     state = [_member(p, (on_epoch or [None] * k)[i], (checkpoints or [None] * k)[i]) for i, p in enumerate(members)]
+    for i, m in enumerate(state):
+        m.index = i
     active: list[_Member] = []
 
     def join(m: _Member) -> None:
@@ -257,7 +260,7 @@ def run_population(members: list[PreparedTrial],
         else:  # a retry whose checkpoint is its last epoch
             m.outcome, m.done = TrainResult(m.p.model, m.p.history, m.p.budget, m.p.resumed_from_epoch), True
             if on_done:
-                on_done(state.index(m), m.outcome)
+                on_done(m.index, m.outcome)
 
     for m in state:
         join(m)
@@ -281,7 +284,7 @@ def run_population(members: list[PreparedTrial],
             stack.release()
         for m in active:
             if m.done and on_done:
-                on_done(state.index(m), m.outcome)
+                on_done(m.index, m.outcome)
         key = fusion_key(active[0].p)
         active[:] = [m for m in active if not m.done]
 
@@ -290,5 +293,6 @@ def run_population(members: list[PreparedTrial],
 
         for p, callback, ck in (refill(k - len(active), fits) if refill and len(active) < k else []):
             state.append(_member(p, callback, ck))
+            state[-1].index = len(state) - 1
             join(state[-1])
     return [m.outcome for m in state]

@@ -92,7 +92,7 @@ class Worker:
         except optuna.TrialPruned:
             state = TrialState.PRUNED
         except KeyboardInterrupt:
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.interrupted(trial)
             raise
         except Exception:  # recorded on the trial by _run; the study goes on
             pass
@@ -104,14 +104,15 @@ class Worker:
             return self.objective(trial)
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:
-            # Stopped cleanly: failed and marked, and queued again so the next run resumes it.
-            records.write(trial, interrupted=True)
-            records.queue_retry(self.study, trial)
-            raise
         except Exception as exc:  # any failure of one trial is recorded and the study goes on
             records.write(trial, error=f"{type(exc).__name__}: {exc}")
             raise
+
+    def interrupted(self, trial: optuna.Trial) -> None:
+        """Stopped cleanly (Ctrl-C, SIGTERM): failed and marked, and queued again so the next run resumes it."""
+        records.write(trial, interrupted=True)
+        records.queue_retry(self.study, trial)
+        self.study.tell(trial, state=TrialState.FAIL)
 
     def told(self, trial: FrozenTrial) -> None:
         """After a trial was told: count failures in a row, then the caller's `after`."""

@@ -7,17 +7,17 @@
     epoch 0
     epoch 1
     >>> sorted(result.final)
-    ['epoch', 'iteration', 'lr', 'train_loss', 'val_accuracy', 'val_f1', 'val_loss', 'val_precision',
+    ['epoch', 'iteration', 'lr', 'samples', 'train_loss', 'val_accuracy', 'val_f1', 'val_loss', 'val_precision',
      'val_recall', 'wall_time']
 
 An engine takes prepared trials and calls back once per epoch with the trial's history; the callback may
 raise to stop the trial (pruning). A batched engine that trains several prepared trials as one fused
 model plugs in here, beside `run_sequential`.
 
-The data lives on the device as tensors; batches are slices of a per-pass permutation drawn from a
-generator seeded by (seed, pass), so a run is reproducible and resumable from any epoch checkpoint
-without DataLoader workers. The step loop never copies to the host: the train loss is summed on the
-device and read once per epoch, where validation, divergence checks, reporting and checkpoints happen.
+The data lives on the device as tensors; batches are slices of a per-pass permutation (batches.py),
+so a run is reproducible and resumable from any epoch checkpoint without DataLoader workers. The step
+loop never copies to the host: the train loss is summed on the device and read once per epoch, where
+validation, divergence checks, reporting and checkpoints happen.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from study import interrupts
+from study.batches import BatchOrder
 from study.budget import Budget
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
@@ -84,10 +85,7 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
     model, opt, sched, scaler, autocast = p.model, p.opt, p.sched, p.scaler, p.autocast
     history, it = p.history, p.iteration
     start_loss = None if p.start_loss is None else torch.tensor(p.start_loss, device=device)
-    n_train = len(data.y_train)
-    batch = cfg.batch_size
-    generator = torch.Generator(device=device)
-    perm = None
+    order = BatchOrder(budget, cfg.seed, cfg.shuffle, device)
     clock = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
     model.train()
     for epoch in range(p.first_epoch, budget.n_epochs):
@@ -96,14 +94,7 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
         n_steps = end - it
         while it < end:
             interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
-            j = it % budget.iters_per_pass
-            if j == 0 or perm is None:
-                if cfg.shuffle:
-                    generator.manual_seed(cfg.seed * 1_000_003 + it // budget.iters_per_pass)
-                    perm = torch.randperm(n_train, device=device, generator=generator)
-                else:
-                    perm = torch.arange(n_train, device=device)
-            idx = perm[j * batch:(j + 1) * batch]
+            idx = order.indices(it)
             with autocast():
                 loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
@@ -119,8 +110,8 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
 
         metrics = evaluate(model, data.x_val, data.y_val, autocast)
         train_loss = loss_sum.item() / max(1, n_steps)
-        record = {"epoch": epoch, "iteration": it, "train_loss": train_loss, **metrics,
-                  "lr": sched.get_last_lr()[0], "wall_time": time.perf_counter() - clock}
+        record = {"epoch": epoch, "iteration": it, "samples": budget.samples_at(it), "train_loss": train_loss,
+                  **metrics, "lr": sched.get_last_lr()[0], "wall_time": time.perf_counter() - clock}
         history.append(record)
         reason = _divergence(train_loss, metrics["val_loss"], float(start_loss), cfg.divergence_factor)
         if reason:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from study import interrupts
+from study.batches import BatchOrder
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
 from study.metrics import evaluate
@@ -69,9 +70,18 @@ def why_not(members: list[PreparedTrial]) -> str | None:
         return "fp16 needs a loss scaler per trial; use bf16 or fp32"
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in p.model.modules()):
         return "the model has BatchNorm, whose running statistics are not per trial here yet"
-    if len({q.iteration % q.budget.iters_per_pass for q in members}) > 1:
-        return "the trials are at different points of a pass over the data"
+    if not _aligned([q.budget for q in members], [q.iteration for q in members]):
+        return "the trials' batches would differ in size at some step"
     return None
+
+
+def _aligned(budgets: list, iterations: list[int]) -> bool:
+    """Whether every step gives each member a batch of the same size: a pass's short last batch comes at
+    the same step for all, or (sample budgets) batches are full until a last one that all share."""
+    if not any(b.wraps for b in budgets):
+        return len({it % b.iters_per_pass for b, it in zip(budgets, iterations, strict=True)}) == 1
+    ends = {(b.amount, it) for b, it in zip(budgets, iterations, strict=True)}
+    return all(b.wraps for b in budgets) and (all(b.amount % b.batch_size == 0 for b in budgets) or len(ends) == 1)
 
 
 @dataclass
@@ -79,12 +89,11 @@ class _Member:
     p: PreparedTrial
     on_epoch: Callable[[list[dict]], None] | None
     checkpoints: Checkpoints | None
-    generator: torch.Generator
+    order: BatchOrder
     it: int
     epoch: int
     clock: float
     start_loss: torch.Tensor | None
-    perm: torch.Tensor | None = None
     loss_sum: torch.Tensor | None = None
     steps: int = 0
     outcome: object = None  # a TrainResult or the exception that ended it
@@ -99,8 +108,8 @@ class _Member:
 def _member(p: PreparedTrial, on_epoch, checkpoints) -> _Member:
     start = None if p.start_loss is None else torch.tensor(p.start_loss, device=p.device)
     clock = time.perf_counter() - (p.history[-1]["wall_time"] if p.history else 0.0)
-    return _Member(p, on_epoch, checkpoints, torch.Generator(device=p.device), p.iteration, p.first_epoch, clock,
-                   start)
+    order = BatchOrder(p.budget, p.cfg.seed, p.cfg.shuffle, p.device)
+    return _Member(p, on_epoch, checkpoints, order, p.iteration, p.first_epoch, clock, start)
 
 
 class _Stack:
@@ -165,23 +174,10 @@ class _Stack:
                 param.grad = None
 
 
-def _batch_indices(m: _Member) -> torch.Tensor:
-    p, batch = m.p, m.p.cfg.batch_size
-    j = m.it % p.budget.iters_per_pass
-    if j == 0 or m.perm is None:  # the sequential engine's order, exactly
-        n = len(p.data.y_train)
-        if p.cfg.shuffle:
-            m.generator.manual_seed(p.cfg.seed * 1_000_003 + m.it // p.budget.iters_per_pass)
-            m.perm = torch.randperm(n, device=p.device, generator=m.generator)
-        else:
-            m.perm = torch.arange(n, device=p.device)
-    return m.perm[j * batch:(j + 1) * batch]
-
-
 def _step(stack: _Stack) -> None:
     members = stack.members
     data = members[0].p.data  # one population, one dataset
-    idx = torch.stack([_batch_indices(m) for m in members])  # [K, B]
+    idx = torch.stack([m.order.indices(m.it) for m in members])  # [K, B]
     with members[0].p.autocast():
         logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
         k, b = idx.shape
@@ -206,8 +202,8 @@ def _end_epoch(m: _Member) -> None:
     p = m.p
     metrics = evaluate(p.model, p.data.x_val, p.data.y_val, p.autocast)
     train_loss = float(m.loss_sum) / max(1, m.steps)
-    record = {"epoch": m.epoch, "iteration": m.it, "train_loss": train_loss, **metrics,
-              "lr": p.sched.get_last_lr()[0], "wall_time": time.perf_counter() - m.clock}
+    record = {"epoch": m.epoch, "iteration": m.it, "samples": m.p.budget.samples_at(m.it), "train_loss": train_loss,
+              **metrics, "lr": p.sched.get_last_lr()[0], "wall_time": time.perf_counter() - m.clock}
     p.history.append(record)
     m.loss_sum, m.steps = None, 0
     reason = _divergence(train_loss, metrics["val_loss"], float(m.start_loss), p.cfg.divergence_factor)

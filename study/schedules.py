@@ -18,6 +18,7 @@ names, returning a torch LRScheduler stepped once per iteration.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,20 +51,23 @@ def _cosine(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: flo
     return S.CosineAnnealingLR(opt, T_max=max(1, n))
 
 
-def _onecycle(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float,
-              warmup_iters: int = 0) -> S.LRScheduler:
-    max_lr = [group["lr"] for group in opt.param_groups]
-    # One-cycle has a warmup phase of its own (30% of the run by default); a requested warmup sets it.
-    pct_start = min(0.99, warmup_iters / max(2, n)) if warmup_iters > 0 else 0.3
-    # cycle_momentum would overwrite the momentum a trial searched for.
-    return S.OneCycleLR(opt, max_lr=max_lr, total_steps=max(2, n), pct_start=pct_start, cycle_momentum=False)
+def _onecycle(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float) -> S.LRScheduler:
+    # torch's OneCycleLR (cosine, 30% up from lr/25, then down to lr/25e4), written as a factor of the base lr
+    # like every other schedule here: OneCycleLR sets lrs outright and rewrites `initial_lr`, so a warmup
+    # in front of it ramped to the wrong lr. No momentum cycling: it would overwrite a searched momentum.
+    up, last = 0.3 * max(2, n) - 1, max(2, n) - 1
+
+    def factor(t: int) -> float:
+        start, end, pct = (1 / 25, 1.0, t / up) if t <= up else (1.0, 1 / 25e4, (t - up) / (last - up))
+        return end + (start - end) * (1 + math.cos(math.pi * min(1.0, pct))) / 2
+
+    return S.LambdaLR(opt, factor)
 
 
 @dataclass(frozen=True)
 class ScheduleSpec:
     build: Callable[..., S.LRScheduler]  # build(opt, n, gamma, step_fraction)
     uses: tuple[str, ...]  # the hyperparameters it reads
-    own_warmup: bool = False  # ramps up by itself: a requested warmup sets its ramp instead of a linear one
 
 
 SCHEDULES: dict[str, ScheduleSpec] = {
@@ -72,7 +76,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
     "multistep": ScheduleSpec(_multistep, ("gamma",)),
     "exponential": ScheduleSpec(_exponential, ("gamma",)),
     "cosine": ScheduleSpec(_cosine, ()),
-    "onecycle": ScheduleSpec(_onecycle, (), own_warmup=True),
+    "onecycle": ScheduleSpec(_onecycle, ()),
 }
 
 
@@ -99,11 +103,9 @@ def make_schedule(
     gamma: float = 0.1,
     step_fraction: float = 0.3,
 ) -> S.LRScheduler:
-    """The schedule `name`, with a linear warmup from lr/100 over `warmup_iters` in front when > 0
-    (one-cycle instead ramps up over its first `warmup_iters`)."""
+    """The schedule `name`, with a linear warmup from lr/100 over `warmup_iters` in front when > 0: the
+    same warmup for every schedule, so that "warmup" is one treatment wherever a space varies it."""
     spec = schedule_spec(name)
-    if spec.own_warmup:
-        return spec.build(opt, total_iters, gamma, step_fraction, warmup_iters)
     if warmup_iters <= 0:
         return spec.build(opt, total_iters, gamma, step_fraction)
     warmup_iters = min(warmup_iters, max(1, total_iters - 1))

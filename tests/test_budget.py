@@ -39,3 +39,22 @@ def test_linear_lr_scaling():
 def test_unknown_unit_is_refused():
     with pytest.raises(ValueError, match="unit"):
         Budget.of(10, 2, "fortnights", 1)
+
+
+@pytest.mark.parametrize("batch", [24, 128, 256, 300])
+def test_a_sample_budget_trains_on_exactly_that_many_samples_whatever_the_batch(batch):
+    # 1000 is not a multiple of these batches: short last batches used to lose up to 15% of the budget.
+    import torch
+    from study.batches import BatchOrder
+
+    b = Budget.of(n_train=1000, batch_size=batch, unit="samples", amount=5000)
+    order = BatchOrder(b, seed=3, shuffle=True, device=torch.device("cpu"))
+    seen = torch.cat([order.indices(it) for it in range(b.total_iters)])
+    assert len(seen) == b.samples == 5000
+    assert torch.bincount(seen, minlength=1000).tolist() == [5] * 1000   # every sample once per pass
+    assert all(len(order.indices(it)) == batch for it in range(b.total_iters - 1))
+
+
+def test_epoch_and_iteration_budgets_count_the_short_last_batch():
+    assert Budget.of(1000, 300, "epochs", 2).samples == 2000
+    assert Budget.of(1000, 300, "iterations", 5).samples == 1000 + 300

@@ -29,7 +29,7 @@ def test_lr_at_chosen_iterations(name):
         assert lrs[it] == pytest.approx(expected, rel=1e-3), f"iteration {it}"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SCHEDULES if n != "onecycle"])
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SCHEDULES])
 def test_warmup_ramps_linearly_then_hands_over(name):
     lrs = lr_curve(name, LR, N, warmup_iters=10)
     assert lrs[0] == pytest.approx(LR / 100)
@@ -39,10 +39,10 @@ def test_warmup_ramps_linearly_then_hands_over(name):
     assert lrs[10:] == pytest.approx(after, rel=1e-3)
 
 
-def test_onecycle_warmup_moves_its_peak():
-    lrs = lr_curve("onecycle", LR, N, warmup_iters=10)
-    assert max(range(N), key=lrs.__getitem__) == 9
-    assert lrs[9] == pytest.approx(LR, rel=1e-3)
+def test_warmup_is_one_treatment_for_every_schedule_onecycle_included():
+    # One-cycle used to read "warmup" as its own ramp fraction: another treatment than for the others.
+    ramps = {name: lr_curve(name, LR, N, warmup_iters=10)[:10] for name in SCHEDULES}
+    assert all(r == pytest.approx(ramps["constant"]) for r in ramps.values())
 
 
 def test_a_user_schedule_is_a_callable_stepped_every_iteration(tmp_path, monkeypatch):
@@ -64,3 +64,17 @@ def test_a_user_schedule_is_a_callable_stepped_every_iteration(tmp_path, monkeyp
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.01) and lrs[2] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.5)
+
+
+def test_onecycle_is_torchs_onecycle_lr():
+    import torch
+    from torch.optim import lr_scheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    sched = lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=N, pct_start=0.3, cycle_momentum=False)
+    torchs = []
+    for _ in range(N):
+        torchs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lr_curve("onecycle", LR, N) == pytest.approx(torchs, rel=1e-9)

@@ -1,6 +1,8 @@
-"""The command line: `python -m study run|spaces|report|list|dashboard` (also the `study` console script).
+"""The command line: `python -m study run|confirm|spaces|report|list|dashboard|serve-storage` (also the
+`study` console script). Parsing is here; what each command does is in commands.py.
 
     python -m study run quick --trials 20 --device auto --jobs 2
+    python -m study confirm --storage sqlite:///study.db --seeds 5
     python -m study spaces
     python -m study report --storage sqlite:///study.db
     python -m study dashboard --port 8080
@@ -17,8 +19,6 @@ import sys
 from pathlib import Path
 
 from study import interrupts
-from study.console import say
-from study.errors import printable
 
 
 def _positive_int(text: str) -> int:
@@ -87,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "left running and queue them again (only when no other worker runs them)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 
+    for command in (run, confirm := sub.add_parser(
+            "confirm", help="retrain each arm's best configs of a stored study with fresh seeds, and give the "
+                            "verdict with its uncertainty (the phase `run` ends with)")):
+        command.add_argument("--top", "--confirm-top", dest="top", type=_positive_int,
+                            help="configs per arm to confirm (default: study.confirm.top, else 3)")
+        command.add_argument("--seeds", "--confirm-seeds", dest="seeds", type=_positive_int,
+                            help="fresh seeds per config (default: study.confirm.seeds, else 5)")
+    confirm.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
+    confirm.add_argument("--study-name", help="needed when the storage holds more than one study")
+    confirm.add_argument("--vary-split", action="store_true", help="vary the data split's seed with the seed")
+    confirm.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    confirm.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default: 1)")
+    confirm.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))
+    confirm.add_argument("--report-dir", type=Path, default=Path("reports"))
+    confirm.add_argument("--no-report", action="store_true")
+    confirm.add_argument("-q", "--quiet", action="store_true")
+
     sub.add_parser("spaces", help="list the shipped search spaces and the question each answers")
 
     report = sub.add_parser("report", help="write the HTML comparison report of a stored study (no training)")
@@ -132,20 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     from study.errors import ConfigError
     from study.files import DiskFull
 
+    from study import commands
+
     try:
         if args.command == "spaces":
-            return _spaces()
+            return commands.spaces()
         if args.command == "list" or (args.command == "report" and args.list):
-            return _list(args)
+            return commands.list_studies(args)
         if args.command == "report":
-            return _report(args)
+            return commands.report(args)
         if args.command == "dashboard":
-            return _dashboard(args)
+            return commands.dashboard(args)
         if args.command == "serve-storage":
-            return _serve_storage(args)
+            return commands.serve_storage(args)
         try:
             with interrupts.raising_on_sigterm():  # until the run installs its own handling
-                return _run(args)
+                return commands.confirm(args) if args.command == "confirm" else commands.run(args)
         except KeyboardInterrupt:
             print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
             return 130
@@ -160,141 +179,3 @@ def main(argv: list[str] | None = None) -> int:
 
         silence_stdout()
         return 0
-
-
-def _spaces() -> int:
-    from study.config import load_config, shipped_spaces
-
-    for name in shipped_spaces():
-        cfg = load_config(name)
-        say(f"{name:<20} {cfg.study.question}")
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    from study import preflight
-    from study.config import check_study_name, load_config
-    from study.devices import resolve_device
-    from study.errors import ConfigError
-    from study.storage import check_storage, default_storage
-
-    overrides: list = list(args.overrides)
-    # Flags are overrides like --set, so they are validated by the same rules.
-    if args.trials is not None:
-        overrides.append(("study.n_trials", args.trials))
-    if args.timeout is not None:
-        overrides.append(("study.timeout", args.timeout))
-    if args.study_name is not None:
-        try:
-            overrides.append(("study.name", check_study_name(args.study_name)))
-        except ValueError as exc:
-            raise ConfigError("--study-name", "study-name", args.study_name, str(exc)) from None
-    if args.seed is not None:
-        overrides += [("training.seed", args.seed), ("study.sampler.seed", args.seed)]
-    for flag, key in (("engine", "study.engine"), ("population", "study.population")):
-        if getattr(args, flag) is not None:
-            overrides.append((key, getattr(args, flag)))
-    device = resolve_device(args.device)  # before anything touches the storage
-    cfg = load_config(args.space, overrides)
-    storage = args.storage or default_storage()
-    preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
-                    storage_url=storage)
-
-    from study.runner import run_study
-
-    check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
-    summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
-                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
-    say(summary.text())
-    from study.dashboard import upload_checkpoint
-
-    artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
-    if artifacts and upload_checkpoint(summary.study, summary.study_dir / "best.pt", artifacts):
-        say(f"artifacts: {artifacts.resolve()}")
-    if not args.no_report and not _write_report(summary.study, args.report_dir, artifacts):
-        return 1
-    return 1 if summary.stopped else 0
-
-
-def _write_report(study, out: Path, artifact_dir: Path | None) -> bool:
-    """Build the report and print its path; a failed write (a full disk) is one error line, not a crash:
-    the study is stored, only the page is missing."""
-    from study.report import build_report
-
-    try:
-        say(f"report: {build_report(study, out, artifact_dir=artifact_dir)}")
-    except OSError as exc:
-        print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
-        return False
-    return True
-
-
-def _open_existing(storage_url: str | None):
-    """The storage, which must already exist: reading never creates a database."""
-    from study.storage import check_storage, default_storage
-
-    url = storage_url or default_storage()
-    return url, check_storage(url, must_exist=True)
-
-
-def _list(args: argparse.Namespace) -> int:
-    from study.catalog import summaries
-
-    url, storage = _open_existing(args.storage)
-    rows = summaries(storage)
-    if not rows:
-        say(f"no studies in {printable(url)}")
-    for r in rows:
-        best = "no complete trial"
-        if r["best_trial"] is not None:
-            best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
-        counts = ", ".join(f"{r[k]} {k}" for k in ("complete", "pruned", "diverged", "failed")) + "".join(
-            f", {r[k]} {k}" for k in ("interrupted", "running", "waiting") if r[k])
-        say(f"{printable(r['name']):<24} {counts}; {best}")
-    return 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    import optuna
-
-    from study.errors import ConfigError
-    from study.files import check_writable
-    from study.preflight import check_inside
-
-    check_writable(args.out, "--out")
-    url, storage = _open_existing(args.storage)
-    names = optuna.get_all_study_names(storage)
-    shown = ", ".join(map(printable, names))
-    name = args.study_name
-    if name is None:
-        if len(names) != 1:
-            raise ConfigError("--study-name", "study-name", None,
-                              f"the storage holds {len(names)} studies ({shown or 'none'}); name one")
-        name = names[0]
-    if name not in names:
-        raise ConfigError("--study-name", "study-name", name, f"no such study in {printable(url)}; stored: {shown}")
-    check_inside(args.out, name, "--out")
-    study = optuna.load_study(study_name=name, storage=storage)
-    return 0 if _write_report(study, args.out, args.artifact_dir if args.artifact_dir.is_dir() else None) else 1
-
-
-def _serve_storage(args: argparse.Namespace) -> int:
-    from study.proxy import serve_storage
-
-    serve_storage(args.storage, args.host, args.port)
-    return 0
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    from study.dashboard import serve
-    from study.ports import HOST, check_port
-
-    check_port(args.port)
-    url, storage = _open_existing(args.storage)
-    print(f"optuna-dashboard for {url} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    try:
-        serve(storage, args.port, args.artifact_dir)
-    except KeyboardInterrupt:
-        pass
-    return 0
-

@@ -204,6 +204,14 @@ class StudySettings:
     max_iters: int = 10**9  # planned iterations a trial may have; raise it to opt in to longer trials
     engine: str = "sequential"  # sequential | population (trials that share a graph train as one model)
     population: int = 16  # trials per population
+    # Fair arms (the combinations of scientific values): each gets at least `balance` of an equal share of
+    # the search trials, and the pruner compares a trial only with its own arm's, at equal samples seen.
+    balance: float = 1.0
+    per_arm_pruning: bool = True
+    # Then confirm: each arm's `confirm_top` best configs are retrained with `confirm_seeds` fresh seeds.
+    confirm_top: int = 3
+    confirm_seeds: int = 5  # 0: no confirmation phase
+    confirm_vary_split: bool = False  # the split seed varies with the training seed
 
 
 @dataclass(frozen=True)
@@ -240,6 +248,14 @@ def load_config(space: str = "quick", overrides: list[str] = ()) -> StudyConfig:
     from study.validation import Validator
 
     return Validator(str(path), path.stem, overridden).config(raw)
+
+
+def stored_config(raw: dict, source: str, overrides: list = ()) -> StudyConfig:
+    """The config of a stored study, from the space stored with it (`study confirm` works on it)."""
+    from study.validation import Validator
+
+    overridden = apply_overrides(raw, overrides)
+    return Validator(source, str(raw.get("study", {}).get("name", "study")), overridden).config(raw)
 
 
 def check_study_name(name: Any) -> str:

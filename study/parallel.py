@@ -39,19 +39,19 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
 
 
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,
-                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study) -> str | None:
+                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search") -> str | None:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.SimpleQueue()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
-                  heartbeat_s=heartbeat_s, threads=threads, timeout=cfg.study.timeout)
+                  heartbeat_s=heartbeat_s, threads=threads, timeout=cfg.study.timeout, phase=phase)
     procs = [ctx.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(jobs)]
     # Started with SIGINT ignored, which they inherit: a Ctrl-C during their start-up is the parent's.
     with interrupts.installed(signal.SIG_IGN, (signal.SIGINT,)):
         for p in procs:
             p.start()
-    follower = _follow(bar, study, cfg.study.n_trials)
+    follower = _follow(bar, study, cfg.study.n_trials, phase)
     forwarded = False
     try:
         while any(p.is_alive() for p in procs):
@@ -88,7 +88,7 @@ def _terminate(procs: list) -> None:
                 pass
 
 
-def _follow(bar: Any, study: optuna.Study, target: int) -> threading.Event | None:
+def _follow(bar: Any, study: optuna.Study, target: int, phase: str) -> threading.Event | None:
     """The bar follows the storage, which every worker writes to."""
     if bar is None:
         return None
@@ -99,7 +99,7 @@ def _follow(bar: Any, study: optuna.Study, target: int) -> threading.Event | Non
 
     def follow() -> None:
         while not done.wait(POLL_S):
-            advance(bar, study, target)
+            advance(bar, study, target, phase)
 
     threading.Thread(target=follow, daemon=True).start()
     return done

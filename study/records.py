@@ -42,7 +42,7 @@ class TrialRecord:
     first_number: int | None = None  # the number of this trial's first attempt; its retries inherit it
     config: dict[str, Any] = field(default_factory=dict)  # the resolved TrialConfig, as a dict
     provenance: dict[str, Any] = field(default_factory=dict)  # versions, git revision, device
-    budget: dict[str, Any] = field(default_factory=dict)  # total_iters, iters_per_epoch, samples_seen
+    budget: dict[str, Any] = field(default_factory=dict)  # total_iters, iters_per_epoch, samples_seen, n_classes
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch, written once at the end
     diverged: dict[str, Any] | None = None  # {"reason", "step"}
     resumed: dict[str, Any] | None = None  # {"from_trial", "from_epoch"}
@@ -53,12 +53,17 @@ class TrialRecord:
     worker: dict[str, Any] | None = None  # host, pid, process start time of the worker that ran it
     checkpoint_warnings: list[str] = field(default_factory=list)  # damaged or foreign checkpoints skipped
     engine: dict[str, Any] | None = None  # how it trained: {"name": "population", "population": id, "size": K}
+    confirm: dict[str, Any] | None = None  # a confirmation run: {"of": trial number, "seed", "split_seed"}
 
     @classmethod
     def of(cls, trial: AnyTrial) -> TrialRecord:
         stored = trial.user_attrs
         return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls)
                       if stored.get(f.name) is not None})
+
+    @property
+    def phase(self) -> str:
+        return "confirm" if self.confirm else "search"
 
     @property
     def final(self) -> dict[str, Any]:
@@ -101,8 +106,10 @@ def first_number(trial: AnyTrial) -> int:
 
 
 def queue_retry(study: optuna.Study, trial: AnyTrial) -> None:
-    """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints."""
-    study.enqueue_trial(trial.params, user_attrs=attrs(first_number=first_number(trial)))
+    """Queue `trial` again with its params; the retry keeps its first attempt's number, hence its checkpoints,
+    and its phase."""
+    kept = {"confirm": TrialRecord.of(trial).confirm} if TrialRecord.of(trial).confirm else {}
+    study.enqueue_trial(trial.params, user_attrs=attrs(first_number=first_number(trial), **kept))
 
 
 # Marks in the order they take precedence over Optuna's state.
@@ -134,11 +141,18 @@ def trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's best complete trial, or None before the first one."""
+    """The search's best complete trial, or None before the first one. Confirmation runs are left out: a
+    lucky seed of a confirmed config is not a better config (the verdict reports them as means)."""
     try:
-        return study.best_trial
+        best = study.best_trial
     except ValueError:
         return None
+    if not TrialRecord.of(best).confirm:
+        return best
+    search = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if not TrialRecord.of(t).confirm and t.value is not None]
+    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    return pick(search, key=lambda t: t.value, default=None)
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,8 @@ class StudyRecord:
     experiment: dict[str, Any] = field(default_factory=dict)  # what must match for a rerun to join it
     checkpoint_dir: str = ""
     test: dict[str, Any] | None = None  # the best trial on the test split (evaluation.py)
+    confirm_plan: list[dict[str, Any]] | None = None  # the confirmation runs, planned once (confirm.py)
+    verdict: dict[str, Any] | None = None  # the answer from the confirmation runs (verdict.py)
 
     @classmethod
     def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:

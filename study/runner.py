@@ -19,6 +19,8 @@ worker or an interrupted one, resumes from its last epoch checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 import optuna
 import torch
 
-from study import interrupts, records, stale, weights
+from study import confirm, interrupts, records, stale, weights
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.console import say
@@ -42,9 +44,9 @@ from study.trial import TrialContext, run_trial
 from study.worker import Worker, count
 
 
-def advance(bar: Any, study: optuna.Study, target: int) -> None:
-    """Move the progress bar to the study's finished count: the storage, which every worker writes to."""
-    bar.update(max(0, min(target, count(study)) - bar.n))
+def advance(bar: Any, study: optuna.Study, target: int, phase: str = "search") -> None:
+    """Move the progress bar to the phase's finished count: the storage, which every worker writes to."""
+    bar.update(max(0, min(target, count(study, phase=phase)) - bar.n))
 
 
 @dataclass
@@ -55,6 +57,7 @@ class _Printer:
     ctx: TrialContext
     quiet: bool
     bar: Any = None
+    phase: str = "search"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
@@ -65,7 +68,7 @@ class _Printer:
             return
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
-            advance(self.bar, study, self.cfg.study.n_trials)
+            advance(self.bar, study, self.cfg.study.n_trials, self.phase)
             best = best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
@@ -75,15 +78,16 @@ class _Printer:
             say(line)
 
 
-def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None) -> Worker:
+def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None,
+               phase: str = "search") -> Worker:
     """The worker loop of worker.py with a real trial plugged in."""
     return Worker(study, cfg.study.n_trials, lambda trial: run_trial(trial, cfg, ctx),
-                  _Printer(cfg, ctx, quiet, bar), cfg.study.max_initial_failures)
+                  _Printer(cfg, ctx, quiet, bar, phase), cfg.study.max_initial_failures, phase=phase)
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
                quiet: bool, heartbeat_s: int = HEARTBEAT_S, threads: int | None = None, bar: Any = None,
-               timeout: float | None = None, worker: int = 0) -> str | None:
+               timeout: float | None = None, worker: int = 0, phase: str = "search") -> str | None:
     """Work on the study until its target is met; returns why it stopped early, if it did."""
     deadline = None if timeout is None else time.monotonic() + timeout
     _quiet_optuna()
@@ -92,7 +96,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
     ctx = context(cfg, study, device, checkpoint_root)
-    worker = worker_for(cfg, study, ctx, quiet, bar)
+    worker = worker_for(cfg, study, ctx, quiet, bar, phase)
     rounds = None
     if cfg.study.engine == "population":
         from study.pool import PooledRounds
@@ -124,9 +128,10 @@ def _quiet_optuna() -> None:
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,
               quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S,
-              retry_stale: bool = False) -> RunSummary:
-    """Run `jobs` worker processes on the study, or this process alone for jobs=1. Ctrl-C and SIGTERM
-    stop every worker at its next step; then KeyboardInterrupt is raised here."""
+              retry_stale: bool = False, search: bool = True) -> RunSummary:
+    """Run `jobs` worker processes on the study, or this process alone for jobs=1: the search to its
+    target, then the confirmation runs (search=False: those alone, on what the search has found). Ctrl-C
+    and SIGTERM stop every worker at its next step; then KeyboardInterrupt is raised here."""
     _quiet_optuna()
     started = time.monotonic()
     storage = open_storage(storage_url, heartbeat_s)
@@ -138,34 +143,63 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         if retry_stale and not has_heartbeat(storage):
             retried = stale.retry_stale(study)
             notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")
-        bar = None
-        if not quiet and count(study) < cfg.study.n_trials:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.study.n_trials, initial=count(study), desc=cfg.study.name, unit="trial",
-                       disable=None)  # drawn on a terminal only: a log gets the per-trial lines, no \r
-        try:
-            if jobs == 1:
-                stopped = run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                                     bar=bar, timeout=cfg.study.timeout)
-            else:
-                from study.parallel import run_parallel
-
-                stopped = run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
-                                       heartbeat_s=heartbeat_s, bar=bar, study=study)
-        finally:
-            if bar is not None:
-                bar.close()
-        interrupts.check()
+        run = functools.partial(_run_phase, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root,
+                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study)
+        stopped = run(cfg) if search else None
         timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
-        finished = count(study)
+        finished = count(study) if search else cfg.study.n_trials
         if finished >= cfg.study.n_trials and stopped:
             notes.append(stopped)  # e.g. a worker was killed, but others finished the study
             stopped = None
         elif stopped is None and not timed_out and finished < cfg.study.n_trials:
             stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
+        if stopped is None and not timed_out and confirms(cfg) and confirm.is_ready(study, cfg.study.n_trials):
+            s = cfg.study
+            runs = confirm.queue(study, s.confirm_top, s.confirm_seeds, s.confirm_vary_split, cfg.defaults.seed)
+            left = None if s.timeout is None else max(1e-3, s.timeout - (time.monotonic() - started))
+            stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs), timeout=left)),
+                          phase="confirm")
+        _record_verdict(study)
         notes += _keep_best_weights(study, ctx)
     return RunSummary(study, cfg, storage_url, ctx.checkpoint_dir, stopped, tuple(notes))
+
+
+def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
+               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search") -> str | None:
+    """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
+    bar = None
+    done = count(study, phase=phase)
+    if not quiet and done < cfg.study.n_trials:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.study.n_trials, initial=done, unit="trial", disable=None,  # a log gets lines, no \r
+                   desc=cfg.study.name if phase == "search" else f"{cfg.study.name} (confirming)")
+    try:
+        if jobs == 1:
+            return run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
+                              bar=bar, timeout=cfg.study.timeout, phase=phase)
+        from study.parallel import run_parallel
+
+        return run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
+                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase)
+    finally:
+        if bar is not None:
+            bar.close()
+        interrupts.check()
+
+
+def confirms(cfg: StudyConfig) -> bool:
+    """Whether the study has a confirmation phase: arms to compare, and seeds to compare them with."""
+    return bool(cfg.scientific) and cfg.study.confirm_seeds > 0
+
+
+def _record_verdict(study: optuna.Study) -> None:
+    """The verdict, from the confirmation runs so far, stored with the study for other tools to read."""
+    from study.verdict import decide
+
+    found = decide(records.trials(study), records.StudyRecord.of(study).scientific, study.direction.name.lower())
+    if found is not None:
+        records.write_study(study, verdict=found)
 
 
 def _keep_best_weights(study: optuna.Study, ctx: TrialContext) -> list[str]:

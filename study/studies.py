@@ -26,6 +26,7 @@ import warnings
 import optuna
 
 from study import records
+from study.arms import PER_ARM_PRUNERS, BalancedArms, PerArm
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.paths import is_uid
@@ -43,7 +44,7 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
     experiment. Exactly one process creates it; the others wait for its attributes."""
     s = cfg.study
     experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
-    pruner = make_pruner(s.pruner, s.pruner_options)
+    pruner = _pruner(cfg)
     try:
         study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction,
                                     sampler=_sampler(cfg, worker, 0), pruner=pruner)
@@ -91,4 +92,17 @@ def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samp
     seed, the workers (and a resumed run's random start-up trials) would propose the same params again."""
     s = cfg.study
     seed = None if s.sampler_seed is None else (s.sampler_seed + worker + 7919 * n_trials_before) % 2**32
-    return make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
+    sampler = make_sampler(s.sampler, seed, s.sampler_options, cfg.grid_space())
+    arms = {p: cfg.params[p].choices for p in cfg.scientific if cfg.params[p].kind == "categorical"}
+    if arms and s.balance > 0 and s.sampler != "grid":  # a grid visits every arm by itself
+        sampler = BalancedArms(sampler, arms, s.balance)
+    return sampler
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    """The study's pruner; with scientific params, one that judges each trial within its own arm."""
+    s = cfg.study
+    pruner = make_pruner(s.pruner, s.pruner_options)
+    if cfg.scientific and s.per_arm_pruning and s.pruner in PER_ARM_PRUNERS:
+        pruner = PerArm(pruner, cfg.scientific)
+    return pruner

@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.config import METRICS, StudyConfig
-from study.records import TrialRecord, best_trial, error_of, status_of
+from study.records import StudyRecord, TrialRecord, best_trial, error_of, status_of
 from study.records import counts as count_statuses
 from study.storage import dashboard_command
 
@@ -36,6 +36,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     resumed = record.resumed
     if resumed:
         value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
+    if record.confirm:  # its params are those of the trial it confirms
+        params = f"confirms trial {record.confirm['of']} with seed {record.confirm['seed']}"
     return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
 
 
@@ -52,8 +54,8 @@ class RunSummary:
     stopped: str | None = None
     warnings: tuple[str, ...] = ()
 
-    def counts(self) -> dict[str, int]:
-        c = count_statuses(self.study.get_trials(deepcopy=False))
+    def counts(self, phase: str = "search") -> dict[str, int]:
+        c = count_statuses(t for t in self.study.get_trials(deepcopy=False) if TrialRecord.of(t).phase == phase)
         return {k: c[k] for k in ("complete", "pruned", "diverged", "failed", "interrupted")}
 
     def text(self) -> str:
@@ -68,8 +70,18 @@ class RunSummary:
             final = TrialRecord.of(best).final
             metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
                                 METRICS if k in final)
-            lines.append(f"best trial {best.number}: {metrics}")
+            optimistic = " (search, one seed: optimistic)" if StudyRecord.of(self.study).verdict else ""
+            lines.append(f"best trial {best.number}{optimistic}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
+        confirmed = self.counts("confirm")
+        if any(confirmed.values()):
+            lines.append(f"confirmation runs: {confirmed['complete']} complete, {confirmed['diverged']} diverged, "
+                         f"{confirmed['failed']} failed" + (f", {confirmed['interrupted']} interrupted"
+                                                            if confirmed["interrupted"] else ""))
+        verdict = StudyRecord.of(self.study).verdict
+        if verdict:
+            lines.append(f"verdict (mean [95% interval] over seeds): {verdict['sentence']}")
+            lines += [f"warning: {w}" for w in verdict.get("warnings", [])]
         lines += [f"warning: {w}" for w in self.warnings]
         if self.stopped:
             lines.append(f"stopped: {self.stopped}")

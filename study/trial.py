@@ -17,6 +17,7 @@ seeded by the trial, and its batch order comes from a generator of its own (engi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,24 +142,28 @@ class Attempt:
     checkpoints: Checkpoints
     history: list[dict] = field(default_factory=list)
     reported: set[int] = field(default_factory=set)
+    prune: bool = True  # confirmation runs are never pruned
 
     @classmethod
     def start(cls, trial: optuna.Trial, study_cfg: StudyConfig, ctx: TrialContext) -> "Attempt":
         tcfg = study_cfg.resolve(suggest(trial, study_cfg))
+        confirm = records.TrialRecord.of(trial).confirm
+        if confirm:  # a confirmation run: its candidate's config with a fresh seed (and split, if asked)
+            tcfg = dataclasses.replace(tcfg, **{k: confirm[k] for k in ("seed", "split_seed") if k in confirm})
         first = first_number(trial)
         records.write(trial, first_number=first, config=tcfg.to_dict(),
                       provenance={**provenance(), "device": str(ctx.device)})
         checkpoints = trial_checkpoints(ctx, trial, tcfg.to_dict())
-        _, budget = plan(tcfg, ctx.device, ctx.cache)
+        data, budget = plan(tcfg, ctx.device, ctx.cache)
         records.write(trial, budget={"total_iters": budget.total_iters, "iters_per_epoch": budget.iters_per_epoch,
-                                     "samples_seen": budget.total_iters * tcfg.batch_size})
-        return cls(trial, tcfg, study_cfg.study.metric, first, checkpoints)
+                                     "samples_seen": budget.samples, "n_classes": data.n_classes})
+        return cls(trial, tcfg, study_cfg.study.metric, first, checkpoints, prune=not confirm)
 
     def on_epoch(self, epochs: list[dict]) -> None:
         # Each epoch writes one intermediate value (live dashboards draw the curve from them); the whole
         # history is written once, when the trial ends, so storage writes grow with its length, not its square.
         self.history[:] = epochs
-        report_epochs(self.trial, epochs, self.metric, self.reported)
+        report_epochs(self.trial, epochs, self.metric, self.reported, self.prune)
 
     def finish(self, outcome: TrainResult | BaseException) -> float:
         """Store what was measured, however it ended; return the value, or raise what ended it

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED, Param, StudyConfig,
                           StudySettings, TrialConfig, check_study_name, non_finite)
-from study.constraints import Interval, MappingOf, OneOf
+from study.constraints import Boolean, Interval, MappingOf, OneOf
 from study.errors import ConfigError
 from study.optimizers import optimizer_spec
 from study.pruners import PRUNERS
@@ -157,7 +157,8 @@ class Validator:
 
     def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:
         allowed = ("name", "question", "metric", "direction", "n_trials", "timeout", "sampler", "pruner",
-                   "scientific", "max_initial_failures", "checkpoints", "max_iters", "engine", "population")
+                   "scientific", "max_initial_failures", "checkpoints", "max_iters", "engine", "population",
+                   "confirm", "balance")
         s = self.mapping("study", raw, allowed)
         out: dict[str, Any] = {"name": s.get("name", self.stem)}
         out["name"] = self.wrap("study.name", out["name"], check_study_name)
@@ -186,6 +187,15 @@ class Validator:
             if "keep_best" in ck:
                 out["checkpoint_keep_best"] = self.wrap("study.checkpoints.keep_best", ck["keep_best"],
                                                         Interval(int, 0, None))
+        if "confirm" in s:
+            c = self.mapping("study.confirm", s["confirm"], ("top", "seeds", "vary_split"))
+            for k, low in (("top", 1), ("seeds", 0)):
+                if k in c:
+                    out[f"confirm_{k}"] = self.wrap(f"study.confirm.{k}", c[k], Interval(int, low, None))
+            if "vary_split" in c:
+                out["confirm_vary_split"] = self.wrap("study.confirm.vary_split", c["vary_split"], Boolean())
+        if "balance" in s:
+            out["balance"] = self.wrap("study.balance", s["balance"], Interval(float, 0, 1))
         sampler = s.get("sampler", {})
         sampler = {"name": sampler} if isinstance(sampler, str) else sampler
         sampler = self.mapping("study.sampler", sampler, ("name", "seed", "options"))
@@ -195,7 +205,9 @@ class Validator:
         out["sampler_options"] = self.wrap("study.sampler.options", sampler.get("options") or {}, MappingOf())
         pruner = s.get("pruner", {})
         pruner = {"name": pruner} if isinstance(pruner, str) else pruner
-        pruner = self.mapping("study.pruner", pruner, ("name", "options"))
+        pruner = self.mapping("study.pruner", pruner, ("name", "options", "per_arm"))
+        if "per_arm" in pruner:
+            out["per_arm_pruning"] = self.wrap("study.pruner.per_arm", pruner["per_arm"], Boolean())
         out["pruner"] = self.wrap("study.pruner.name", pruner.get("name", "median"), OneOf(PRUNERS))
         out["pruner_options"] = self.wrap("study.pruner.options", pruner.get("options") or {}, MappingOf())
         scientific = s.get("scientific", [])

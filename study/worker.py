@@ -34,19 +34,27 @@ POLL_S = 1.0  # how often an idle worker looks again for trials to retry
 MAX_FAILURES = 5  # failures in a row that stop a worker instead of burning the budget
 
 
-def report_epochs(trial: optuna.Trial, epochs: list[dict], metric: str, reported: set[int]) -> None:
+def report_epochs(trial: optuna.Trial, epochs: list[dict], metric: str, reported: set[int],
+                  prune: bool = True) -> None:
     """Report each epoch's `metric` not reported yet (a resumed trial also reports the epochs before its
-    checkpoint), then prune if the pruner says so. One intermediate value per epoch is all this writes."""
+    checkpoint), then prune if the pruner says so (never a confirmation run: `prune` is False). One
+    intermediate value per epoch is all this writes."""
     for record in epochs:
         if record["epoch"] not in reported:
             trial.report(record[metric], record["epoch"])
             reported.add(record["epoch"])
-    if trial.should_prune():
+    if prune and trial.should_prune():
         raise optuna.TrialPruned(f"pruned at epoch {epochs[-1]['epoch']}")
 
 
-def count(study: optuna.Study, states: tuple = FINISHED_STATES) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
+def count(study: optuna.Study, states: tuple = FINISHED_STATES, phase: str = "search") -> int:
+    """The study's trials of one phase in these states (search trials and confirmation runs have each
+    their own target)."""
+    return len(_of_phase(study.get_trials(deepcopy=False, states=states), phase))
+
+
+def _of_phase(trials: list[FrozenTrial], phase: str) -> list[FrozenTrial]:
+    return [t for t in trials if records.TrialRecord.of(t).phase == phase]
 
 
 @dataclass
@@ -58,13 +66,17 @@ class Worker:
     objective: Callable[[optuna.Trial], float]  # trains and reports; raises TrialPruned to prune
     after: Callable[[optuna.Study, FrozenTrial], None] | None = None  # called with each told trial
     max_failures: int = MAX_FAILURES
+    phase: str = "search"  # or "confirm": run the queued confirmation runs only, never ask the sampler
     failures_in_a_row: int = 0
     stopped: str | None = None
 
+    def _taken(self) -> list[FrozenTrial]:
+        return _of_phase(self.study.get_trials(deepcopy=False, states=TAKEN_STATES), self.phase)
+
     def has_room(self) -> bool:
         """Whether the target has a slot that no finished, running or queued trial holds."""
-        states = [t.state for t in self.study.get_trials(deepcopy=False, states=TAKEN_STATES)]
-        return len(states) < self.target or TrialState.WAITING in states
+        states = [t.state for t in self._taken()]
+        return TrialState.WAITING in states or (len(states) < self.target and self.phase == "search")
 
     def ask(self) -> optuna.Trial | None:
         """A trial to run (a queued one first), or None: a trial that would take the study past its target
@@ -72,7 +84,15 @@ class Worker:
         with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
             warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
             trial = self.study.ask()
-        taken = [t for t in self.study.get_trials(deepcopy=False, states=TAKEN_STATES) if t.number < trial.number]
+        phase = records.TrialRecord.of(trial).phase
+        if phase != self.phase:  # a confirmation run met while extending a search: planned, so it runs
+            if phase == "confirm":
+                return trial
+            # the queue emptied between looking and asking: the sampler made a trial no one asked for
+            records.write(trial, surplus=True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        taken = [t for t in self._taken() if t.number < trial.number]
         if len(taken) >= self.target:
             records.write(trial, surplus=True)
             self.study.tell(trial, state=TrialState.FAIL)
@@ -131,15 +151,17 @@ class Worker:
             interrupts.check()
             if beats:
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
-            trials = self.study.get_trials(deepcopy=False, states=TAKEN_STATES)
+            trials = self._taken()
             states = [t.state for t in trials]
             finished = sum(s in FINISHED_STATES for s in states)
             waiting = states.count(TrialState.WAITING)
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if finished >= self.target:
                 return
-            if len(trials) < self.target or waiting:
+            if waiting or (len(trials) < self.target and self.phase == "search"):
                 (run_some or self.run_one)()
+            elif self.phase == "confirm" and not running:
+                return  # every queued trial ran; the failed ones count nowhere
             elif beats or any(stale.alive_here(t) for t in running):
                 time.sleep(POLL_S)  # a running trial may yet finish, or die and need a retry
             else:

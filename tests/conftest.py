@@ -21,6 +21,7 @@ study:
   n_trials: 3
   sampler: {name: random, seed: 0}
   pruner: {name: none}
+  confirm: {seeds: 0}       # no confirmation phase here: tests/test_confirm.py has its own
 data:
   name: synthetic
   options: {n_samples: 160, n_features: 8, n_classes: 3}

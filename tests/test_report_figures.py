@@ -31,6 +31,12 @@ def _figures(trials, history):
     activations = pd.DataFrame({"init": ["he", "he", "xavier", "xavier"], "activation": ["relu"] * 4,
                                 "layer": [1, 2, 1, 2], "std": [1.0, 0.9, 0.5, 0.25]})
     yield "activations", F.activation_figure(activations)
+    from study.verdict import compare
+
+    verdict = compare({"adam": [0.1, 0.12, 0.11], "sgd": [0.2, 0.25, 0.22]}, "minimize")
+    for arm, candidate in zip(verdict["arms"], (3, 4), strict=True):
+        arm.update(search_value=arm["mean"] - 0.01, candidate=candidate)
+    yield "verdict", F.verdict_figure(T.seed_values(verdict), T.verdict_data(verdict)[0], "val_loss")
 
 
 def test_every_figure_function_is_exercised():

@@ -63,7 +63,7 @@ class ReportContext:
     """What every section reads, computed once per report."""
 
     study: optuna.Study
-    raw: list[optuna.trial.FrozenTrial]  # the study's trials as read once, by number
+    raw: list[optuna.trial.FrozenTrial]  # the study's search trials as read once, by number
     record: StudyRecord  # the study's user attrs
     trials: pd.DataFrame
     history: pd.DataFrame
@@ -73,19 +73,28 @@ class ReportContext:
     counts: dict
     changed: list[str]  # settings that took more than one value
     finished: pd.DataFrame  # complete, pruned and diverged trials
+    every: pd.DataFrame  # search trials and confirmation runs (the trials table)
+    verdict: dict | None  # from the confirmation runs (verdict.py), or None
 
     @classmethod
     def of(cls, study: optuna.Study, trials: pd.DataFrame,
            raw: list[optuna.trial.FrozenTrial] | None = None) -> "ReportContext":
         """`trials` is `trials_frame(raw)`; `raw`, the study's trials as the caller read them (else read here)."""
+        from study.verdict import decide
+
         direction = Direction(study.direction.name.lower())
         record = StudyRecord.of(study)
         raw = records.trials(study) if raw is None else raw
-        return cls(study, raw, record, trials, T.history_frame(raw), record.metric, direction,
+        every = trials
+        # The search's figures and tables show search trials; the confirmation runs feed the verdict.
+        search_raw = [t for t in raw if not records.TrialRecord.of(t).confirm]
+        trials = trials[trials["phase"] == "search"] if len(trials) else trials
+        return cls(study, search_raw, record, trials, T.history_frame(search_raw), record.metric, direction,
                    T.best_number(trials, direction),
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],
-                   trials[trials["status"].isin(FINISHED)] if len(trials) else trials)
+                   trials[trials["status"].isin(FINISHED)] if len(trials) else trials,
+                   every, decide(raw, record.scientific, direction))
 
     @property
     def scientific(self) -> list[str]:

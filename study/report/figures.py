@@ -215,3 +215,16 @@ def activation_figure(df: pd.DataFrame) -> Figure:
            ylabel="std of activations (log scale)")
     ax.legend(fontsize="small", ncol=2)
     return fig
+
+
+@_styled
+def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figure:
+    fig, ax = _fig(7.5, 1.2 + 0.5 * len(arms))
+    order = list(arms["arm"])
+    sns.stripplot(data=seeds, x="value", y="arm", order=order, color="#999999", size=5, jitter=0.15, ax=ax)
+    y = np.arange(len(order))
+    err = np.array([arms["mean"] - arms["ci_low"], arms["ci_high"] - arms["mean"]])
+    ax.errorbar(arms["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", capsize=4, label="mean, 95% CI")
+    ax.set(title="Confirmed arms", xlabel=METRIC_LABEL.get(metric, metric), ylabel="arm")
+    ax.legend(loc="best", fontsize="small")
+    return fig

@@ -10,6 +10,8 @@ text goes through Jinja's autoescaping or pandas' escaping.
 from __future__ import annotations
 
 import base64
+import json
+import math
 from pathlib import Path
 
 import jinja2
@@ -26,7 +28,8 @@ _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
 
 
 def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None = None) -> Path:
-    """Write <out_root>/<safe study name>/index.html and trials.csv; return the page's path.
+    """Write <out_root>/<safe study name>/index.html, trials.csv and (after confirmation runs) verdict.json;
+    return the page's path.
 
     The study gets an optuna-dashboard note linking the page and, with `artifact_dir`, the figures
     as artifacts."""
@@ -39,8 +42,32 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
         name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict, sections=sections)
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
+    write_verdict(study, raw, folder)
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
     return folder / "index.html"
+
+
+def write_verdict(study: optuna.Study, raw: list, folder: Path) -> None:
+    """verdict.json beside the page, for other tools: the arms' means, intervals, n and groups, the
+    pairwise tests, the warnings (NaN, where an interval needs more seeds, is null)."""
+    from study.verdict import decide
+
+    found = decide(raw, records.StudyRecord.of(study).scientific, study.direction.name.lower())
+    path = folder / "verdict.json"
+    if found is None:
+        path.unlink(missing_ok=True)  # an earlier report's verdict is not this one's
+        return
+    atomic_write_text(path, json.dumps(_nulls(found), indent=1, allow_nan=False) + "\n")
+
+
+def _nulls(node):
+    if isinstance(node, float) and not math.isfinite(node):
+        return None
+    if isinstance(node, dict):
+        return {k: _nulls(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_nulls(v) for v in node]
+    return node
 
 
 def attach_to_dashboard(study: optuna.Study, page: Path, sections: list[Section], verdict: str,

@@ -2,7 +2,7 @@
 Section(s), or None where it does not apply. Adding a section is one function added to SECTIONS.
 
     >>> [make.__name__ for make in SECTIONS]   # the page's order
-    ['summary', 'history', 'learning_rate', 'comparisons', 'pairs', 'activations', 'curves', 'batch',
+    ['summary', 'answer', 'history', 'learning_rate', 'comparisons', 'pairs', 'activations', 'curves', 'batch',
      'schedules', 'importance', 'test_split', 'all_trials']
     >>> study = optuna.create_study()
     >>> sections, verdict = build_sections(study, T.trials_frame(study))
@@ -33,15 +33,54 @@ def _fmt(v: Any) -> str:
 
 
 def _best_params(ctx: ReportContext) -> str:
-    params = ctx.raw[ctx.best].params  # trial numbers are positions in the study's list of trials
+    params = next(t.params for t in ctx.raw if t.number == ctx.best)
     return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "(no searched params)"
 
 
 def verdict(ctx: ReportContext) -> str:
+    if ctx.verdict is not None:
+        return f"Verdict, from seeded confirmation runs (mean [95% interval]): {ctx.verdict['sentence']}"
     if ctx.best is None:
         return ""
     value = ctx.trials.set_index("number").loc[ctx.best, "value"]
-    return f"Best: trial {ctx.best} with {ctx.metric} {value:.4g} ({_best_params(ctx)})."
+    return (f"Best: trial {ctx.best} with {ctx.metric} {value:.4g} ({_best_params(ctx)}): one seed, not confirmed, "
+            "so seed noise is not measured.")
+
+
+def answer(ctx: ReportContext) -> Section | None:
+    """The verdict: each arm's confirmed mean, interval and n; the tests that separate them; the warnings."""
+    from study.report import figures as F
+    from study.verdict import boundary_warnings
+
+    if ctx.verdict is None:
+        if not ctx.scientific:
+            return None
+        s = Section("verdict", "Verdict")
+        s.say("No confirmation runs yet: the comparisons below are of one seed per config, so a gap smaller "
+              "than seed noise can look like a win. `study confirm` retrains each arm's best configs with fresh "
+              "seeds and gives the verdict with its uncertainty.", note=True)
+        firsts = ctx.trials[ctx.trials["status"] == "complete"].sort_values("value", ascending=ctx.direction.ascending)
+        numbers = set(firsts.drop_duplicates(ctx.scientific)["number"])
+        for warning in boundary_warnings([t for t in ctx.raw if t.number in numbers], ctx.scientific):
+            s.say(warning, note=True)
+        return s
+    v = ctx.verdict
+    s = Section("verdict", "Verdict")
+    s.say(v["sentence"])
+    s.say(f"Each arm is its best config, retrained with fresh seeds and never pruned: mean and {v['confidence']:.0%} "
+          f"t-interval over its n seeds. Pairs are compared by {v['test']} at alpha = {v['alpha']}; arms in one "
+          "group are not separated from its leader. The search's single-seed best is shown beside each mean: it "
+          "was chosen for being best, so it is optimistic.")
+    arms, pairs = T.verdict_data(v)
+    s.figure(F.verdict_figure(T.seed_values(v), arms, ctx.metric),
+             "Each dot is one confirmation seed; the bar is the arm's mean with its 95% interval. Overlapping "
+             "intervals and a Holm-corrected p above 0.05 mean the data do not separate the arms.")
+    s.table(arms, "Arms, best group first")
+    if len(pairs):
+        s.table(pairs, "Every pair: Welch's t-test, p corrected by Holm's method")
+    for warning in v.get("warnings", []):
+        s.say(warning, note=True)
+    return s
 
 
 def _engines(ctx: ReportContext) -> str:
@@ -113,8 +152,10 @@ def comparisons(ctx: ReportContext) -> list[Section]:
             s.say(f"No complete trial for any {param} value yet.", note=True)
         else:
             winner = comparison.iloc[0]
-            s.say(f"Best {param}: {winner[param]} ({ctx.metric} {winner['best']:.4g}, trial {winner['best_trial']}), "
-                  f"each value's best taken after the other params were searched.")
+            s.say(f"In the search, the best {param} was {winner[param]} ({ctx.metric} {winner['best']:.4g}, trial "
+                  f"{winner['best_trial']}), each value's best taken after the other params were searched. That is "
+                  "one seed per config, and optimistic: " + ("the verdict above is the comparison that holds."
+                                                             if ctx.verdict else "no seed confirmed it."))
             low, high = int(comparison["trials"].min()), int(comparison["trials"].max())
             if high >= 2 * max(1, low):
                 s.say(f"The values were searched unevenly ({low} to {high} trials each): the sampler spent more "
@@ -253,7 +294,8 @@ MAX_TABLE_ROWS = 2000  # a page with a row per trial of a 100,000-trial study wo
 def all_trials(ctx: ReportContext) -> Section:
     shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, "val_accuracy", "val_f1", "error",
              "diverged"]
-    table = ctx.trials[list(dict.fromkeys(shown))]
+    shown.insert(2, "phase") if ctx.verdict else None
+    table = ctx.every[list(dict.fromkeys(shown))]
     if len(table) <= MAX_TABLE_ROWS:
         s = Section("trials", "All trials")
         s.say("The same table is in trials.csv beside this page.")
@@ -268,7 +310,7 @@ def all_trials(ctx: ReportContext) -> Section:
 
 SectionMaker = Callable[[ReportContext], "Section | list[Section] | None"]
 # The page, in order. Every section after the summary needs at least one finished trial.
-SECTIONS: list[SectionMaker] = [summary, history, learning_rate, comparisons, pairs, activations, curves, batch,
+SECTIONS: list[SectionMaker] = [summary, answer, history, learning_rate, comparisons, pairs, activations, curves, batch,
                                 schedules, importance, test_split, all_trials]
 
 

@@ -62,7 +62,8 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else math.nan
         row: dict[str, Any] = {
-            "number": t.number, "status": status_of(t), "value": _final_value(t), "duration_s": duration,
+            "number": t.number, "status": status_of(t), "phase": record.phase,
+            "confirms": (record.confirm or {}).get("of"), "value": _final_value(t), "duration_s": duration,
             "epochs": len(history), "total_iters": budget.get("total_iters"),
             "samples_seen": budget.get("samples_seen"),
         }
@@ -71,10 +72,10 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
         row["error"] = error_of(t) if t.state == TrialState.FAIL else ""
         row["diverged"] = (record.diverged or {}).get("reason", "")
         rows.append(row)
-    columns = ["number", "status", "value", "duration_s", "epochs", "total_iters", "samples_seen", *CONFIG_COLUMNS,
-               "train_loss", *METRICS, "error", "diverged"]
+    columns = ["number", "status", "phase", "confirms", "value", "duration_s", "epochs", "total_iters", "samples_seen",
+               *CONFIG_COLUMNS, "train_loss", *METRICS, "error", "diverged"]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"number": int}) if len(frame) else frame
+    return frame.astype({"number": int, "confirms": "Int64"}) if len(frame) else frame
 
 
 def varied(trials: pd.DataFrame) -> list[str]:
@@ -258,3 +259,21 @@ def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd
     table = done.assign(**{a: done[a].astype(str), b: done[b].astype(str)}).pivot_table(
         index=a, columns=b, values="value", aggfunc=Direction(direction).agg)
     return table.sort_index().sort_index(axis=1)
+
+
+def verdict_data(verdict: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The verdict's arms (one row each, best group first) and its pairwise tests, as tables."""
+    arms = pd.DataFrame([{"arm": a["label"], "group": a["group"], "mean": a["mean"], "ci_low": a["low"],
+                          "ci_high": a["high"], "n": a["n"], "fails": a["fails"] or "",
+                          "search_best (one seed)": a["search_value"], "confirms_trial": a["candidate"]}
+                         for a in verdict["arms"]])
+    pairs = pd.DataFrame([{"a": p["a"], "b": p["b"], "difference": p["difference"], "p": p["p"],
+                           "p_holm": p["p_holm"], "separated": "yes" if p["separated"] else "no"}
+                          for p in verdict["pairs"]], columns=["a", "b", "difference", "p", "p_holm", "separated"])
+    return arms, pairs
+
+
+def seed_values(verdict: dict) -> pd.DataFrame:
+    """One row per confirmed seed: the arm and its value (the verdict figure's dots)."""
+    return pd.DataFrame([{"arm": a["label"], "value": v} for a in verdict["arms"] for v in a["values"]],
+                        columns=["arm", "value"])

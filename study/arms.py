@@ -1,0 +1,120 @@
+"""Fair budgets between arms: trials spread over the arms by design, and pruning that compares a trial
+only with its own arm's trials, at equal samples seen.
+
+An arm is one combination of the scientific params' values. `BalancedArms` wraps the study's sampler:
+the scientific values of each new trial go to the arm that has had the fewest trials, as long as some arm
+is below `balance` of an equal share; the nuisance params (lr, momentum, ...) are the wrapped sampler's.
+balance = 1 is round-robin; 0 leaves the choice to the sampler, which may starve an arm it thinks bad.
+
+    >>> sampler = BalancedArms(optuna.samplers.TPESampler(seed=0), {"opt": ["adam", "sgd", "rmsprop"]})
+    >>> study = optuna.create_study(sampler=sampler)
+    >>> study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1, log=True) * (t.suggest_categorical(
+    ...     "opt", ["adam", "sgd", "rmsprop"]) == "sgd"), n_trials=6)
+    >>> [t.params["opt"] for t in study.trials]
+    ['adam', 'sgd', 'rmsprop', 'adam', 'sgd', 'rmsprop']
+
+`PerArm` wraps a median or percentile pruner: a trial is judged against the trials of its own arm, each
+taken at the epoch where it had seen as many training samples as this trial has now, so that a batch-32
+trial is not judged against batch-128 trials that have seen 4x its samples. Its cost: each arm needs the
+wrapped pruner's `n_startup_trials` complete trials of its own before any of its trials is pruned.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from study.confirm import arm_of
+from study.records import TAKEN_STATES, TrialRecord
+
+
+class BalancedArms(optuna.samplers.BaseSampler):
+    def __init__(self, base: optuna.samplers.BaseSampler, choices: dict[str, Sequence[Any]], balance: float = 1.0):
+        self.base, self.names, self.balance = base, list(choices), balance
+        self.arms = [dict(zip(choices, values, strict=True)) for values in itertools.product(*choices.values())]
+        self._chosen: dict[int, dict | None] = {}  # trial number -> its arm, chosen once
+
+    def infer_relative_search_space(self, study, trial):
+        space = self.base.infer_relative_search_space(study, trial)
+        return {k: v for k, v in space.items() if k not in self.names}
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, name, distribution):
+        if name in self.names:
+            if trial.number not in self._chosen:
+                self._chosen[trial.number] = self._arm(study, trial.number)
+            arm = self._chosen[trial.number]
+            if arm is not None and arm[name] in getattr(distribution, "choices", ()):
+                return arm[name]
+        return self.base.sample_independent(study, trial, name, distribution)
+
+    def _arm(self, study: optuna.Study, number: int) -> dict | None:
+        """The least-tried arm while some arm is below its guaranteed share, else None (the sampler's pick)."""
+        counts = [0] * len(self.arms)
+        keys = [tuple(a.values()) for a in self.arms]
+        for t in study.get_trials(deepcopy=False, states=TAKEN_STATES):
+            if t.number != number and not TrialRecord.of(t).confirm:
+                key = tuple(t.params.get(n) for n in self.names)
+                if key in keys:
+                    counts[keys.index(key)] += 1
+        least = min(range(len(counts)), key=lambda i: (counts[i], i))
+        share = (sum(counts) + 1) / len(self.arms)
+        return self.arms[least] if counts[least] < self.balance * share else None
+
+    def before_trial(self, study, trial):
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        self._chosen.pop(trial.number, None)
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+def samples_at(trial: FrozenTrial, epoch: int) -> float:
+    """Training samples a trial had seen at the end of `epoch`, from its stored budget."""
+    budget = TrialRecord.of(trial).budget
+    total, per_epoch = budget.get("total_iters"), budget.get("iters_per_epoch")
+    if not total or not per_epoch or budget.get("samples_seen") is None:
+        return float(epoch)  # a trial without a budget record: compare by epoch, as Optuna would
+    return budget["samples_seen"] * min(1.0, (epoch + 1) * per_epoch / total)
+
+
+class PerArm(optuna.pruners.BasePruner):
+    def __init__(self, base: optuna.pruners.BasePruner, scientific: Sequence[str]):
+        self.base, self.scientific = base, list(scientific)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        arm, seen = arm_of(trial, self.scientific), samples_at(trial, step)
+        peers = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if arm_of(t, self.scientific) != arm or TrialRecord.of(t).confirm:
+                continue
+            reached = [e for e in t.intermediate_values if samples_at(t, e) <= seen * (1 + 1e-9)]
+            if reached:  # its value when it had seen as many samples, shown at this trial's step
+                peer = copy.copy(t)
+                peer.intermediate_values = {step: t.intermediate_values[max(reached)]}
+                peers.append(peer)
+        return self.base.prune(_Peers(study, peers), trial)
+
+
+class _Peers:
+    """The part of a Study that Optuna's percentile pruners read, holding only one arm's trials."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]):
+        self.direction, self._trials = study.direction, trials
+
+    def get_trials(self, deepcopy: bool = False, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        return [t for t in self._trials if states is None or t.state in states]
+
+
+PER_ARM_PRUNERS = ("median", "percentile")  # those that read only trials and direction; the others judge globally

@@ -1,0 +1,190 @@
+"""What each command of the command line does (cli.py parses the arguments and calls these).
+
+Each imports what it needs when it runs, so that `study --help` and `study spaces` stay quick.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.console import say
+from study.errors import printable
+
+
+def spaces() -> int:
+    from study.config import load_config, shipped_spaces
+
+    for name in shipped_spaces():
+        cfg = load_config(name)
+        say(f"{name:<20} {cfg.study.question}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from study import preflight
+    from study.config import check_study_name, load_config
+    from study.devices import resolve_device
+    from study.errors import ConfigError
+    from study.storage import check_storage, default_storage
+
+    overrides: list = list(args.overrides)
+    # Flags are overrides like --set, so they are validated by the same rules.
+    if args.trials is not None:
+        overrides.append(("study.n_trials", args.trials))
+    if args.timeout is not None:
+        overrides.append(("study.timeout", args.timeout))
+    if args.study_name is not None:
+        try:
+            overrides.append(("study.name", check_study_name(args.study_name)))
+        except ValueError as exc:
+            raise ConfigError("--study-name", "study-name", args.study_name, str(exc)) from None
+    if args.seed is not None:
+        overrides += [("training.seed", args.seed), ("study.sampler.seed", args.seed)]
+    overrides += [(f"study.confirm.{k}", getattr(args, k)) for k in ("top", "seeds") if getattr(args, k) is not None]
+    for flag, key in (("engine", "study.engine"), ("population", "study.population")):
+        if getattr(args, flag) is not None:
+            overrides.append((key, getattr(args, flag)))
+    device = resolve_device(args.device)  # before anything touches the storage
+    cfg = load_config(args.space, overrides)
+    storage = args.storage or default_storage()
+    preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
+                    storage_url=storage)
+
+    from study.runner import run_study
+
+    check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
+    summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
+                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
+    say(summary.text())
+    from study.dashboard import upload_checkpoint
+
+    artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
+    if artifacts and upload_checkpoint(summary.study, summary.study_dir / "best.pt", artifacts):
+        say(f"artifacts: {artifacts.resolve()}")
+    if not args.no_report and not write_report(summary.study, args.report_dir, artifacts):
+        return 1
+    return 1 if summary.stopped else 0
+
+
+def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
+    """Build the report and print its path; a failed write (a full disk) is one error line, not a crash:
+    the study is stored, only the page is missing."""
+    from study.report import build_report
+
+    try:
+        say(f"report: {build_report(study, out, artifact_dir=artifact_dir)}")
+    except OSError as exc:
+        print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def open_existing(storage_url: str | None):
+    """The storage, which must already exist: reading never creates a database."""
+    from study.storage import check_storage, default_storage
+
+    url = storage_url or default_storage()
+    return url, check_storage(url, must_exist=True)
+
+
+def list_studies(args: argparse.Namespace) -> int:
+    from study.catalog import summaries
+
+    url, storage = open_existing(args.storage)
+    rows = summaries(storage)
+    if not rows:
+        say(f"no studies in {printable(url)}")
+    for r in rows:
+        best = "no complete trial"
+        if r["best_trial"] is not None:
+            best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
+        counts = ", ".join(f"{r[k]} {k}" for k in ("complete", "pruned", "diverged", "failed")) + "".join(
+            f", {r[k]} {k}" for k in ("interrupted", "running", "waiting") if r[k])
+        say(f"{printable(r['name']):<24} {counts}; {best}")
+    return 0
+
+
+def stored_study(storage_url: str | None, study_name: str | None):
+    """The one study of an existing storage, or the one named: (url, study); one clear line otherwise."""
+    import optuna
+
+    from study.errors import ConfigError
+
+    url, storage = open_existing(storage_url)
+    names = optuna.get_all_study_names(storage)
+    shown = ", ".join(map(printable, names))
+    name = study_name
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError("--study-name", "study-name", None,
+                              f"the storage holds {len(names)} studies ({shown or 'none'}); name one")
+        name = names[0]
+    if name not in names:
+        raise ConfigError("--study-name", "study-name", name, f"no such study in {printable(url)}; stored: {shown}")
+    return url, optuna.load_study(study_name=name, storage=storage)
+
+
+def report(args: argparse.Namespace) -> int:
+    from study.files import check_writable
+    from study.preflight import check_inside
+
+    check_writable(args.out, "--out")
+    url, study = stored_study(args.storage, args.study_name)
+    check_inside(args.out, study.study_name, "--out")
+    return 0 if write_report(study, args.out, args.artifact_dir if args.artifact_dir.is_dir() else None) else 1
+
+
+def confirm(args: argparse.Namespace) -> int:
+    """The confirmation phase alone, on a stored study: its space is the one stored with it."""
+    from study import preflight
+    from study.config import stored_config
+    from study.devices import resolve_device
+    from study.errors import ConfigError
+    from study.records import StudyRecord
+    from study.runner import run_study
+
+    device = resolve_device(args.device)
+    url, study = stored_study(args.storage, args.study_name)
+    record = StudyRecord.of(study)
+    if not record.space:
+        raise ConfigError("--study-name", "study-name", study.study_name,
+                          "was not made by `study run`: it has no search space to confirm")
+    overrides = [("study.name", study.study_name)] + [
+        (f"study.confirm.{k}", getattr(args, k)) for k in ("top", "seeds") if getattr(args, k) is not None]
+    if args.vary_split:
+        overrides.append(("study.confirm.vary_split", True))
+    cfg = stored_config(record.space, record.source or url, overrides)
+    if not cfg.scientific:
+        raise ConfigError("--study-name", "study-name", study.study_name,
+                          "has no scientific params: there are no arms to confirm")
+    preflight.check(cfg, checkpoint_root=args.checkpoint_dir,
+                    report_dir=None if args.no_report else args.report_dir, storage_url=url)
+    summary = run_study(cfg, url, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet, jobs=args.jobs,
+                        search=False)
+    say(summary.text())
+    if not args.no_report and not write_report(summary.study, args.report_dir, None):
+        return 1
+    return 1 if summary.stopped else 0
+
+
+def serve_storage(args: argparse.Namespace) -> int:
+    from study.proxy import serve_storage
+
+    serve_storage(args.storage, args.host, args.port)
+    return 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    from study.dashboard import serve
+    from study.ports import HOST, check_port
+
+    check_port(args.port)
+    url, storage = open_existing(args.storage)
+    print(f"optuna-dashboard for {url} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    try:
+        serve(storage, args.port, args.artifact_dir)
+    except KeyboardInterrupt:
+        pass
+    return 0
+

@@ -1,0 +1,105 @@
+"""Search, then confirm: after the search, each arm's best configs are retrained with fresh seeds, so that
+the verdict compares arms by what holds across seeds and not by one lucky run each.
+
+An arm is one combination of the study's scientific params' values (`init=he, activation=tanh`). Its
+candidates are its `top` best search trials, pruned ones included, ranked by the best value they
+reported (a trial the pruner stopped early may still be the arm's best config). Each candidate is
+retrained `seeds` times: confirmation runs are ordinary trials of the same storage, queued with the
+candidate's params and tagged with the trial they confirm and their seed. They are never pruned, and a
+retry resumes them like any trial.
+
+    >>> from optuna.trial import create_trial
+    >>> study = optuna.create_study()
+    >>> for value, opt in [(0.3, "adam"), (0.2, "adam"), (0.5, "sgd")]:
+    ...     study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt},
+    ...                                  distributions={"opt": CategoricalDistribution(["adam", "sgd"])}))
+    >>> [(c["of"], c["seed"]) for c in plan(records.trials(study), ["opt"], "minimize", top=1, seeds=2)]
+    [(1, 1001000), (1, 1001001), (2, 1002000), (2, 1002001)]
+
+Seeds differ between candidates, so that two arms' seed noise is independent, as the tests assume.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import optuna
+from optuna.distributions import CategoricalDistribution  # noqa: F401 (the example's)
+from optuna.trial import FrozenTrial, TrialState
+
+from study import records
+from study.config import SEED_LIMIT, Direction
+from study.records import StudyRecord, TrialRecord, status_of
+
+
+def arm_of(trial: FrozenTrial, scientific: Sequence[str]) -> tuple:
+    """The trial's values of the scientific params, as it trained (its resolved config, else its params)."""
+    config = TrialRecord.of(trial).config
+    return tuple(config.get(p, trial.params.get(p)) for p in scientific)
+
+
+def best_reported(trial: FrozenTrial, direction: str) -> float:
+    """The best value a trial reached: its value if complete, else the best epoch it reported."""
+    values = [trial.value] if trial.value is not None else list(trial.intermediate_values.values())
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return math.nan
+    return min(values) if Direction(direction).ascending else max(values)
+
+
+def candidates(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str,
+               top: int) -> list[FrozenTrial]:
+    """Each arm's `top` best search trials, complete or pruned (not diverged), best arm first."""
+    arms: dict[tuple, list[tuple[float, FrozenTrial]]] = {}
+    for t in trials:
+        if status_of(t) in ("complete", "pruned") and not TrialRecord.of(t).confirm:
+            value = best_reported(t, direction)
+            if not math.isnan(value):
+                arms.setdefault(arm_of(t, scientific), []).append((value, t))
+    sign = 1 if Direction(direction).ascending else -1
+    ranked = [sorted(group, key=lambda vt: (sign * vt[0], vt[1].number))[:top] for group in arms.values()]
+    ranked.sort(key=lambda group: (sign * group[0][0], group[0][1].number))
+    return [t for group in ranked for _, t in group]
+
+
+def seed_for(of: int, k: int, base: int = 0) -> int:
+    """The k-th fresh seed of the candidate trial `of`: not the search's seed (`base`, the space's
+    training.seed), different for every candidate, and different again under another base (--seed)."""
+    return (1_000_000 + 7_919_000 * base + 1000 * of + k) % SEED_LIMIT
+
+
+def plan(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str, top: int, seeds: int,
+         vary_split: bool = False, base: int = 0) -> list[dict[str, Any]]:
+    """The confirmation runs: one per candidate and seed, in the order they are queued."""
+    out = []
+    for t in candidates(trials, scientific, direction, top):
+        for k in range(seeds):
+            run: dict[str, Any] = {"of": t.number, "seed": seed_for(t.number, k, base)}
+            if vary_split:
+                run["split_seed"] = run["seed"]
+            out.append(run)
+    return out
+
+
+def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int = 0) -> list[dict[str, Any]]:
+    """The study's confirmation runs, planned once (the plan is stored with the study) and queued once:
+    a rerun queues only the runs of the plan that no trial holds yet. Two processes that finish the same
+    search at the same instant may both queue a run; the exact target then fails the later one as surplus."""
+    stored = StudyRecord.of(study)
+    trials = records.trials(study)
+    runs = stored.confirm_plan
+    if runs is None:
+        runs = plan(trials, stored.scientific, study.direction.name.lower(), top, seeds, vary_split, base)
+        records.write_study(study, confirm_plan=runs)
+    held = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)}
+    by_number = {t.number: t for t in trials}
+    for run in runs:
+        if (run["of"], run["seed"]) not in held:
+            study.enqueue_trial(by_number[run["of"]].params, user_attrs=records.attrs(confirm=run))
+    return runs
+
+
+def is_ready(study: optuna.Study, target: int) -> bool:
+    """Whether the search has met its target, so that its candidates are final."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return sum(not TrialRecord.of(t).confirm for t in done) >= target

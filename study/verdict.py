@@ -1,0 +1,219 @@
+"""The verdict: which arms the confirmation runs separate, with each arm's mean, 95% confidence interval
+and n, and the warnings that qualify it. Data first (a dict, stored with the study and written to
+verdict.json), the sentence from the data.
+
+    >>> arms = {"xavier": [0.068, 0.05, 0.09, 0.07, 0.061], "he": [0.076, 0.09, 0.06, 0.08, 0.07],
+    ...         "small": [2.30, 2.31, 2.30, 2.29, 2.30]}
+    >>> v = compare(arms, "minimize")
+    >>> [(a["label"], a["group"]) for a in v["arms"]]
+    [('xavier', 1), ('he', 1), ('small', 2)]
+    >>> print(v["sentence"])
+    xavier and he are tied (0.0678 [0.0496, 0.086] vs 0.0752 [0.0613, 0.0891], p = 0.4);
+    ahead of small (2.3 [2.29, 2.31], p = 4.6e-13).
+
+Each arm is represented by its best candidate's confirmed runs (the candidate with the best mean over
+its seeds). Every pair of arms is compared with Welch's t-test (scipy), the p-values corrected for the
+number of pairs by Holm's method, at alpha = 0.05. Arms are ranked in groups: an arm joins the group of
+the best arm not yet placed unless the test separates it from that arm.
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any, Sequence
+
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial
+
+from study.config import Direction
+from study.confirm import arm_of
+from study.records import TrialRecord, status_of
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+CHANCE_MARGIN = 1.5  # final accuracy below 1.5x chance (1/classes) counts as not learning
+EDGE = 0.1  # a best value in the outer 10% of a log range says the range may be cutting the optimum off
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down correction of p-values for multiple comparisons (NaN stays NaN).
+
+    >>> [round(p, 6) for p in holm([0.01, 0.04, 0.03])]
+    [0.03, 0.06, 0.06]
+    """
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        out[i] = running
+    return out
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and the t-based 95% confidence interval of the mean (NaN bounds below 2 values)."""
+    import numpy as np
+    from scipy import stats
+
+    mean = float(np.mean(values)) if len(values) else math.nan
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    sem = float(stats.sem(values))
+    if sem == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    if max(a) == min(a) and max(b) == min(b):  # no spread at all: equal means tie, others separate
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _g(x: float) -> str:
+    return "nan" if math.isnan(x) else f"{x:.3g}"
+
+
+def _p(p: float) -> str:
+    return "nan" if math.isnan(p) else f"{p:.2g}"
+
+
+def _describe(arm: dict) -> str:
+    return f"{_g(arm['mean'])} [{_g(arm['low'])}, {_g(arm['high'])}]"
+
+
+def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str] | None = None) -> dict[str, Any]:
+    """Arms' confirmed values (label -> one value per seed) -> the verdict's data and sentence.
+    `failed` maps an arm that did not learn to why ("chance on 5 of 5 seeds"): it is ranked last."""
+    d, failed = Direction(direction), failed or {}
+    rows = []
+    for label, values in arms.items():
+        mean, low, high = interval(values)
+        rows.append({"label": label, "mean": mean, "low": low, "high": high, "n": len(values),
+                     "values": list(values), "fails": failed.get(label)})
+    sign = 1 if d.ascending else -1
+    rows.sort(key=lambda r: (r["fails"] is not None, math.isnan(r["mean"]), sign * r["mean"]
+                             if not math.isnan(r["mean"]) else 0))
+    pairs = [{"a": a["label"], "b": b["label"], "difference": b["mean"] - a["mean"],
+              "p": welch(a["values"], b["values"])} for a, b in combinations(rows, 2)]
+    for pair, adjusted in zip(pairs, holm([p["p"] for p in pairs]), strict=True):
+        pair["p_holm"] = adjusted
+        pair["separated"] = bool(adjusted < ALPHA)
+    p_of = {(p["a"], p["b"]): p for p in pairs}
+    group, leader = 0, None
+    for r in rows:
+        if leader is None or p_of[(leader["label"], r["label"])]["separated"] or r["fails"]:
+            group, leader = group + 1, r
+        r["group"] = group
+    return {"direction": str(d), "alpha": ALPHA, "confidence": CONFIDENCE,
+            "test": "Welch's t-test, Holm-corrected over all pairs", "arms": rows, "pairs": pairs,
+            "sentence": _sentence(rows, p_of)}
+
+
+def _sentence(rows: list[dict], p_of: dict) -> str:
+    if not rows:
+        return "No confirmation run has finished yet."
+    working = [r for r in rows if not r["fails"]]
+    parts = []
+    if len(working) == 1:
+        parts.append(f"{working[0]['label']}: {_describe(working[0])} (n = {working[0]['n']})")
+    elif working:
+        top = [r for r in working if r["group"] == 1]
+        lead = top[0]["label"]
+        if len(top) == 1:
+            parts.append(f"{lead} wins: {_describe(top[0])}")
+        else:
+            ps = [p_of[(lead, r["label"])]["p_holm"] for r in top[1:]]
+            names = ", ".join(r["label"] for r in top[:-1]) + f" and {top[-1]['label']}"
+            parts.append(f"{names} are tied ({' vs '.join(_describe(r) for r in top)}, p = {_p(min(ps))})")
+        rest = [r for r in working if r["group"] > 1]
+        if rest:
+            parts.append(f"ahead of {', '.join(r['label'] for r in rest)} ({_describe(rest[0])}, "
+                         f"p = {_p(p_of[(lead, rest[0]['label'])]['p_holm'])})")
+    parts += [f"{r['label']} fails ({r['fails']})" for r in rows if r["fails"]]
+    return "; ".join(parts) + "."
+
+
+def _failure(trials: list[FrozenTrial]) -> str | None:
+    """Why an arm's confirmation runs say it does not learn: most seeds diverged or stayed at chance."""
+    diverged = sum(status_of(t) == "diverged" for t in trials)
+    chance = 0
+    for t in trials:
+        record = TrialRecord.of(t)
+        classes = record.budget.get("n_classes")
+        accuracy = record.final.get("val_accuracy")
+        if classes and accuracy is not None and status_of(t) == "complete" and accuracy < CHANCE_MARGIN / classes:
+            chance += 1
+    n = len(trials)
+    if diverged + chance <= n / 2:
+        return None
+    return " and ".join(x for x in (f"diverged on {diverged} of {n} seeds" if diverged else "",
+                                    f"chance on {chance} of {n} seeds" if chance else "") if x)
+
+
+def label(arm: tuple, scientific: Sequence[str]) -> str:
+    """"adam" for one scientific param whose values are names; "init=he, activation=tanh" otherwise."""
+    if len(scientific) == 1 and isinstance(arm[0], str):
+        return arm[0]
+    return ", ".join(f"{p}={v}" for p, v in zip(scientific, arm, strict=True))
+
+
+def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str) -> dict[str, Any] | None:
+    """The study's verdict from its finished confirmation runs, or None when it has none."""
+    by_number = {t.number: t for t in trials}
+    runs: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        confirm = TrialRecord.of(t).confirm
+        if confirm and status_of(t) in ("complete", "diverged") and confirm["of"] in by_number:
+            runs.setdefault(confirm["of"], []).append(t)
+    if not runs:
+        return None
+    d = Direction(direction)
+    best: dict[tuple, tuple[int, list[FrozenTrial]]] = {}  # arm -> its candidate with the best confirmed mean
+    for of, group in runs.items():
+        arm = arm_of(by_number[of], scientific)
+        mean = _mean([t.value for t in group if t.value is not None])
+        if arm not in best or (not math.isnan(mean) and d.better(mean, _mean(
+                [t.value for t in best[arm][1] if t.value is not None]))):
+            best[arm] = (of, group)
+    values = {label(arm, scientific): [t.value for t in group if t.value is not None and math.isfinite(t.value)]
+              for arm, (_, group) in best.items()}
+    failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
+    out = compare(values, direction, failed)
+    search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}
+    for row in out["arms"]:
+        of, group = search[row["label"]]
+        row.update(candidate=of, search_value=by_number[of].value, diverged=sum(status_of(t) == "diverged"
+                                                                              for t in group),
+                   arm=dict(zip(scientific, arm_of(by_number[of], scientific), strict=True)))
+    out["warnings"] = boundary_warnings([by_number[r["candidate"]] for r in out["arms"]], scientific)
+    out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
+                        for r in out["arms"] if r["n"] < 2 and not r["fails"]]
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def boundary_warnings(best: Sequence[FrozenTrial], scientific: Sequence[str]) -> list[str]:
+    """A best config's log-scale float (lr, weight decay) in the outer 10% of its range: widen it there."""
+    out = []
+    for t in best:
+        for name, dist in t.distributions.items():
+            if not isinstance(dist, FloatDistribution) or not dist.log or name not in t.params:
+                continue
+            at = (math.log(t.params[name]) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
+            if at < EDGE or at > 1 - EDGE:
+                side, bound = ("lower", dist.low) if at < EDGE else ("upper", dist.high)
+                out.append(f"{label(arm_of(t, scientific), scientific) if scientific else 'the best config'}: "
+                           f"{name} = {t.params[name]:.3g} lies in the {side} 10% of its range "
+                           f"[{dist.low:g}, {dist.high:g}]; widen the range {'down' if side == 'lower' else 'up'}"
+                           f"ward past {bound:g}, the optimum may lie beyond it")
+    return out

@@ -1,0 +1,114 @@
+"""Search, then confirm: confirmation runs are tagged trials of the same storage, never pruned, resumable,
+planned once; `study confirm` runs the phase alone on a stored study."""
+import json
+import signal
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from conftest import SLOW_MODEL, SYNTH_SPACE, finished, run_cli, start, trials, wait_for
+from study import confirm, records
+from study.records import StudyRecord, TrialRecord
+
+# Every trial after the first would be pruned at its first epoch: confirmation runs must not be.
+CONFIRMED = SYNTH_SPACE.replace("  confirm: {seeds: 0}       # no confirmation phase here: tests/test_confirm.py has its own\n",
+                                "  confirm: {top: 1, seeds: 2}\n").replace(
+    "  pruner: {name: none}", "  pruner: {name: percentile, options: {percentile: 1.0, n_startup_trials: 1}}")
+
+
+def _trial(study, value, opt, intermediate=None, state=TrialState.COMPLETE):
+    study.add_trial(create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
+                                 params={"opt": opt}, distributions={"opt": CategoricalDistribution(["a", "b"])},
+                                 intermediate_values=intermediate or {}))
+
+
+def test_candidates_are_each_arm_s_best_by_the_best_value_reported_pruned_ones_included():
+    study = optuna.create_study()
+    _trial(study, 0.50, "a")
+    _trial(study, None, "a", {0: 0.9, 1: 0.2, 2: 0.3}, TrialState.PRUNED)  # stopped early, but its best is 0.2
+    _trial(study, 0.40, "a")
+    _trial(study, 0.70, "b")
+    _trial(study, None, "b", {0: float("nan")}, TrialState.PRUNED)  # nothing finite reported: no candidate
+    got = confirm.candidates(records.trials(study), ["opt"], "minimize", top=2)
+    assert [t.number for t in got] == [1, 2, 3]
+    runs = confirm.plan(records.trials(study), ["opt"], "minimize", top=1, seeds=3, vary_split=True, base=7)
+    assert [r["of"] for r in runs] == [1, 1, 1, 3, 3, 3]
+    assert len({r["seed"] for r in runs}) == 6 and all(r["split_seed"] == r["seed"] for r in runs)
+    assert 0 not in {r["seed"] for r in runs}  # never the search's own seed
+
+
+def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pruned(tmp_path, write_space):
+    space = write_space(CONFIRMED, "synth.yaml")
+    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path)
+    search = [t for t in ts if not TrialRecord.of(t).confirm]
+    runs = [t for t in ts if TrialRecord.of(t).confirm]
+    assert len(finished(search)) == 4 and any(t.state == TrialState.PRUNED for t in search)
+    plan = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).confirm_plan
+    assert len(runs) == len(plan) == 2 * 2  # two arms (sgd_momentum, adam), top 1, 2 seeds
+    assert all(t.state == TrialState.COMPLETE for t in runs)  # the percentile pruner would have pruned them
+    by_number = {t.number: t for t in ts}
+    for t in runs:
+        tag = TrialRecord.of(t).confirm
+        assert t.params == by_number[tag["of"]].params
+        assert TrialRecord.of(t).config["seed"] == tag["seed"] != TrialRecord.of(by_number[tag["of"]]).config["seed"]
+    assert "confirms trial" in result.stdout and "verdict (mean [95% interval] over seeds):" in result.stdout
+
+    again = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(trials(tmp_path)) == len(ts)  # the plan is queued once: a rerun adds nothing
+
+
+def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    space = write_space(CONFIRMED.replace("name: mlp", "name: slowmodel:net").replace("budget: 3", "budget: 8")
+                        .replace("seeds: 2", "seeds: 1"), "slow.yaml")
+    first = start(space, tmp_path, "--trials", "2", "-q")
+    wait_for(tmp_path, "checkpoints/synth-*/trial-2/epoch-0001.pt", first)  # trials 0, 1 search; 2 confirms
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+    assert first.returncode == 130
+    ts = trials(tmp_path)
+    assert TrialRecord.of(ts[2]).interrupted and TrialRecord.of(ts[2]).confirm
+    queued = [t for t in ts if t.state == TrialState.WAITING]
+    assert TrialRecord.of(ts[2]).confirm in [TrialRecord.of(q).confirm for q in queued]  # the retry keeps its tag
+
+    again = start(space, tmp_path, "--trials", "2", "-q")
+    _, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm and t.state == TrialState.COMPLETE]
+    assert sorted(TrialRecord.of(t).confirm["of"] for t in runs) == [0, 1]  # each planned run once
+    resumed = next(t for t in runs if TrialRecord.of(t).resumed)
+    assert TrialRecord.of(resumed).confirm == TrialRecord.of(ts[2]).confirm
+    assert TrialRecord.of(resumed).resumed["from_trial"] == 2 and TrialRecord.of(resumed).resumed["from_epoch"] >= 2
+
+
+def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_verdict(tmp_path, synth_space):
+    searched = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report",
+                       cwd=tmp_path)  # confirm: {seeds: 0}: a search only
+    assert searched.returncode == 0, searched.stderr
+    assert not any(TrialRecord.of(t).confirm for t in trials(tmp_path))
+
+    result = run_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "2", "--vary-split",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    arms = {t.params["optimizer"] for t in trials(tmp_path) if not TrialRecord.of(t).confirm}
+    assert len(runs) == 2 * len(arms) and all(t.state == TrialState.COMPLETE for t in runs)
+    assert all(TrialRecord.of(t).config["split_seed"] == TrialRecord.of(t).confirm["seed"] for t in runs)
+    verdict = json.loads((tmp_path / "reports" / "synth" / "verdict.json").read_text())
+    stored = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
+    assert verdict["sentence"] == stored["sentence"] and verdict["sentence"] in result.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--storage", "sqlite:///missing.db"], "no such storage"),
+    (["--seeds", "0"], "must be an integer >= 1"),
+])
+def test_study_confirm_refuses_bad_input_with_one_line(tmp_path, args, fragment):
+    result = run_cli("confirm", *args, cwd=tmp_path)
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "missing.db").exists()

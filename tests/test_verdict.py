@@ -1,0 +1,147 @@
+"""The verdict: intervals, Welch's tests with Holm's correction, groups, failing arms, boundary warnings,
+verdict.json; and its calibration on real training (a tie is a tie, a large effect a win)."""
+import json
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from study import records
+from study.config import load_config
+from study.runner import run_study
+from study.verdict import boundary_warnings, compare, decide, holm, interval
+
+
+def test_holm_matches_its_definition():
+    # sorted p: 0.01, 0.03, 0.04 with 3, 2, 1 tests left: 0.03, 0.06, max(0.06, 0.04) = 0.06
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    assert holm([0.5, math.nan]) == [0.5, math.nan] or math.isnan(holm([0.5, math.nan])[1])
+
+
+def test_interval_is_the_t_interval_of_the_mean():
+    from scipy import stats
+
+    values = [0.1, 0.12, 0.09, 0.11, 0.13]
+    mean, low, high = interval(values)
+    expected = stats.t.interval(0.95, 4, loc=sum(values) / 5, scale=stats.sem(values))
+    assert (low, high) == pytest.approx(expected) and mean == pytest.approx(0.11)
+    assert math.isnan(interval([0.1])[1])
+
+
+def test_arms_the_data_cannot_separate_share_a_group_and_the_sentence_says_tied():
+    v = compare({"xavier": [0.068, 0.05, 0.09, 0.07, 0.061], "he": [0.076, 0.09, 0.06, 0.08, 0.07],
+                 "orthogonal": [0.30, 0.31, 0.29, 0.30, 0.32], "small": [2.30, 2.31, 2.30, 2.29, 2.30]},
+                "minimize", failed={"small": "chance on 5 of 5 seeds"})
+    assert [(a["label"], a["group"]) for a in v["arms"]] == [("xavier", 1), ("he", 1), ("orthogonal", 2),
+                                                              ("small", 3)]
+    assert len(v["pairs"]) == 6 and all(p["p_holm"] >= p["p"] for p in v["pairs"])
+    assert v["sentence"].startswith("xavier and he are tied (")
+    assert "ahead of orthogonal" in v["sentence"] and "small fails (chance on 5 of 5 seeds)" in v["sentence"]
+
+
+def test_a_maximised_metric_ranks_the_highest_first():
+    v = compare({"a": [0.90, 0.91, 0.92], "b": [0.50, 0.52, 0.51]}, "maximize")
+    assert [a["label"] for a in v["arms"]] == ["a", "b"] and v["sentence"].startswith("a wins")
+
+
+def _study_with_confirmations(accuracy_b: float = 0.9):
+    study = optuna.create_study()
+    records.write_study(study, scientific=["opt"])
+    dists = {"opt": CategoricalDistribution(["a", "b"]), "lr": FloatDistribution(1e-6, 1e-1, log=True)}
+    for number, (opt, lr) in enumerate([("a", 0.09), ("b", 1e-3)]):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.2 + number, params={"opt": opt, "lr": lr},
+                                     distributions=dists, user_attrs=records.attrs(config={"opt": opt})))
+    for of, values in ((0, [0.31, 0.29, 0.30]), (1, [1.2, 1.25, 1.22])):
+        for k, value in enumerate(values):
+            study.add_trial(create_trial(
+                state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,
+                user_attrs=records.attrs(confirm={"of": of, "seed": 100 + k}, config=study.trials[of].user_attrs[
+                    "config"], budget={"n_classes": 10}, history=[{"epoch": 0, "val_accuracy": 0.9 if of == 0 else accuracy_b}])))
+    return study
+
+
+def test_decide_reads_the_confirmation_runs_and_keeps_the_search_value_beside_the_mean():
+    study = _study_with_confirmations()
+    v = decide(records.trials(study), ["opt"], "minimize")
+    a, b = v["arms"]
+    assert (a["label"], a["n"], a["candidate"], a["search_value"]) == ("a", 3, 0, 0.2)
+    assert a["mean"] == pytest.approx(0.30) and b["mean"] == pytest.approx(1.2233, abs=1e-3)
+    assert v["pairs"][0]["separated"] is True
+    # lr = 0.09 lies in the top 10% of [1e-6, 0.1] on a log scale: the range may be cutting the optimum off
+    assert any("lr = 0.09 lies in the upper 10%" in w and "upward" in w for w in v["warnings"])
+    assert decide(records.trials(optuna.create_study()), ["opt"], "minimize") is None
+
+
+def test_an_arm_at_chance_on_most_seeds_fails():
+    study = _study_with_confirmations(accuracy_b=0.1)  # chance on 10 classes
+    v = decide(records.trials(study), ["opt"], "minimize")
+    assert v["arms"][1]["fails"] == "chance on 3 of 3 seeds" and "b fails (chance on 3 of 3 seeds)" in v["sentence"]
+
+
+def test_boundary_warnings_name_the_side_to_widen():
+    dist = {"wd": FloatDistribution(1e-6, 1e-2, log=True)}
+    low = create_trial(state=TrialState.COMPLETE, value=0.1, params={"wd": 1.2e-6}, distributions=dist)
+    mid = create_trial(state=TrialState.COMPLETE, value=0.1, params={"wd": 1e-4}, distributions=dist)
+    assert len(boundary_warnings([low, mid], [])) == 1 and "downward past 1e-06" in boundary_warnings([low], [])[0]
+
+
+def test_verdict_json_holds_each_arm_s_mean_interval_n_group_and_the_warnings(tmp_path):
+    from study.report import build_report
+
+    page = build_report(_study_with_confirmations(), tmp_path)
+    verdict = json.loads((page.parent / "verdict.json").read_text())
+    assert set(verdict) >= {"arms", "pairs", "sentence", "warnings", "test", "alpha", "confidence", "direction"}
+    for arm in verdict["arms"]:
+        assert set(arm) >= {"label", "arm", "mean", "low", "high", "n", "group", "values", "fails", "candidate",
+                            "search_value"}
+        assert arm["low"] <= arm["mean"] <= arm["high"] and arm["n"] == len(arm["values"])
+    assert {"a", "b", "p", "p_holm", "separated"} <= set(verdict["pairs"][0])
+    assert "Verdict, from seeded confirmation runs" in page.read_text()
+
+
+CALIBRATION = """\
+study:
+  name: calibration
+  n_trials: 2
+  sampler: {name: random, seed: 0}
+  pruner: {name: none}
+  engine: population
+  confirm: {top: 1, seeds: 5}
+data:
+  name: synthetic
+  order: class_sorted
+  options: {n_samples: 200, n_features: 8, n_classes: 5}
+model: {name: mlp, depth: 1, width: 16}
+training: {batch_size: 32, budget: 3, optimizer: adam, lr: 0.05}
+params:
+"""
+
+
+def _verdicts(tmp_path: Path, params: str, repetitions: int = 20) -> list[dict]:
+    path = tmp_path / "space.yaml"
+    path.write_text(CALIBRATION + params)
+    out = []
+    for rep in range(repetitions):  # each repetition its own study, seeds and sampler
+        cfg = load_config(str(path), [f"training.seed={rep}", f"study.sampler.seed={rep}", f"study.name=c{rep}"])
+        summary = run_study(cfg, f"sqlite:///{tmp_path / 'c.db'}", torch.device("cpu"),
+                            checkpoint_root=tmp_path / "checkpoints", quiet=True)
+        out.append(records.StudyRecord.of(summary.study).verdict)
+    return out
+
+
+def test_calibration_two_labels_of_one_config_are_a_tie_in_at_least_19_of_20(tmp_path):
+    # warmup is off, so warmup_iters changes nothing: the two arms differ only in their label and seeds.
+    verdicts = _verdicts(tmp_path, "  warmup_iters: {choices: [0, 1]}\n")
+    assert all(len(v["arms"]) == 2 and all(a["n"] == 5 for a in v["arms"]) for v in verdicts)
+    ties = sum(len({a["group"] for a in v["arms"]}) == 1 for v in verdicts)
+    assert ties >= 19, [v["sentence"] for v in verdicts]
+
+
+def test_calibration_no_shuffle_on_class_sorted_data_loses_clearly_in_20_of_20(tmp_path):
+    verdicts = _verdicts(tmp_path, "  shuffle: {choices: [true, false]}\n")
+    wins = sum(v["arms"][0]["label"] == "shuffle=True" and v["pairs"][0]["separated"] for v in verdicts)
+    assert wins == 20, [v["sentence"] for v in verdicts]

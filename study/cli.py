@@ -1,5 +1,5 @@
-"""The command line: `python -m study run|confirm|spaces|report|list|dashboard|serve-storage` (also the
-`study` console script). Parsing is here; what each command does is in commands.py.
+"""The command line: `python -m study run|confirm|lr-find|spaces|report|list|dashboard|serve-storage`
+(also the `study` console script). Parsing is here; what each command does is in commands.py.
 
     python -m study run quick --trials 20 --device auto --jobs 2
     python -m study confirm --storage sqlite:///study.db --seeds 5
@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--no-report", action="store_true")
     confirm.add_argument("-q", "--quiet", action="store_true")
 
+    finder = sub.add_parser("lr-find", help="LR range test for each optimizer of a space: suggested lr ranges and "
+                                              "the loss-against-lr figure (Smith 2017)")
+    finder.add_argument("space", nargs="?", default="quick", help="a shipped space or a YAML file (default: quick)")
+    finder.add_argument("--iterations", type=_positive_int, default=200, help="steps of the ramp (default: 200)")
+    finder.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    finder.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    finder.add_argument("--report-dir", type=Path, default=Path("reports"),
+                        help="where lr-find.png goes, in the space's folder (default: ./reports)")
+
     sub.add_parser("spaces", help="list the shipped search spaces and the question each answers")
 
     report = sub.add_parser("report", help="write the HTML comparison report of a stored study (no training)")
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             return commands.dashboard(args)
         if args.command == "serve-storage":
             return commands.serve_storage(args)
+        if args.command == "lr-find":
+            return commands.lr_find(args)
         try:
             with interrupts.raising_on_sigterm():  # until the run installs its own handling
                 return commands.confirm(args) if args.command == "confirm" else commands.run(args)

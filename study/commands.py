@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from study.runner import run_study
 
     check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
+    cfg = auto_lr(cfg, storage, device)
     summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
                         jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
     say(summary.text())
@@ -65,6 +66,56 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report and not write_report(summary.study, args.report_dir, artifacts):
         return 1
     return 1 if summary.stopped else 0
+
+
+def auto_lr(cfg, storage_url: str, device):
+    """A space whose lr says `range: auto`: the range stored with its study, else a fresh LR range test."""
+    from study import lrfind
+
+    if not lrfind.needs(cfg):
+        return cfg
+    import optuna
+
+    from study.records import StudyRecord
+    from study.storage import open_storage
+
+    storage = open_storage(storage_url)
+    if cfg.study.name in optuna.get_all_study_names(storage):
+        stored = StudyRecord.of(optuna.load_study(study_name=cfg.study.name, storage=storage)).lr_range
+        if stored:
+            return lrfind.resolve(cfg, stored)
+    found = lrfind.union(lrfind.find(cfg, device))
+    say(f"lr range test: lr in [{found['low']:.3g}, {found['high']:.3g}] ("
+        + ", ".join(f"{k} {r['low']:.3g}-{r['high']:.3g}" for k, r in found["by_optimizer"].items()) + ")")
+    return lrfind.resolve(cfg, found)
+
+
+def lr_find(args: argparse.Namespace) -> int:
+    """`study lr-find SPACE`: the LR range test for each optimizer of the space; prints the suggested
+    ranges and draws the curves to <report-dir>/<name>/lr-find.png."""
+    from study import lrfind
+    from study.config import load_config
+    from study.devices import resolve_device
+    from study.files import check_writable
+    from study.paths import child
+    from study.preflight import check_inside
+    from study.report.figures import lr_find_figure, to_png
+
+    device = resolve_device(args.device)
+    cfg = load_config(args.space, list(args.overrides))
+    check_writable(args.report_dir, "--report-dir")
+    check_inside(args.report_dir, cfg.study.name, "--report-dir")
+    found = lrfind.find(cfg, device, args.iterations)
+    for name, r in found.items():
+        say(f"{name:<14} loss falls fastest at lr {r['steepest']:.3g}, lowest at {r['high']:.3g}: "
+            f"suggested range [{r['low']:.3g}, {r['high']:.3g}]")
+    folder = child(args.report_dir, cfg.study.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "lr-find.png").write_bytes(to_png(lr_find_figure(found)))
+    say(f"figure: {(folder / 'lr-find.png').resolve()}")
+    say("a space whose lr says {type: float, log: true, range: auto} gets these ranges' union when its study "
+        "is created")
+    return 0
 
 
 def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
@@ -155,6 +206,10 @@ def confirm(args: argparse.Namespace) -> int:
     if args.vary_split:
         overrides.append(("study.confirm.vary_split", True))
     cfg = stored_config(record.space, record.source or url, overrides)
+    if record.lr_range:
+        from study import lrfind
+
+        cfg = lrfind.resolve(cfg, record.lr_range)
     if not cfg.scientific:
         raise ConfigError("--study-name", "study-name", study.study_name,
                           "has no scientific params: there are no arms to confirm")

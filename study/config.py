@@ -154,6 +154,7 @@ class Param:
     log: bool = False
     step: Any = None
     when: tuple[tuple[str, tuple], ...] = ()  # (param, allowed values) pairs, all must hold
+    auto: bool = False  # `range: auto` (lr only): low and high come from the LR range test (lrfind.py)
 
     def active(self, values: Mapping[str, Any]) -> bool:
         return all(values.get(name) in allowed for name, allowed in self.when)
@@ -221,6 +222,7 @@ class StudyConfig:
     defaults: TrialConfig  # sections plus fixed params
     params: dict[str, Param]  # the searched params, in file order
     raw: dict  # the YAML after --set overrides, as stored with the study
+    lr_range: dict | None = None  # what `range: auto` resolved to (lrfind.py), stored with the study
 
     def resolve(self, values: Mapping[str, Any]) -> TrialConfig:
         return dataclasses.replace(self.defaults, **values)

@@ -172,6 +172,8 @@ class StudyRecord:
     test: dict[str, Any] | None = None  # the best trial on the test split (evaluation.py)
     confirm_plan: list[dict[str, Any]] | None = None  # the confirmation runs, planned once (confirm.py)
     verdict: dict[str, Any] | None = None  # the answer from the confirmation runs (verdict.py)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # {"gradients": rows}, computed once per run
+    lr_range: dict[str, Any] | None = None  # what an lr's `range: auto` became (lrfind.py)
 
     @classmethod
     def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:

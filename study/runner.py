@@ -160,6 +160,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs), timeout=left)),
                           phase="confirm")
         _record_verdict(study)
+        notes += _record_diagnostics(study, cfg)
         notes += _keep_best_weights(study, ctx)
     return RunSummary(study, cfg, storage_url, ctx.checkpoint_dir, stopped, tuple(notes))
 
@@ -200,6 +201,22 @@ def _record_verdict(study: optuna.Study) -> None:
     found = decide(records.trials(study), records.StudyRecord.of(study).scientific, study.direction.name.lower())
     if found is not None:
         records.write_study(study, verdict=found)
+
+
+def _record_diagnostics(study: optuna.Study, cfg: StudyConfig) -> list[str]:
+    """Per (init, activation) the study tried, the gradient norms of the first iterations: computed once
+    here, where training happens, and drawn by every report after."""
+    if "init" not in cfg.params:
+        return []
+    from study.report.diagnostics import gradient_data
+    from study.report.tables import trials_frame
+
+    try:
+        rows = gradient_data(trials_frame(records.trials(study)))
+    except Exception as exc:  # a diagnostic must never cost the study
+        return [f"the gradient diagnostic failed: {type(exc).__name__}: {exc}"]
+    records.write_study(study, diagnostics={"gradients": rows.to_dict("records")})
+    return []
 
 
 def _keep_best_weights(study: optuna.Study, ctx: TrialContext) -> list[str]:

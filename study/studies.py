@@ -58,6 +58,8 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
         records.write_study(study, space=cfg.raw, source=cfg.source, question=s.question, metric=s.metric,
                             scientific=list(cfg.scientific), dataset=cfg.defaults.dataset,
                             model=cfg.defaults.model, experiment=experiment)
+        if cfg.lr_range is not None:
+            records.write_study(study, lr_range=cfg.lr_range)
         return study
     stored = _wait_for_creator(study)
     if stored.experiment and stored.experiment != experiment:

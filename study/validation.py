@@ -100,14 +100,14 @@ class Validator:
         searchable = [n for n in KNOBS if n not in DICT_KNOBS]
         for name, spec in self.mapping("params", raw, searchable).items():
             key = f"params.{name}"
-            if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high"}:
+            if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high", "range"}:
                 params[name] = self.distribution(key, name, spec, params)
             else:
                 knobs[name] = self.check(key, name, spec)  # a fixed value
         return params
 
     def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param]) -> Param:
-        self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when"))
+        self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when", "range"))
         numeric = "int" if KNOBS[name].type in ("int", int) else "float"
         kind = spec.get("type", "categorical" if "choices" in spec else numeric)
         if kind not in ("categorical", "float", "int"):
@@ -123,6 +123,13 @@ class Validator:
             raise self.error(f"{key}.type", kind, f"{name} is an integer setting; use type: int")
         if numeric == "float" and kind == "int":
             raise self.error(f"{key}.type", kind, f"{name} is a real-valued setting; use type: float")
+        if "range" in spec:
+            if spec["range"] != "auto" or name != "lr" or spec.keys() & {"low", "high", "step"} or \
+                    spec.get("log") is not True:
+                raise self.error(f"{key}.range", spec["range"], "only lr takes range: auto, with log: true and "
+                                 "without low, high or step (the LR range test sets them)")
+            # A placeholder until the LR range test runs (lrfind.resolve); never sampled as it is.
+            return Param(name, kind, low=1e-6, high=1e-3, log=True, when=when, auto=True)
         for bound in ("low", "high"):
             if bound not in spec:
                 raise self.error(f"{key}.{bound}", None, f"a {kind} distribution needs low and high")

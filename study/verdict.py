@@ -130,7 +130,8 @@ def _sentence(rows: list[dict], p_of: dict) -> str:
         else:
             ps = [p_of[(lead, r["label"])]["p_holm"] for r in top[1:]]
             names = ", ".join(r["label"] for r in top[:-1]) + f" and {top[-1]['label']}"
-            parts.append(f"{names} are tied ({' vs '.join(_describe(r) for r in top)}, p = {_p(min(ps))})")
+            p = f"p = {_p(ps[0])}" if len(ps) == 1 else f"every p >= {_p(min(ps))}"
+            parts.append(f"{names} are tied ({' vs '.join(_describe(r) for r in top)}, {p})")
         rest = [r for r in working if r["group"] > 1]
         if rest:
             parts.append(f"ahead of {', '.join(r['label'] for r in rest)} ({_describe(rest[0])}, "
@@ -157,10 +158,11 @@ def _failure(trials: list[FrozenTrial]) -> str | None:
 
 
 def label(arm: tuple, scientific: Sequence[str]) -> str:
-    """"adam" for one scientific param whose values are names; "init=he, activation=tanh" otherwise."""
-    if len(scientific) == 1 and isinstance(arm[0], str):
-        return arm[0]
-    return ", ".join(f"{p}={v}" for p, v in zip(scientific, arm, strict=True))
+    """"adam" for one scientific param whose values are names, "shuffle=True" for other values, and
+    "he/tanh" for several params (the sentence then starts with "init/activation: ")."""
+    if len(scientific) > 1:
+        return "/".join(map(str, arm))
+    return arm[0] if isinstance(arm[0], str) else f"{scientific[0]}={arm[0]}"
 
 
 def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str) -> dict[str, Any] | None:
@@ -185,6 +187,8 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
               for arm, (_, group) in best.items()}
     failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
     out = compare(values, direction, failed)
+    if len(scientific) > 1:
+        out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}
     for row in out["arms"]:
         of, group = search[row["label"]]

@@ -198,8 +198,9 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
         cfg = TrialConfig(**params, budget_unit="samples", budget=3200)
         final = 0.2 + abs(math.log10(params["lr"]) + 2) * 0.3 + rng.random() * 0.1
         n_epochs = epochs if status == "complete" else max(1, epochs // 2)
-        history = [{"epoch": e, "iteration": (e + 1) * 10, "train_loss": final + 1 / (e + 1) - 0.05,
-                    "val_loss": final + 1 / (e + 1) - 1 / epochs, "val_accuracy": 0.9, "val_precision": 0.9,
+        history = [{"epoch": e, "iteration": (e + 1) * 10, "samples": (e + 1) * 10 * params["batch_size"],
+                    "train_loss": final + 1 / (e + 1) - 0.05, "val_loss": final + 1 / (e + 1) - 1 / epochs,
+                    "val_accuracy": 0.9, "val_precision": 0.9,
                     "val_recall": 0.9, "val_f1": 0.9, "lr": params["lr"], "wall_time": e * 0.1}
                    for e in range(n_epochs)]
         user_attrs = records.attrs(config=cfg.to_dict(), history=history,

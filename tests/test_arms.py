@@ -34,7 +34,8 @@ def _trial(opt, values, batch, state=TrialState.COMPLETE):
     n = len(values)
     return create_trial(state=state, value=values[-1] if state == TrialState.COMPLETE else None,
                         params={"opt": opt, "lr": 0.01},
-                        distributions={"opt": CategoricalDistribution(OPTS), "lr": FloatDistribution(1e-4, 1, log=True)},
+                        distributions={"opt": CategoricalDistribution(OPTS),
+                                       "lr": FloatDistribution(1e-4, 1, log=True)},
                         intermediate_values=dict(enumerate(values)),
                         user_attrs=records.attrs(config={"opt": opt, "batch_size": batch},
                                                  budget={"total_iters": n, "iters_per_epoch": 1,

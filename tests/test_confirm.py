@@ -13,8 +13,9 @@ from study import confirm, records
 from study.records import StudyRecord, TrialRecord
 
 # Every trial after the first would be pruned at its first epoch: confirmation runs must not be.
-CONFIRMED = SYNTH_SPACE.replace("  confirm: {seeds: 0}       # no confirmation phase here: tests/test_confirm.py has its own\n",
-                                "  confirm: {top: 1, seeds: 2}\n").replace(
+CONFIRMED = SYNTH_SPACE.replace(
+    "  confirm: {seeds: 0}       # no confirmation phase here: tests/test_confirm.py has its own\n",
+    "  confirm: {top: 1, seeds: 2}\n").replace(
     "  pruner: {name: none}", "  pruner: {name: percentile, options: {percentile: 1.0, n_startup_trials: 1}}")
 
 

@@ -24,6 +24,20 @@ def test_activation_data_shows_small_random_collapsing():
     assert last["small_random"] < 1e-4 < 0.1 < last["xavier"]  # the lecture's point, layer by layer
 
 
+def test_gradient_data_shows_where_deep_layers_stop_learning():
+    from study.config import TrialConfig
+
+    rows = []
+    for init in ("small_random", "xavier"):
+        cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 200}, depth=6, width=64, init=init,
+                          activation="tanh", optimizer="sgd", lr=0.01)
+        rows.append({"number": len(rows), "status": "complete", "value": 1.0, **cfg.to_dict()})
+    df = D.gradient_data(pd.DataFrame(rows), iterations=5)
+    first = df[df["layer"] == 1].set_index("init")["grad_norm"]
+    assert df["layer"].max() == 7  # six hidden layers and the output
+    assert first["small_random"] < 1e-4 * first["xavier"]  # the signal never reaches back to layer 1
+
+
 def test_activation_data_rebuilds_the_study_s_own_data_and_model_options(tmp_path, monkeypatch):
     """The study's data options (a user dataset that needs them) and model options are used, not defaults."""
     from study.config import TrialConfig

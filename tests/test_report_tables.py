@@ -72,6 +72,14 @@ def test_lr_data_keeps_diverged_trials_at_the_top():
     assert math.isfinite(plotted.iloc[2]) and plotted.iloc[2] > plotted.iloc[:2].max()  # drawn, above the rest
 
 
+def test_lr_data_gives_the_lr_as_applied_after_linear_scaling():
+    study = optuna.create_study()
+    for batch, scaling in ((128, "linear"), (128, "none")):
+        study.add_trial(create_trial(state=C, value=0.1, user_attrs=records.attrs(config={
+            "optimizer": "sgd", "lr": 0.01, "batch_size": batch, "lr_scaling": scaling, "reference_batch": 32})))
+    assert T.lr_data(T.trials_frame(study), "minimize")["effective_lr"].tolist() == pytest.approx([0.04, 0.01])
+
+
 @pytest.mark.parametrize("direction,worst", [("minimize", 1.05), ("maximize", 0.45)])  # range 0.5, margin 10%
 def test_non_finite_values_are_drawn_at_the_worst_end(direction, worst):
     trials = pd.DataFrame({"number": [0, 1, 2], "status": ["complete", "complete", "diverged"],

@@ -60,7 +60,8 @@ def _study_with_confirmations(accuracy_b: float = 0.9):
             study.add_trial(create_trial(
                 state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,
                 user_attrs=records.attrs(confirm={"of": of, "seed": 100 + k}, config=study.trials[of].user_attrs[
-                    "config"], budget={"n_classes": 10}, history=[{"epoch": 0, "val_accuracy": 0.9 if of == 0 else accuracy_b}])))
+                    "config"], budget={"n_classes": 10},
+                history=[{"epoch": 0, "val_accuracy": 0.9 if of == 0 else accuracy_b}])))
     return study
 
 

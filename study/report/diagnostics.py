@@ -1,5 +1,7 @@
-"""Diagnostics that build the study's own network: the std of every activation at initialisation, per
-(init, activation) the study tried. Unlike tables.py, this runs models; like it, it returns a DataFrame.
+"""Diagnostics that build the study's own network, per (init, activation) the study tried: the std of
+every activation at initialisation, and every layer's gradient norm over the first iterations of
+training (where deep layers stop learning). Unlike tables.py, this runs models; like it, it returns a
+DataFrame.
 
     >>> import optuna
     >>> from optuna.trial import TrialState, create_trial
@@ -12,6 +14,8 @@
     ...                              user_attrs=records.attrs(config=cfg.to_dict())))
     >>> activation_data(trials_frame(study)).round(3).values.tolist()   # the lecture's collapse, layer by layer
     [['small_random', 'tanh', 1, 0.04], ['small_random', 'tanh', 2, 0.003], ['small_random', 'tanh', 3, 0.0]]
+    >>> gradient_data(trials_frame(study), iterations=5)["layer"].tolist()   # 3 hidden layers and the output
+    [1, 2, 3, 4]
 """
 from __future__ import annotations
 
@@ -40,6 +44,41 @@ def activation_data(trials: pd.DataFrame, n_samples: int = 256) -> pd.DataFrame:
         stds = _activation_stds(make_model(cfg, data, torch.device("cpu")), data.x_train[:n_samples])
         rows += [{"init": init, "activation": activation, "layer": i + 1, "std": s} for i, s in enumerate(stds)]
     return pd.DataFrame(rows, columns=["init", "activation", "layer", "std"])
+
+
+def gradient_data(trials: pd.DataFrame, iterations: int = 20) -> pd.DataFrame:
+    """The mean gradient norm of every weighted layer (input to output) over the first `iterations` steps
+    of training, for each (init, activation) the study tried, with the config of its best trial: a
+    collapsed signal leaves the first layers with almost no gradient."""
+    import torch
+    import torch.nn.functional as F
+
+    from study.batches import BatchOrder
+    from study.config import TrialConfig
+    from study.trial import prepare
+
+    rows = []
+    done = trials[trials["status"].isin(FINISHED)].sort_values("value", na_position="last", kind="stable")
+    for (init, activation), group in done.groupby(["init", "activation"], sort=True):
+        cfg = TrialConfig(**_config_values(group.iloc[0]))
+        with torch.random.fork_rng(devices=[]):
+            p = prepare(cfg, torch.device("cpu"))
+            layers = [m for m in p.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d,
+                                                                      torch.nn.Conv2d))]
+            order = BatchOrder(p.budget, cfg.seed, cfg.shuffle, torch.device("cpu"))
+            steps = min(iterations, p.budget.total_iters)
+            sums = torch.zeros(len(layers))
+            for it in range(steps):
+                idx = order.indices(it)
+                loss = F.cross_entropy(p.model(p.data.x_train[idx]), p.data.y_train[idx])
+                p.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                sums += torch.stack([layer.weight.grad.norm() for layer in layers])
+                p.opt.step()
+                p.sched.step()
+        rows += [{"init": init, "activation": activation, "layer": i + 1, "grad_norm": float(v) / steps}
+                 for i, v in enumerate(sums)]
+    return pd.DataFrame(rows, columns=["init", "activation", "layer", "grad_norm"])
 
 
 def _config_values(row: pd.Series) -> dict[str, Any]:

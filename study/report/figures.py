@@ -72,15 +72,16 @@ def history_figure(df: pd.DataFrame, metric: str) -> Figure:
 @_styled
 def lr_figure(df: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig()
-    sns.scatterplot(data=df[df["status"] != "diverged"], x="lr", y="plotted", hue="optimizer", style="status",
-                    ax=ax, s=40, alpha=0.85)
+    sns.scatterplot(data=df[df["status"] != "diverged"], x="effective_lr", y="plotted", hue="optimizer",
+                    style="status", ax=ax, s=40, alpha=0.85)
     diverged = df[df["status"] == "diverged"]
     if len(diverged):
-        ax.scatter(diverged["lr"], diverged["plotted"], marker="X", c=STATUS_STYLE["diverged"][0], s=60,
+        ax.scatter(diverged["effective_lr"], diverged["plotted"], marker="X", c=STATUS_STYLE["diverged"][0], s=60,
                    label="diverged (overshoot)")
         ax.legend(fontsize="small")
     ax.set_xscale("log")
-    ax.set(title="Learning rate against final validation value", xlabel="learning rate (log scale)",
+    ax.set(title="Learning rate against final validation value",
+           xlabel="learning rate as applied, after batch scaling (log scale)",
            ylabel=METRIC_LABEL.get(metric, metric))
     return fig
 
@@ -112,26 +113,35 @@ def isolation_figure(df: pd.DataFrame, param: str, metric: str) -> Figure:
     return fig
 
 
+def _progress(history: pd.DataFrame) -> tuple[str, str]:
+    """Curves are drawn against training samples seen, the one axis on which trials of different batch
+    sizes compare; histories stored before epochs recorded it fall back to the epoch."""
+    if "samples" in history and len(history) and history["samples"].notna().all():
+        return "samples", "training samples seen"
+    return "epoch", "epoch (validation point)"
+
+
 @_styled
 def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figure:
     """Every trial's validation curve: pruned faded, diverged red, the best highlighted."""
     fig, ax = _fig()
+    x, xlabel = _progress(history)
     for status, (colour, _, alpha) in STATUS_STYLE.items():
         part = history[history["status"] == status].sort_values(["number", "epoch"], kind="stable")
         starts = np.unique(part["number"].to_numpy(), return_index=True)[1]  # where each trial's rows begin
-        segments = np.split(part[["epoch", metric]].to_numpy(dtype=float), starts[1:]) if len(part) else []
+        segments = np.split(part[[x, metric]].to_numpy(dtype=float), starts[1:]) if len(part) else []
         if segments:
             # One LineCollection per status: fast enough for thousands of trials.
             ax.add_collection(LineCollection(segments, colors=colour, alpha=alpha * 0.5, linewidths=1,
                                              label=f"{status} ({len(segments)})"))
     if best is not None:
         b = history[history["number"] == best]
-        ax.plot(b["epoch"], b[metric], color="#ff7f0e", lw=3, label=f"best (trial {best})")
+        ax.plot(b[x], b[metric], color="#ff7f0e", lw=3, label=f"best (trial {best})")
     ax.autoscale()
     finite = history[metric][np.isfinite(history[metric])]
     if len(finite):
         ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
-    ax.set(title="Learning curves of every trial", xlabel="epoch (validation point)",
+    ax.set(title="Learning curves of every trial", xlabel=xlabel,
            ylabel=METRIC_LABEL.get(metric, metric))
     ax.legend(fontsize="small")
     return fig
@@ -141,11 +151,12 @@ def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figur
 def train_val_figure(history: pd.DataFrame, numbers: list[int]) -> Figure:
     fig, ax = _fig()
     palette = sns.color_palette("deep", len(numbers))
+    x, xlabel = _progress(history[history["number"].isin(numbers)])
     for colour, n in zip(palette, numbers, strict=True):
         h = history[history["number"] == n]
-        ax.plot(h["epoch"], h["train_loss"], "--", color=colour, label=f"trial {n} train")
-        ax.plot(h["epoch"], h["val_loss"], "-", color=colour, label=f"trial {n} validation")
-    ax.set(title="Train against validation loss, best trials", xlabel="epoch (validation point)",
+        ax.plot(h[x], h["train_loss"], "--", color=colour, label=f"trial {n} train")
+        ax.plot(h[x], h["val_loss"], "-", color=colour, label=f"trial {n} validation")
+    ax.set(title="Train against validation loss, best trials", xlabel=xlabel,
            ylabel="loss (NLL, nats)")
     ax.legend(fontsize="small", ncol=2)
     return fig
@@ -227,4 +238,27 @@ def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figu
     ax.errorbar(arms["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", capsize=4, label="mean, 95% CI")
     ax.set(title="Confirmed arms", xlabel=METRIC_LABEL.get(metric, metric), ylabel="arm")
     ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+@_styled
+def gradient_figure(df: pd.DataFrame) -> Figure:
+    fig, ax = _fig()
+    sns.lineplot(data=df, x="layer", y="grad_norm", hue="init", style="activation", marker="o", ax=ax)
+    ax.set_yscale("log")
+    ax.set(title="Gradient norm per layer over the first iterations", xlabel="layer (input to output)",
+           ylabel="mean weight-gradient norm (log scale)")
+    return fig
+
+
+@_styled
+def lr_find_figure(found: dict) -> Figure:
+    """The LR range test: smoothed loss against lr for each optimizer, its suggested range shaded."""
+    fig, ax = _fig()
+    for (name, r), colour in zip(found.items(), sns.color_palette("deep", len(found)), strict=True):
+        ax.plot(r["lrs"], r["loss"], color=colour, label=f"{name}: {r['low']:.2g} to {r['high']:.2g}")
+        ax.axvspan(r["low"], r["high"], color=colour, alpha=0.08)
+    ax.set_xscale("log")
+    ax.set(title="LR range test", xlabel="learning rate (log scale)", ylabel="smoothed training loss (NLL, nats)")
+    ax.legend(fontsize="small")
     return fig

@@ -198,11 +198,17 @@ def activations(ctx: ReportContext) -> Section | None:
     data = D.activation_data(ctx.trials)
     if not len(data):
         return None
-    s = Section("activations", "Activations at initialisation")
+    s = Section("activations", "Activations and gradients at initialisation")
     s.figure(F.activation_figure(data),
              "How far the activations spread at each layer of the untrained network, on training samples: "
              "a line falling towards zero is the signal collapsing under that init, which leaves the "
              "deeper layers almost nothing to learn from.")
+    stored = ctx.record.diagnostics.get("gradients")
+    gradients = pd.DataFrame(stored) if stored else D.gradient_data(ctx.trials)
+    if len(gradients):
+        s.figure(F.gradient_figure(gradients),
+                 "The gradient each layer's weights receive over the first iterations, with each pair's best "
+                 "config: where it falls by orders of magnitude, those layers barely learn.")
     return s
 
 

@@ -91,7 +91,7 @@ def history_frame(trials: Trials) -> pd.DataFrame:
         status = status_of(t)
         for epoch in TrialRecord.of(t).history:
             rows.append({"number": t.number, "status": status, **epoch})
-    columns = ["number", "status", "epoch", "iteration", "train_loss", *METRICS, "lr", "wall_time"]
+    columns = ["number", "status", "epoch", "iteration", "samples", "train_loss", *METRICS, "lr", "wall_time"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -129,11 +129,15 @@ def history_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
 
 
 def lr_data(trials: pd.DataFrame, direction: str) -> pd.DataFrame:
-    """Learning rate against final value for every finished trial, diverged ones included (`plotted`
-    puts a non-finite value at the worst end), so the overshoot region shows."""
-    df = trials[trials["status"].isin(FINISHED)][
-        ["number", "lr", "optimizer", "status", "value"]].copy().reset_index(drop=True)
+    """Learning rate (base and effective) against final value for every finished trial, diverged ones
+    included (`plotted` puts a non-finite value at the worst end), so the overshoot region shows."""
+    scaling = ["batch_size", "lr_scaling", "reference_batch"]
+    df = trials[trials["status"].isin(FINISHED)].reindex(
+        columns=["number", "lr", "optimizer", "status", "value", *scaling]).reset_index(drop=True)
     df["plotted"] = _plotted(df["value"], direction)
+    # The lr the optimizer was given: with linear scaling, base lr x batch / reference batch.
+    df["effective_lr"] = [lr if pd.isna(b) or pd.isna(r) else scaled_lr(lr, b, s, r) for lr, b, s, r in
+                          zip(df["lr"], df["batch_size"], df["lr_scaling"], df["reference_batch"], strict=True)]
     return df
 
 

@@ -246,8 +246,10 @@ def batch(ctx: ReportContext) -> Section | None:
     answer = T.batch_vs_iterations(batches, ctx.direction)
     if len(answer):
         wins = answer["better"].value_counts()
-        s.say(f"2x batch or 2x iterations? Of {len(answer)} pairs at the same sample budget, 2x batch won "
-              f"{wins.get('2x batch', 0)} and 2x iterations won {wins.get('2x iterations', 0)}.")
+        s.say(f"2x batch or 2x iterations? In the search, of {len(answer)} pairs at the same sample budget, 2x "
+              f"batch won {wins.get('2x batch', 0)} and 2x iterations won {wins.get('2x iterations', 0)}: one "
+              "seed per config, so a gap below seed noise decides a pair here" + (
+                  "; the verdict above says which batch sizes the seeds separate." if ctx.verdict else "."))
         s.table(answer, "2x batch (half the iterations) against 2x iterations (half the batch)")
     s.table(batches, "Best value per batch size and budget")
     return s

@@ -46,7 +46,7 @@ def _rerun_finishes(slow_space, cwd, n: int) -> None:
 def test_sigterm_to_the_parent_of_jobs_2_stops_every_worker_and_exits_130(tmp_path, slow_space):
     """What `kill PID` or a job scheduler does: SIGTERM to the parent alone reaches the workers, each
     interrupts its trial the documented way, and the parent waits for them."""
-    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q")
+    run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q")
     wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0001.pt", run)
     wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0001.pt", run)
     run.send_signal(signal.SIGTERM)
@@ -54,13 +54,13 @@ def test_sigterm_to_the_parent_of_jobs_2_stops_every_worker_and_exits_130(tmp_pa
     assert run.returncode == 130, err
     assert "interrupted: rerun the same command to resume the study" in err and "Traceback" not in err
     _assert_stopped_cleanly(tmp_path)
-    _rerun_finishes(slow_space, tmp_path, 6)
+    _rerun_finishes(slow_space, tmp_path, 4)
 
 
 def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
     """Ctrl-C in a terminal signals the whole process group; the workers leave it to the parent, so no
     trial is left running and each is queued again exactly once, with no heartbeat needed."""
-    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q", session=True)
+    run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q", session=True)
     wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0001.pt", run)
     wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0001.pt", run)
     os.killpg(run.pid, signal.SIGINT)
@@ -68,7 +68,7 @@ def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
     assert run.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     _assert_stopped_cleanly(tmp_path)
-    _rerun_finishes(slow_space, tmp_path, 6)
+    _rerun_finishes(slow_space, tmp_path, 4)
 
 
 @pytest.mark.parametrize("when", ["parent_importing", "workers_starting"])

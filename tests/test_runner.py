@@ -104,14 +104,15 @@ def test_a_new_study_of_the_same_name_never_resumes_an_old_one_s_checkpoints(tmp
             p.unlink()
     else:
         storage = "sqlite:///other.db"
-    second = start(slow_space, tmp_path, "--trials", "2", "--seed", "1", "--set", "model.depth=2", storage=storage)
+    second = start(slow_space, tmp_path, "--trials", "2", "--seed", "1", "--set", "model.depth=2",
+                   "--set", "training.budget=4", storage=storage)
     out, err = second.communicate(timeout=180)
     assert second.returncode == 0, err
     assert "resumed" not in out
     ts = trials(tmp_path, storage=f"sqlite:///{tmp_path / storage.removeprefix('sqlite:///')}")
     assert len(finished(ts)) == 2
     for t in ts:
-        assert TrialRecord.of(t).resumed is None and len(TrialRecord.of(t).history) == 8
+        assert TrialRecord.of(t).resumed is None and len(TrialRecord.of(t).history) == 4
     folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert len(folders) == 2 and all(f.startswith("synth-") for f in folders)  # one per study identity
 

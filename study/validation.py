@@ -98,21 +98,35 @@ class Validator:
     def params(self, raw: Any, knobs: dict) -> dict[str, Param]:
         params: dict[str, Param] = {}
         searchable = [n for n in KNOBS if n not in DICT_KNOBS]
+        self.searched = {n for n, spec in (raw or {}).items() if isinstance(spec, dict)} if isinstance(raw, dict) \
+            else set()
         for name, spec in self.mapping("params", raw, searchable).items():
             key = f"params.{name}"
+            if self.set_in_section(name):
+                continue  # `--set training.lr=...` fixes a searched lr: the section's value stands
             if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high", "range"}:
-                params[name] = self.distribution(key, name, spec, params)
+                param = self.distribution(key, name, spec, params, knobs)
+                if param is not None:
+                    params[name] = param
             else:
                 knobs[name] = self.check(key, name, spec)  # a fixed value
         return params
 
-    def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param]) -> Param:
+    def set_in_section(self, name: str) -> bool:
+        meta = KNOBS[name].metadata
+        return f"{meta['section']}.{meta['yaml'] or name}" in self.overridden
+
+    def distribution(self, key: str, name: str, spec: dict, earlier: dict[str, Param],
+                     fixed: dict | None = None) -> Param | None:
+        """The param's distribution, or None when a `when` on a fixed setting can never hold."""
         self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when", "range"))
         numeric = "int" if KNOBS[name].type in ("int", int) else "float"
         kind = spec.get("type", "categorical" if "choices" in spec else numeric)
         if kind not in ("categorical", "float", "int"):
             raise self.error(f"{key}.type", kind, "must be categorical, float or int")
-        when = self.when(f"{key}.when", spec.get("when"), earlier)
+        when = self.when(f"{key}.when", spec.get("when"), earlier, fixed or {})
+        if when is None:
+            return None
         if kind == "categorical":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
@@ -152,14 +166,23 @@ class Validator:
                 raise self.error(f"{key}.step", step, "step cannot be combined with log: true")
         return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
-    def when(self, key: str, raw: Any, earlier: dict[str, Param]) -> tuple:
+    def when(self, key: str, raw: Any, earlier: dict[str, Param], fixed: dict) -> tuple | None:
+        """The conditions on earlier params; one on a fixed setting (a fixed param, a section value, or a
+        --set) is resolved here: dropped when it holds, and None (never active) when it cannot."""
         conditions = []
-        for other, allowed in self.mapping(key, raw, list(earlier)).items():
+        settable = [*earlier, *(n for n in KNOBS if n not in earlier and n not in DICT_KNOBS)]
+        for other, allowed in self.mapping(key, raw, settable).items():
             allowed = allowed if isinstance(allowed, list) else [allowed]
             if not allowed:
                 raise self.error(f"{key}.{other}", allowed, "must list at least one value")
             checked = tuple(self.check(f"{key}.{other}", other, v) for v in allowed)
-            conditions.append((other, checked))
+            if other not in earlier and other in self.searched and not self.set_in_section(other):
+                raise self.error(f"{key}.{other}", raw[other], f"{other} is searched below this param; a `when` "
+                                 "can only depend on a param listed before it")
+            if other in earlier:
+                conditions.append((other, checked))
+            elif fixed.get(other, getattr(TrialConfig(), other)) not in checked:
+                return None
         return tuple(conditions)
 
     def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:

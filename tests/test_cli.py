@@ -252,7 +252,8 @@ def test_a_changed_space_does_not_silently_join_an_existing_study(tmp_path, synt
                  "--checkpoint-dir", str(tmp_path)]) == 0
     code = main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--set", "training.budget=4", "-q",
                  "--checkpoint-dir", str(tmp_path)])
-    assert code == 2 and "different search space" in capsys.readouterr().err
+    assert code == 2 and "different search space is already stored (training.budget is 3 there, 4 here)" in \
+        capsys.readouterr().err
     assert len(load(db).get_trials()) == 1
 
 

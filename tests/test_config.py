@@ -39,10 +39,31 @@ def test_the_readme_example_is_a_valid_space(tmp_path):
 
 
 def test_overrides_are_applied_and_parsed_as_yaml(synth_space):
-    cfg = load_config(str(synth_space), ["training.lr=3e-4", "study.n_trials=7", "params.lr.high=0.5",
-                                         "data.shuffle=false"])
-    assert cfg.defaults.lr == 3e-4 and cfg.study.n_trials == 7 and cfg.params["lr"].high == 0.5
-    assert cfg.defaults.shuffle is False
+    cfg = load_config(str(synth_space), ["study.n_trials=7", "params.lr.high=0.5", "data.shuffle=false"])
+    assert cfg.study.n_trials == 7 and cfg.params["lr"].high == 0.5 and cfg.defaults.shuffle is False
+
+
+def test_setting_a_searched_value_fixes_it():
+    # It used to be ignored (the param won) while still counting as another experiment.
+    cfg = load_config("quick", ["training.lr=3e-4"])
+    assert "lr" not in cfg.params and cfg.defaults.lr == 3e-4
+    assert cfg.resolve({}).lr == 3e-4
+
+
+@pytest.mark.parametrize("fixed, searched", [("adam", ["lr"]), ("sgd_momentum", ["lr", "momentum"])])
+def test_a_condition_on_a_fixed_param_is_resolved_statically(fixed, searched):
+    # quick's momentum is searched when optimizer is sgd_momentum: fixing the optimizer decides it.
+    for how in (f"params.optimizer={fixed}", f"training.optimizer={fixed}"):
+        cfg = load_config("quick", [how])
+        assert list(cfg.params) == searched and cfg.defaults.optimizer == fixed, how
+        assert all(p.when == () for p in cfg.params.values())
+
+
+def test_a_condition_on_a_param_searched_below_it_is_refused(write_space):
+    path = write_space("params:\n  momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: [sgd_momentum]}}\n"
+                       "  optimizer: {choices: [sgd_momentum, adam]}\n")
+    with pytest.raises(ConfigError, match="optimizer is searched below this param"):
+        load_config(str(path))
 
 
 def test_resolve_applies_one_trials_values(synth_space):

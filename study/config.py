@@ -98,6 +98,18 @@ class TrialConfig:
 
 
 KNOBS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrialConfig)}
+# A user model's or dataset's own keyword arguments can be params too, as `model.options.NAME`.
+OPTION_PREFIXES = {"model.options.": "model_options", "data.options.": "data_options"}
+
+
+def is_option(key: str) -> bool:
+    return any(key.startswith(prefix) and len(key) > len(prefix) for prefix in OPTION_PREFIXES)
+
+
+def option_of(key: str) -> tuple[str, str]:
+    """("model_options", "dropout") for "model.options.dropout"."""
+    prefix = next(p for p in OPTION_PREFIXES if key.startswith(p))
+    return OPTION_PREFIXES[prefix], key[len(prefix):]
 SECTIONS = ("data", "model", "training")
 DICT_KNOBS = {"data_options", "model_options"}
 # The validation metrics every epoch records, in the order they are shown, with the direction each is
@@ -225,7 +237,15 @@ class StudyConfig:
     lr_range: dict | None = None  # what `range: auto` resolved to (lrfind.py), stored with the study
 
     def resolve(self, values: Mapping[str, Any]) -> TrialConfig:
-        return dataclasses.replace(self.defaults, **values)
+        """The defaults with one trial's values; `model.options.NAME` and `data.options.NAME` go into the
+        options their callable is given."""
+        knobs = {k: v for k, v in values.items() if not is_option(k)}
+        cfg = dataclasses.replace(self.defaults, **knobs)
+        for key, value in values.items():
+            if is_option(key):
+                knob, name = option_of(key)
+                cfg = dataclasses.replace(cfg, **{knob: {**getattr(cfg, knob), name: value}})
+        return cfg
 
     @property
     def scientific(self) -> tuple[str, ...]:

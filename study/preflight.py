@@ -30,6 +30,7 @@ from study.paths import child
 
 def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, storage_url: str) -> None:
     check_outputs(cfg, checkpoint_root, report_dir, storage_url)
+    check_options(cfg)
     n_train, n_classes, sample = check_data(cfg)
     check_model(cfg, sample, n_classes)
     check_budget(cfg, n_train)
@@ -61,6 +62,32 @@ def storage_folder(url: str) -> Path | None:
     if "://" in url:
         return None
     return Path(url).parent
+
+
+def check_options(cfg: StudyConfig) -> None:
+    """A searched `model.options.NAME` or `data.options.NAME` must be an argument its callable takes (its
+    signature, read with inspect): a user model ignores arguments it does not take, so a misspelt
+    option would be searched and change nothing."""
+    import inspect
+
+    from study.callables import is_reference, load_callable
+    from study.config import is_option, option_of
+    from study.data import DATASETS
+
+    for key in filter(is_option, cfg.params):
+        knob, name = option_of(key)
+        target = cfg.defaults.model if knob == "model_options" else cfg.defaults.dataset
+        if knob == "model_options" and not is_reference(target):
+            raise ConfigError(cfg.source, f"params.{key}", name, f"the built-in model {target!r} takes no options; "
+                              "model.options are a package.module:callable model's own arguments")
+        try:
+            params = inspect.signature(load_callable(target) if is_reference(target) else DATASETS[target]).parameters
+        except (ImportError, AttributeError, ValueError, TypeError):
+            continue  # an unloadable callable is reported by the data and model checks, with its own message
+        if name not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            taken = ", ".join(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty)
+            raise ConfigError(cfg.source, f"params.{key}", name,
+                              f"{target} takes no argument {name!r}; it takes: {taken or 'none'}")
 
 
 def check_data(cfg: StudyConfig) -> tuple[int, int, np.ndarray]:

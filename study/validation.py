@@ -12,7 +12,7 @@ import difflib
 from typing import Any, Callable, Mapping
 
 from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED, Param, StudyConfig,
-                          StudySettings, TrialConfig, check_study_name, non_finite)
+                          StudySettings, TrialConfig, check_study_name, is_option, non_finite, option_of)
 from study.constraints import Boolean, Interval, MappingOf, OneOf
 from study.errors import ConfigError
 from study.optimizers import optimizer_spec
@@ -100,8 +100,13 @@ class Validator:
         searchable = [n for n in KNOBS if n not in DICT_KNOBS]
         self.searched = {n for n, spec in (raw or {}).items() if isinstance(spec, dict)} if isinstance(raw, dict) \
             else set()
-        for name, spec in self.mapping("params", raw, searchable).items():
+        self.mapping("params", {k: v for k, v in (raw or {}).items() if not is_option(k)} if isinstance(raw, dict)
+                     else raw, searchable)
+        for name, spec in (raw or {}).items():
             key = f"params.{name}"
+            if is_option(name):
+                self.option(key, name, spec, params, knobs)
+                continue
             if self.set_in_section(name):
                 continue  # `--set training.lr=...` fixes a searched lr: the section's value stands
             if isinstance(spec, dict) and spec.keys() & {"type", "choices", "low", "high", "range"}:
@@ -111,6 +116,41 @@ class Validator:
             else:
                 knobs[name] = self.check(key, name, spec)  # a fixed value
         return params
+
+    def option(self, key: str, name: str, spec: Any, params: dict[str, Param], knobs: dict) -> None:
+        """`model.options.NAME` / `data.options.NAME`: a value or a distribution of the callable's own
+        argument (preflight checks that its signature takes NAME). Its type comes from the YAML: choices, or
+        `type: float|int` with low and high."""
+        knob, option = option_of(name)
+        if not isinstance(spec, dict) or not spec.keys() & {"type", "choices", "low", "high"}:
+            knobs[knob] = {**(knobs.get(knob) or {}), option: spec}
+            return
+        self.mapping(key, spec, ("type", "choices", "low", "high", "log", "step", "when"))
+        kind = spec.get("type", "categorical" if "choices" in spec else None)
+        if kind not in ("categorical", "float", "int"):
+            raise self.error(f"{key}.type", kind, "an option's distribution needs choices, or type: float or int "
+                             "with low and high")
+        when = self.when(f"{key}.when", spec.get("when"), params, knobs)
+        if when is None:
+            return
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise self.error(f"{key}.choices", choices, "must be a non-empty list")
+            params[name] = Param(name, kind, choices=tuple(choices), when=when)
+            return
+        number = Interval(int if kind == "int" else float, None, None)
+        low, high = (self.wrap(f"{key}.{b}", spec.get(b), number) for b in ("low", "high"))
+        if low > high:
+            raise self.error(f"{key}.low", low, f"low must be <= high ({high})")
+        log = spec.get("log", False)
+        if log is not False and (log is not True or low <= 0):
+            raise self.error(f"{key}.log", log, "must be true or false, and true needs low > 0")
+        step = spec.get("step")
+        if step is not None:
+            step = self.wrap(f"{key}.step", step, Interval(int, 1, None) if kind == "int"
+                             else Interval(float, 0, None, "neither"))
+        params[name] = Param(name, kind, low=low, high=high, log=log, step=step, when=when)
 
     def set_in_section(self, name: str) -> bool:
         meta = KNOBS[name].metadata

@@ -178,6 +178,12 @@ BAD = [
      "params.step_fraction",
      "schedule cosine does not use step_fraction; make it conditional: when: {schedule: [step]}"),
     ("study:\n  checkpoints: {keep_best: -1}\n", "study.checkpoints.keep_best", "integer >= 0"),
+    # a model's or dataset's own options
+    ("params:\n  model.options.p: {low: 0, high: 1}\n", "params.model.options.p.type", "needs choices, or type"),
+    ("params:\n  data.options.n: {type: int, low: 9, high: 2}\n", "params.data.options.n.low", "low must be <="),
+    ("params:\n  model.options.p: {type: float, low: 0, high: 1, log: true}\n", "params.model.options.p.log",
+     "true needs low > 0"),
+    ("params:\n  model.options: {choices: [1]}\n", "params.model.options", "unknown key"),
 ]
 
 

@@ -163,3 +163,51 @@ def test_a_symlinked_report_folder_pointing_outside_is_refused_up_front(tmp_path
     before = set(os.listdir(tmp_path))
     refused(run_cli("run", str(synth_space), cwd=tmp_path), tmp_path, before, "--report-dir", "symbolic link")
     assert not list(outside.iterdir())
+
+
+DROPOUT_MODEL = """
+import torch
+
+
+def net(input_shape, n_classes, width, dropout=0.0):
+    return torch.nn.Sequential(torch.nn.Linear(input_shape[0], width), torch.nn.ReLU(), torch.nn.Dropout(dropout),
+                               torch.nn.Linear(width, n_classes))
+"""
+SEARCHED_OPTIONS = SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net") + (
+    "  model.options.dropout: {type: float, low: 0.0, high: 0.5}\n"
+    "  data.options.n_features: {choices: [6, 8]}\n")
+
+
+def test_a_user_model_s_and_dataset_s_own_options_are_searched(tmp_path, write_space, monkeypatch):
+    import torch
+
+    from study.config import load_config
+    from study.preflight import check_options
+    from study.records import TrialRecord
+    from study.runner import run_study
+
+    (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(str(write_space(SEARCHED_OPTIONS)), ["study.n_trials=3"])
+    check_options(cfg)  # dropout is net's argument; n_features is the synthetic dataset's
+    study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", torch.device("cpu"), checkpoint_root=tmp_path / "ck",
+                      quiet=True).study
+    for t in study.trials:
+        config = TrialRecord.of(t).config
+        assert config["model_options"] == {"dropout": t.params["model.options.dropout"]}
+        assert config["data_options"]["n_features"] == t.params["data.options.n_features"]
+        assert config["data_options"]["n_samples"] == 160  # the section's own options stay
+    assert len({t.params["model.options.dropout"] for t in study.trials}) == 3
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (("dropout:", "dropuot:"), ["params.model.options.dropuot", "dropmodel:net takes no argument 'dropuot'",
+                                "it takes: dropout"]),
+    (("name: dropmodel:net", "name: mlp"), ["params.model.options.dropout", "the built-in model 'mlp' takes no"]),
+    (("n_features:", "n_feature:"), ["params.data.options.n_feature", "synthetic takes no argument 'n_feature'"]),
+])
+def test_an_option_its_callable_does_not_take_is_refused_before_the_study(tmp_path, write_space, change, fragments):
+    (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
+    space = write_space(SEARCHED_OPTIONS.replace(*change))
+    before = set(os.listdir(tmp_path))
+    refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before, *fragments)

@@ -25,7 +25,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from study.config import KNOBS, METRICS, Direction
+from study.config import KNOBS, METRICS, Direction, is_option
 from study.schedules import lr_curve
 from study.budget import scaled_lr
 from study import records
@@ -68,12 +68,14 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
             "samples_seen": budget.get("samples_seen"),
         }
         row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
+        row.update({k: v for k, v in t.params.items() if is_option(k)})  # model.options.NAME, data.options.NAME
         row.update({k: record.final.get(k, math.nan) for k in ("train_loss", *METRICS)})
         row["error"] = error_of(t) if t.state == TrialState.FAIL else ""
         row["diverged"] = (record.diverged or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "phase", "confirms", "value", "duration_s", "epochs", "total_iters", "samples_seen",
                *CONFIG_COLUMNS, "train_loss", *METRICS, "error", "diverged"]
+    columns += sorted({k for row in rows for k in row if is_option(k)})
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"number": int, "confirms": "Int64"}) if len(frame) else frame
 
@@ -81,7 +83,8 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
 def varied(trials: pd.DataFrame) -> list[str]:
     """The settings that take more than one value across trials that ran."""
     ran = trials[trials["status"] != "waiting"]
-    return [k for k in _KNOB_COLUMNS if ran[k].astype(str).nunique() > 1]
+    options = [k for k in trials.columns if is_option(k)]
+    return [k for k in [*_KNOB_COLUMNS, *options] if ran[k].astype(str).nunique() > 1]
 
 
 def history_frame(trials: Trials) -> pd.DataFrame:

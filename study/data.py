@@ -8,8 +8,10 @@
     True
 
 A dataset is a function returning (X, y): X float of shape (N, F) vectors, (N, C, L) signals or
-(N, C, H, W) images, y integer class labels 0..K-1. A user dataset is `package.module:callable`,
-called as `fn(**options)` with the `data.options` mapping, returning the same pair.
+(N, C, H, W) images, y integer class labels 0..K-1; or (X, y, X_test, y_test) with a test split of its
+own (then the validation split is `val_fraction` of X and `test_fraction` is unused). A user dataset is
+`package.module:callable`, called as `fn(**options)` with the `data.options` mapping. Files need no code
+(filedata.py): `npz`, `csv`, `parquet` and `imagefolder`.
 
 The train/validation/test split is fixed by `split_seed` and stratified; preprocessing statistics
 come from the training split only, per feature for vectors and per channel otherwise.
@@ -26,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from study.callables import is_reference, load_callable
+from study.filedata import FILE_DATASETS
 from study.files import atomic_write
 
 Dataset = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -78,7 +81,7 @@ def _synthetic(n_samples: int = 240, n_features: int = 16, n_classes: int = 4, s
     return (x.reshape(n_samples, *shape) if shape else x), y
 
 
-DATASETS: dict[str, Dataset] = {"digits": _digits, "mnist1d": _mnist1d, "synthetic": _synthetic}
+DATASETS: dict[str, Dataset] = {"digits": _digits, "mnist1d": _mnist1d, "synthetic": _synthetic, **FILE_DATASETS}
 
 
 def _stat_axes(x: np.ndarray) -> tuple[int, ...]:
@@ -139,13 +142,24 @@ class Splits:
 
 def load_dataset(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(X float32, y int64) from a registered dataset or a user callable, checked against the contract."""
-    return _load_dataset(name, json.dumps(options, sort_keys=True))
+    return _load_dataset(name, json.dumps(options, sort_keys=True))[:2]
+
+
+def given_test(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split a dataset ships (a 4-tuple return, e.g. an npz file's x_test and y_test), or None."""
+    return _load_dataset(name, json.dumps(options, sort_keys=True))[2]
 
 
 @functools.lru_cache(maxsize=4)
-def _load_dataset(name: str, options_json: str) -> tuple[np.ndarray, np.ndarray]:
+def _load_dataset(name: str, options_json: str) -> tuple:
     fn = load_callable(name) if is_reference(name) else DATASETS[name]
-    x, y = fn(**json.loads(options_json))
+    loaded = fn(**json.loads(options_json))
+    x, y = _checked(name, *loaded[:2])
+    test = _checked(name, *loaded[2:4], n_classes=int(y.max()) + 1) if len(loaded) == 4 else None
+    return x, y, test
+
+
+def _checked(name: str, x: Any, y: Any, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
     if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y):
         raise ValueError(f"dataset {name!r} must return X of shape (N, F), (N, C, L) or (N, C, H, W) and y "
@@ -156,6 +170,11 @@ def _load_dataset(name: str, options_json: str) -> tuple[np.ndarray, np.ndarray]
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"dataset {name!r} must return integer labels 0..K-1; got dtype {y.dtype}")
     labels = np.unique(y)
+    if n_classes is not None:  # a shipped test split: labels among the training split's classes
+        if len(labels) and (labels[0] < 0 or labels[-1] >= n_classes):
+            raise ValueError(f"dataset {name!r}: test labels must lie in 0..{n_classes - 1}, as the training "
+                             f"labels do; got {labels[0]}..{labels[-1]}")
+        return x, y.astype(np.int64)
     if len(labels) < 2 or labels[0] != 0 or labels[-1] != len(labels) - 1:
         shown = ", ".join(map(str, labels[:6].tolist())) + (", ..." if len(labels) > 6 else "")
         raise ValueError(f"dataset {name!r} must return labels 0..K-1 with every class present and K >= 2; "
@@ -168,12 +187,18 @@ def load_splits(name: str, options: dict[str, Any], *, val_fraction: float, test
     from sklearn.model_selection import train_test_split
 
     x, y = load_dataset(name, options)
+    shipped = given_test(name, options)
     idx = np.arange(len(y))
     try:
-        idx_train, idx_rest = train_test_split(idx, test_size=val_fraction + test_fraction,
-                                               random_state=split_seed, stratify=y)
-        idx_val, idx_test = train_test_split(idx_rest, test_size=test_fraction / (val_fraction + test_fraction),
-                                             random_state=split_seed, stratify=y[idx_rest])
+        if shipped is not None:  # the file's own test split; validation comes from the rest
+            idx_train, idx_val = train_test_split(idx, test_size=val_fraction, random_state=split_seed, stratify=y)
+            idx_test = np.arange(len(y), len(y) + len(shipped[1]))
+            x, y = np.concatenate([x, shipped[0]]), np.concatenate([y, shipped[1]])
+        else:
+            idx_train, idx_rest = train_test_split(idx, test_size=val_fraction + test_fraction,
+                                                   random_state=split_seed, stratify=y)
+            idx_val, idx_test = train_test_split(idx_rest, test_size=test_fraction / (val_fraction + test_fraction),
+                                                 random_state=split_seed, stratify=y[idx_rest])
     except ValueError as exc:  # scikit-learn: too few samples of some class for a stratified split
         if "class" not in str(exc):
             raise

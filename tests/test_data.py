@@ -9,10 +9,12 @@ SMALL = {"digits": {}, "mnist1d": {"num_samples": 400}, "synthetic": {"n_samples
 
 
 def test_every_dataset_has_a_small_case():
-    assert set(DATASETS) == set(SMALL)
+    from study.filedata import FILE_DATASETS
+
+    assert set(DATASETS) == set(SMALL) | set(FILE_DATASETS)  # files: tests/test_filedata.py
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in DATASETS])
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in SMALL])
 def test_datasets_follow_the_contract(name):
     x, y = load_dataset(name, SMALL[name])
     assert x.dtype == np.float32 and y.dtype == np.int64 and len(x) == len(y)

@@ -120,12 +120,15 @@ def lr_find(args: argparse.Namespace) -> int:
 
 
 def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
-    """Build the report and print its path; a failed write (a full disk) is one error line, not a crash:
-    the study is stored, only the page is missing."""
+    """Build the report and print its path, and the command that retrains the best trial; a failed write
+    (a full disk) is one error line, not a crash: the study is stored, only the page is missing."""
     from study.report import build_report
 
     try:
-        say(f"report: {build_report(study, out, artifact_dir=artifact_dir)}")
+        page = build_report(study, out, artifact_dir=artifact_dir)
+        say(f"report: {page}")
+        if (page.parent / "best.yaml").is_file():
+            say(f"reproduce the best trial: python -m study run {page.parent / 'best.yaml'}")
     except OSError as exc:
         print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
         return False

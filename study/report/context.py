@@ -43,6 +43,7 @@ class Section:
     summary: list[tuple[str, str]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     tables: list[dict] = field(default_factory=list)
+    code: str = ""  # a snippet shown as code
 
     def say(self, text: str, note: bool = False) -> None:
         self.paragraphs.append({"text": text, "note": note})

@@ -108,6 +108,12 @@ def summary(ctx: ReportContext) -> Section:
     s.summary += [("best trial", f"{ctx.best}: {_best_params(ctx)}"),
                   ("validation", ", ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in
                                            METRICS))]
+    s.summary.append(("reproduce", "python -m study run best.yaml  (best.yaml is beside this page: trial "
+                                   f"{ctx.best} with every setting fixed)"))
+    if ctx.record.checkpoint_dir:
+        from study.reproduce import SNIPPET
+
+        s.code = SNIPPET.format(path=f"{ctx.record.checkpoint_dir}/best.pt")
     test = ctx.record.test
     if test and test.get("trial") == ctx.best:
         s.summary.append(("test (best trial only)", ", ".join(f"{k.removeprefix('test_')} {_fmt(v)}"

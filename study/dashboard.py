@@ -24,9 +24,43 @@ def artifact_store(folder: Path | None, create: bool = False):
 
 
 def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | None) -> None:
-    from optuna_dashboard import run_server
+    from wsgiref.simple_server import make_server
 
-    run_server(storage, host=HOST, port=port, artifact_store=artifact_store(artifact_dir))
+    from optuna_dashboard import wsgi
+
+    app = with_reports(wsgi(storage, artifact_store=artifact_store(artifact_dir)), storage)
+    with make_server(HOST, port, app) as server:
+        server.serve_forever()
+
+
+REPORT_PATH = "/study-report/"  # + <study id>/<file>: what the study's note links to
+REPORT_FILES = {"index.html": "text/html; charset=utf-8", "trials.csv": "text/csv; charset=utf-8",
+                "verdict.json": "application/json", "best.yaml": "text/plain; charset=utf-8"}
+
+
+def with_reports(app, storage: optuna.storages.BaseStorage):
+    """optuna-dashboard, plus each study's report files at /study-report/<study id>/<file>, so that the
+    link in the study's note opens the page (a file:// link is dropped by the dashboard's markdown, and
+    refused by browsers from an http page). Only the report's own files are served, by name."""
+    from study.records import StudyRecord
+
+    def serve(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(REPORT_PATH):
+            return app(environ, start_response)
+        study_id, _, name = path[len(REPORT_PATH):].partition("/")
+        folder = None
+        if study_id.isdigit() and name in REPORT_FILES:
+            study = next((s for s in storage.get_all_studies() if s._study_id == int(study_id)), None)
+            folder = StudyRecord.of(study).report if study is not None else None
+        file = Path(folder) / name if folder else None
+        if file is None or not file.is_file():
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no such report file"]
+        start_response("200 OK", [("Content-Type", REPORT_FILES[name])])
+        return [file.read_bytes()]
+
+    return serve
 
 
 def upload_checkpoint(study: optuna.Study, best_pt: Path, folder: Path | None) -> str | None:

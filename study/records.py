@@ -174,6 +174,7 @@ class StudyRecord:
     verdict: dict[str, Any] | None = None  # the answer from the confirmation runs (verdict.py)
     diagnostics: dict[str, Any] = field(default_factory=dict)  # {"gradients": rows}, computed once per run
     lr_range: dict[str, Any] | None = None  # what an lr's `range: auto` became (lrfind.py)
+    report: str | None = None  # the folder of the study's latest report, which `study dashboard` serves
 
     @classmethod
     def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:

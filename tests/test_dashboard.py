@@ -83,3 +83,33 @@ def test_a_port_in_use_is_refused_with_one_line(tmp_path, synth_space):
     assert result.returncode == 2, result.stderr
     expected = f"error: --port: port: cannot listen on 127.0.0.1:{port}: Address already in use (got {port})\n"
     assert result.stderr == expected
+
+
+def _call(app, path: str) -> tuple[str, bytes]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ, answer = {"PATH_INFO": path}, {}
+    setup_testing_defaults(environ)
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+    return answer["status"], body
+
+
+def test_the_note_s_link_opens_the_report_through_study_dashboard(tmp_path):
+    import re
+
+    from optuna_dashboard import get_note, wsgi
+
+    from conftest import make_study
+    from study.dashboard import with_reports
+    from study.report import build_report
+
+    study = make_study(3, storage=f"sqlite:///{tmp_path / 's.db'}")
+    page = build_report(study, tmp_path / "reports")
+    link = re.search(r"\]\((/study-report/\d+/index\.html)\)", get_note(study)).group(1)
+    app = with_reports(wsgi(study._storage), study._storage)
+    assert _call(app, link) == ("200 OK", page.read_bytes())
+    assert _call(app, link.replace("index.html", "trials.csv"))[0] == "200 OK"
+    for other in ("../../s.db", "s.db", "%2e%2e/s.db", ""):  # only the report's own files, by name
+        assert _call(app, link.replace("index.html", other))[0] == "404 Not Found", other
+    assert _call(app, "/study-report/999/index.html")[0] == "404 Not Found"
+    assert _call(app, "/api/studies")[0] == "200 OK"  # everything else is optuna-dashboard's

@@ -143,3 +143,21 @@ def test_interaction_takes_the_best_of_each_combination():
     assert got.index.tolist() == ["adam", "sgd"] and got.columns.tolist() == ["32", "64"]
     assert got.loc["sgd", "32"] == 0.2 and got.loc["adam", "64"] == 0.3
     assert pd.isna(got.loc["adam", "32"]) and pd.isna(got.loc["sgd", "64"])  # the pruned one does not count
+
+
+def test_numeric_choices_read_in_numeric_order():
+    assert T.in_order(pd.Series([128, 16, 256, 32, 64])) == ["16", "32", "64", "128", "256"]
+    assert T.in_order(pd.Series(["sgd", "adam"])) == ["adam", "sgd"]
+    trials = T.trials_frame(make_study(30, seed=1))
+    trials.loc[trials.index[:3], "batch_size"] = 128  # as text, "128" sorts before "16"
+    table = T.interaction_data(trials, "optimizer", "batch_size", "minimize")
+    assert list(table.columns) == ["16", "32", "64", "128"]
+
+
+def test_the_distribution_figure_orders_batch_sizes_numerically():
+    from study.report.figures import distribution_figure
+
+    trials = T.trials_frame(make_study(30, seed=1))
+    trials.loc[trials.index[:3], "batch_size"] = 128
+    ax = distribution_figure(trials, "batch_size", "val_loss").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "64", "128"]

@@ -23,6 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from study.report.tables import in_order
+
 STATUS_STYLE = {  # colour, marker, alpha
     "complete": ("#1f77b4", "o", 0.9),
     "pruned": ("#999999", "v", 0.5),
@@ -89,8 +91,8 @@ def lr_figure(df: pd.DataFrame, metric: str) -> Figure:
 @_styled
 def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> Figure:
     df = trials[trials["status"] == "complete"].copy()
+    order = in_order(df[param])
     df[param] = df[param].astype(str)
-    order = sorted(df[param].unique())
     fig, ax = _fig()
     sns.boxplot(data=df, x=param, y="value", order=order, ax=ax, color="#cfe2f3", showfliers=False)
     sns.stripplot(data=df, x=param, y="value", order=order, ax=ax, color="#1f77b4", size=4, alpha=0.7)

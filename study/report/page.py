@@ -80,8 +80,12 @@ def attach_to_dashboard(study: optuna.Study, page: Path, sections: list[Section]
 
     from optuna_dashboard import save_note
 
-    save_note(study, f"## Report\n\n{verdict or 'No complete trial yet.'}\n\nThe HTML comparison report: "
-                     f"[{page.resolve()}](file://{page.resolve()})\n")
+    from study.dashboard import REPORT_PATH
+
+    records.write_study(study, report=str(page.resolve().parent))
+    save_note(study, f"## Report\n\n{verdict or 'No complete trial yet.'}\n\n[Open the HTML comparison report]"
+                     f"({REPORT_PATH}{study._study_id}/index.html) (served by `study dashboard`; the file is "
+                     f"{page.resolve()})\n")
     if artifact_dir is None:
         return
     from optuna.artifacts import upload_artifact

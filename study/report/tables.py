@@ -257,6 +257,20 @@ def confusion_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFra
     return confusion, per_class
 
 
+def in_order(values: Any) -> list[str]:
+    """Distinct values as the text a figure shows, numbers in numeric order (16, 32, 128, not 128, 16, 32)
+    and anything else in text order.
+
+    >>> in_order(pd.Series([128, 16, 256, 32, 16]))
+    ['16', '32', '128', '256']
+    """
+    distinct = pd.unique(pd.Series(values).dropna())
+    numbers = pd.to_numeric(pd.Series(distinct), errors="coerce")
+    if len(distinct) and numbers.notna().all() and not pd.api.types.is_bool_dtype(pd.Series(distinct)):
+        return [str(v) for _, v in sorted(zip(numbers, distinct, strict=True), key=lambda nv: nv[0])]
+    return sorted(str(v) for v in distinct)
+
+
 def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd.DataFrame:
     """The best complete value for every (a, b) combination: rows are a's values, columns b's.
     Empty cells are combinations no complete trial tried."""
@@ -265,7 +279,8 @@ def interaction_data(trials: pd.DataFrame, a: str, b: str, direction: str) -> pd
         return pd.DataFrame()
     table = done.assign(**{a: done[a].astype(str), b: done[b].astype(str)}).pivot_table(
         index=a, columns=b, values="value", aggfunc=Direction(direction).agg)
-    return table.sort_index().sort_index(axis=1)
+    return table.reindex(index=[v for v in in_order(done[a]) if v in table.index],
+                         columns=[v for v in in_order(done[b]) if v in table.columns])
 
 
 def verdict_data(verdict: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

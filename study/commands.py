@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
     cfg = auto_lr(cfg, storage, device)
     summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
-                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
+                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale,
+                        threads=args.threads)
     say(summary.text())
     from study.dashboard import upload_checkpoint
 

@@ -39,12 +39,14 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
 
 
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,
-                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search") -> str | None:
+                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search",
+                 threads: int | None = None) -> str | None:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.SimpleQueue()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    fixed = threads is not None  # --threads; else each worker's share of the cores, for trials big enough
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
-                  heartbeat_s=heartbeat_s, threads=threads, timeout=cfg.study.timeout, phase=phase)
+                  heartbeat_s=heartbeat_s, threads=threads or max(1, (os.cpu_count() or 1) // jobs),
+                  timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed)
     procs = [ctx.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(jobs)]
     # Started with SIGINT ignored, which they inherit: a Ctrl-C during their start-up is the parent's.

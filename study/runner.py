@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -87,15 +88,18 @@ def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
                quiet: bool, heartbeat_s: int = HEARTBEAT_S, threads: int | None = None, bar: Any = None,
-               timeout: float | None = None, worker: int = 0, phase: str = "search") -> str | None:
+               timeout: float | None = None, worker: int = 0, phase: str = "search",
+               fixed_threads: bool = False) -> str | None:
     """Work on the study until its target is met; returns why it stopped early, if it did."""
     deadline = None if timeout is None else time.monotonic() + timeout
     _quiet_optuna()
-    if threads:
-        torch.set_num_threads(threads)  # N workers share the cores instead of fighting over them
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
-    ctx = context(cfg, study, device, checkpoint_root)
+    # N workers share the cores instead of fighting over them; a small trial takes one (threads.py).
+    ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root), threads=threads or os.cpu_count() or 1,
+                              fixed_threads=fixed_threads)
+    if fixed_threads or threads:
+        torch.set_num_threads(ctx.threads)
     worker = worker_for(cfg, study, ctx, quiet, bar, phase)
     rounds = None
     if cfg.study.engine == "population":
@@ -128,10 +132,11 @@ def _quiet_optuna() -> None:
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,
               quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S,
-              retry_stale: bool = False, search: bool = True) -> RunSummary:
+              retry_stale: bool = False, search: bool = True, threads: int | None = None) -> RunSummary:
     """Run `jobs` worker processes on the study, or this process alone for jobs=1: the search to its
-    target, then the confirmation runs (search=False: those alone, on what the search has found). Ctrl-C
-    and SIGTERM stop every worker at its next step; then KeyboardInterrupt is raised here."""
+    target, then the confirmation runs (search=False: those alone, on what the search has found). `threads`
+    fixes each worker's intra-op threads (default: a small trial takes one, a larger one its worker's share
+    of the cores). Ctrl-C and SIGTERM stop every worker at its next step; then KeyboardInterrupt is raised."""
     _quiet_optuna()
     started = time.monotonic()
     storage = open_storage(storage_url, heartbeat_s)
@@ -144,7 +149,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             retried = stale.retry_stale(study)
             notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")
         run = functools.partial(_run_phase, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root,
-                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study)
+                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study, threads=threads)
         stopped = run(cfg) if search else None
         timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
         finished = count(study) if search else cfg.study.n_trials
@@ -166,7 +171,8 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
 
 
 def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
-               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search") -> str | None:
+               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search",
+               threads: int | None = None) -> str | None:
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
     bar = None
     done = count(study, phase=phase)
@@ -178,11 +184,12 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     try:
         if jobs == 1:
             return run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                              bar=bar, timeout=cfg.study.timeout, phase=phase)
+                              bar=bar, timeout=cfg.study.timeout, phase=phase, threads=threads,
+                              fixed_threads=threads is not None)
         from study.parallel import run_parallel
 
         return run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
-                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase)
+                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase, threads=threads)
     finally:
         if bar is not None:
             bar.close()

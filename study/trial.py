@@ -41,6 +41,7 @@ from study import records
 from study.records import first_number
 from study.worker import report_epochs
 from study.schedules import make_schedule
+from study.threads import choose as choose_threads
 
 
 def device_data(cfg: TrialConfig, device: torch.device, cache: DataCache | None = None) -> DeviceData:
@@ -73,15 +74,20 @@ def plan(cfg: TrialConfig, device: torch.device, cache: DataCache | None = None)
 
 
 def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[dict]], None] | None = None,
-          checkpoints: Checkpoints | None = None, cache: DataCache | None = None) -> TrainResult:
+          checkpoints: Checkpoints | None = None, cache: DataCache | None = None,
+          threads: tuple[int | None, bool] = (None, False)) -> TrainResult:
     """Train with `cfg`; call on_epoch(history) after each epoch (it may raise to stop the trial).
 
-    With `checkpoints`, state is saved at every epoch end and, when a checkpoint is already there
+    `threads` is (the most intra-op threads allowed, whether --threads fixed them): a small trial runs on
+    one (threads.py). With `checkpoints`, state is saved at every epoch end and, when a checkpoint is already there
     (a retried trial), training resumes from it. The trial's use of torch's CPU random stream (a user
     model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(cfg.seed)
-        return run_sequential(prepare(cfg, device, checkpoints, cache), on_epoch, checkpoints)
+        p = prepare(cfg, device, checkpoints, cache)
+        if device.type == "cpu":
+            choose_threads(p.model, cfg.batch_size, *threads)  # (allowed, fixed by --threads)
+        return run_sequential(p, on_epoch, checkpoints)
 
 
 def prepare(cfg: TrialConfig, device: torch.device, checkpoints: Checkpoints | None = None,
@@ -120,6 +126,8 @@ class TrialContext:
     study_uid: str  # the study's identity; a checkpoint of another study is never resumed
     keep: int = 2  # epoch checkpoints kept while the trial runs
     cache: DataCache = field(default_factory=DataCache)  # the worker's data on the device; it clears it
+    threads: int | None = None  # intra-op threads a trial may use (None: as they are)
+    fixed_threads: bool = False  # --threads: use exactly `threads`, whatever the trial's size
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:
@@ -190,7 +198,7 @@ def run_trial(trial: optuna.Trial, cfg: StudyConfig, ctx: TrialContext) -> float
     attempt = Attempt.start(trial, cfg, ctx)
     try:
         result = train(attempt.cfg, ctx.device, on_epoch=attempt.on_epoch, checkpoints=attempt.checkpoints,
-                       cache=ctx.cache)
+                       cache=ctx.cache, threads=(ctx.threads, ctx.fixed_threads))
     except BaseException as exc:  # complete, pruned, diverged, interrupted or failed: what was measured is stored
         return attempt.finish(exc)
     return attempt.finish(result)

@@ -20,7 +20,7 @@ from study.runner import run_study
 
 
 def trials_per_minute(jobs: int, n_trials: int, epochs: int) -> float:
-    cfg = load_config("quick", [f"study.n_trials={n_trials}", "study.pruner={name: none}",
+    cfg = load_config("quick", [f"study.n_trials={n_trials}", "study.pruner={name: none}", "study.confirm.seeds=0",
                                 f"training.budget={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -126,12 +126,20 @@ def test_importance_of_a_large_study_is_fitted_on_a_seeded_sample_and_says_so(mo
     pd.testing.assert_frame_equal(df, again)  # the same sample, hence the same numbers
 
 
-def test_importance_agrees_with_optuna_on_the_study_itself():
-    study = make_study(30)
+def test_importance_is_what_optuna_dashboard_shows_for_the_same_study(tmp_path):
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    study = make_study(30, storage=f"sqlite:///{tmp_path / 's.db'}")
     df, _ = T.importance_data(study.trials, "minimize")
-    expected = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=sorted(df["param"]))
-    assert dict(zip(df["param"], df["importance"], strict=True)) == pytest.approx(expected)
+    environ = {"PATH_INFO": f"/api/studies/{study._study_id}/param_importances"}
+    setup_testing_defaults(environ)
+    body = b"".join(wsgi(study._storage)(environ, lambda status, headers, exc_info=None: None))
+    shown = json.loads(body)["param_importances"][0]  # what the dashboard's importance chart draws
+    assert dict(zip(df["param"], df["importance"], strict=True)) == pytest.approx(
+        {i["name"]: i["importance"] for i in shown})
 
 
 def test_interaction_takes_the_best_of_each_combination():

@@ -74,7 +74,8 @@ def history_figure(df: pd.DataFrame, metric: str) -> Figure:
 @_styled
 def lr_figure(df: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig()
-    sns.scatterplot(data=df[df["status"] != "diverged"], x="effective_lr", y="plotted", hue="optimizer",
+    hue = "optimizer" if df["optimizer"].nunique() > 1 else None  # a legend of one optimizer says nothing
+    sns.scatterplot(data=df[df["status"] != "diverged"], x="effective_lr", y="plotted", hue=hue,
                     style="status", ax=ax, s=40, alpha=0.85)
     diverged = df[df["status"] == "diverged"]
     if len(diverged):
@@ -192,8 +193,10 @@ def schedule_figure(df: pd.DataFrame) -> Figure:
 def importance_figure(df: pd.DataFrame) -> Figure:
     fig, ax = _fig(height=max(2.5, 0.45 * len(df) + 1))
     sns.barplot(data=df, x="importance", y="param", ax=ax, color="#9467bd")
-    ax.set(title="Hyperparameter importance (fANOVA)", xlabel="share of variance explained (fraction)",
-           ylabel="param")
+    ax.bar_label(ax.containers[0], fmt="%.2f", padding=3, fontsize="small")
+    ax.margins(x=0.15)  # room for the labels
+    ax.set(title="Hyperparameter importance (PED-ANOVA, as optuna-dashboard shows it)",
+           xlabel="importance for reaching the best 10% of values (fraction)", ylabel="param")
     return fig
 
 

@@ -140,9 +140,11 @@ def learning_rate(ctx: ReportContext) -> Section | None:
     if "lr" not in ctx.changed:
         return None
     s = Section("learning-rate", "Learning rate")
-    s.figure(F.lr_figure(T.lr_data(ctx.trials, ctx.direction), ctx.metric),
+    data = T.lr_data(ctx.trials, ctx.direction)
+    by = "each optimizer works (one colour each)" if data["optimizer"].nunique() > 1 else "this optimizer works"
+    s.figure(F.lr_figure(data, ctx.metric),
              "Too small a learning rate undershoots (high loss on the left), too large overshoots or diverges "
-             "(red crosses on the right); the valley between is where each optimizer works.")
+             f"(red crosses on the right); the valley between is where {by}.")
     return s
 
 
@@ -282,7 +284,9 @@ def importance(ctx: ReportContext) -> Section:
     importances, note = T.importance_data(ctx.raw, ctx.direction)
     if importances is not None:
         s.figure(F.importance_figure(importances),
-                 "How much of the variation in the objective each param explains (fANOVA): tune the long bars first.")
+                 "How much each param decides whether a trial reaches the best 10% of values (Optuna's PED-ANOVA "
+                 "evaluator, the one optuna-dashboard uses, on the search's complete trials; the dashboard also "
+                 "counts confirmation runs): tune the long bars first.")
     if note:
         s.say(note, note=True)
     return s

@@ -218,8 +218,10 @@ IMPORTANCE_SAMPLE = 1000
 
 
 def importance_data(trials: Sequence[optuna.trial.FrozenTrial], direction: str) -> tuple[pd.DataFrame | None, str]:
-    """fANOVA importances of the searched params, and a note for the page: why they are absent, or that
-    they come from a sample."""
+    """Importances of the searched params as optuna-dashboard computes them (Optuna's PED-ANOVA: which params
+    matter for reaching the best 10% of values, not fANOVA's share of variance, which gave other numbers
+    than the dashboard for the same study), and a note: why they are absent, or that they come from a
+    sample."""
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (f"Hyperparameter importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
@@ -239,11 +241,22 @@ def importance_data(trials: Sequence[optuna.trial.FrozenTrial], direction: str) 
     fitted = optuna.create_study(direction=direction)  # in memory: Optuna's evaluators read a study
     fitted.add_trials(complete)
     try:
-        importances = optuna.importance.get_param_importances(
-            fitted, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=searched)
+        importances = dashboard_importances(fitted, searched)
     except (ValueError, RuntimeError) as exc:
         return None, f"Hyperparameter importance could not be computed: {exc}"
     return pd.DataFrame({"param": list(importances), "importance": list(importances.values())}), note
+
+
+def dashboard_importances(study: optuna.Study, params: list[str] | None = None) -> dict[str, float]:
+    """Optuna's PED-ANOVA importances with the target optuna-dashboard gives it (a maximised value negated)."""
+    import warnings
+
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    with warnings.catch_warnings():  # Optuna warns whenever a target is passed to PED-ANOVA, as the dashboard does
+        warnings.simplefilter("ignore")
+        return optuna.importance.get_param_importances(
+            study, target=lambda t: sign * t.value, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            params=params)
 
 
 def confusion_tables(test: dict | None) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:

@@ -72,3 +72,10 @@ def test_every_metric_has_an_axis_label():
     from study.config import METRICS
 
     assert set(F.METRIC_LABEL) == set(METRICS)
+
+
+def test_one_outlier_does_not_wash_out_the_heatmap_s_colours():
+    table = pd.DataFrame([[0.10, 0.12, 0.11], [0.13, 0.09, 9.0]], index=pd.Index(["a", "b"], name="opt"),
+                         columns=pd.Index(["16", "32", "64"], name="batch"))
+    mesh = F.interaction_figure(table, "val_loss").axes[0].collections[0]
+    assert mesh.norm.vmax < 1.0  # the scale spans the ordinary cells; the outlier takes its end colour

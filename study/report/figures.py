@@ -213,8 +213,15 @@ def confusion_figure(confusion: pd.DataFrame) -> Figure:
 def interaction_figure(table: pd.DataFrame, metric: str) -> Figure:
     rows, cols = table.shape
     fig, ax = _fig(width=min(10, 3 + 1.2 * cols), height=min(8, 2 + 0.6 * rows))
-    sns.heatmap(table, annot=True, fmt=".3g", cmap="viridis_r", ax=ax,
-                cbar_kws={"label": f"best {METRIC_LABEL.get(metric, metric)}"})
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    vmin = vmax = None
+    if len(finite) >= 4:  # one diverged-looking outlier must not wash the other cells into one colour
+        q1, q3 = np.percentile(finite, [25, 75])
+        vmin, vmax = max(finite.min(), q1 - 3 * (q3 - q1)), min(finite.max(), q3 + 3 * (q3 - q1))
+        vmin, vmax = (None, None) if vmin >= vmax else (vmin, vmax)
+    sns.heatmap(table, annot=True, fmt=".3g", cmap="viridis_r", ax=ax, vmin=vmin, vmax=vmax,
+                cbar_kws={"label": f"best {METRIC_LABEL.get(metric, metric)} (outliers at the end of the scale)"})
     ax.set(title=f"Best value for each {table.index.name} x {table.columns.name}", xlabel=table.columns.name,
            ylabel=table.index.name)
     ax.tick_params(axis="y", rotation=0)

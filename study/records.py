@@ -175,6 +175,7 @@ class StudyRecord:
     diagnostics: dict[str, Any] = field(default_factory=dict)  # {"gradients": rows}, computed once per run
     lr_range: dict[str, Any] | None = None  # what an lr's `range: auto` became (lrfind.py)
     report: str | None = None  # the folder of the study's latest report, which `study dashboard` serves
+    figures: dict[str, str] = field(default_factory=dict)  # figure artifacts uploaded: name -> digest
 
     @classmethod
     def of(cls, study: optuna.Study | optuna.study.FrozenStudy) -> StudyRecord:

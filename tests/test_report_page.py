@@ -144,3 +144,14 @@ def test_page_loads_in_headless_chromium_with_every_image_rendered(tmp_path):
     assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True) and len(ascending) == 20
     assert title == "study report: browser <test>"
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_artifacts_are_uploaded_once_and_again_only_when_they_change(tmp_path):
+    from optuna.artifacts import get_all_artifact_meta
+
+    study = make_study(12, storage=f"sqlite:///{tmp_path / 's.db'}")
+    build_report(study, tmp_path / "reports", artifact_dir=tmp_path / "artifacts")
+    first = len(get_all_artifact_meta(study))
+    build_report(study, tmp_path / "reports", artifact_dir=tmp_path / "artifacts")
+    assert first >= 4 and len(get_all_artifact_meta(study)) == first  # nothing changed, nothing added
+    assert len(list((tmp_path / "artifacts").iterdir())) == first

@@ -12,6 +12,7 @@ the Figure. Every figure has a title and labelled axes with units; learning rate
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 from typing import Callable
@@ -43,6 +44,18 @@ def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
         with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
             return draw(*args, **kwargs)
     return styled
+
+
+@contextlib.contextmanager
+def _fixed_jitter():
+    """seaborn's strip plots jitter with numpy's global random stream: seed it for the drawing and give it
+    back, so that the same study draws the same PNG (an unchanged figure is not uploaded again)."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _fig(width: float = 7.5, height: float = 4.2) -> tuple[Figure, Axes]:
@@ -96,7 +109,8 @@ def distribution_figure(trials: pd.DataFrame, param: str, metric: str) -> Figure
     df[param] = df[param].astype(str)
     fig, ax = _fig()
     sns.boxplot(data=df, x=param, y="value", order=order, ax=ax, color="#cfe2f3", showfliers=False)
-    sns.stripplot(data=df, x=param, y="value", order=order, ax=ax, color="#1f77b4", size=4, alpha=0.7)
+    with _fixed_jitter():
+        sns.stripplot(data=df, x=param, y="value", order=order, ax=ax, color="#1f77b4", size=4, alpha=0.7)
     ax.set(title=f"Validation value of complete trials, by {param}", xlabel=param,
            ylabel=METRIC_LABEL.get(metric, metric))
     return fig
@@ -244,7 +258,8 @@ def activation_figure(df: pd.DataFrame) -> Figure:
 def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figure:
     fig, ax = _fig(7.5, 1.2 + 0.5 * len(arms))
     order = list(arms["arm"])
-    sns.stripplot(data=seeds, x="value", y="arm", order=order, color="#999999", size=5, jitter=0.15, ax=ax)
+    with _fixed_jitter():
+        sns.stripplot(data=seeds, x="value", y="arm", order=order, color="#999999", size=5, jitter=0.15, ax=ax)
     y = np.arange(len(order))
     err = np.array([arms["mean"] - arms["ci_low"], arms["ci_high"] - arms["mean"]])
     ax.errorbar(arms["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", capsize=4, label="mean, 95% CI")

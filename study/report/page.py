@@ -92,12 +92,20 @@ def attach_to_dashboard(study: optuna.Study, page: Path, sections: list[Section]
 
     from study.dashboard import artifact_store
 
+    import hashlib
+
     store = artifact_store(artifact_dir, create=True)
+    uploaded = dict(records.StudyRecord.of(study).figures)  # figure name -> digest of its last upload
     with tempfile.TemporaryDirectory() as tmp:
         for name, png in figures_of(sections):
+            digest = hashlib.sha256(png).hexdigest()[:16]
+            if uploaded.get(name) == digest:
+                continue  # unchanged since the last report: uploading it again would only add a duplicate
             path = Path(tmp) / name
             path.write_bytes(png)
             upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study, mimetype="image/png")
+            uploaded[name] = digest
+    records.write_study(study, figures=uploaded)
 
 
 def figures_of(sections: list[Section]) -> list[tuple[str, bytes]]:

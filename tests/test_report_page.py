@@ -26,7 +26,7 @@ def test_full_study_has_every_section_and_a_csv(tmp_path):
     assert path == tmp_path.resolve() / "made" / "index.html"
     assert sections(html) == ["summary", "verdict", "history", "learning-rate", "compare-optimizer",
                               "compare-batch_size", "pair-optimizer-batch_size", "curves", "batch", "schedules",
-                              "importance", "trials"]
+                              "parallel", "importance", "trials"]
     assert "No confirmation runs yet" in html and "not confirmed" in html
     assert "Best: trial" in html and "made-up question" in html
     assert "<script src" not in html and "http://" not in html and "https://" not in html  # nothing to fetch

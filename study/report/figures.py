@@ -17,6 +17,7 @@ import functools
 import io
 from typing import Callable
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -288,4 +289,24 @@ def lr_find_figure(found: dict) -> Figure:
     ax.set_xscale("log")
     ax.set(title="LR range test", xlabel="learning rate (log scale)", ylabel="smoothed training loss (NLL, nats)")
     ax.legend(fontsize="small")
+    return fig
+
+
+@_styled
+def parallel_figure(df: pd.DataFrame, metric: str, direction: str = "minimize") -> Figure:
+    """Each complete trial as a line across the searched params (0..1 per axis), coloured by its value,
+    the best dark and drawn last."""
+    params = [c for c in df.columns if c not in ("number", "value")]
+    fig, ax = _fig(width=max(6.0, 1.6 * len(params) + 2))
+    low_is_best = direction == "minimize"
+    order = df.sort_values("value", ascending=not low_is_best)  # the best drawn last, on top
+    edge = order["value"].quantile(0.9 if low_is_best else 0.1)  # an outlier must not take the whole scale
+    norm = matplotlib.colors.Normalize(*sorted((order["value"].min() if low_is_best else order["value"].max(), edge)))
+    cmap = matplotlib.colormaps["viridis" if low_is_best else "viridis_r"]
+    for _, row in order.iterrows():
+        ax.plot(range(len(params)), [row[p] for p in params], color=cmap(norm(row["value"])), alpha=0.7, lw=1.2)
+    ax.set_xticks(range(len(params)), params)
+    ax.set(title="Complete trials across the searched params", xlabel="searched param",
+           ylabel="position in its range (0 = low, 1 = high)")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=METRIC_LABEL.get(metric, metric))
     return fig

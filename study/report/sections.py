@@ -3,7 +3,7 @@ Section(s), or None where it does not apply. Adding a section is one function ad
 
     >>> [make.__name__ for make in SECTIONS]   # the page's order
     ['summary', 'answer', 'history', 'learning_rate', 'comparisons', 'pairs', 'activations', 'curves', 'batch',
-     'schedules', 'importance', 'test_split', 'all_trials']
+     'schedules', 'parallel', 'importance', 'test_split', 'all_trials']
     >>> study = optuna.create_study()
     >>> sections, verdict = build_sections(study, T.trials_frame(study))
     >>> [s.id for s in sections], verdict      # before the first finished trial, only the summary
@@ -277,6 +277,20 @@ def schedules(ctx: ReportContext) -> Section | None:
     return s
 
 
+def parallel(ctx: ReportContext) -> Section | None:
+    from study.report import figures as F
+
+    data = T.parallel_data(ctx.raw)
+    if len(data) < 2 or data.shape[1] < 4:  # a picture of lines needs two trials and two params
+        return None
+    s = Section("parallel", "Parallel coordinates")
+    s.figure(F.parallel_figure(data, ctx.metric, ctx.direction),
+             "Each line is one complete trial, through its value of every searched param (log ranges in log "
+             "space, choices in their listed order); the best are dark and drawn on top, so where they bunch on "
+             "an axis is that param's good region.")
+    return s
+
+
 def importance(ctx: ReportContext) -> Section:
     from study.report import figures as F
 
@@ -329,7 +343,7 @@ def all_trials(ctx: ReportContext) -> Section:
 SectionMaker = Callable[[ReportContext], "Section | list[Section] | None"]
 # The page, in order. Every section after the summary needs at least one finished trial.
 SECTIONS: list[SectionMaker] = [summary, answer, history, learning_rate, comparisons, pairs, activations, curves, batch,
-                                schedules, importance, test_split, all_trials]
+                                schedules, parallel, importance, test_split, all_trials]
 
 
 def build_sections(study: optuna.Study, trials: pd.DataFrame,

@@ -312,3 +312,27 @@ def seed_values(verdict: dict) -> pd.DataFrame:
     """One row per confirmed seed: the arm and its value (the verdict figure's dots)."""
     return pd.DataFrame([{"arm": a["label"], "value": v} for a in verdict["arms"] for v in a["values"]],
                         columns=["arm", "value"])
+
+
+def parallel_data(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """One row per complete trial: each searched param on a 0..1 axis (log ranges in log space, choices in
+    their order) and the trial's value, for the parallel-coordinates figure."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                and math.isfinite(t.value)]
+    dists: dict[str, Any] = {}
+    for t in complete:
+        dists.update(t.distributions)
+    rows = []
+    for t in complete:
+        row = {"number": t.number, "value": t.value}
+        for name, d in dists.items():
+            v = t.params.get(name)
+            if v is None:
+                row[name] = math.nan  # inactive in this trial (a `when`)
+            elif isinstance(d, optuna.distributions.CategoricalDistribution):
+                row[name] = d.choices.index(v) / max(1, len(d.choices) - 1)
+            else:
+                low, high, x = (math.log(d.low), math.log(d.high), math.log(v)) if d.log else (d.low, d.high, v)
+                row[name] = (x - low) / (high - low) if high > low else 0.5
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["number", "value", *dists])

@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--artifact-dir", type=Path, default=Path("artifacts"),
                         help="upload the figures to this Optuna artifact folder, if it exists (default: ./artifacts)")
     report.add_argument("--list", action="store_true", help="list the studies in the storage instead")
+    report.add_argument("--compare", nargs="+", metavar="NAME",
+                        help="put these studies of the storage side by side instead (best values, curves, settings)")
 
     listing = sub.add_parser("list", help="list the studies in a storage with counts and best values")
     _storage_args(listing)

@@ -186,9 +186,20 @@ def report(args: argparse.Namespace) -> int:
     from study.preflight import check_inside
 
     check_writable(args.out, "--out")
+    if args.compare:
+        return compare(args)
     url, study = stored_study(args.storage, args.study_name)
     check_inside(args.out, study.study_name, "--out")
     return 0 if write_report(study, args.out, args.artifact_dir if args.artifact_dir.is_dir() else None) else 1
+
+
+def compare(args: argparse.Namespace) -> int:
+    """`report --compare A B ...`: one page with the studies side by side."""
+    from study.report.compare import build_comparison
+
+    studies = [stored_study(args.storage, name)[1] for name in dict.fromkeys(args.compare)]
+    say(f"report: {build_comparison(studies, args.out)}")
+    return 0
 
 
 def confirm(args: argparse.Namespace) -> int:

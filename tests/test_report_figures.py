@@ -35,6 +35,7 @@ def _figures(trials, history):
     curve = {"lrs": [1e-5, 1e-3, 1e-1], "loss": [2.3, 1.0, 4.0], "low": 1e-4, "high": 1e-3}
     yield "lr_find", F.lr_find_figure({"sgd": curve, "adam": curve})
     yield "parallel", F.parallel_figure(T.parallel_data(make_study(12, seed=5).trials), "val_loss")
+    yield "compare_curves", F.compare_curves_figure(history.assign(study=history["number"] % 2), "val_loss")
     from study.verdict import compare
 
     verdict = compare({"adam": [0.1, 0.12, 0.11], "sgd": [0.2, 0.25, 0.22]}, "minimize")

@@ -310,3 +310,14 @@ def parallel_figure(df: pd.DataFrame, metric: str, direction: str = "minimize") 
            ylabel="position in its range (0 = low, 1 = high)")
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=METRIC_LABEL.get(metric, metric))
     return fig
+
+
+@_styled
+def compare_curves_figure(curves: pd.DataFrame, metric: str) -> Figure:
+    fig, ax = _fig()
+    x, xlabel = _progress(curves)
+    for name, group in curves.groupby("study", sort=False):
+        ax.plot(group[x], group[metric], marker="o", ms=3, label=str(name))
+    ax.set(title="Best trial of each study", xlabel=xlabel, ylabel=METRIC_LABEL.get(metric, metric))
+    ax.legend(fontsize="small")
+    return fig

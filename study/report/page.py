@@ -38,8 +38,8 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     raw = records.trials(study)  # the storage, read once
     trials = T.trials_frame(raw)  # for the page and for trials.csv
     sections, verdict = build_sections(study, trials, raw)
-    html = _ENV.get_template("template.html.j2").render(
-        name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict, sections=sections)
+    html = render(name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict,
+                  sections=sections)
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
     write_verdict(study, raw, folder)
@@ -49,6 +49,10 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
         (folder / "best.yaml").unlink(missing_ok=True)  # an earlier report's winner is not this one's
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
     return folder / "index.html"
+
+
+def render(**page) -> str:
+    return _ENV.get_template("template.html.j2").render(**page)
 
 
 def write_verdict(study: optuna.Study, raw: list, folder: Path) -> None:

@@ -36,6 +36,11 @@ def _figures(trials, history):
     yield "lr_find", F.lr_find_figure({"sgd": curve, "adam": curve})
     yield "parallel", F.parallel_figure(T.parallel_data(make_study(12, seed=5).trials), "val_loss")
     yield "compare_curves", F.compare_curves_figure(history.assign(study=history["number"] % 2), "val_loss")
+    by = history[history["status"] == "complete"].merge(trials[["number", "batch_size"]], on="number")
+    fig = F.curves_by_figure(by, "batch_size", T.in_order(by["batch_size"]), "val_loss")
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "16"  # numeric order: 16 before 32, 64
+    assert fig.axes[0].get_xlabel() == "training samples seen"
+    yield "curves_by", fig
     from study.verdict import compare
 
     verdict = compare({"adam": [0.1, 0.12, 0.11], "sgd": [0.2, 0.25, 0.22]}, "minimize")

@@ -321,3 +321,25 @@ def compare_curves_figure(curves: pd.DataFrame, metric: str) -> Figure:
     ax.set(title="Best trial of each study", xlabel=xlabel, ylabel=METRIC_LABEL.get(metric, metric))
     ax.legend(fontsize="small")
     return fig
+
+
+@_styled
+def curves_by_figure(history: pd.DataFrame, param: str, order: list[str], metric: str) -> Figure:
+    """Complete trials' validation curves, one colour per value of `param`."""
+    fig, ax = _fig()
+    x, xlabel = _progress(history)
+    palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
+    seen = set()
+    for _, h in history.sort_values(["number", "epoch"]).groupby("number", sort=False):
+        value = str(h[param].iloc[0])
+        ax.plot(h[x], h[metric], color=palette.get(value, "#999999"), alpha=0.6, lw=1,
+                label=value if value not in seen else None)
+        seen.add(value)
+    finite = history[metric][np.isfinite(history[metric])]
+    if len(finite):
+        ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
+    handles, labels = ax.get_legend_handles_labels()
+    ranked = sorted(zip(labels, handles, strict=True), key=lambda lh: order.index(lh[0]) if lh[0] in order else 0)
+    ax.legend([h for _, h in ranked], [lab for lab, _ in ranked], title=param, fontsize="small")
+    ax.set(title=f"Learning curves by {param}", xlabel=xlabel, ylabel=METRIC_LABEL.get(metric, metric))
+    return fig

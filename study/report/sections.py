@@ -235,6 +235,14 @@ def curves(ctx: ReportContext) -> Section | None:
         s.figure(F.train_val_figure(ctx.history, numbers),
                  "A validation loss that rises while the train loss falls is overfitting; "
                  "both high is underfitting.")
+    for param in ctx.scientific[:1]:
+        values = ctx.trials.set_index("number")[param]
+        by = ctx.history[ctx.history["status"] == "complete"]
+        by = by.assign(**{param: by["number"].map(values)})
+        if len(by):
+            s.figure(F.curves_by_figure(by, param, T.in_order(by[param]), ctx.metric),
+                     f"Complete trials' curves coloured by {param}, against training samples seen: the choices "
+                     "compared on the one axis they share, whatever their batch size.")
     return s
 
 

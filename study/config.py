@@ -265,19 +265,19 @@ def load_config(space: str = "quick", overrides: list[str] = ()) -> StudyConfig:
 
     Pure: it reads the file and runs no user code (preflight.check does, before a run)."""
     path = space_path(space)
-    raw = read_space(path)
-    overridden = apply_overrides(raw, overrides)
-    from study.validation import Validator
-
-    return Validator(str(path), path.stem, overridden).config(raw)
+    return validated(read_space(path), str(path), path.stem, overrides)
 
 
 def stored_config(raw: dict, source: str, overrides: list = ()) -> StudyConfig:
     """The config of a stored study, from the space stored with it (`study confirm` works on it)."""
+    return validated(raw, source, str(raw.get("study", {}).get("name", "study")), overrides)
+
+
+def validated(raw: dict, source: str, stem: str, overrides: list) -> StudyConfig:
+    """`raw` with the overrides applied (in place), validated; `stem` names a study that names none."""
     from study.validation import Validator
 
-    overridden = apply_overrides(raw, overrides)
-    return Validator(source, str(raw.get("study", {}).get("name", "study")), overridden).config(raw)
+    return Validator(source, stem, apply_overrides(raw, overrides)).config(raw)
 
 
 def check_study_name(name: Any) -> str:

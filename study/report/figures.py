@@ -139,6 +139,14 @@ def _progress(history: pd.DataFrame) -> tuple[str, str]:
     return "epoch", "epoch (validation point)"
 
 
+def _clip_y(ax: Axes, values: pd.Series) -> None:
+    """A y range from the finite values up to their 99th percentile: one diverging curve must not flatten
+    the others."""
+    finite = values[np.isfinite(values)]
+    if len(finite):
+        ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
+
+
 @_styled
 def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figure:
     """Every trial's validation curve: pruned faded, diverged red, the best highlighted."""
@@ -156,9 +164,7 @@ def curves_figure(history: pd.DataFrame, best: int | None, metric: str) -> Figur
         b = history[history["number"] == best]
         ax.plot(b[x], b[metric], color="#ff7f0e", lw=3, label=f"best (trial {best})")
     ax.autoscale()
-    finite = history[metric][np.isfinite(history[metric])]
-    if len(finite):
-        ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
+    _clip_y(ax, history[metric])
     ax.set(title="Learning curves of every trial", xlabel=xlabel,
            ylabel=METRIC_LABEL.get(metric, metric))
     ax.legend(fontsize="small")
@@ -246,11 +252,16 @@ def interaction_figure(table: pd.DataFrame, metric: str) -> Figure:
 
 @_styled
 def activation_figure(df: pd.DataFrame) -> Figure:
+    return _per_layer(df, "std", "Activation std per layer at initialisation", "layer (activation after it)",
+                      "std of activations (log scale)")
+
+
+def _per_layer(df: pd.DataFrame, y: str, title: str, xlabel: str, ylabel: str) -> Figure:
+    """One line per (init, activation) across the layers, on a log scale: the diagnostics' figures."""
     fig, ax = _fig()
-    sns.lineplot(data=df, x="layer", y="std", hue="init", style="activation", marker="o", ax=ax)
+    sns.lineplot(data=df, x="layer", y=y, hue="init", style="activation", marker="o", ax=ax)
     ax.set_yscale("log")
-    ax.set(title="Activation std per layer at initialisation", xlabel="layer (activation after it)",
-           ylabel="std of activations (log scale)")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend(fontsize="small", ncol=2)
     return fig
 
@@ -271,12 +282,8 @@ def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figu
 
 @_styled
 def gradient_figure(df: pd.DataFrame) -> Figure:
-    fig, ax = _fig()
-    sns.lineplot(data=df, x="layer", y="grad_norm", hue="init", style="activation", marker="o", ax=ax)
-    ax.set_yscale("log")
-    ax.set(title="Gradient norm per layer over the first iterations", xlabel="layer (input to output)",
-           ylabel="mean weight-gradient norm (log scale)")
-    return fig
+    return _per_layer(df, "grad_norm", "Gradient norm per layer over the first iterations", "layer (input to output)",
+                      "mean weight-gradient norm (log scale)")
 
 
 @_styled
@@ -335,9 +342,7 @@ def curves_by_figure(history: pd.DataFrame, param: str, order: list[str], metric
         ax.plot(h[x], h[metric], color=palette.get(value, "#999999"), alpha=0.6, lw=1,
                 label=value if value not in seen else None)
         seen.add(value)
-    finite = history[metric][np.isfinite(history[metric])]
-    if len(finite):
-        ax.set_ylim(finite.min() - 0.05 * abs(finite.min()), np.percentile(finite, 99) * 1.05 + 1e-9)
+    _clip_y(ax, history[metric])
     handles, labels = ax.get_legend_handles_labels()
     ranked = sorted(zip(labels, handles, strict=True), key=lambda lh: order.index(lh[0]) if lh[0] in order else 0)
     ax.legend([h for _, h in ranked], [lab for lab, _ in ranked], title=param, fontsize="small")

@@ -1,43 +1,58 @@
-"""Does --jobs 2 help on this machine? Trials per minute with one and two workers on the same study.
+"""Does --jobs 2 help on this machine? The `run` command with one and two workers, end to end.
 
-    python -m benchmarks.bench_parallel [--trials 16]
+    python -m benchmarks.bench_parallel                    # quick as shipped, and with 8x longer trials
+    python -m benchmarks.bench_parallel --epochs 8 --seeds 0
 
-Both runs use the `quick` space without pruning on a fresh SQLite storage; the ratio is the figure.
-Worker processes cost a start-up (a Python with torch imported), so short trials gain less.
+Each run is `python -m study run quick -q --no-report` in a fresh folder with a fresh SQLite file, timed
+from the command's start to its exit, as a user waits for it: imports, the search, the confirmation runs
+and best.pt. The ratio of the two times is the figure. A process needs seconds of imports (torch,
+torch._dynamo on the first optimizer, scikit-learn) before its first epoch: --jobs 1 pays them once, and
+--jobs 2 pays them in two processes at once, so short studies gain less than long ones.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from study.config import load_config
-from study.runner import run_study
+from benchmarks import baseline
+from benchmarks.baseline import ROOT
 
 
-def trials_per_minute(jobs: int, n_trials: int, epochs: int) -> float:
-    cfg = load_config("quick", [f"study.n_trials={n_trials}", "study.pruner={name: none}", "study.confirm.seeds=0",
-                                f"training.budget={epochs}"])
+def seconds(jobs: int, epochs: int | None, seeds: int | None, checkout: Path = ROOT) -> float:
+    cmd = [sys.executable, "-m", "study", "run", "quick", "-q", "--no-report", "--jobs", str(jobs)]
+    if epochs is not None:
+        cmd += ["--set", f"training.budget={epochs}"]
+    if seeds is not None:
+        cmd += ["--seeds", str(seeds)]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_study(cfg, f"sqlite:///{Path(tmp) / 'b.db'}", torch.device("cpu"), checkpoint_root=Path(tmp),
-                  quiet=True, jobs=jobs)
-        return n_trials / (time.perf_counter() - start) * 60
+        subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": str(checkout)})
+        return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 64], help="trial lengths to compare")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[8, 64],
+                        help="epochs per trial (quick ships 8)")
+    parser.add_argument("--seeds", type=int, help="confirmation seeds per arm (quick ships 5; 0: none)")
+    parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
     args = parser.parse_args()
-    for epochs in args.epochs:
-        one, two = trials_per_minute(1, args.trials, epochs), trials_per_minute(2, args.trials, epochs)
-        print(f"{os.cpu_count()} cores, {epochs} epochs/trial: --jobs 1 {one:.1f} trials/min | "
-              f"--jobs 2 {two:.1f} trials/min | scaling x{two / one:.2f}")
+    with contextlib.ExitStack() as stack:
+        checkouts = [("this", ROOT)]
+        if args.baseline:
+            checkouts.insert(0, (args.baseline, stack.enter_context(baseline.checkout(args.baseline))))
+        for epochs in args.epochs:
+            for label, path in checkouts:
+                one, two = seconds(1, epochs, args.seeds, path), seconds(2, epochs, args.seeds, path)
+                print(f"{label:>8}: {os.cpu_count()} cores, quick with {epochs} epochs/trial: --jobs 1 {one:.1f} s | "
+                      f"--jobs 2 {two:.1f} s | speed-up x{one / two:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from typing import Any, Sequence
 
 import optuna
@@ -89,6 +90,8 @@ def samples_at(trial: FrozenTrial, epoch: int) -> float:
 class PerArm(optuna.pruners.BasePruner):
     def __init__(self, base: optuna.pruners.BasePruner, scientific: Sequence[str]):
         self.base, self.scientific = base, list(scientific)
+        self._curves: dict[int, tuple[FrozenTrial, list[float]] | None] = {}  # finished trials, by number
+        self._read: tuple[int, float] | None = None  # (the trial judged, when) at the last read of the storage
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -96,15 +99,28 @@ class PerArm(optuna.pruners.BasePruner):
             return False
         arm, seen = arm_of(trial, self.scientific), samples_at(trial, step)
         peers = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if arm_of(t, self.scientific) != arm or TrialRecord.of(t).confirm:
+        for t, samples in self._finished(study, trial.number):
+            if arm_of(t, self.scientific) != arm:
                 continue
-            reached = [e for e in t.intermediate_values if samples_at(t, e) <= seen * (1 + 1e-9)]
+            reached = [e for e, s in zip(t.intermediate_values, samples, strict=True) if s <= seen * (1 + 1e-9)]
             if reached:  # its value when it had seen as many samples, shown at this trial's step
                 peer = copy.copy(t)
                 peer.intermediate_values = {step: t.intermediate_values[max(reached)]}
                 peers.append(peer)
         return self.base.prune(_Peers(study, peers), trial)
+
+    def _finished(self, study: optuna.Study, number: int) -> list[tuple[FrozenTrial, list[float]]]:
+        """The finished search trials with the samples seen at each reported epoch. Finished trials never
+        change, so the storage is read when a new trial is first judged and then every REFRESH_S (for other
+        workers' trials), not at every epoch: that read cost more than the epoch's training."""
+        now = time.monotonic()
+        if self._read is None or self._read[0] != number or now - self._read[1] > REFRESH_S:
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+                if t.number not in self._curves:
+                    self._curves[t.number] = None if TrialRecord.of(t).confirm else (
+                        t, [samples_at(t, e) for e in t.intermediate_values])
+            self._read = (number, now)
+        return [c for c in self._curves.values() if c is not None]
 
 
 class _Peers:
@@ -117,4 +133,5 @@ class _Peers:
         return [t for t in self._trials if states is None or t.state in states]
 
 
+REFRESH_S = 5.0  # within one trial, how old the view of other workers' finished trials may grow
 PER_ARM_PRUNERS = ("median", "percentile")  # those that read only trials and direction; the others judge globally

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage()
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
                     storage_url=storage)
+    if args.jobs > 1:  # the input is good: the workers' imports begin beside this process's
+        from study.parallel import start_server
+
+        start_server()
 
     from study.runner import run_study
 

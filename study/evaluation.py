@@ -9,7 +9,6 @@ from pathlib import Path
 
 import optuna
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from study.checkpoints import try_load
 from study import records
@@ -34,6 +33,8 @@ def evaluate_best_on_test(study: optuna.Study, study_dir: Path, device: torch.de
         model.load_state_dict(best["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         return f"the test split was not evaluated: best.pt does not fit its config ({type(exc).__name__}: {exc})"
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # 1.8 s; workers never need it
+
     loss, pred = predict(model, data.x_test, data.y_test, autocast_for(device, cfg.precision))
     y = data.y_test.cpu().numpy()
     labels = list(range(data.n_classes))

@@ -2,14 +2,18 @@
 
     python -m study run quick --jobs 2     # run_study(..., jobs=2) calls run_parallel
 
-Workers are plain spawned processes whose pids the parent holds. They ignore SIGINT, so that a
-terminal's Ctrl-C (sent to the whole process group) is handled once, here: the parent sends each worker
-SIGTERM, each interrupts its trial the documented way (failed, marked, queued again), and the parent
-waits for all of them before it raises KeyboardInterrupt. `kill PARENT` (SIGTERM) does the same.
+This process is worker 0 and starts training at once. The others are forked by multiprocessing's
+forkserver, which imports torch and the rest once, beside worker 0, and serves every phase of the run:
+spawned workers paid seconds of imports each, in each phase, which 16 short trials never paid back.
+Workers ignore SIGINT, so that a terminal's Ctrl-C (sent to the whole process group) is handled once, here:
+the parent interrupts its own trial and sends each worker SIGTERM, each interrupts its trial the
+documented way (failed, marked, queued again), and the parent waits for all of them before it raises
+KeyboardInterrupt. `kill PARENT` (SIGTERM) does the same.
 """
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing import forkserver
 import os
 import signal
 import threading
@@ -23,9 +27,15 @@ from study import interrupts
 from study.config import StudyConfig
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
+_CONTEXT = multiprocessing.get_context("forkserver")
+# What a worker imports before its first epoch, most of it lazily (seconds each, 2 cores): the data split
+# and digits (scikit-learn), torch._dynamo (torch.optim imports it on first use), the storage's migrations.
+WORKER_IMPORTS = ("study.runner", "sklearn.model_selection", "sklearn.datasets", "torch._dynamo", "alembic.context")
 
 
 def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
+    # Forked from the server with its SIGINT handler: a terminal's Ctrl-C is the parent's to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from study.runner import run_worker
 
     try:
@@ -38,22 +48,31 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
         raise
 
 
+def start_server() -> None:
+    """Start the server that forks the workers, importing what they need once while this process goes on;
+    it serves every phase of the run. Idempotent."""
+    _CONTEXT.set_forkserver_preload(list(WORKER_IMPORTS))
+    forkserver.ensure_running()
+
+
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,
                  jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search",
                  threads: int | None = None) -> str | None:
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.SimpleQueue()
+    """This process is worker 0, at once; the other jobs-1 fork from the server as soon as it has
+    imported torch and the rest (a spawned worker paid that import, seconds, in every phase)."""
+    start_server()
+    results = _CONTEXT.SimpleQueue()
     fixed = threads is not None  # --threads; else each worker's share of the cores, for trials big enough
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
                   heartbeat_s=heartbeat_s, threads=threads or max(1, (os.cpu_count() or 1) // jobs),
                   timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed)
-    procs = [ctx.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
-             for i in range(jobs)]
-    # Started with SIGINT ignored, which they inherit: a Ctrl-C during their start-up is the parent's.
-    with interrupts.installed(signal.SIG_IGN, (signal.SIGINT,)):
-        for p in procs:
-            p.start()
+    procs = [_CONTEXT.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
+             for i in range(1, jobs)]
+    starter = threading.Thread(target=_start, args=(procs,), daemon=True)  # start() waits for the server
+    starter.start()
     follower = _follow(bar, study, cfg.study.n_trials, phase)
+    own = _own_worker(kwargs)
+    starter.join()
     forwarded = False
     try:
         while any(p.is_alive() for p in procs):
@@ -67,18 +86,42 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     finally:
         if follower:
             follower.set()
-    outcomes = {}
+    outcomes = {0: own}
     while not results.empty():
         worker, kind, detail = results.get()
         outcomes[worker] = (kind, detail)
     interrupts.check()
-    for i, p in enumerate(procs):
-        kind, detail = outcomes.get(i, ("error", f"worker {i} exited with status {p.exitcode}"))
+    for i in range(jobs):
+        exitcode = procs[i - 1].exitcode if i else None
+        kind, detail = outcomes.get(i, ("error", f"worker {i} exited with status {exitcode}"))
         if kind == "interrupted":
             raise KeyboardInterrupt("a worker was interrupted")
         if kind == "error" or detail:
             return f"worker {i}: {detail}"
     return None
+
+
+def _start(procs: list) -> None:
+    for p in procs:
+        if interrupts.requested():  # stopped before they began: nothing to start
+            return
+        p.start()
+
+
+def _own_worker(kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    """Worker 0, in this process; its intra-op threads are given back after it."""
+    from study.runner import run_worker
+
+    threads = torch.get_num_threads()
+    try:
+        return "done", run_worker(**kwargs, worker=0)
+    except KeyboardInterrupt:
+        interrupts.request(interrupts.requested() or "SIGINT")  # the other workers stop too
+        return "interrupted", None
+    except Exception as exc:  # the others finish the study
+        return "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _terminate(procs: list) -> None:

@@ -139,6 +139,10 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     of the cores). Ctrl-C and SIGTERM stop every worker at its next step; then KeyboardInterrupt is raised."""
     _quiet_optuna()
     started = time.monotonic()
+    if jobs > 1:
+        from study.parallel import start_server
+
+        start_server()  # the workers' imports, beside this process's set-up
     storage = open_storage(storage_url, heartbeat_s)
     with interrupts.handled():
         study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it

@@ -1,0 +1,25 @@
+"""A git ref checked out beside this one, so that a benchmark measures before and after in the same run.
+
+    with checkout("5c0158c") as path:       # a temporary worktree, removed after
+        env = {**os.environ, "PYTHONPATH": str(path)}
+"""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), ref], cwd=ROOT, check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)

@@ -1,0 +1,117 @@
+"""Where a study's time goes: imports, training steps, validation metrics and bookkeeping, for a fixed study.
+
+    python -m benchmarks.bench_overhead                      # this checkout
+    python -m benchmarks.bench_overhead --baseline 5c0158c   # and a git ref, measured in the same run
+
+The study is `quick` (an MLP on digits, the shipped pruner) with 30 trials of 20 epochs, one process, a
+fresh SQLite file, no confirmation runs, as issue 8 profiled it. Each checkout runs in a fresh Python:
+  imports      importing study.runner and what the run imports lazily (scikit-learn's data and metrics,
+               torch._dynamo, which torch.optim imports on first use), timed before the study starts;
+  training     the step loop of every trial (forward, backward, optimizer and scheduler steps);
+  metrics      validation at each epoch end (loss, accuracy, precision, recall, F1);
+  checkpoints  each epoch's checkpoint file;
+  reporting    each epoch's intermediate value and pruning decision (the storage);
+  other        the rest of run_study: trials asked and told, configs, models, the final records and best.pt.
+Bookkeeping is metrics + checkpoints + reporting + other; the figure to quote is bookkeeping / training.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.baseline import ROOT, checkout
+
+LAZY = ["sklearn.model_selection", "sklearn.datasets", "sklearn.metrics", "torch._dynamo"]
+
+
+def _timed(owner, name: str, totals: dict, key: str) -> None:
+    """Wrap owner.name so that the seconds spent inside it add to totals[key]."""
+    inner = getattr(owner, name)
+
+    @functools.wraps(inner)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def measure(trials: int, epochs: int) -> dict[str, float]:
+    """In this process: imports, then the study, with its parts timed."""
+    import importlib
+
+    start = time.perf_counter()
+    import study.runner  # noqa: F401
+
+    for module in LAZY:
+        importlib.import_module(module)
+    imports = time.perf_counter() - start
+
+    import torch
+
+    from study import checkpoints, engine, trial
+    from study.config import load_config
+    from study.runner import run_study
+
+    totals = dict.fromkeys(["loop", "metrics", "checkpoints", "reporting"], 0.0)
+    _timed(trial, "run_sequential", totals, "loop")  # as trial.py calls it
+    _timed(engine, "evaluate", totals, "metrics")
+    _timed(checkpoints.Checkpoints, "save", totals, "checkpoints")
+    _timed(trial.Attempt, "on_epoch", totals, "reporting")
+    cfg = load_config("quick", [f"study.n_trials={trials}", "study.confirm.seeds=0", f"training.budget={epochs}"])
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run_study(cfg, f"sqlite:///{Path(tmp) / 'b.db'}", torch.device("cpu"), checkpoint_root=Path(tmp),
+                  quiet=True)
+        total = time.perf_counter() - start
+    # the loop's time includes what it calls at each epoch end
+    training = totals["loop"] - totals["metrics"] - totals["checkpoints"] - totals["reporting"]
+    other = total - totals["loop"]
+    return {"imports": imports, "training": training, "metrics": totals["metrics"],
+            "checkpoints": totals["checkpoints"], "reporting": totals["reporting"], "other": other, "total": total}
+
+
+def in_fresh_python(checkout: Path, trials: int, epochs: int) -> dict[str, float]:
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.bench_overhead import measure; "
+            f"print(json.dumps(measure({trials}, {epochs})))")
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def line(label: str, t: dict[str, float]) -> str:
+    book = t["metrics"] + t["checkpoints"] + t["reporting"] + t["other"]
+    return (f"{label:>10}: imports {t['imports']:5.2f} s | training {t['training']:5.2f} s | metrics "
+            f"{t['metrics']:4.2f} | checkpoints {t['checkpoints']:4.2f} | reporting {t['reporting']:4.2f} | "
+            f"other {t['other']:4.2f} | bookkeeping / training {book / t['training']:.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--baseline", help="a git ref to measure in the same run, from a temporary worktree")
+    args = parser.parse_args()
+    results = []
+    if args.baseline:
+        with checkout(args.baseline) as path:
+            results.append((args.baseline, in_fresh_python(path, args.trials, args.epochs)))
+    results.append(("this", in_fresh_python(ROOT, args.trials, args.epochs)))
+    print(f"quick, {args.trials} trials x {args.epochs} epochs, one process, SQLite, {os.cpu_count()} cores:")
+    for label, t in results:
+        print(line(label, t))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,7 +57,7 @@ class TrialRecord:
 
     @classmethod
     def of(cls, trial: AnyTrial) -> TrialRecord:
-        stored = trial.user_attrs
+        stored = {**_bulky_of(trial), **trial.user_attrs}
         return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls)
                       if stored.get(f.name) is not None})
 
@@ -82,15 +82,33 @@ def attrs(**fields: Any) -> dict[str, Any]:
     return dict(fields)
 
 
+# Long JSON fields are kept as system attrs, which optuna-dashboard does not show: as user attrs, each was one
+# unwrapped line of the dashboard's trial page (8,000 px wide). The page keeps the short ones and the curves.
+BULKY = ("config", "provenance", "history", "checkpoint_warnings")
+_PREFIX = "study:"
+
+
+def _bulky_of(trial: AnyTrial) -> dict[str, Any]:
+    system = (trial.system_attrs if isinstance(trial, FrozenTrial)
+              else trial.storage.get_trial_system_attrs(trial._trial_id))
+    return {k.removeprefix(_PREFIX): v for k, v in system.items() if k.startswith(_PREFIX)}
+
+
 def write(trial: optuna.Trial, **fields: Any) -> None:
     for key, value in attrs(**fields).items():
-        trial.set_user_attr(key, value)
+        if key in BULKY:
+            trial.storage.set_trial_system_attr(trial._trial_id, _PREFIX + key, value)
+        else:
+            trial.set_user_attr(key, value)
 
 
 def write_stored(study: optuna.Study, trial: FrozenTrial, **fields: Any) -> None:
     """`write` for a trial this process does not hold (another worker's), through Optuna's storage API."""
     for key, value in attrs(**fields).items():
-        study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        if key in BULKY:
+            study._storage.set_trial_system_attr(trial._trial_id, _PREFIX + key, value)
+        else:
+            study._storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 def error_of(trial: FrozenTrial) -> str:

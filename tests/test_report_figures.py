@@ -71,6 +71,7 @@ def test_every_figure_is_titled_labelled_and_renders(frames):
             assert ax.get_yscale() == "log", name
         png = F.to_png(fig)
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+        assert F.overlapping_labels(fig) == [], name  # none overlaps another or is cut off by the edge
         names.append(name)
     assert len(names) == len(set(names))
 
@@ -86,3 +87,15 @@ def test_one_outlier_does_not_wash_out_the_heatmap_s_colours():
                          columns=pd.Index(["16", "32", "64"], name="batch"))
     mesh = F.interaction_figure(table, "val_loss").axes[0].collections[0]
     assert mesh.norm.vmax < 1.0  # the scale spans the ordinary cells; the outlier takes its end colour
+
+
+def test_long_choice_names_are_turned_upright_rather_than_overlap(frames):
+    trials, _ = frames
+    names = ["small_random", "xavier", "he", "orthogonal", "lecun_normal", "sgd_momentum_nesterov"]
+    trials = trials.assign(init=[names[i % len(names)] for i in range(len(trials))])
+    for fig in (F.distribution_figure(trials, "init", "val_loss"),
+                F.isolation_figure(T.comparison_data(trials, "init", "minimize"), "init", "val_loss")):
+        assert F.overlapping_labels(fig)  # as drawn, the names run into one another
+        F.to_png(fig)
+        assert F.overlapping_labels(fig) == []
+        assert fig.axes[0].get_xticklabels()[0].get_rotation() == 90

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import itertools
 from typing import Callable
 
 import matplotlib
@@ -22,8 +23,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 from study.report.tables import in_order
 
@@ -66,9 +70,64 @@ def _fig(width: float = 7.5, height: float = 4.2) -> tuple[Figure, Axes]:
 
 
 def to_png(fig: Figure) -> bytes:
+    _declutter(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _labels(fig: Figure) -> list[tuple[Text, Bbox]]:
+    """Every visible label of the figure (ticks, axis labels, titles, legends, annotations) with its box in
+    pixels, as the figure's layout places it."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = list(fig.texts)
+    for ax in fig.axes:
+        texts += [*_drawn(ax.xaxis), *_drawn(ax.yaxis), ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        if ax.get_legend() is not None:
+            texts += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    # shrunk a little: glyph boxes include empty space above and below the letters
+    return [(t, t.get_window_extent(renderer).shrunk(0.98, 0.9)) for t in texts
+            if t.get_visible() and t.get_text().strip()]
+
+
+def _drawn(axis) -> list[Text]:
+    """The tick labels inside the axis's view: matplotlib keeps labels for ticks beyond it, undrawn."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = (hi - lo) * 1e-9
+    return [label for loc, label in zip(axis.get_ticklocs(), axis.get_ticklabels(), strict=True)
+            if lo - slack <= loc <= hi + slack]
+
+
+def overlapping_labels(fig: Figure) -> list[tuple[str, str]]:
+    """The pairs of labels that overlap, by their text, and ("figure edge", text) for a label cut off by it."""
+    labels = _labels(fig)
+    inside = fig.bbox.padded(1)
+    return [(a.get_text(), b.get_text()) for (a, box_a), (b, box_b) in itertools.combinations(labels, 2)
+            if box_a.overlaps(box_b)] + [("figure edge", t.get_text()) for t, box in labels
+                                         if not inside.contains(box.x0, box.y0) or not inside.contains(box.x1, box.y1)]
+
+
+def _declutter(fig: Figure) -> None:
+    """Turn an axis's x tick labels upright where they overlap one another (long choice names), and move the
+    y tick labels clear of an x tick label in the corner. Draws the figure once more only if it changed it."""
+    labels = _labels(fig)
+    for ax in fig.axes:
+        xs = [box for t, box in labels if t in _drawn(ax.xaxis)]
+        if any(a.overlaps(b) for a, b in itertools.combinations(xs, 2)):
+            ax.tick_params(axis="x", labelrotation=90)
+            tallest = max(box.width for box in xs)  # what the labels take upright, in pixels
+            fig.set_figheight(fig.get_figheight() + tallest / fig.dpi)  # the plot keeps its height
+            labels = None
+    for ax in fig.axes:
+        labels = labels or _labels(fig)
+        xs = [box for t, box in labels if t in _drawn(ax.xaxis)]
+        ys = [box for t, box in labels if t in _drawn(ax.yaxis)]
+        shift = max((y.x1 - x.x0 for x in xs for y in ys if x.overlaps(y)), default=0)  # pixels
+        if shift:
+            pad = ax.yaxis.get_major_ticks()[0].get_pad()
+            ax.tick_params(axis="y", pad=pad + (shift + 1) * 72 / fig.dpi)
 
 
 @_styled
@@ -224,7 +283,7 @@ def importance_figure(df: pd.DataFrame) -> Figure:
 @_styled
 def confusion_figure(confusion: pd.DataFrame) -> Figure:
     n = len(confusion)
-    fig, ax = _fig(width=min(9, 2 + 0.6 * n), height=min(8, 1.5 + 0.55 * n))
+    fig, ax = _fig(width=min(9, max(4.5, 2 + 0.6 * n)), height=min(8, max(3.5, 1.5 + 0.55 * n)))  # room for the title
     sns.heatmap(confusion, annot=n <= 20, fmt="d", cmap="Blues", cbar_kws={"label": "test samples (count)"}, ax=ax)
     ax.set(title="Best trial on the test split: confusion matrix", xlabel="predicted class", ylabel="true class")
     return fig
@@ -242,7 +301,7 @@ def interaction_figure(table: pd.DataFrame, metric: str) -> Figure:
         vmin, vmax = max(finite.min(), q1 - 3 * (q3 - q1)), min(finite.max(), q3 + 3 * (q3 - q1))
         vmin, vmax = (None, None) if vmin >= vmax else (vmin, vmax)
     sns.heatmap(table, annot=True, fmt=".3g", cmap="viridis_r", ax=ax, vmin=vmin, vmax=vmax,
-                cbar_kws={"label": f"best {METRIC_LABEL.get(metric, metric)} (outliers at the end of the scale)"})
+                cbar_kws={"label": f"best {METRIC_LABEL.get(metric, metric)}"})
     ax.set(title=f"Best value for each {table.index.name} x {table.columns.name}", xlabel=table.columns.name,
            ylabel=table.index.name)
     ax.tick_params(axis="y", rotation=0)

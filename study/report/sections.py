@@ -192,7 +192,8 @@ def pairs(ctx: ReportContext) -> list[Section]:
                 s = Section(f"pair-{a}-{b}", f"{a} x {b}")
                 s.figure(F.interaction_figure(table, ctx.metric),
                          f"The best trial of every {a} and {b} combination (blank: no complete trial): if the "
-                         f"best {a} differs between columns, the answer to 'which {a}?' depends on {b}.")
+                         f"best {a} differs between columns, the answer to 'which {a}?' depends on {b}. An outlier (a "
+                         f"diverged-looking value) takes the end colour of the scale.")
                 out.append(s)
     return out
 

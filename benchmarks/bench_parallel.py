@@ -29,7 +29,7 @@ def seconds(jobs: int, epochs: int | None, seeds: int | None, checkout: Path = R
     if epochs is not None:
         cmd += ["--set", f"training.budget={epochs}"]
     if seeds is not None:
-        cmd += ["--seeds", str(seeds)]
+        cmd += ["--set", f"study.confirm.seeds={seeds}"]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run(cmd, cwd=tmp, check=True, stdout=subprocess.DEVNULL,

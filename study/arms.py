@@ -80,7 +80,10 @@ class BalancedArms(optuna.samplers.BaseSampler):
 
 def samples_at(trial: FrozenTrial, epoch: int) -> float:
     """Training samples a trial had seen at the end of `epoch`, from its stored budget."""
-    budget = TrialRecord.of(trial).budget
+    return _samples(TrialRecord.of(trial).budget, epoch)
+
+
+def _samples(budget: dict, epoch: int) -> float:
     total, per_epoch = budget.get("total_iters"), budget.get("iters_per_epoch")
     if not total or not per_epoch or budget.get("samples_seen") is None:
         return float(epoch)  # a trial without a budget record: compare by epoch, as Optuna would
@@ -90,17 +93,21 @@ def samples_at(trial: FrozenTrial, epoch: int) -> float:
 class PerArm(optuna.pruners.BasePruner):
     def __init__(self, base: optuna.pruners.BasePruner, scientific: Sequence[str]):
         self.base, self.scientific = base, list(scientific)
-        self._curves: dict[int, tuple[FrozenTrial, list[float]] | None] = {}  # finished trials, by number
+        self._curves: dict[int, tuple[tuple, FrozenTrial, list[float]] | None] = {}  # finished trials, by number
         self._read: tuple[int, float] | None = None  # (the trial judged, when) at the last read of the storage
+        self._judged: tuple[int, tuple, dict] | None = None  # the trial being judged: number, arm, budget
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        arm, seen = arm_of(trial, self.scientific), samples_at(trial, step)
+        if self._judged is None or self._judged[0] != trial.number:  # its records are a storage read each
+            self._judged = (trial.number, arm_of(trial, self.scientific), TrialRecord.of(trial).budget)
+        _, arm, budget = self._judged
+        seen = _samples(budget, step)
         peers = []
-        for t, samples in self._finished(study, trial.number):
-            if arm_of(t, self.scientific) != arm:
+        for peer_arm, t, samples in self._finished(study, trial.number):
+            if peer_arm != arm:
                 continue
             reached = [e for e, s in zip(t.intermediate_values, samples, strict=True) if s <= seen * (1 + 1e-9)]
             if reached:  # its value when it had seen as many samples, shown at this trial's step
@@ -109,8 +116,8 @@ class PerArm(optuna.pruners.BasePruner):
                 peers.append(peer)
         return self.base.prune(_Peers(study, peers), trial)
 
-    def _finished(self, study: optuna.Study, number: int) -> list[tuple[FrozenTrial, list[float]]]:
-        """The finished search trials with the samples seen at each reported epoch. Finished trials never
+    def _finished(self, study: optuna.Study, number: int) -> list[tuple[tuple, FrozenTrial, list[float]]]:
+        """The finished search trials: arm, trial, samples seen at each reported epoch. Finished trials never
         change, so the storage is read when a new trial is first judged and then every REFRESH_S (for other
         workers' trials), not at every epoch: that read cost more than the epoch's training."""
         now = time.monotonic()
@@ -118,7 +125,8 @@ class PerArm(optuna.pruners.BasePruner):
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
                 if t.number not in self._curves:
                     self._curves[t.number] = None if TrialRecord.of(t).confirm else (
-                        t, [samples_at(t, e) for e in t.intermediate_values])
+                        arm_of(t, self.scientific), t,
+                        [_samples(TrialRecord.of(t).budget, e) for e in t.intermediate_values])
             self._read = (number, now)
         return [c for c in self._curves.values() if c is not None]
 

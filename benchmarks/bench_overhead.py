@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.baseline import ROOT, checkout
-
 LAZY = ["sklearn.model_selection", "sklearn.datasets", "sklearn.metrics", "torch._dynamo"]
 
 
@@ -51,7 +49,7 @@ def measure(trials: int, epochs: int) -> dict[str, float]:
     import importlib
 
     start = time.perf_counter()
-    import study.runner  # noqa: F401
+    import study.runner
 
     for module in LAZY:
         importlib.import_module(module)
@@ -77,17 +75,19 @@ def measure(trials: int, epochs: int) -> dict[str, float]:
     # the loop's time includes what it calls at each epoch end
     training = totals["loop"] - totals["metrics"] - totals["checkpoints"] - totals["reporting"]
     other = total - totals["loop"]
-    return {"imports": imports, "training": training, "metrics": totals["metrics"],
+    return {"package": str(Path(study.runner.__file__).parents[1]),  # which checkout was measured
+            "imports": imports, "training": training, "metrics": totals["metrics"],
             "checkpoints": totals["checkpoints"], "reporting": totals["reporting"], "other": other, "total": total}
 
 
 def in_fresh_python(checkout: Path, trials: int, epochs: int) -> dict[str, float]:
-    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.bench_overhead import measure; "
-            f"print(json.dumps(measure({trials}, {epochs})))")
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """measure() in a new Python that imports `study` from `checkout` (this file is run by its path, so
+    that nothing puts this checkout's package ahead of it)."""
+    out = subprocess.run([sys.executable, __file__, "--measure", str(trials), str(epochs)], cwd=checkout,
+                         env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(result.pop("package")).is_relative_to(checkout), result
+    return result
 
 
 def line(label: str, t: dict[str, float]) -> str:
@@ -98,6 +98,12 @@ def line(label: str, t: dict[str, float]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--measure"]:
+        print(json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]))))
+        return
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    from benchmarks.baseline import ROOT, checkout
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)

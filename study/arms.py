@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
 from typing import Any, Sequence
 
@@ -94,19 +95,20 @@ class PerArm(optuna.pruners.BasePruner):
     def __init__(self, base: optuna.pruners.BasePruner, scientific: Sequence[str]):
         self.base, self.scientific = base, list(scientific)
         self._curves: dict[int, tuple[tuple, FrozenTrial, list[float]] | None] = {}  # finished trials, by number
-        self._read: tuple[int, float] | None = None  # (the trial judged, when) at the last read of the storage
-        self._judged: tuple[int, tuple, dict] | None = None  # the trial being judged: number, arm, budget
+        self._read = -math.inf  # when the storage was last read
+        self._judged: dict[int, tuple[tuple, dict]] = {}  # the trials judged so far: number -> arm, budget
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
         if step is None:
             return False
-        if self._judged is None or self._judged[0] != trial.number:  # its records are a storage read each
-            self._judged = (trial.number, arm_of(trial, self.scientific), TrialRecord.of(trial).budget)
-        _, arm, budget = self._judged
+        new = trial.number not in self._judged
+        if new:  # its records are a storage read each: once per trial (a population judges several in turn)
+            self._judged[trial.number] = (arm_of(trial, self.scientific), TrialRecord.of(trial).budget)
+        arm, budget = self._judged[trial.number]
         seen = _samples(budget, step)
         peers = []
-        for peer_arm, t, samples in self._finished(study, trial.number):
+        for peer_arm, t, samples in self._finished(study, new):
             if peer_arm != arm:
                 continue
             reached = [e for e, s in zip(t.intermediate_values, samples, strict=True) if s <= seen * (1 + 1e-9)]
@@ -116,18 +118,19 @@ class PerArm(optuna.pruners.BasePruner):
                 peers.append(peer)
         return self.base.prune(_Peers(study, peers), trial)
 
-    def _finished(self, study: optuna.Study, number: int) -> list[tuple[tuple, FrozenTrial, list[float]]]:
+    def _finished(self, study: optuna.Study, new: bool) -> list[tuple[tuple, FrozenTrial, list[float]]]:
         """The finished search trials: arm, trial, samples seen at each reported epoch. Finished trials never
-        change, so the storage is read when a new trial is first judged and then every REFRESH_S (for other
-        workers' trials), not at every epoch: that read cost more than the epoch's training."""
+        change, so the storage is read when a trial is first judged and then every REFRESH_S (for trials
+        told since, by this worker or others), not at every epoch: that read cost more than the epoch's
+        training."""
         now = time.monotonic()
-        if self._read is None or self._read[0] != number or now - self._read[1] > REFRESH_S:
+        if new or now - self._read > REFRESH_S:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
                 if t.number not in self._curves:
                     self._curves[t.number] = None if TrialRecord.of(t).confirm else (
                         arm_of(t, self.scientific), t,
                         [_samples(TrialRecord.of(t).budget, e) for e in t.intermediate_values])
-            self._read = (number, now)
+            self._read = now
         return [c for c in self._curves.values() if c is not None]
 
 

@@ -74,6 +74,11 @@ class TrialRecord:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord))
 
 
+def phase_of(trial: AnyTrial) -> str:
+    """TrialRecord.of(trial).phase, from the user attrs alone: a worker asks it of every trial, often."""
+    return "confirm" if trial.user_attrs.get("confirm") else "search"
+
+
 def attrs(**fields: Any) -> dict[str, Any]:
     """The user attrs that store these record fields: what `write` sets, and what a test's fake trial holds."""
     for name in fields:

@@ -54,7 +54,7 @@ def count(study: optuna.Study, states: tuple = FINISHED_STATES, phase: str = "se
 
 
 def _of_phase(trials: list[FrozenTrial], phase: str) -> list[FrozenTrial]:
-    return [t for t in trials if records.TrialRecord.of(t).phase == phase]
+    return [t for t in trials if records.phase_of(t) == phase]
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Worker:
         with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
             warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
             trial = self.study.ask()
-        phase = records.TrialRecord.of(trial).phase
+        phase = records.phase_of(trial)
         if phase != self.phase:  # a confirmation run met while extending a search: planned, so it runs
             if phase == "confirm":
                 return trial

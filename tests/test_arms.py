@@ -54,3 +54,22 @@ def test_a_trial_is_judged_against_its_own_arm_at_equal_samples_seen():
     assert not PerArm(median, ["opt"]).prune(study, small)  # at 128 samples its arm's peer was at 1.0
     worse = _trial("a", [1.2, 1.1, 1.05, 1.5], batch=32, state=TrialState.PRUNED)
     assert PerArm(median, ["opt"]).prune(study, worse)  # 1.05 at best, against 1.0 at the same samples
+
+
+def test_trials_judged_in_turn_read_the_storage_once_each_not_at_every_epoch():
+    """A population's members are judged in turn, epoch after epoch: the finished trials are read when a
+    trial is first judged (and every REFRESH_S), not each time the judged trial changes."""
+    study = optuna.create_study()
+    study.add_trial(_trial("a", [1.0, 0.6, 0.4, 0.2], batch=128))
+    reads = []
+    real = study.get_trials
+    study.get_trials = lambda *a, **kw: reads.append(1) or real(*a, **kw)
+    pruner = PerArm(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0), ["opt"])
+    members = [_trial("a", [1.0, 0.7, 0.5, 0.3][:n], batch=128, state=TrialState.RUNNING) for n in (1, 1, 1)]
+    for i, m in enumerate(members):
+        m.number = 10 + i
+    for epoch in range(1, 4):
+        for m in members:
+            m.intermediate_values = dict(enumerate([1.0, 0.7, 0.5, 0.3][:epoch]))
+            assert not pruner.prune(study, m)
+    assert len(reads) == len(members)

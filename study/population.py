@@ -52,6 +52,10 @@ Outcome = "TrainResult | BaseException"
 Job = "tuple[PreparedTrial, Callable[[list[dict]], None] | None, Checkpoints | None]"
 
 
+class _TooMany(Exception):
+    """The fused step ran out of device memory before it changed anything: fewer members may fit."""
+
+
 class CannotFuse(Exception):
     """The model does not run under vmap (random ops, data-dependent control flow): train these trials
     one by one. Raised before any step, so nothing has changed."""
@@ -68,8 +72,6 @@ def why_not(members: list[PreparedTrial]) -> str | None:
     p = members[0]
     if p.cfg.precision == "fp16" and p.device.type == "cuda":
         return "fp16 needs a loss scaler per trial; use bf16 or fp32"
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in p.model.modules()):
-        return "the model has BatchNorm, whose running statistics are not per trial here yet"
     if not _aligned([q.budget for q in members], [q.iteration for q in members]):
         return "the trials' batches would differ in size at some step"
     return None
@@ -121,13 +123,19 @@ class _Stack:
         order = sorted(range(len(members)), key=lambda i: kinds[i] or "~")  # the others last, stepped alone
         self.members = [members[i] for i in order]
         models = [m.p.model for m in self.members]
-        params, buffers = stack_module_state(models)
+        try:
+            params, buffers = stack_module_state(models)
+        except torch.OutOfMemoryError:
+            raise _TooMany from None
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        self.buffers = buffers
+        self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned = [dict(model.named_parameters()) for model in models]
-        for i, own in enumerate(self.owned):
+        self.owned_buffers = [dict(model.named_buffers()) for model in models]
+        for i, (own, bufs) in enumerate(zip(self.owned, self.owned_buffers, strict=True)):
             for name, param in own.items():
                 param.data = self.params[name].data[i]  # the member's optimizer now updates the stack in place
+            for name, buf in bufs.items():
+                buf.data = self.buffers[name][i]  # its evaluation and checkpoint see what the stack tracked
         template = models[0]
 
         def forward(params, buffers, x):
@@ -136,21 +144,33 @@ class _Stack:
         self.forward = vmap(forward, randomness="error")  # random ops inside the model cannot be per member here
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
-        data = self.members[0].p.data
-        try:  # one sample each: a model that cannot run under vmap says so now, before anything changed
+        try:
+            self._probe()
+            sorted_kinds = [kinds[i] for i in order]
+            for kind in dict.fromkeys(sorted_kinds):
+                idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
+                if kind is None:
+                    self.alone = idx
+                else:
+                    self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.params,
+                                                         self.owned, idx[0], idx[-1] + 1))
+        except BaseException as exc:
+            self.release()  # the members own their parameters again, unchanged
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise _TooMany from None
+            raise
+
+    def _probe(self) -> None:
+        """Two samples each, on copies of the buffers: a model that cannot run under vmap says so now."""
+        x = self.members[0].p.data.x_train[:2]
+        try:
             with torch.no_grad():
-                self.forward(self.params, self.buffers, data.x_train[:1].expand(len(models), *data.x_train[:1].shape))
+                self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
+                             x.expand(len(self.members), *x.shape))
+        except torch.OutOfMemoryError:
+            raise
         except Exception as exc:
-            self.release()
             raise CannotFuse(f"the model cannot run under torch.func.vmap: {type(exc).__name__}: {exc}") from None
-        sorted_kinds = [kinds[i] for i in order]
-        for kind in dict.fromkeys(sorted_kinds):
-            idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
-            if kind is None:
-                self.alone = idx
-            else:
-                self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.params,
-                                                     self.owned, idx[0], idx[-1] + 1))
 
     def optimizer_step(self) -> None:
         for update in self.stacked:
@@ -172,20 +192,32 @@ class _Stack:
             for param in own.values():
                 param.data = param.data.clone()
                 param.grad = None
+        for bufs in self.owned_buffers:
+            for buf in bufs.values():
+                buf.data = buf.data.clone()
 
 
 def _step(stack: _Stack) -> None:
     members = stack.members
     data = members[0].p.data  # one population, one dataset
     idx = torch.stack([m.order.indices(m.it) for m in members])  # [K, B]
-    with members[0].p.autocast():
-        logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
-        k, b = idx.shape
-        losses = F.cross_entropy(logits.float().reshape(k * b, -1), data.y_train[idx].reshape(-1),
-                                 reduction="none").view(k, b).mean(dim=1)
-    for t in stack.params.values():
-        t.grad = None
-    losses.sum().backward()  # each member's gradient is that of its own loss
+    # Activations grow with K. An out-of-memory error raised before the update leaves every member as it
+    # was after its last step (BatchNorm's statistics are put back from this copy), so that run_population
+    # can retry the step with fewer members.
+    before = {k: v.clone() for k, v in stack.buffers.items()}
+    try:
+        with members[0].p.autocast():
+            logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
+            k, b = idx.shape
+            losses = F.cross_entropy(logits.float().reshape(k * b, -1), data.y_train[idx].reshape(-1),
+                                     reduction="none").view(k, b).mean(dim=1)
+        for t in stack.params.values():
+            t.grad = None
+        losses.sum().backward()  # each member's gradient is that of its own loss
+    except torch.OutOfMemoryError:
+        for name, saved in before.items():
+            stack.buffers[name].copy_(saved)
+        raise _TooMany from None
     stack.optimizer_step()
     losses = losses.detach()
     for i, m in enumerate(members):
@@ -232,22 +264,28 @@ def run_population(members: list[PreparedTrial],
                    on_epoch: list[Callable[[list[dict]], None] | None] | None = None,
                    checkpoints: list[Checkpoints | None] | None = None, *,
                    on_done: Callable[[int, Outcome], None] | None = None,
-                   refill: Callable[[int, Callable[[PreparedTrial], bool]], list[Job]] | None = None
-                   ) -> list[Outcome]:
+                   refill: Callable[[int, Callable[[PreparedTrial], bool]], list[Job]] | None = None,
+                   on_shrink: Callable[[int], None] | None = None, capacity: int | None = None) -> list[Outcome]:
     """Train `members` together; on_epoch[i](history) after each of member i's epochs (it may raise to
     stop that member alone). Returns, per member, its TrainResult or the exception that ended it.
 
     As members leave, on_done(i, outcome) is called for each, and refill(free, fits) may return up to
     `free` new (prepared, on_epoch, checkpoints) members for which fits(prepared) holds; they take the
-    next indices. The population stays as large as it started while refill gives."""
+    next indices. The population grows to `capacity` (default: as many as it started with) while refill gives.
+
+    Out of device memory, the population halves: the members beyond the new size wait, each as it was
+    after its last step, and take the first free slots; on_shrink(size) is told. No member fails for it
+    unless it alone does not fit."""
     reason = why_not(members)
     if reason:
         raise ValueError(f"these trials cannot train as one population: {reason}")
     k = len(members)
     state = [_member(p, (on_epoch or [None] * k)[i], (checkpoints or [None] * k)[i]) for i, p in enumerate(members)]
+    size = max(k, capacity or 0)
     for i, m in enumerate(state):
         m.index = i
     active: list[_Member] = []
+    waiting: list[_Member] = []  # mid-training members that the last halving left out
 
     def join(m: _Member) -> None:
         m.p.model.train()
@@ -260,35 +298,56 @@ def run_population(members: list[PreparedTrial],
 
     for m in state:
         join(m)
-    while active:
-        stack = _Stack(active)
-        try:
-            while True:
-                for _ in range(min(m.epoch_end - m.it for m in active)):
-                    interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
-                    _step(stack)
-                stack.sync()  # the members' optimizers show their state, for checkpoints
-                for m in active:
-                    if m.it == m.epoch_end:
-                        try:
-                            _end_epoch(m)
-                        except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
-                            m.outcome, m.done = exc, True
-                if any(m.done for m in active):
-                    break
-        finally:
-            stack.release()
-        for m in active:
-            if m.done and on_done:
-                on_done(m.index, m.outcome)
-        key = fusion_key(active[0].p)
-        active[:] = [m for m in active if not m.done]
+    key = fusion_key(members[0])
 
-        def fits(p: PreparedTrial, key: str = key) -> bool:
-            return fusion_key(p) == key and why_not([*(m.p for m in active), p]) is None
+    def fits(p: PreparedTrial) -> bool:
+        return fusion_key(p) == key and why_not([*(m.p for m in active), p]) is None
 
-        for p, callback, ck in (refill(k - len(active), fits) if refill and len(active) < k else []):
+    while True:
+        while waiting and len(active) < size:
+            active.append(waiting.pop(0))
+        for p, callback, ck in (refill(size - len(active), fits) if refill and len(active) < size else []):
             state.append(_member(p, callback, ck))
             state[-1].index = len(state) - 1
             join(state[-1])
+        if not active:
+            break
+        try:
+            _train_until_one_leaves(active)
+        except _TooMany:
+            if len(active) == 1:
+                raise torch.OutOfMemoryError("one trial alone does not fit in the device's memory") from None
+            if active[0].p.device.type == "cuda":
+                torch.cuda.empty_cache()
+            size = len(active) // 2
+            waiting[:0] = active[size:]
+            del active[size:]
+            if on_shrink:
+                on_shrink(size)
+            continue
+        for m in active:
+            if m.done and on_done:
+                on_done(m.index, m.outcome)
+        active[:] = [m for m in active if not m.done]
     return [m.outcome for m in state]
+
+
+def _train_until_one_leaves(active: list[_Member]) -> None:
+    """Fused steps, epoch by epoch, until at least one member is done (finished, diverged, pruned, failed)."""
+    stack = _Stack(active)
+    try:
+        while True:
+            for _ in range(min(m.epoch_end - m.it for m in active)):
+                interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
+                _step(stack)
+            stack.sync()  # the members' optimizers show their state, for checkpoints
+            for m in active:
+                if m.it == m.epoch_end:
+                    try:
+                        _end_epoch(m)
+                    except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
+                        m.outcome, m.done = exc, True
+            if any(m.done for m in active):
+                return
+    finally:
+        stack.release()

@@ -110,7 +110,59 @@ def test_trials_that_do_not_share_a_graph_are_not_one_population(change, reason)
         run_population(members)
 
 
-def test_a_model_with_batchnorm_is_not_fused_and_says_why():
-    p = prepare(_cfg(0), CPU)
-    p.model.add_module("norm", torch.nn.BatchNorm1d(3))
-    assert "BatchNorm" in why_not([p, prepare(_cfg(1), CPU)])
+def _with_batchnorm(cfg: TrialConfig):
+    """A prepared trial whose MLP normalises its first hidden layer (a user model would, in its own code)."""
+    p = prepare(cfg, CPU)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        norm = torch.nn.BatchNorm1d(16)
+    body = list(p.model.children())  # Flatten, Linear(8, 16), ReLU, ...
+    p.model = torch.nn.Sequential(*body[:2], norm, *body[2:])
+    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
+    p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
+    return p
+
+
+def test_batchnorm_members_keep_their_own_running_statistics():
+    cfgs = [_cfg(i, optimizer="sgd_momentum", lr=0.05) for i in range(3)]
+    fused = run_population([_with_batchnorm(c) for c in cfgs])
+    for cfg, got in zip(cfgs, fused, strict=True):
+        alone = _with_batchnorm(cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            want = run_sequential(alone)
+        norm_got = next(m for m in got.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        norm_want = next(m for m in want.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+        assert int(norm_got.num_batches_tracked) == int(norm_want.num_batches_tracked) > 0
+        assert torch.allclose(norm_got.running_mean, norm_want.running_mean, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(norm_got.running_var, norm_want.running_var, rtol=1e-5, atol=1e-6)
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
+    means = [next(m for m in r.model.modules() if isinstance(m, torch.nn.BatchNorm1d)).running_mean for r in fused]
+    assert not torch.allclose(means[0], means[1])  # per member, not shared
+
+
+def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_alone(monkeypatch):
+    """A CPU has no device memory to run out of, so the fused loss raises torch's own OutOfMemoryError
+    for more than two members at once, as a GPU would past its memory (tests/test_cuda.py runs it there)."""
+    import study.population as population
+
+    real = population.F.cross_entropy
+
+    def two_fit(logits, *args, **kwargs):
+        if logits.shape[0] > 2 * BASE["batch_size"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(population.F, "cross_entropy", two_fit)
+    cfgs = [_cfg(i, optimizer=("sgd", "adam")[i % 2], lr=0.01) for i in range(4)]
+    sizes = []
+    fused = run_population([prepare(c, CPU) for c in cfgs], on_shrink=sizes.append)
+    assert sizes == [2]
+    monkeypatch.setattr(population.F, "cross_entropy", real)
+    for cfg, got in zip(cfgs, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        want = _sequential(cfg)
+        a, b = _flat(want.model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history],
+                                                                    abs=1e-5)

@@ -215,8 +215,8 @@ class StudySettings:
     checkpoint_keep: int = 2  # epoch checkpoints kept per running trial (a retry resumes from the newest)
     checkpoint_keep_best: int = 0  # finished trials whose final weights are kept, best first (best.pt aside)
     max_iters: int = 10**9  # planned iterations a trial may have; raise it to opt in to longer trials
-    engine: str = "sequential"  # sequential | population (trials that share a graph train as one model)
-    population: int = 16  # trials per population
+    engine: str = "auto"  # auto | sequential | population (trials that share a graph train as one model)
+    population: int | None = None  # trials per population; None: chosen per phase and device (engines.py)
     # Fair arms (the combinations of scientific values): each gets at least `balance` of an equal share of
     # the search trials, and the pruner compares a trial only with its own arm's, at equal samples seen.
     balance: float = 1.0

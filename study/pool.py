@@ -25,9 +25,11 @@ from optuna.trial import TrialState
 
 from study import records, stale
 from study.config import StudyConfig
-from study.engine import run_sequential
+from study.console import say
+from study.engine import PreparedTrial, run_sequential
 from study.population import CannotFuse, fusion_key, run_population, why_not
 from study.storage import heartbeat
+from study.threads import choose as choose_threads
 from study.trial import Attempt, TrialContext, prepare
 from study.worker import Worker
 
@@ -49,6 +51,11 @@ class PooledRounds:
     cfg: StudyConfig
     ctx: TrialContext
     held: list[_Held] = field(default_factory=list)
+    waiting: list[tuple[_Held, PreparedTrial]] = field(default_factory=list)  # asked, not in a population yet
+    unfusable: str | None = None  # why this study's model does not run under vmap, once a population found it
+
+    def __post_init__(self):
+        self.size = self.cfg.study.population  # halved when a population runs out of device memory
 
     def _next(self) -> tuple[_Held, object] | None:
         """A new trial, built and prepared (None when the target has no room); a trial whose build fails
@@ -85,18 +92,19 @@ class PooledRounds:
         self.worker.told(self.worker.study.tell(held.trial, value, state=state))
 
     def round(self) -> None:
-        """Up to K trials, trained together; their slots refilled until the target has no room."""
+        """Populations until the target has no room: each time the largest group, among up to K trials
+        asked, that shares a graph; the others wait, held, for their own population or a free slot."""
         try:
-            prepared = []
-            while len(prepared) < self.cfg.study.population:
-                got = self._next()
-                if got is None:
-                    break
-                prepared.append(got)
-            groups: dict[str, list] = {}
-            for held, p in prepared:
-                groups.setdefault(fusion_key(p), []).append((held, p))
-            for group in groups.values():
+            while True:
+                while len(self.waiting) < self.size and (got := self._next()) is not None:
+                    self.waiting.append(got)
+                if not self.waiting:
+                    return
+                groups: dict[str, list] = {}
+                for item in self.waiting:
+                    groups.setdefault(fusion_key(item[1]), []).append(item)
+                group = max(groups.values(), key=len)
+                self.waiting = [item for item in self.waiting if item not in group]
                 self._population(group)
         except KeyboardInterrupt:
             for held in list(self.held):  # each held trial stops as the sequential worker's does
@@ -105,10 +113,11 @@ class PooledRounds:
                 held.beat.close()
                 self.held.remove(held)
                 self.worker.interrupted(held.trial)
+            self.waiting.clear()
             raise
 
     def _population(self, group: list) -> None:
-        reason = why_not([p for _, p in group]) if len(group) > 1 else None
+        reason = self.unfusable or (why_not([p for _, p in group]) if len(group) > 1 else None)
         if len(group) == 1 or reason:
             for held, p in group:
                 self._alone(held, p, reason or "a population of one")
@@ -116,37 +125,45 @@ class PooledRounds:
         pid = f"{os.getpid()}-{next(_ids)}"
         members = [held for held, _ in group]
 
-        def done(i: int, outcome) -> None:
-            self._tell(members[i], outcome)
+        def joined(held: _Held, p) -> tuple:
+            members.append(held)
+            records.write(held.trial, engine={"name": "population", "population": pid, "size": self.size})
+            return p, held.attempt.on_epoch, held.attempt.checkpoints
 
         def refill(free: int, fits) -> list:
+            """Waiting trials of this graph first, then new ones; a new trial of another graph waits."""
             jobs = []
-            while len(jobs) < free:
-                got = self._next()
-                if got is None:
-                    break
-                held, p = got
-                if not fits(p):  # another graph: it trains alone now rather than hold a slot
-                    self._alone(held, p, "another graph than its population")
-                    continue
-                members.append(held)
-                records.write(held.trial, engine={"name": "population", "population": pid,
-                                                  "size": self.cfg.study.population})
-                jobs.append((p, held.attempt.on_epoch, held.attempt.checkpoints))
+            for item in [item for item in self.waiting if fits(item[1])][:free]:
+                self.waiting.remove(item)
+                jobs.append(joined(*item))
+            while len(jobs) < free and len(self.waiting) < self.size and (got := self._next()) is not None:
+                if fits(got[1]):
+                    jobs.append(joined(*got))
+                else:
+                    self.waiting.append(got)
             return jobs
 
+        def shrink(size: int) -> None:
+            self.size = size
+            say(f"out of device memory: populations of {size} trials from now on")
+
         for held in members:
-            records.write(held.trial, engine={"name": "population", "population": pid,
-                                              "size": self.cfg.study.population})
+            records.write(held.trial, engine={"name": "population", "population": pid, "size": self.size})
+        p = group[0][1]
+        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads, members=self.size)
         try:
             run_population([p for _, p in group], [h.attempt.on_epoch for h in members],
-                           [h.attempt.checkpoints for h in members], on_done=done, refill=refill)
+                           [h.attempt.checkpoints for h in members], on_done=lambda i, outcome:
+                           self._tell(members[i], outcome), refill=refill, on_shrink=shrink, capacity=self.size)
         except CannotFuse as exc:
+            self.unfusable = str(exc)  # the model is the same for every trial of the study
+            say(f"sequential engine from now on: {exc}")
             for held, p in group:
                 self._alone(held, p, str(exc))
 
     def _alone(self, held: _Held, p, reason: str) -> None:
         records.write(held.trial, engine={"name": "sequential", "reason": reason})
+        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads)
         try:
             with torch.random.fork_rng(devices=[]):  # as trial.train: its random ops seeded by the trial
                 torch.default_generator.manual_seed(p.cfg.seed)

@@ -31,7 +31,7 @@ from typing import Any
 import optuna
 import torch
 
-from study import confirm, interrupts, records, stale, weights
+from study import confirm, engines, interrupts, records, stale, weights
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.console import say
@@ -101,6 +101,8 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     if fixed_threads or threads:
         torch.set_num_threads(ctx.threads)
     worker = worker_for(cfg, study, ctx, quiet, bar, phase)
+    if cfg.study.engine == "auto" or not cfg.study.population:
+        cfg = planned(cfg, engines.choose(cfg, device, phase))
     rounds = None
     if cfg.study.engine == "population":
         from study.pool import PooledRounds
@@ -111,6 +113,11 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     finally:
         ctx.cache.clear()  # the device memory goes back with the worker's last trial
     return worker.stopped
+
+
+def planned(cfg: StudyConfig, plan: engines.EnginePlan) -> StudyConfig:
+    """cfg with its engine and population size as one phase's plan chose them (`auto` resolved)."""
+    return dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, engine=plan.engine, population=plan.size))
 
 
 def context(cfg: StudyConfig, study: optuna.Study, device: torch.device, checkpoint_root: Path) -> TrialContext:
@@ -180,6 +187,10 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
     bar = None
     done = count(study, phase=phase)
+    plan = engines.choose(cfg, device, phase)
+    cfg = planned(cfg, plan)  # the workers follow the plan
+    if not quiet and done < cfg.study.n_trials:
+        say(f"{'search' if phase == 'search' else 'confirmation runs'}: {plan.line()}")
     if not quiet and done < cfg.study.n_trials:
         from tqdm.auto import tqdm
 

@@ -25,4 +25,8 @@ def make_sampler(name: str, seed: int | None, options: dict[str, Any], grid: dic
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "grid":
             return optuna.samplers.GridSampler(grid, seed=seed, **options)
+        if name == "tpe":
+            # Trials asked while others run (a population, --jobs N) spread out instead of piling on one
+            # guess; a trial asked when none runs is sampled as without it.
+            options = {"constant_liar": True, **options}
         return SAMPLERS[name](seed=seed, **options)

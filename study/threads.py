@@ -19,11 +19,12 @@ def for_work(params: int, batch: int, allowed: int) -> int:
     return 1 if params * batch < SMALL_WORK else max(1, allowed)
 
 
-def choose(model, batch: int, allowed: int | None, fixed: bool) -> None:
-    """Set torch's intra-op threads for a trial of `model` at `batch` (allowed None: leave them as they are)."""
+def choose(model, batch: int, allowed: int | None, fixed: bool, members: int = 1) -> None:
+    """Set torch's intra-op threads for a trial of `model` at `batch`, or a population of `members` such
+    trials, whose fused step does their work at once (allowed None: leave them as they are)."""
     import torch
 
     if allowed is None:
         return
     params = sum(p.numel() for p in model.parameters())
-    torch.set_num_threads(allowed if fixed else for_work(params, batch, allowed))
+    torch.set_num_threads(allowed if fixed else for_work(params * members, batch, allowed))

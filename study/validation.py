@@ -244,7 +244,7 @@ class Validator:
             raise self.error("study.direction", direction, f"{metric} must be {METRICS[metric]}d")
         out.update(metric=metric, direction=direction)
         if "engine" in s:
-            out["engine"] = self.wrap("study.engine", s["engine"], OneOf(("sequential", "population")))
+            out["engine"] = self.wrap("study.engine", s["engine"], OneOf(("auto", "sequential", "population")))
         for k, low in (("n_trials", 1), ("max_initial_failures", 1), ("max_iters", 1), ("population", 1)):
             if k in s:
                 out[k] = self.wrap(f"study.{k}", s[k], Interval(int, low, None))

@@ -312,8 +312,9 @@ def test_run_piped_into_head_exits_quietly_and_still_writes_the_report(tmp_path,
     run = subprocess.Popen([sys.executable, "-m", "study", "run", str(synth_space), "--storage", "sqlite:///s.db",
                             "--trials", "4"], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline().startswith("search: ")  # which engine, and why
     assert run.stdout.readline().startswith("trial ")
-    run.stdout.close()  # what `| head -1` does after its line
+    run.stdout.close()  # what `| head -2` does after its lines
     err = run.stderr.read()
     assert run.wait(timeout=240) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err

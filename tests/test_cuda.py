@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from study.config import TrialConfig
-from study.trial import device_data, train
+from study.engine import TrainResult
+from study.population import run_population
+from study.trial import device_data, prepare, train
 from study.records import TrialRecord
 
 pytestmark = [pytest.mark.cuda,
@@ -85,9 +87,6 @@ def test_jobs_2_on_cuda_stop_on_sigterm_and_resume(tmp_path, slow_space):
 
 
 def _population(cfgs, device):
-    from study.population import run_population
-    from study.trial import prepare
-
     return run_population([prepare(c, device) for c in cfgs])
 
 
@@ -126,3 +125,28 @@ def test_bf16_population_on_cuda_with_no_host_syncs_per_step():
     # host allocator behind the per-step hyperparameter copies may sync once when it grows (seen: 73 vs 72).
     few, many = syncs(3, 32), syncs(12, 8)
     assert abs(many - few) <= 1 and few > 0, (few, many)
+
+
+def test_out_of_memory_halves_a_population_on_cuda_and_fails_no_trial():
+    """Self-calibrated: the cap leaves room for about three members' training memory, so that a
+    population of eight runs out, halves (to four, then two) and trains every member to its end."""
+    device = torch.device("cuda")
+    wide = dict(TINY, data_options={"n_samples": 2048, "n_features": 512, "n_classes": 3}, width=1024, depth=2)
+    cfgs = [TrialConfig(**{**wide, "seed": i}, batch_size=1024, budget_unit="iterations", budget=4)
+            for i in range(8)]
+    torch.cuda.empty_cache()
+    members = [prepare(c, device) for c in cfgs]
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_population([prepare(c, device) for c in cfgs[:2]])  # two members' stack, grads, state, activations
+    per_member = (torch.cuda.max_memory_allocated(device) - base) / 2
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (base + 3 * per_member) / total), device)
+    sizes = []
+    try:
+        outcomes = run_population(members, on_shrink=sizes.append)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    assert sizes and sizes[-1] <= 4, sizes
+    assert all(isinstance(o, TrainResult) and o.history for o in outcomes), outcomes

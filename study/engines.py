@@ -1,0 +1,98 @@
+"""Which engine trains a phase's trials, and how many at once: `study.engine: auto` (the default) resolved.
+
+    >>> from study.config import load_config
+    >>> cfg = load_config("quick")
+    >>> choose(cfg, torch.device("cpu"), "search").why
+    'auto: 16 trials would be asked 4 at a time, too few for a population to pay in a search (it does from 16)'
+    >>> choose(dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, n_trials=15)), torch.device("cpu"),
+    ...        "confirm").line()
+    'population engine, 15 trials at a time (auto: 15 confirmation runs)'
+
+`auto` trains populations (population.py) where they pay, and says in one line why not elsewhere. K, when
+not forced with `--population K`, is the device's sweet spot, capped in the search at a quarter of its
+trials: a population's trials are asked before any of them is told, so the sampler learns less from
+them and they cannot prune one another. A search gets populations only from MIN_SEARCH_SIZE at a time;
+confirmation runs are planned, not sampled, never pruned, and fill the device.
+What only the model can tell (it does not run under vmap) is found by the first population, which then
+trains its trials one by one and stores why on each (pool.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from study.config import StudyConfig, is_option, option_of
+from study.population import FUSED_BY
+
+ENGINES = ("auto", "sequential", "population")
+# bench_population, a quick-like MLP on 2 CPU cores (2026-12-01): trials/min x1.7 at K=4, x3.6 at K=16,
+# x3.2 at K=32 over the sequential engine; past 16 the stacked tensors outgrow the caches.
+CPU_SIZE = 16
+# A GPU is far from full at 64 small models; an out-of-memory error halves K (population.py).
+CUDA_SIZE = 64
+ROUNDS = 4  # the search asks at most n_trials / ROUNDS trials at once
+# Below this, a search's populations cost more than they save (2 cores, 2026-12-01): at K = 4 the fused
+# step gains nothing on one thread (bench_population x0.99), trials asked together cannot prune one
+# another (quick at 64 epochs trained 655 epochs against 469), and a small trial's time is mostly the
+# storage's (optimizers, 60 trials, K = 15: 25.9 s against 23.2 s sequential).
+MIN_SEARCH_SIZE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class EnginePlan:
+    engine: str  # sequential | population
+    size: int  # trials per population (1 for the sequential engine)
+    why: str  # the one-line reason
+
+    def line(self) -> str:
+        if self.engine == "sequential":
+            return f"sequential engine, one trial at a time ({self.why})"
+        return f"population engine, {self.size} trials at a time ({self.why})"
+
+
+def device_size(device: torch.device) -> int:
+    return CUDA_SIZE if device.type == "cuda" else CPU_SIZE
+
+
+def choose(cfg: StudyConfig, device: torch.device, phase: str) -> EnginePlan:
+    """The engine and K for one phase ("search" or "confirm", whose n_trials is its number of runs)."""
+    s = cfg.study
+    if s.engine == "sequential":
+        return EnginePlan("sequential", 1, "asked for")
+    n = s.n_trials
+    if s.population:
+        size, why = s.population, f"{s.population} asked for"
+    elif phase == "search":
+        size = min(device_size(device), max(1, n // ROUNDS))
+        why = (f"auto: {n} trials, asked {size} at a time so that the sampler learns from {ROUNDS} rounds"
+               if size < device_size(device) else f"auto: the {device.type} sweet spot")
+    else:
+        size, why = min(device_size(device), n), f"auto: {n} confirmation runs"
+    if s.engine == "population":  # asked for: at least two at once
+        return EnginePlan("population", max(size, min(2, n)), why if not s.population else "asked for")
+    if cfg.defaults.precision == "fp16" and device.type == "cuda":
+        return EnginePlan("sequential", 1, "auto: fp16 needs a loss scaler per trial; bf16 or fp32 fuse")
+    if phase == "search" and size < MIN_SEARCH_SIZE and not s.population:
+        return EnginePlan("sequential", 1, f"auto: {n} trials would be asked {size} at a time, too few for a "
+                                           f"population to pay in a search (it does from {MIN_SEARCH_SIZE})")
+    if size < 2:
+        return EnginePlan("sequential", 1, "auto: one run")
+    graphs, shaping = graph_count(cfg)
+    if graphs * 2 > size:
+        return EnginePlan("sequential", 1, f"auto: the space searches {', '.join(shaping)}, which shape the "
+                                           f"network or its data; {_count(graphs)} graphs would leave most "
+                                           f"of {size} trials without a partner to fuse with")
+    return EnginePlan("population", size, why)
+
+
+def graph_count(cfg: StudyConfig) -> tuple[float, list[str]]:
+    """How many different graphs (model, data, batch size) the search can make, and the params that vary them."""
+    shaping = [name for name in cfg.params if (option_of(name)[0] if is_option(name) else name) in FUSED_BY]
+    sizes = [cfg.params[name].grid_size() for name in shaping]
+    return math.prod(math.inf if k is None else k for k in sizes), shaping
+
+
+def _count(graphs: float) -> str:
+    return "infinitely many" if math.isinf(graphs) else f"up to {int(graphs)}"

@@ -1,0 +1,59 @@
+"""`study.engine: auto`: which engine each phase gets, with how many trials at once, and why."""
+import dataclasses
+
+import pytest
+import torch
+
+from study.config import load_config
+from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _with(cfg, **study):
+    return dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, **study))
+
+
+def test_the_search_asks_at_most_a_quarter_of_its_trials_at_once_and_confirmation_runs_fill_the_device():
+    cfg = load_config("quick")  # one graph
+    plan = choose(_with(cfg, n_trials=64), CPU, "search")
+    assert (plan.engine, plan.size) == ("population", 64 // ROUNDS)
+    assert choose(_with(cfg, n_trials=15), CPU, "confirm").size == 15
+    many = _with(cfg, n_trials=1000)
+    assert choose(many, CPU, "search").size == CPU_SIZE and choose(many, CUDA, "search").size == CUDA_SIZE
+    assert choose(_with(many, n_trials=200), CUDA, "confirm").size == CUDA_SIZE
+
+
+def test_a_search_too_small_for_populations_to_pay_trains_one_at_a_time_and_says_why():
+    plan = choose(load_config("quick"), CPU, "search")  # 16 trials: 4 at a time
+    assert plan.engine == "sequential" and f"it does from {MIN_SEARCH_SIZE}" in plan.why
+    assert choose(_with(load_config("quick"), n_trials=1), CPU, "confirm").engine == "sequential"
+
+
+def test_a_space_of_many_graphs_trains_one_at_a_time_and_says_why():
+    plan = choose(_with(load_config("lecture"), n_trials=1000), CPU, "search")
+    assert plan.engine == "sequential"
+    assert "depth, width, activation" in plan.why and "without a partner" in plan.why
+
+
+@pytest.mark.parametrize("space", ["quick", "init", "preprocessing", "batch_vs_iterations", "optimizers",
+                                   "schedules"])
+def test_the_shipped_spaces_of_a_few_graphs_confirm_in_populations(space):
+    cfg = load_config(space)
+    assert choose(_with(cfg, n_trials=40), CPU, "confirm").engine == "population"
+    assert choose(_with(cfg, n_trials=400), CPU, "search").engine == "population"
+
+
+def test_what_the_user_asks_for_wins():
+    cfg = load_config("quick")
+    assert choose(_with(cfg, engine="sequential"), CPU, "search").size == 1
+    forced = choose(_with(load_config("lecture"), engine="population", population=8), CPU, "search")
+    assert (forced.engine, forced.size, forced.why) == ("population", 8, "asked for")
+    assert choose(_with(cfg, population=3), CPU, "search").size == 3
+    assert choose(_with(cfg, engine="population", n_trials=3), CPU, "search").size == 2  # never a population of 1
+
+
+def test_fp16_on_cuda_trains_one_at_a_time():
+    cfg = load_config("quick", [("training.precision", "fp16")])
+    assert choose(cfg, CUDA, "confirm").engine == "sequential"
+    assert choose(cfg, CPU, "confirm").engine == "population"  # autocast is off on a CPU

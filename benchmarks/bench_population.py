@@ -1,18 +1,29 @@
-"""How many more trials per minute does the population engine train than the sequential one?
+"""How many more trials per minute does the population engine train than the sequential one, and does
+the study reach a good model sooner?
 
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64]
+    python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
 
 A `quick`-like study: the same MLP (2 x 64, ReLU) on 8x8 digits at batch 64 for 8 epochs; each trial
 draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trials are trained by
 `run_sequential` one after another and by `run_population` in groups of K, in one run on one machine;
 printed: trials/min, microseconds per model-step (a step of one trial), and the ratio to sequential.
 Validation, divergence checks and history are included; storage and checkpoints are not.
+
+--to-target: the wall time until a study's best validation loss first reaches the target, the way a user
+runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
+runs): the `quick` space with 48 trials, sequential and with populations of each K, over several sampler
+seeds. A population's trials are all asked before any is told, so the sampler learns less per trial;
+the trials needed to reach the target show that cost beside the time.
 """
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,13 +48,57 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def to_target(engine: str, k: int, seed: int, target: float, device: torch.device,
+              n_trials: int = 48) -> tuple[tuple[float, int] | None, float]:
+    """((seconds, trials) until the best search value first reached `target`, or None if it never did;
+    the seconds the whole search took)."""
+    from study.config import load_config
+    from study.records import trials
+    from study.runner import run_study
+
+    overrides = [("study.n_trials", n_trials), ("study.confirm.seeds", 0), ("study.sampler.seed", seed),
+                 ("study.engine", engine), ("study.name", f"target-{engine}-{k}-{seed}")]
+    cfg = load_config("quick", overrides + ([("study.population", k)] if engine == "population" else []))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        summary = run_study(cfg, f"sqlite:///{tmp}/s.db", device, checkpoint_root=Path(tmp), quiet=True)
+        took = time.time() - start
+        done = sorted((t for t in trials(summary.study) if t.datetime_complete), key=lambda t: t.datetime_complete)
+    best = float("inf")
+    for n, t in enumerate(done, 1):
+        if t.value is not None and t.state.name == "COMPLETE":
+            best = min(best, t.value)
+        if best <= target:
+            return (t.datetime_complete.timestamp() - start, n), took
+    return None, took
+
+
+def target_table(args, device: torch.device) -> None:
+    print(f"{device}, {torch.get_num_threads()} threads: quick, 48 trials; time until the best val_loss <= "
+          f"{args.to_target} (median over sampler seeds {list(range(args.seeds))})")
+    to_target("population", 2, 0, args.to_target, device, n_trials=2)  # warm: imports and the data
+    for engine, k in [("sequential", 1)] + [("population", k) for k in args.sizes if k > 1]:
+        measured = [to_target(engine, k, seed, args.to_target, device) for seed in range(args.seeds)]
+        runs, took = [r for r, _ in measured], [t for _, t in measured]
+        reached = [r for r in runs if r is not None]
+        times = ", ".join("never" if r is None else f"{r[0]:.1f} s ({r[1]} trials)" for r in runs)
+        median = f"{statistics.median(r[0] for r in reached):6.1f} s" if len(reached) * 2 > len(runs) else "     -  "
+        label = "sequential" if engine == "sequential" else f"population K={k}"
+        print(f"{label:<17} median {median} | whole search {statistics.median(took):5.1f} s | {times}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--to-target", type=float, metavar="VAL_LOSS",
+                        help="time studies until their best val_loss reaches this instead")
+    parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per engine, with --to-target")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.to_target is not None:
+        return target_table(args, device)
     cache = DataCache()
     cfgs = configs(args.trials)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)

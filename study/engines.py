@@ -56,26 +56,28 @@ def device_size(device: torch.device) -> int:
     return CUDA_SIZE if device.type == "cuda" else CPU_SIZE
 
 
-def choose(cfg: StudyConfig, device: torch.device, phase: str) -> EnginePlan:
-    """The engine and K for one phase ("search" or "confirm", whose n_trials is its number of runs)."""
+def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) -> EnginePlan:
+    """The engine and K for one phase ("search" or "confirm", whose n_trials is its number of runs), for
+    each of `jobs` workers: they share the trials, and what the sampler is asked at once."""
     s = cfg.study
     if s.engine == "sequential":
         return EnginePlan("sequential", 1, "asked for")
-    n = s.n_trials
+    n = -(-s.n_trials // jobs)  # each worker's share
+    each = f" for each of {jobs} workers" if jobs > 1 else ""
     if s.population:
         size, why = s.population, f"{s.population} asked for"
     elif phase == "search":
         size = min(device_size(device), max(1, n // ROUNDS))
-        why = (f"auto: {n} trials, asked {size} at a time so that the sampler learns from {ROUNDS} rounds"
+        why = (f"auto: {n} trials{each}, asked {size} at a time so that the sampler learns from {ROUNDS} rounds"
                if size < device_size(device) else f"auto: the {device.type} sweet spot")
     else:
-        size, why = min(device_size(device), n), f"auto: {n} confirmation runs"
+        size, why = min(device_size(device), n), f"auto: {n} confirmation runs{each}"
     if s.engine == "population":  # asked for: at least two at once
         return EnginePlan("population", max(size, min(2, n)), why if not s.population else "asked for")
     if cfg.defaults.precision == "fp16" and device.type == "cuda":
         return EnginePlan("sequential", 1, "auto: fp16 needs a loss scaler per trial; bf16 or fp32 fuse")
     if phase == "search" and size < MIN_SEARCH_SIZE and not s.population:
-        return EnginePlan("sequential", 1, f"auto: {n} trials would be asked {size} at a time, too few for a "
+        return EnginePlan("sequential", 1, f"auto: {n} trials{each} would be asked {size} at a time, too few for a "
                                            f"population to pay in a search (it does from {MIN_SEARCH_SIZE})")
     if size < 2:
         return EnginePlan("sequential", 1, "auto: one run")

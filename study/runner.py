@@ -187,7 +187,7 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
     bar = None
     done = count(study, phase=phase)
-    plan = engines.choose(cfg, device, phase)
+    plan = engines.choose(cfg, device, phase, jobs)
     cfg = planned(cfg, plan)  # the workers follow the plan
     if not quiet and done < cfg.study.n_trials:
         say(f"{'search' if phase == 'search' else 'confirmation runs'}: {plan.line()}")

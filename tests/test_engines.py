@@ -57,3 +57,10 @@ def test_fp16_on_cuda_trains_one_at_a_time():
     cfg = load_config("quick", [("training.precision", "fp16")])
     assert choose(cfg, CUDA, "confirm").engine == "sequential"
     assert choose(cfg, CPU, "confirm").engine == "population"  # autocast is off on a CPU
+
+
+def test_workers_share_the_trials_so_each_asks_for_its_share():
+    cfg = _with(load_config("quick"), n_trials=15)
+    assert choose(cfg, CPU, "confirm", jobs=2).size == 8  # not 15 for one worker and none for the other
+    assert choose(_with(cfg, n_trials=128), CPU, "search", jobs=2).size == 16
+    assert choose(_with(cfg, n_trials=64), CPU, "search", jobs=2).engine == "sequential"

@@ -103,16 +103,24 @@ class StackedOptimizer:
     def _sgd(self, groups: list[dict], vector) -> None:
         lr, wd, mom = (vector([x[k] for x in groups]) for k in ("lr", "weight_decay", "momentum"))
         decay, moving = any(x["weight_decay"] for x in groups), any(x["momentum"] for x in groups)
-        fresh = vector([float(f) for f in self.fresh]).bool()
-        nesterov = vector([float(x["nesterov"]) for x in groups]).bool()
+        # The masks only where members differ: each torch.where is a pass over every param (same arithmetic).
+        fresh = vector([float(f) for f in self.fresh]).bool() if len(set(self.fresh)) > 1 else self.fresh[0]
+        nesterov = vector([float(x["nesterov"]) for x in groups]).bool() if any(x["nesterov"] for x in groups) else None
+        all_moving = all(x["momentum"] for x in groups)
         for name, stack in self.params.items():
             p, g = stack.data[self.slice], stack.grad[self.slice]
             if decay:
                 g = g + _column(wd, p) * p  # torch: grad.add(param, alpha=weight_decay)
             if moving:
                 buf, m = self.state[name]["momentum_buffer"], _column(mom, p)
-                buf.copy_(torch.where(_column(fresh, p), g, buf * m + g))  # torch: clone(grad), else buf*m + grad
-                g = torch.where(m != 0, torch.where(_column(nesterov, p), g + m * buf, buf), g)
+                if fresh is True:  # torch: clone(grad), else buf*m + grad
+                    buf.copy_(g)
+                elif fresh is False:
+                    buf.mul_(m).add_(g)
+                else:
+                    buf.copy_(torch.where(_column(fresh, p), g, buf * m + g))
+                step = buf if nesterov is None else torch.where(_column(nesterov, p), g + m * buf, buf)
+                g = step if all_moving else torch.where(m != 0, step, g)
             p.add_(-_column(lr, p) * g)  # torch: param.add_(grad, alpha=-lr)
 
     def _adam(self, groups: list[dict], vector) -> None:

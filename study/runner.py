@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 import torch
 
 from study import confirm, engines, interrupts, records, stale, weights
@@ -61,8 +62,10 @@ class _Printer:
     phase: str = "search"
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # The best trial is a storage read: once per told trial, for its weights and the bar.
+        best = best_trial(study) if trial.state == TrialState.COMPLETE or self.bar is not None else None
         try:
-            problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best)
+            problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best, best)
         except OSError as exc:  # a full disk here must not take the study down with it
             problem = f"keeping the weights of trial {trial.number} failed: {exc}"
         if self.quiet:
@@ -70,7 +73,6 @@ class _Printer:
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
             advance(self.bar, study, self.cfg.study.n_trials, self.phase)
-            best = best_trial(study)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
             with self.bar.external_write_mode():  # the bar steps aside on the terminal

@@ -155,7 +155,7 @@ class Attempt:
     @classmethod
     def start(cls, trial: optuna.Trial, study_cfg: StudyConfig, ctx: TrialContext) -> "Attempt":
         tcfg = study_cfg.resolve(suggest(trial, study_cfg))
-        confirm = records.TrialRecord.of(trial).confirm
+        confirm = trial.user_attrs.get("confirm")  # a user attr: not the whole record, a storage read each
         if confirm:  # a confirmation run: its candidate's config with a fresh seed (and split, if asked)
             tcfg = dataclasses.replace(tcfg, **{k: confirm[k] for k in ("seed", "split_seed") if k in confirm})
         first = first_number(trial)

@@ -58,14 +58,16 @@ def save_best(study: optuna.Study, ctx: TrialContext, best: optuna.trial.FrozenT
     return None
 
 
-def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: TrialContext, keep_best: int) -> str | None:
-    """Called once a trial has ended: best.pt if it is the best, its final weights if among the best
-    `keep_best`, then its epoch checkpoints are deleted (unless it waits for a retry)."""
+def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: TrialContext, keep_best: int,
+                 best: optuna.trial.FrozenTrial | None = None) -> str | None:
+    """Called once a trial has ended: best.pt if it is the best (`best`: the study's best trial now, if
+    the caller has read it), its final weights if among the best `keep_best`, then its epoch checkpoints
+    are deleted (unless it waits for a retry)."""
     if TrialRecord.of(trial).interrupted:
         return None  # its retry resumes from these
     problem = None
     if trial.state == TrialState.COMPLETE:
-        best = best_trial(study)
+        best = best or best_trial(study)
         if best is not None and best.number == trial.number:
             problem = save_best(study, ctx, best)
         if keep_best:

@@ -84,3 +84,21 @@ def test_two_population_workers_reach_exactly_the_target(tmp_path, synth_space):
     assert len(finished(ts)) == 8
     firsts = [TrialRecord.of(t).first_number for t in finished(ts)]
     assert len(firsts) == len(set(firsts))
+
+
+def test_trials_of_another_graph_wait_for_a_population_of_their_own(tmp_path, write_space):
+    """Two batch sizes, two graphs: every trial trains in a population of its own batch size, none alone
+    for having been asked while a population of the other graph was training."""
+    space = write_space(SYNTH_SPACE.replace("  lr: {type", "  batch_size: {choices: [16, 32]}\n  lr: {type"))
+    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--population",
+                     "3", "--trials", "10", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    done = finished(trials(tmp_path))
+    assert len(done) == 10
+    batches: dict[str, set] = {}
+    for t in done:
+        engine = TrialRecord.of(t).engine
+        assert engine["name"] == "population" or engine["reason"] == "a population of one", engine
+        if engine["name"] == "population":
+            batches.setdefault(engine["population"], set()).add(t.params["batch_size"])
+    assert all(len(b) == 1 for b in batches.values()) and len(batches) >= 2

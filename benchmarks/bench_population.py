@@ -3,6 +3,7 @@ the study reach a good model sooner?
 
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
+    python -m benchmarks.bench_population --compile [--sizes 16 64]
 
 A `quick`-like study: the same MLP (2 x 64, ReLU) on 8x8 digits at batch 64 for 8 epochs; each trial
 draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trials are trained by
@@ -15,6 +16,9 @@ runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpo
 runs): the `quick` space with 48 trials, sequential and with populations of each K, over several sampler
 seeds. A population's trials are all asked before any is told, so the sampler learns less per trial;
 the trials needed to reach the target show that cost beside the time.
+
+--compile: one population of K trials for 8 epochs with its fused forward eager and under torch.compile
+(of the vmapped functional_call), in one run: the first epoch (compilation included) and the other seven.
 """
 from __future__ import annotations
 
@@ -87,6 +91,35 @@ def target_table(args, device: torch.device) -> None:
         print(f"{label:<17} median {median} | whole search {statistics.median(took):5.1f} s | {times}", flush=True)
 
 
+def compile_table(args, device: torch.device) -> None:
+    import study.population as population
+
+    eager_vmap = population.vmap
+    cache = DataCache()
+    print(f"{device}, {torch.get_num_threads()} threads: one population, 8 epochs; eager against torch.compile")
+    for k in args.sizes:
+        row = []
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            population.vmap = (lambda f, **kw: torch.compile(eager_vmap(f, **kw))) if compiled else eager_vmap
+            first: list[float] = []
+            start = time.perf_counter()
+
+            def epoch_end(history, first=first, start=start):
+                if not first:
+                    first.append(time.perf_counter() - start)
+
+            members = [prepare(c, device, cache=cache) for c in configs(k)]
+            steps = sum(m.budget.total_iters for m in members)
+            population.run_population(members, on_epoch=[epoch_end] + [None] * (k - 1))
+            total = time.perf_counter() - start
+            row.append((first[0], (total - first[0]) / (steps * 7 / 8) * 1e6))
+        population.vmap = eager_vmap
+        (e_first, e_step), (c_first, c_step) = row
+        print(f"K={k:<3} first epoch: eager {e_first:6.2f} s, compiled {c_first:6.2f} s | after: eager "
+              f"{e_step:6.1f} us/model-step, compiled {c_step:6.1f} (x{e_step / c_step:.2f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -95,10 +128,13 @@ def main() -> None:
     parser.add_argument("--to-target", type=float, metavar="VAL_LOSS",
                         help="time studies until their best val_loss reaches this instead")
     parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per engine, with --to-target")
+    parser.add_argument("--compile", action="store_true", help="eager against torch.compile of the fused forward")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.to_target is not None:
         return target_table(args, device)
+    if args.compile:
+        return compile_table(args, device)
     cache = DataCache()
     cfgs = configs(args.trials)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)

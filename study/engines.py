@@ -34,9 +34,9 @@ CPU_SIZE = 16
 CUDA_SIZE = 64
 ROUNDS = 4  # the search asks at most n_trials / ROUNDS trials at once
 # Below this, a search's populations cost more than they save (2 cores, 2026-12-01): at K = 4 the fused
-# step gains nothing on one thread (bench_population x0.99), trials asked together cannot prune one
-# another (quick at 64 epochs trained 655 epochs against 469), and a small trial's time is mostly the
-# storage's (optimizers, 60 trials, K = 15: 25.9 s against 23.2 s sequential).
+# step gains little (bench_population x1.0-1.3), trials asked together cannot prune one another (quick at
+# 64 epochs trained 655 epochs against 469), and a small trial's time is mostly the storage's and the
+# sampler's (a quick search of 48 trials: 9.2 s at K = 4, 8.4 s at K = 16, 8.3 s sequential).
 MIN_SEARCH_SIZE = 16
 
 

@@ -21,6 +21,8 @@ are views of the stack's gradients: every update is torch's own, member by membe
 backward passes are fused (`vmap` over `functional_call`). A batched matmul adds in another order than a
 single one, so a member's parameters agree with its sequential run to float rounding after one step
 (about 1e-7 relative in fp32), and training lets that difference grow slowly; the tests bound both.
+In a chaotic config it grows to the size of seed noise, as a change of torch's thread count does to a
+sequential run: that is float summation, not the fusion.
 
 Per member: its own batch order (the sequential engine's generator and seeds), its own train loss,
 validation, divergence check, checkpoint and on_epoch callback. One member's NaN never reaches another:

@@ -80,7 +80,7 @@ def _labels(fig: Figure) -> list[tuple[Text, Bbox]]:
     """Every visible label of the figure (ticks, axis labels, titles, legends, annotations) with its box in
     pixels, as the figure's layout places it."""
     canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+    fig.draw_without_rendering()  # the layout places every label; no pixels are drawn (savefig draws those)
     renderer = canvas.get_renderer()
     texts = list(fig.texts)
     for ax in fig.axes:
@@ -369,8 +369,12 @@ def parallel_figure(df: pd.DataFrame, metric: str, direction: str = "minimize") 
     edge = order["value"].quantile(0.9 if low_is_best else 0.1)  # an outlier must not take the whole scale
     norm = matplotlib.colors.Normalize(*sorted((order["value"].min() if low_is_best else order["value"].max(), edge)))
     cmap = matplotlib.colormaps["viridis" if low_is_best else "viridis_r"]
-    for _, row in order.iterrows():
-        ax.plot(range(len(params)), [row[p] for p in params], color=cmap(norm(row["value"])), alpha=0.7, lw=1.2)
+    # One collection, not a line per trial: a report of 10,000 trials drew this figure in seconds.
+    ys = order[params].to_numpy(dtype=float)
+    segments = np.stack([np.broadcast_to(np.arange(len(params), dtype=float), ys.shape), ys], axis=-1)
+    ax.add_collection(LineCollection(segments, colors=cmap(norm(order["value"].to_numpy(dtype=float))), alpha=0.7,
+                                     linewidths=1.2))
+    ax.autoscale()
     ax.set_xticks(range(len(params)), params)
     ax.set(title="Complete trials across the searched params", xlabel="searched param",
            ylabel="position in its range (0 = low, 1 = high)")
@@ -395,15 +399,16 @@ def curves_by_figure(history: pd.DataFrame, param: str, order: list[str], metric
     fig, ax = _fig()
     x, xlabel = _progress(history)
     palette = dict(zip(order, sns.color_palette("deep", len(order)), strict=True))
-    seen = set()
-    for _, h in history.sort_values(["number", "epoch"]).groupby("number", sort=False):
-        value = str(h[param].iloc[0])
-        ax.plot(h[x], h[metric], color=palette.get(value, "#999999"), alpha=0.6, lw=1,
-                label=value if value not in seen else None)
-        seen.add(value)
+    ordered = history.sort_values(["number", "epoch"], kind="stable")
+    starts = np.unique(ordered["number"].to_numpy(), return_index=True)[1]  # where each trial's rows begin
+    segments = np.split(ordered[[x, metric]].to_numpy(dtype=float), starts[1:])
+    values = ordered[param].astype(str).to_numpy()[starts]
+    for value in [v for v in order if v in set(values)] + sorted(set(values) - set(order)):
+        mine = [s for s, v in zip(segments, values, strict=True) if v == value]  # one collection per value
+        ax.add_collection(LineCollection(mine, colors=[palette.get(value, "#999999")], alpha=0.6, linewidths=1,
+                                         label=value))
+    ax.autoscale()
     _clip_y(ax, history[metric])
-    handles, labels = ax.get_legend_handles_labels()
-    ranked = sorted(zip(labels, handles, strict=True), key=lambda lh: order.index(lh[0]) if lh[0] in order else 0)
-    ax.legend([h for _, h in ranked], [lab for lab, _ in ranked], title=param, fontsize="small")
+    ax.legend(title=param, fontsize="small")
     ax.set(title=f"Learning curves by {param}", xlabel=xlabel, ylabel=METRIC_LABEL.get(metric, metric))
     return fig

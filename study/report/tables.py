@@ -55,7 +55,7 @@ def _final_value(t: optuna.trial.FrozenTrial) -> float:
 def trials_frame(trials: Trials) -> pd.DataFrame:
     """One row per trial (surplus ones left out): number, status, value, time, budget, every config
     setting, error."""
-    rows = []
+    rows, options = [], set()
     for t in _counted(trials):
         record = TrialRecord.of(t)
         cfg, budget, history = record.config, record.budget, record.history
@@ -69,13 +69,14 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
         }
         row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
         row.update({k: v for k, v in t.params.items() if is_option(k)})  # model.options.NAME, data.options.NAME
+        options.update(k for k in t.params if is_option(k))
         row.update({k: record.final.get(k, math.nan) for k in ("train_loss", *METRICS)})
         row["error"] = error_of(t) if t.state == TrialState.FAIL else ""
         row["diverged"] = (record.diverged or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "phase", "confirms", "value", "duration_s", "epochs", "total_iters", "samples_seen",
                *CONFIG_COLUMNS, "train_loss", *METRICS, "error", "diverged"]
-    columns += sorted({k for row in rows for k in row if is_option(k)})
+    columns += sorted(options)
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"number": int, "confirms": "Int64"}) if len(frame) else frame
 

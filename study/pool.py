@@ -36,7 +36,7 @@ from study.worker import Worker
 _ids = itertools.count()
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a held trial is one object, found in lists by `is`
 class _Held:
     """A trial this worker asked for and has not told yet, with its heartbeat."""
 
@@ -104,7 +104,8 @@ class PooledRounds:
                 for item in self.waiting:
                     groups.setdefault(fusion_key(item[1]), []).append(item)
                 group = max(groups.values(), key=len)
-                self.waiting = [item for item in self.waiting if item not in group]
+                taken = {id(held) for held, _ in group}
+                self.waiting = [item for item in self.waiting if id(item[0]) not in taken]
                 self._population(group)
         except KeyboardInterrupt:
             for held in list(self.held):  # each held trial stops as the sequential worker's does

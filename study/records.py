@@ -103,7 +103,7 @@ def write(trial: optuna.Trial, **fields: Any) -> None:
     for key, value in attrs(**fields).items():
         if key in BULKY:
             trial.storage.set_trial_system_attr(trial._trial_id, _PREFIX + key, value)
-        else:
+        else:  # through the Trial, not its storage: the pruner reads the Trial's cached copy (the budget)
             trial.set_user_attr(key, value)
 
 

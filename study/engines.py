@@ -26,9 +26,9 @@ import torch
 from study.config import StudyConfig, is_option, option_of
 from study.population import FUSED_BY
 
-ENGINES = ("auto", "sequential", "population")
-# bench_population, a quick-like MLP on 2 CPU cores (2026-12-01): trials/min x1.7 at K=4, x3.6 at K=16,
-# x3.2 at K=32 over the sequential engine; past 16 the stacked tensors outgrow the caches.
+# bench_population, a quick-like MLP on 2 CPU cores (2026-12-01), trials/min over the sequential engine:
+# x2.64 at K = 16 and x2.96 at K = 64 on one thread, x2.69 and x4.37 on two. Past 16 the gain per member
+# shrinks while memory grows K-fold, and a CPU has no out-of-memory error to back off from.
 CPU_SIZE = 16
 # A GPU is far from full at 64 small models; an out-of-memory error halves K (population.py).
 CUDA_SIZE = 64

@@ -74,6 +74,8 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) ->
         size, why = min(device_size(device), n), f"auto: {n} confirmation runs{each}"
     if s.engine == "population":  # asked for: at least two at once
         return EnginePlan("population", max(size, min(2, n)), why if not s.population else "asked for")
+    if device.type not in ("cpu", "cuda"):
+        return EnginePlan("sequential", 1, f"auto: populations are tested on cpu and cuda, not {device.type}")
     if cfg.defaults.precision == "fp16" and device.type == "cuda":
         return EnginePlan("sequential", 1, "auto: fp16 needs a loss scaler per trial; bf16 or fp32 fuse")
     if phase == "search" and size < MIN_SEARCH_SIZE and not s.population:

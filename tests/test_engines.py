@@ -53,6 +53,12 @@ def test_what_the_user_asks_for_wins():
     assert choose(_with(cfg, engine="population", n_trials=3), CPU, "search").size == 2  # never a population of 1
 
 
+def test_other_devices_train_one_at_a_time_unless_asked():
+    cfg = _with(load_config("quick"), n_trials=15)
+    assert choose(cfg, torch.device("mps"), "confirm").engine == "sequential"
+    assert choose(_with(cfg, engine="population"), torch.device("mps"), "confirm").engine == "population"
+
+
 def test_fp16_on_cuda_trains_one_at_a_time():
     cfg = load_config("quick", [("training.precision", "fp16")])
     assert choose(cfg, CUDA, "confirm").engine == "sequential"

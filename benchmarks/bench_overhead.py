@@ -13,6 +13,12 @@ fresh SQLite file, no confirmation runs, as issue 8 profiled it. Each checkout r
   reporting    each epoch's intermediate value and pruning decision (the storage);
   other        the rest of run_study: trials asked and told, configs, models, the final records and best.pt.
 Bookkeeping is metrics + checkpoints + reporting + other; the figure to quote is bookkeeping / training.
+
+  optuna alone the same trials replayed through bare Optuna, with no training and nothing of `study`: on a
+               fresh storage of the same kind, each trial asked with its distributions (the space's sampler
+               suggests them), each of its epochs reported with a pruning decision of the space's pruner,
+               and told as it ended. It is what a hand-written Optuna script pays on that storage, and a
+               floor for `study`'s reporting + other, which also store configs, histories and provenance.
 """
 from __future__ import annotations
 
@@ -26,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-LAZY = ["sklearn.model_selection", "sklearn.datasets", "sklearn.metrics", "torch._dynamo"]
+LAZY = ["sklearn.model_selection", "sklearn.datasets", "sklearn.metrics", "torch._dynamo",
+        # what Optuna imports when it opens an RDB storage (about 0.35 s here): imports, not bookkeeping
+        "sqlalchemy.orm", "alembic.command", "alembic.config", "alembic.migration", "alembic.script"]
 
 
 def _timed(owner, name: str, totals: dict, key: str) -> None:
@@ -69,15 +77,39 @@ def measure(trials: int, epochs: int) -> dict[str, float]:
     cfg = load_config("quick", [f"study.n_trials={trials}", "study.confirm.seeds=0", f"training.budget={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        run_study(cfg, f"sqlite:///{Path(tmp) / 'b.db'}", torch.device("cpu"), checkpoint_root=Path(tmp),
-                  quiet=True)
+        summary = run_study(cfg, f"sqlite:///{Path(tmp) / 'b.db'}", torch.device("cpu"), checkpoint_root=Path(tmp),
+                            quiet=True)
         total = time.perf_counter() - start
+        floor = optuna_alone(summary.study.get_trials(), cfg, f"sqlite:///{Path(tmp) / 'floor.db'}")
     # the loop's time includes what it calls at each epoch end
     training = totals["loop"] - totals["metrics"] - totals["checkpoints"] - totals["reporting"]
     other = total - totals["loop"]
     return {"package": str(Path(study.runner.__file__).parents[1]),  # which checkout was measured
             "imports": imports, "training": training, "metrics": totals["metrics"],
-            "checkpoints": totals["checkpoints"], "reporting": totals["reporting"], "other": other, "total": total}
+            "checkpoints": totals["checkpoints"], "reporting": totals["reporting"], "other": other, "total": total,
+            "optuna": floor}
+
+
+def optuna_alone(trials: list, cfg, url: str) -> float:
+    """Seconds bare Optuna takes to ask, suggest, report, prune and tell these trials again (see above)."""
+    import optuna
+
+    from study.pruners import make_pruner
+    from study.samplers import make_sampler
+    from study.storage import open_storage
+
+    s = cfg.study
+    storage = open_storage(url)
+    start = time.perf_counter()
+    study = optuna.create_study(storage=storage, direction=s.direction, pruner=make_pruner(s.pruner, s.pruner_options),
+                                sampler=make_sampler(s.sampler, s.sampler_seed, s.sampler_options, {}))
+    for done in trials:
+        trial = study.ask(fixed_distributions=done.distributions)
+        for step, value in done.intermediate_values.items():
+            trial.report(value, step)
+            trial.should_prune()  # decided and paid for; the trial ends as it did in the study
+        study.tell(trial, done.value if done.state == optuna.trial.TrialState.COMPLETE else None, state=done.state)
+    return time.perf_counter() - start
 
 
 def in_fresh_python(checkout: Path, trials: int, epochs: int) -> dict[str, float]:
@@ -94,7 +126,8 @@ def line(label: str, t: dict[str, float]) -> str:
     book = t["metrics"] + t["checkpoints"] + t["reporting"] + t["other"]
     return (f"{label:>10}: imports {t['imports']:5.2f} s | training {t['training']:5.2f} s | metrics "
             f"{t['metrics']:4.2f} | checkpoints {t['checkpoints']:4.2f} | reporting {t['reporting']:4.2f} | "
-            f"other {t['other']:4.2f} | bookkeeping / training {book / t['training']:.0%}")
+            f"other {t['other']:4.2f} | bookkeeping / training {book / t['training']:.0%} | "
+            f"optuna alone {t['optuna']:4.2f} s ({t['optuna'] / t['training']:.0%} of training)")
 
 
 def main() -> None:

@@ -59,7 +59,9 @@ class BalancedArms(optuna.samplers.BaseSampler):
         """The least-tried arm while some arm is below its guaranteed share, else None (the sampler's pick)."""
         counts = [0] * len(self.arms)
         keys = [tuple(a.values()) for a in self.arms]
-        for t in study.get_trials(deepcopy=False, states=TAKEN_STATES):
+        # The trials this ask's sampler already read (Optuna's per-ask cache, as its own samplers use it):
+        # a storage read costs a few ms on SQLite, as much as a small trial's epoch.
+        for t in study._get_trials(deepcopy=False, states=TAKEN_STATES, use_cache=True):
             if t.number != number and not TrialRecord.of(t).confirm:
                 key = tuple(t.params.get(n) for n in self.names)
                 if key in keys:
@@ -127,9 +129,10 @@ class PerArm(optuna.pruners.BasePruner):
         if new or now - self._read > REFRESH_S:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
                 if t.number not in self._curves:
-                    self._curves[t.number] = None if TrialRecord.of(t).confirm else (
-                        arm_of(t, self.scientific), t,
-                        [_samples(TrialRecord.of(t).budget, e) for e in t.intermediate_values])
+                    record = TrialRecord.of(t)
+                    self._curves[t.number] = None if record.confirm else (
+                        arm_of(t, self.scientific, record), t,
+                        [_samples(record.budget, e) for e in t.intermediate_values])
             self._read = now
         return [c for c in self._curves.values() if c is not None]
 

@@ -32,9 +32,10 @@ from study.config import SEED_LIMIT, Direction
 from study.records import StudyRecord, TrialRecord, status_of
 
 
-def arm_of(trial: FrozenTrial, scientific: Sequence[str]) -> tuple:
-    """The trial's values of the scientific params, as it trained (its resolved config, else its params)."""
-    config = TrialRecord.of(trial).config
+def arm_of(trial: FrozenTrial, scientific: Sequence[str], record: TrialRecord | None = None) -> tuple:
+    """The trial's values of the scientific params, as it trained (its resolved config, else its params);
+    `record`: the trial's record, when the caller has read it already."""
+    config = (record or TrialRecord.of(trial)).config
     return tuple(config.get(p, trial.params.get(p)) for p in scientific)
 
 

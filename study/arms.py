@@ -106,7 +106,8 @@ class PerArm(optuna.pruners.BasePruner):
             return False
         new = trial.number not in self._judged
         if new:  # its records are a storage read each: once per trial (a population judges several in turn)
-            self._judged[trial.number] = (arm_of(trial, self.scientific), TrialRecord.of(trial).budget)
+            record = TrialRecord.of(trial)
+            self._judged[trial.number] = (arm_of(trial, self.scientific, record), record.budget)
         arm, budget = self._judged[trial.number]
         seen = _samples(budget, step)
         peers = []

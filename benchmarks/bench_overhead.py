@@ -2,9 +2,10 @@
 
     python -m benchmarks.bench_overhead                      # this checkout
     python -m benchmarks.bench_overhead --baseline 5c0158c   # and a git ref, measured in the same run
+    python -m benchmarks.bench_overhead --storage journal    # Optuna's journal file instead of SQLite
 
 The study is `quick` (an MLP on digits, the shipped pruner) with 30 trials of 20 epochs, one process, a
-fresh SQLite file, no confirmation runs, as issue 8 profiled it. Each checkout runs in a fresh Python:
+fresh SQLite file (the embedded default) or journal file, no confirmation runs, as issue 8 profiled it. Each checkout runs in a fresh Python:
   imports      importing study.runner and what the run imports lazily (scikit-learn's data and metrics,
                torch._dynamo, which torch.optim imports on first use), timed before the study starts;
   training     the step loop of every trial (forward, backward, optimizer and scheduler steps);
@@ -52,7 +53,10 @@ def _timed(owner, name: str, totals: dict, key: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def measure(trials: int, epochs: int) -> dict[str, float]:
+STORAGES = {"sqlite": "sqlite:///{}.db", "journal": "{}.log"}  # --storage: a URL from a path stem
+
+
+def measure(trials: int, epochs: int, storage: str = "sqlite") -> dict[str, float]:
     """In this process: imports, then the study, with its parts timed."""
     import importlib
 
@@ -77,10 +81,10 @@ def measure(trials: int, epochs: int) -> dict[str, float]:
     cfg = load_config("quick", [f"study.n_trials={trials}", "study.confirm.seeds=0", f"training.budget={epochs}"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = run_study(cfg, f"sqlite:///{Path(tmp) / 'b.db'}", torch.device("cpu"), checkpoint_root=Path(tmp),
-                            quiet=True)
+        summary = run_study(cfg, STORAGES[storage].format(Path(tmp) / "b"), torch.device("cpu"),
+                            checkpoint_root=Path(tmp), quiet=True)
         total = time.perf_counter() - start
-        floor = optuna_alone(summary.study.get_trials(), cfg, f"sqlite:///{Path(tmp) / 'floor.db'}")
+        floor = optuna_alone(summary.study.get_trials(), cfg, STORAGES[storage].format(Path(tmp) / "floor"))
     # the loop's time includes what it calls at each epoch end
     training = totals["loop"] - totals["metrics"] - totals["checkpoints"] - totals["reporting"]
     other = total - totals["loop"]
@@ -112,10 +116,10 @@ def optuna_alone(trials: list, cfg, url: str) -> float:
     return time.perf_counter() - start
 
 
-def in_fresh_python(checkout: Path, trials: int, epochs: int) -> dict[str, float]:
+def in_fresh_python(checkout: Path, trials: int, epochs: int, storage: str) -> dict[str, float]:
     """measure() in a new Python that imports `study` from `checkout` (this file is run by its path, so
     that nothing puts this checkout's package ahead of it)."""
-    out = subprocess.run([sys.executable, __file__, "--measure", str(trials), str(epochs)], cwd=checkout,
+    out = subprocess.run([sys.executable, __file__, "--measure", str(trials), str(epochs), storage], cwd=checkout,
                          env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result.pop("package")).is_relative_to(checkout), result
@@ -132,7 +136,7 @@ def line(label: str, t: dict[str, float]) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--measure"]:
-        print(json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]))))
+        print(json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])))
         return
     sys.path.append(str(Path(__file__).resolve().parents[1]))
     from benchmarks.baseline import ROOT, checkout
@@ -141,13 +145,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--baseline", help="a git ref to measure in the same run, from a temporary worktree")
+    parser.add_argument("--storage", choices=list(STORAGES), default="sqlite")
     args = parser.parse_args()
     results = []
     if args.baseline:
         with checkout(args.baseline) as path:
-            results.append((args.baseline, in_fresh_python(path, args.trials, args.epochs)))
-    results.append(("this", in_fresh_python(ROOT, args.trials, args.epochs)))
-    print(f"quick, {args.trials} trials x {args.epochs} epochs, one process, SQLite, {os.cpu_count()} cores:")
+            results.append((args.baseline, in_fresh_python(path, args.trials, args.epochs, args.storage)))
+    results.append(("this", in_fresh_python(ROOT, args.trials, args.epochs, args.storage)))
+    print(f"quick, {args.trials} trials x {args.epochs} epochs, one process, {args.storage}, {os.cpu_count()} cores:")
     for label, t in results:
         print(line(label, t))
 

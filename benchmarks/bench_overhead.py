@@ -5,9 +5,11 @@
     python -m benchmarks.bench_overhead --storage journal    # Optuna's journal file instead of SQLite
 
 The study is `quick` (an MLP on digits, the shipped pruner) with 30 trials of 20 epochs, one process, a
-fresh SQLite file (the embedded default) or journal file, no confirmation runs, as issue 8 profiled it. Each checkout runs in a fresh Python:
+fresh SQLite file (the embedded default) or journal file, no confirmation runs, as issue 8 profiled it.
+Each checkout runs in a fresh Python:
   imports      importing study.runner and what the run imports lazily (scikit-learn's data and metrics,
-               torch._dynamo, which torch.optim imports on first use), timed before the study starts;
+               torch._dynamo, which torch.optim imports on first use, and the RDB storage's SQLAlchemy
+               and alembic), timed before the study starts;
   training     the step loop of every trial (forward, backward, optimizer and scheduler steps);
   metrics      validation at each epoch end (loss, accuracy, precision, recall, F1);
   checkpoints  each epoch's checkpoint file;

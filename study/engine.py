@@ -76,6 +76,7 @@ class PreparedTrial:
     first_epoch: int = 0
     start_loss: float | None = None  # the first step's loss, the divergence check's reference
     resumed_from_epoch: int | None = None
+    rng: torch.Tensor | None = None  # a retry's CPU random state at its checkpoint; set when training starts
 
 
 def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | None = None,
@@ -87,6 +88,8 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
     start_loss = None if p.start_loss is None else torch.tensor(p.start_loss, device=device)
     order = BatchOrder(budget, cfg.seed, cfg.shuffle, device)
     clock = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
+    if p.rng is not None:  # a retry goes on with its checkpoint's random stream (dropout), in the caller's fork
+        torch.set_rng_state(p.rng)
     model.train()
     for epoch in range(p.first_epoch, budget.n_epochs):
         end = budget.epoch_end(epoch)

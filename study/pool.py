@@ -20,7 +20,6 @@ import os
 from dataclasses import dataclass, field
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from study import records, stale
@@ -30,7 +29,7 @@ from study.engine import PreparedTrial, run_sequential
 from study.population import CannotFuse, fusion_key, run_population, why_not
 from study.storage import heartbeat
 from study.threads import choose as choose_threads
-from study.trial import Attempt, TrialContext, prepare
+from study.trial import Attempt, TrialContext, prepare, seeded
 from study.worker import Worker
 
 _ids = itertools.count()
@@ -166,8 +165,7 @@ class PooledRounds:
         records.write(held.trial, engine={"name": "sequential", "reason": reason})
         choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads)
         try:
-            with torch.random.fork_rng(devices=[]):  # as trial.train: its random ops seeded by the trial
-                torch.default_generator.manual_seed(p.cfg.seed)
+            with seeded(p.cfg.seed):  # as trial.train: its random ops seeded by the trial
                 result = run_sequential(p, held.attempt.on_epoch, held.attempt.checkpoints)
         except KeyboardInterrupt:
             raise

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import optuna
 import torch
@@ -57,11 +57,18 @@ def autocast_for(device: torch.device, precision: str) -> Callable[[], ContextMa
     return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
 
 
-def make_model(cfg: TrialConfig, data: DeviceData, device: torch.device) -> torch.nn.Module:
-    """The trial's model, initialised from its own seed: built (on the CPU) inside a fork of torch's RNG,
-    so that neither the caller's random stream nor another trial's touches it, or is touched."""
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's CPU random stream seeded by a trial, inside a fork of the caller's: neither the caller's
+    stream nor another trial's touches the trial's, or is touched by it."""
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(cfg.seed)
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def make_model(cfg: TrialConfig, data: DeviceData, device: torch.device) -> torch.nn.Module:
+    """The trial's model, initialised from its own seed (built on the CPU)."""
+    with seeded(cfg.seed):
         model = build_model(cfg.model, data.input_shape, data.n_classes, depth=cfg.depth, width=cfg.width,
                             activation=cfg.activation, kernel_size=cfg.kernel_size, options=cfg.model_options)
         INITS[cfg.init](model)
@@ -82,8 +89,7 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     one (threads.py). With `checkpoints`, state is saved at every epoch end and, when a checkpoint is already there
     (a retried trial), training resumes from it. The trial's use of torch's CPU random stream (a user
     model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         p = prepare(cfg, device, checkpoints, cache)
         if device.type == "cpu":
             choose_threads(p.model, cfg.batch_size, *threads)  # (allowed, fixed by --threads)
@@ -111,7 +117,7 @@ def prepare(cfg: TrialConfig, device: torch.device, checkpoints: Checkpoints | N
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
+        p.rng = state["rng"]  # not set here: a trial may be prepared long before it trains (the pool)
         p.history, p.iteration, p.start_loss = state["history"], state["iteration"], state["start_loss"]
         p.first_epoch = p.resumed_from_epoch = state["epoch"] + 1
     return p

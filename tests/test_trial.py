@@ -3,7 +3,8 @@ import torch
 
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
-from study.trial import Diverged, plan, train
+from study.engine import run_sequential
+from study.trial import Diverged, plan, prepare, seeded, train
 
 CPU = torch.device("cpu")
 TINY = dict(dataset="synthetic", data_options={"n_samples": 160, "n_features": 8, "n_classes": 3}, depth=1,
@@ -73,6 +74,46 @@ def test_checkpoint_every_epoch_and_resume_matches_an_uninterrupted_run(tmp_path
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2, 3]
     assert resumed.final["val_loss"] == pytest.approx(full.final["val_loss"], rel=1e-6)
     assert ck.epochs() == [2, 3]
+
+
+DROPOUT_NET = """\
+import torch
+
+
+def net(input_shape, n_classes):
+    return torch.nn.Sequential(torch.nn.Linear(input_shape[0], 16), torch.nn.Dropout(0.3),
+                               torch.nn.Linear(16, n_classes))
+"""
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_two(history):
+    if len(history) == 2:
+        raise _Stop
+
+
+def test_a_retry_prepared_before_it_trains_goes_on_with_its_checkpoint_s_random_stream(tmp_path, monkeypatch):
+    """The population pool prepares a trial when it asks for it and may train it alone later: the retry
+    still continues its checkpoint's random stream (dropout), and preparing it leaves the caller's alone."""
+    (tmp_path / "dropnet.py").write_text(DROPOUT_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tiny(model="dropnet:net", budget=4)
+    full = train(cfg, CPU)
+    ck = Checkpoints(tmp_path / "trial-0", keep=2)
+    with pytest.raises(_Stop):
+        train(cfg, CPU, on_epoch=_stop_after_two, checkpoints=ck)
+
+    caller = torch.get_rng_state()
+    p = prepare(cfg, CPU, ck)
+    assert torch.equal(torch.get_rng_state(), caller)
+    torch.manual_seed(12345)  # the worker's stream moves on between preparing and training
+    with seeded(cfg.seed):
+        resumed = run_sequential(p, checkpoints=ck)
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.final["val_loss"] == pytest.approx(full.final["val_loss"], rel=1e-6)
 
 
 def test_unshuffled_class_sorted_batches_hold_one_class(monkeypatch):

@@ -1,5 +1,5 @@
 import sys
 
-from study.cli import main
+from study.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

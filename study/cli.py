@@ -13,6 +13,7 @@ before any study is created or changed.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
@@ -152,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
     parser.add_argument("--study-name", help="needed when the storage holds more than one study")
+
+
+def entry() -> int:
+    """`study` and `python -m study`: main(), then an exit that skips collecting what the run leaves."""
+    code = main()
+    # The interpreter's last garbage collections walk every object torch, scikit-learn, pandas and Optuna
+    # made: about 1 s of a 9 s `quick` run here (0.2 s frozen). The process ends anyway; atexit handlers,
+    # stream flushes and plain reference counting still run.
+    gc.freeze()
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

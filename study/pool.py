@@ -123,7 +123,7 @@ class PooledRounds:
                 self._alone(held, p, reason or "a population of one")
             return
         pid = f"{os.getpid()}-{next(_ids)}"
-        members = [held for held, _ in group]
+        members: list[_Held] = []  # by slot index, as run_population numbers them
 
         def joined(held: _Held, p) -> tuple:
             members.append(held)
@@ -147,14 +147,12 @@ class PooledRounds:
             self.size = size
             say(f"out of device memory: populations of {size} trials from now on")
 
-        for held in members:
-            records.write(held.trial, engine={"name": "population", "population": pid, "size": self.size})
-        p = group[0][1]
+        prepared, on_epochs, checkpoints = map(list, zip(*(joined(held, p) for held, p in group), strict=True))
+        p = prepared[0]
         choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads, members=self.size)
         try:
-            run_population([p for _, p in group], [h.attempt.on_epoch for h in members],
-                           [h.attempt.checkpoints for h in members], on_done=lambda i, outcome:
-                           self._tell(members[i], outcome), refill=refill, on_shrink=shrink, capacity=self.size)
+            run_population(prepared, on_epochs, checkpoints, on_done=lambda i, outcome: self._tell(members[i], outcome),
+                           refill=refill, on_shrink=shrink, capacity=self.size)
         except CannotFuse as exc:
             self.unfusable = str(exc)  # the model is the same for every trial of the study
             say(f"sequential engine from now on: {exc}")

@@ -65,7 +65,7 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     fixed = threads is not None  # --threads; else each worker's share of the cores, for trials big enough
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
                   heartbeat_s=heartbeat_s, threads=threads or max(1, (os.cpu_count() or 1) // jobs),
-                  timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed)
+                  timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed, wake=_CONTEXT.Event())
     procs = [_CONTEXT.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(1, jobs)]
     starter = threading.Thread(target=_start, args=(procs,), daemon=True)  # start() waits for the server

@@ -82,17 +82,18 @@ class _Printer:
 
 
 def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None,
-               phase: str = "search") -> Worker:
+               phase: str = "search", wake: Any = None) -> Worker:
     """The worker loop of worker.py with a real trial plugged in."""
     return Worker(study, cfg.study.n_trials, lambda trial: run_trial(trial, cfg, ctx),
-                  _Printer(cfg, ctx, quiet, bar, phase), cfg.study.max_initial_failures, phase=phase)
+                  _Printer(cfg, ctx, quiet, bar, phase), cfg.study.max_initial_failures, phase=phase, wake=wake)
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
                quiet: bool, heartbeat_s: int = HEARTBEAT_S, threads: int | None = None, bar: Any = None,
                timeout: float | None = None, worker: int = 0, phase: str = "search",
-               fixed_threads: bool = False) -> str | None:
-    """Work on the study until its target is met; returns why it stopped early, if it did."""
+               fixed_threads: bool = False, wake: Any = None) -> str | None:
+    """Work on the study until its target is met; returns why it stopped early, if it did. `wake`: the
+    Event that --jobs N's workers share (worker.py)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     _quiet_optuna()
     storage = open_storage(storage_url, heartbeat_s)
@@ -102,7 +103,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
                               fixed_threads=fixed_threads)
     if fixed_threads or threads:
         torch.set_num_threads(ctx.threads)
-    worker = worker_for(cfg, study, ctx, quiet, bar, phase)
+    worker = worker_for(cfg, study, ctx, quiet, bar, phase, wake)
     if cfg.study.engine == "auto" or not cfg.study.population:
         cfg = planned(cfg, engines.choose(cfg, device, phase))
     rounds = None

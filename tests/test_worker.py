@@ -1,12 +1,14 @@
 """The worker loop on its own, with a plugged-in objective and no torch: target, surplus, failures, prunes."""
 import subprocess
 import sys
+import threading
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from study.records import TrialRecord, status_of
+from study import worker as worker_module
 from study.worker import Worker, report_epochs
 
 
@@ -89,6 +91,45 @@ def test_after_is_called_with_every_told_trial():
     seen = []
     Worker(study, target=3, objective=_curve, after=lambda s, t: seen.append((t.number, t.state))).run()
     assert seen == [(n, TrialState.COMPLETE) for n in range(3)]
+
+
+class _Wake(threading.Event):
+    """The Event --jobs N shares, recording whether each wait ended because it was set."""
+
+    def __init__(self):
+        super().__init__()
+        self.woken: list[bool] = []
+        self.waiting = threading.Event()  # a worker has begun to wait
+
+    def wait(self, timeout=None):
+        self.waiting.set()
+        self.woken.append(super().wait(timeout))
+        return self.woken[-1]
+
+
+def test_an_idle_worker_is_woken_when_another_meets_the_target(monkeypatch):
+    """--jobs N: a worker waiting for another's last trial looks again as soon as that one is told, not at
+    its next poll (here 60 s, so that only the wake can end its wait)."""
+    monkeypatch.setattr(worker_module, "FIRST_POLL_S", 60.0)
+    monkeypatch.setattr(worker_module, "POLL_S", 60.0)
+    study, wake, started, release = optuna.create_study(), _Wake(), threading.Event(), threading.Event()
+
+    def last_trial(trial):
+        started.set()
+        release.wait(30)
+        return 0.5
+
+    busy = threading.Thread(target=Worker(study, target=1, objective=last_trial, wake=wake).run)
+    busy.start()
+    assert started.wait(30)
+    idle = threading.Thread(target=Worker(study, target=1, objective=lambda t: pytest.fail("no room"), wake=wake).run)
+    idle.start()
+    assert wake.waiting.wait(30)  # the idle worker found no room and waits
+    release.set()
+    busy.join(30)
+    idle.join(30)
+    assert not idle.is_alive() and wake.is_set() and True in wake.woken
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
 
 def test_the_worker_loop_imports_no_torch():

@@ -1,11 +1,12 @@
 """Does --jobs 2 help on this machine? The `run` command with one and two workers, end to end.
 
     python -m benchmarks.bench_parallel                    # quick as shipped, and with 8x longer trials
-    python -m benchmarks.bench_parallel --epochs 8 --seeds 0
+    python -m benchmarks.bench_parallel --epochs 8 --seeds 0 --repeat 5
 
 Each run is `python -m study run quick -q --no-report` in a fresh folder with a fresh SQLite file, timed
 from the command's start to its exit, as a user waits for it: imports, the search, the confirmation runs
-and best.pt. The ratio of the two times is the figure. A process needs seconds of imports (torch,
+and best.pt. The ratio of the two medians (of --repeat runs, alternated) is the figure: single runs of
+a few seconds vary by 15% on a shared machine. A process needs seconds of imports (torch,
 torch._dynamo on the first optimizer, scikit-learn) before its first epoch: --jobs 1 pays them once, and
 --jobs 2 pays them in two processes at once, so short studies gain less than long ones.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,14 +45,20 @@ def main() -> None:
                         help="epochs per trial (quick ships 8)")
     parser.add_argument("--seeds", type=int, help="confirmation seeds per arm (quick ships 5; 0: none)")
     parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
         checkouts = [("this", ROOT)]
         if args.baseline:
             checkouts.insert(0, (args.baseline, stack.enter_context(baseline.checkout(args.baseline))))
         for epochs in args.epochs:
-            for label, path in checkouts:
-                one, two = seconds(1, epochs, args.seeds, path), seconds(2, epochs, args.seeds, path)
+            times: dict = {}
+            for _ in range(args.repeat):
+                for label, path in checkouts:
+                    for jobs in (1, 2):
+                        times.setdefault((label, jobs), []).append(seconds(jobs, epochs, args.seeds, path))
+            for label, _ in checkouts:
+                one, two = statistics.median(times[(label, 1)]), statistics.median(times[(label, 2)])
                 print(f"{label:>8}: {os.cpu_count()} cores, quick with {epochs} epochs/trial: --jobs 1 {one:.1f} s | "
                       f"--jobs 2 {two:.1f} s | speed-up x{one / two:.2f}")
 

@@ -30,7 +30,8 @@ _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
 _CONTEXT = multiprocessing.get_context("forkserver")
 # What a worker imports before its first epoch, most of it lazily (seconds each, 2 cores): the data split
 # and digits (scikit-learn), torch._dynamo (torch.optim imports it on first use), the storage's migrations.
-WORKER_IMPORTS = ("study.runner", "sklearn.model_selection", "sklearn.datasets", "torch._dynamo", "alembic.context")
+WORKER_IMPORTS = ("study.runner", "sklearn.model_selection", "sklearn.datasets", "torch._dynamo", "alembic.context",
+                  "study.preloaded")  # last: freezes what the others loaded
 
 
 def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:

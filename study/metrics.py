@@ -50,16 +50,25 @@ def predict(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def _scores(y_true: torch.Tensor, y_pred: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """[accuracy, macro precision, macro recall, macro F1] as one tensor on the labels' device; `n`, the
-    number of classes, when the caller knows it (reading it from the labels waits for the device)."""
+    """[accuracy, macro precision, macro recall, macro F1] as one tensor on the labels' device, for each row
+    of `y_pred` ([N]: one model's predictions, [K, N]: a population's members'); `n`, the number of
+    classes, when the caller knows it (reading it from the labels waits for the device)."""
     n = n or int(torch.maximum(y_true.max(), y_pred.max())) + 1
-    cm = torch.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n).double()
-    tp, predicted, actual = cm.diagonal(), cm.sum(dim=0), cm.sum(dim=1)
+    rows = y_pred.reshape(-1, y_pred.shape[-1])
+    k = len(rows)
+    codes = torch.arange(k, device=rows.device)[:, None] * (n * n) + y_true * n + rows  # one matrix per row
+    cm = torch.bincount(codes.reshape(-1), minlength=k * n * n).reshape(k, n, n).double()
+    tp, predicted, actual = cm.diagonal(dim1=1, dim2=2), cm.sum(dim=1), cm.sum(dim=2)
     seen = (predicted + actual) > 0  # scikit-learn averages over the classes in either
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), 0.0)
     recall = torch.where(actual > 0, tp / actual.clamp(min=1), 0.0)
     f1 = torch.where(tp > 0, 2 * tp / (2 * tp + (predicted - tp) + (actual - tp)).clamp(min=1), 0.0)
-    return torch.stack([tp.sum() / cm.sum(), precision[seen].mean(), recall[seen].mean(), f1[seen].mean()])
+
+    def macro(v: torch.Tensor) -> torch.Tensor:
+        return (v * seen).sum(dim=1) / seen.sum(dim=1)
+
+    scores = torch.stack([tp.sum(dim=1) / cm.sum(dim=(1, 2)), macro(precision), macro(recall), macro(f1)], dim=1)
+    return scores.reshape(*y_pred.shape[:-1], 4)
 
 
 def classification_metrics(y_true: torch.Tensor | np.ndarray, y_pred: torch.Tensor | np.ndarray,
@@ -73,6 +82,13 @@ def classification_metrics(y_true: torch.Tensor | np.ndarray, y_pred: torch.Tens
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
              autocast: Callable[[], ContextManager] = contextlib.nullcontext, prefix: str = "val") -> dict[str, float]:
     loss, pred, n_classes = _predict(model, x, y, autocast)
-    values = torch.cat([loss.double().reshape(1), _scores(y, pred, n_classes)]).tolist()  # one host copy per evaluation
-    return dict(zip([f"{prefix}_{k}" for k in ("loss", "accuracy", "precision", "recall", "f1")], values,
-                    strict=True))
+    return metrics_of(loss.reshape(1), y, pred[None], n_classes, prefix)[0]
+
+
+def metrics_of(losses: torch.Tensor, y: torch.Tensor, preds: torch.Tensor, n_classes: int,
+               prefix: str = "val") -> list[dict[str, float]]:
+    """evaluate's dict for each row of mean NLLs [K] and predictions [K, N] already on the device (one
+    model's, or a population's members'), with one copy to the host for all of them."""
+    values = torch.cat([losses.double().reshape(-1, 1), _scores(y, preds, n_classes)], dim=1).tolist()
+    names = [f"{prefix}_{k}" for k in ("loss", "accuracy", "precision", "recall", "f1")]
+    return [dict(zip(names, row, strict=True)) for row in values]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from study.metrics import classification_metrics, evaluate
+from study.metrics import classification_metrics, evaluate, metrics_of
 
 
 def test_classification_metrics_are_macro_averaged():
@@ -42,3 +42,21 @@ def test_classification_metrics_are_scikit_learns(labels):
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
     assert [m["val_accuracy"], m["val_precision"], m["val_recall"], m["val_f1"]] == pytest.approx(
         [accuracy_score(y_true, y_pred), precision, recall, f1], abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_population_s_members_are_scored_at_once_as_each_alone(data):
+    """metrics_of scores K models' predictions in one pass (a population's validation): each row as that
+    model alone, and as scikit-learn."""
+    n, k = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 5))
+    y = torch.tensor(data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n)))
+    preds = torch.tensor(data.draw(st.lists(st.lists(st.integers(0, 5), min_size=n, max_size=n), min_size=k,
+                                            max_size=k)))
+    losses = torch.rand(k)
+    together = metrics_of(losses, y, preds, 6)
+    for j in range(k):
+        assert together[j] == pytest.approx(metrics_of(losses[j:j + 1], y, preds[j:j + 1], 6)[0], abs=1e-12)
+        assert together[j]["val_f1"] == pytest.approx(f1_score(y, preds[j], average="macro", zero_division=0),
+                                                      abs=1e-12)
+        assert together[j]["val_loss"] == pytest.approx(losses[j].item())

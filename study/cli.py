@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lr-find":
             return commands.lr_find(args)
         try:
-            with interrupts.raising_on_sigterm():  # until the run installs its own handling
+            with interrupts.stopping_on_sigterm():  # until the run installs its own handling
                 return commands.confirm(args) if args.command == "confirm" else commands.run(args)
         except KeyboardInterrupt:
             print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)

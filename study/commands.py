@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from study import interrupts
 from study.console import say
 from study.errors import printable
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage()
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
                     storage_url=storage)
+    interrupts.check()  # a SIGTERM during the imports: stop before anything is written
     if args.jobs > 1:  # the input is good: the workers' imports begin beside this process's
         from study.parallel import start_server
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_storage(storage, args.heartbeat)  # reachable and understood, before any worker starts
     cfg = auto_lr(cfg, storage, device)
+    interrupts.check()
     summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
                         jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale,
                         threads=args.threads)

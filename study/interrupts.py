@@ -72,11 +72,9 @@ def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Itera
         _requested = None
 
 
-def _raise(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def raising_on_sigterm() -> contextlib.AbstractContextManager:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does: for the start-up of a command, before any
-    trial runs (a process killed while importing would otherwise die without its usual message)."""
-    return installed(_raise, (signal.SIGTERM,))
+def stopping_on_sigterm() -> contextlib.AbstractContextManager:
+    """SIGTERM during a command's start-up requests a stop, as it does during a run: the command raises it
+    at its next check(), and exits 130 with its usual message. Raised from the handler at once, it could
+    land in Python code that torch's C++ import calls back, which then aborts the process (exit -6, seen
+    in CI). A second SIGTERM still raises at once."""
+    return installed(_on_signal, (signal.SIGTERM,))

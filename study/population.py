@@ -232,27 +232,36 @@ def _step(stack: _Stack) -> None:
 
 
 @torch.no_grad()
-def _validate(stack: _Stack, ending: list[_Member]) -> list[dict[str, float]]:
+def _validate(stack: _Stack, ending: list[_Member]) -> list[dict[str, float] | Exception]:
     """The validation metrics of the members whose epoch ends here, as metrics.evaluate gives them one by
-    one, from fused forwards in eval mode (one at a time, validation took a sixth of a K = 64 population's time).
-    Out of device memory, it goes back to one member at a time."""
+    one, from fused forwards in eval mode (one at a time, validation took a sixth of a K = 64 population's
+    time). Out of device memory, or for a model that fails so, it goes back to one member at a time, where
+    a member that fails fails alone."""
     if not ending:
         return []
     try:
         return _validate_fused(stack, ending)
-    except torch.OutOfMemoryError:
-        return [evaluate(m.p.model, m.p.data.x_val, m.p.data.y_val, m.p.autocast) for m in ending]
+    except Exception:
+        return [_evaluated(m) for m in ending]
+
+
+def _evaluated(m: _Member) -> dict[str, float] | Exception:
+    try:
+        return evaluate(m.p.model, m.p.data.x_val, m.p.data.y_val, m.p.autocast)
+    except Exception as exc:
+        return exc
 
 
 def _validate_fused(stack: _Stack, ending: list[_Member]) -> list[dict[str, float]]:
     at = {id(m): i for i, m in enumerate(stack.members)}  # by identity: a member is one object
     where = [at[id(m)] for m in ending]
-    params, buffers = stack.params, stack.buffers
-    if where != list(range(len(stack.members))):  # a copy of the ending members' slices only when needed
+    params, buffers, rows = stack.params, stack.buffers, where
+    if sorted(where) != list(range(len(stack.members))):  # a copy of some members' slices only when needed
         index = torch.tensor(where, device=ending[0].p.device)
         params = {k: v[index] for k, v in params.items()}
         buffers = {k: v[index] for k, v in buffers.items()}
-    p, k = ending[0].p, len(ending)
+        rows = list(range(len(ending)))
+    p, k = ending[0].p, len(rows)
     x, y = p.data.x_val, p.data.y_val
     loss_sum, preds = torch.zeros(k, device=x.device), []
     chunk = max(1, EVAL_BATCH // k)  # samples per member and pass: bounds memory as evaluate's EVAL_BATCH does
@@ -267,7 +276,8 @@ def _validate_fused(stack: _Stack, ending: list[_Member]) -> list[dict[str, floa
             preds.append(logits.argmax(dim=-1))
     finally:
         stack.template.train()
-    return metrics_of(loss_sum / len(x), y, torch.cat(preds, dim=1), logits.shape[-1])
+    scored = metrics_of(loss_sum / len(x), y, torch.cat(preds, dim=1), logits.shape[-1])
+    return [scored[r] for r in rows]
 
 
 def _end_epoch(m: _Member, metrics: dict[str, float]) -> None:
@@ -385,6 +395,8 @@ def _train_until_one_leaves(active: list[_Member]) -> None:
             ending = [m for m in active if m.it == m.epoch_end]
             for m, metrics in zip(ending, _validate(stack, ending), strict=True):
                 try:
+                    if isinstance(metrics, Exception):
+                        raise metrics
                     _end_epoch(m, metrics)
                 except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
                     m.outcome, m.done = exc, True

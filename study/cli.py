@@ -16,6 +16,7 @@ import argparse
 import gc
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -193,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lr-find":
             return commands.lr_find(args)
         try:
-            with interrupts.stopping_on_sigterm():  # until the run installs its own handling
+            # Until the run installs its own handling, SIGTERM requests a stop that run checks after its
+            # imports. Raised from the handler at once, it could land in Python code that torch's C++ import
+            # calls back, which then aborts the process (exit -6, seen in CI). A second SIGTERM raises at once.
+            with interrupts.handled((signal.SIGTERM,)):
                 return commands.confirm(args) if args.command == "confirm" else commands.run(args)
         except KeyboardInterrupt:
             print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)

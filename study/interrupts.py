@@ -70,11 +70,3 @@ def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Itera
             yield
     finally:
         _requested = None
-
-
-def stopping_on_sigterm() -> contextlib.AbstractContextManager:
-    """SIGTERM during a command's start-up requests a stop, as it does during a run: the command raises it
-    at its next check(), and exits 130 with its usual message. Raised from the handler at once, it could
-    land in Python code that torch's C++ import calls back, which then aborts the process (exit -6, seen
-    in CI). A second SIGTERM still raises at once."""
-    return installed(_on_signal, (signal.SIGTERM,))

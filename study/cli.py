@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "else auto)")
     run.add_argument("--population", type=_positive_int, metavar="K",
                      help="trials per population (default: the device's sweet spot, 16 on a CPU, 64 on CUDA, "
-                          "capped in the search at a quarter of its trials)")
+                          "capped in the search at a quarter of its trials; on CUDA, at most what a probe step "
+                          "finds room for in free memory)")
     run.add_argument("--jobs", type=_positive_int, default=1,
                      help="worker processes on this machine sharing the study's target (default: 1)")
     run.add_argument("--threads", type=_positive_int, metavar="N",

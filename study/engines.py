@@ -30,7 +30,8 @@ from study.population import FUSED_BY
 # x2.64 at K = 16 and x2.96 at K = 64 on one thread, x2.69 and x4.37 on two. Past 16 the gain per member
 # shrinks while memory grows K-fold, and a CPU has no out-of-memory error to back off from.
 CPU_SIZE = 16
-# A GPU is far from full at 64 small models; an out-of-memory error halves K (population.py).
+# A GPU is far from full at 64 small models. A larger model's K is what the first population's probe step
+# finds room for in free memory (population.fitting); an out-of-memory error still halves K.
 CUDA_SIZE = 64
 ROUNDS = 4  # the search asks at most n_trials / ROUNDS trials at once
 # Below this, a search's populations cost more than they save (2 cores, 2026-12-01): at K = 4 the fused

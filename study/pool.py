@@ -26,7 +26,7 @@ from study import records, stale
 from study.config import StudyConfig
 from study.console import say
 from study.engine import PreparedTrial, run_sequential
-from study.population import CannotFuse, fusion_key, run_population, why_not
+from study.population import CannotFuse, fitting, fusion_key, run_population, why_not
 from study.storage import heartbeat
 from study.threads import choose as choose_threads
 from study.trial import Attempt, TrialContext, prepare, seeded
@@ -52,6 +52,7 @@ class PooledRounds:
     held: list[_Held] = field(default_factory=list)
     waiting: list[tuple[_Held, PreparedTrial]] = field(default_factory=list)  # asked, not in a population yet
     unfusable: str | None = None  # why this study's model does not run under vmap, once a population found it
+    fitted: bool = False  # whether the first population's probe step has sized K to the device's memory
 
     def __post_init__(self):
         self.size = self.cfg.study.population  # halved when a population runs out of device memory
@@ -102,7 +103,7 @@ class PooledRounds:
                 groups: dict[str, list] = {}
                 for item in self.waiting:
                     groups.setdefault(fusion_key(item[1]), []).append(item)
-                group = max(groups.values(), key=len)
+                group = max(groups.values(), key=len)[:self.size]  # more wait after K shrank
                 taken = {id(held) for held, _ in group}
                 self.waiting = [item for item in self.waiting if id(item[0]) not in taken]
                 self._population(group)
@@ -117,6 +118,8 @@ class PooledRounds:
             raise
 
     def _population(self, group: list) -> None:
+        if not self.fitted and len(group) > 1:
+            group = self._fit(group)
         reason = self.unfusable or (why_not([p for _, p in group]) if len(group) > 1 else None)
         if len(group) == 1 or reason:
             for held, p in group:
@@ -158,6 +161,18 @@ class PooledRounds:
             say(f"sequential engine from now on: {exc}")
             for held, p in group:
                 self._alone(held, p, str(exc))
+
+    def _fit(self, group: list) -> list:
+        """On CUDA, K as the device's free memory allows (population.fitting), before the first population
+        rather than after an out-of-memory error; the trials beyond it wait for a slot."""
+        self.fitted = True
+        fit = fitting(group[0][1], self.size)
+        if fit >= self.size:
+            return group
+        self.size = fit
+        say(f"the device's free memory fits {fit} trials of this model at once: populations of {fit}")
+        self.waiting[:0] = group[fit:]
+        return group[:fit]
 
     def _alone(self, held: _Held, p, reason: str) -> None:
         records.write(held.trial, engine={"name": "sequential", "reason": reason})

@@ -31,6 +31,7 @@ its own loss. A member that diverges, is pruned (its callback raises) or fails l
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -86,6 +87,65 @@ def _aligned(budgets: list, iterations: list[int]) -> bool:
         return len({it % b.iters_per_pass for b, it in zip(budgets, iterations, strict=True)}) == 1
     ends = {(b.amount, it) for b, it in zip(budgets, iterations, strict=True)}
     return all(b.wraps for b in budgets) and (all(b.amount % b.batch_size == 0 for b in budgets) or len(ends) == 1)
+
+
+# The share of a CUDA device's free memory that auto-sized populations plan to fill: the rest is for the
+# allocator's fragmentation and validation's chunks, which the probe step does not see.
+HEADROOM = 0.8
+PROBE_MEMBERS = 2
+
+
+def fitting(p: PreparedTrial, cap: int) -> int:
+    """How many trials like p fit at once in its CUDA device's free memory, at most cap (cap elsewhere).
+
+    One fused training step of PROBE_MEMBERS copies of p's model measures what a member holds: its
+    parameters, gradients and activations at p's batch size; its optimizer state is counted as two more
+    copies of its parameters (Adam's, the most that any optimizer here keeps). A model that fails the
+    probe for another reason than memory is left to the population to find (CannotFuse)."""
+    device = p.device
+    if device.type != "cuda" or cap <= 1:
+        return cap
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        _probe_step(p)
+        torch.cuda.synchronize(device)
+    except torch.OutOfMemoryError:
+        return 1
+    except Exception:
+        return cap
+    finally:
+        torch.cuda.empty_cache()
+    state = 2 * sum(t.numel() * t.element_size() for t in p.model.parameters())
+    per_member = (torch.cuda.max_memory_allocated(device) - base) / PROBE_MEMBERS + state
+    return max(1, min(cap, int(HEADROOM * _free(device) / per_member)))
+
+
+def _probe_step(p: PreparedTrial) -> None:
+    models = [copy.deepcopy(p.model).train() for _ in range(PROBE_MEMBERS)]
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+
+    def forward(params, buffers, x):
+        return functional_call(models[0], (params, buffers), (x,))
+
+    data = p.data
+    idx = torch.randint(len(data.x_train), (PROBE_MEMBERS, min(p.cfg.batch_size, len(data.x_train))),
+                        device=data.x_train.device)
+    with p.autocast():
+        logits = vmap(forward, randomness="error")(params, buffers, data.x_train[idx])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), data.y_train[idx].flatten())
+    loss.backward()
+
+
+def _free(device: torch.device) -> int:
+    """Bytes this process may still allocate: the driver's free memory and the allocator's cached blocks,
+    within the per-process cap that torch.cuda.set_per_process_memory_fraction may have set."""
+    allocated = torch.cuda.memory_allocated(device)
+    free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - allocated
+    cap = torch.cuda.get_per_process_memory_fraction(device) * torch.cuda.get_device_properties(device).total_memory
+    return int(min(free, cap - allocated))
 
 
 @dataclass

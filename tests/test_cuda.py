@@ -5,7 +5,7 @@ import torch
 
 from study.config import TrialConfig
 from study.engine import TrainResult
-from study.population import run_population
+from study.population import fitting, run_population
 from study.trial import device_data, prepare, train
 from study.records import TrialRecord
 
@@ -149,4 +149,31 @@ def test_out_of_memory_halves_a_population_on_cuda_and_fails_no_trial():
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
     assert sizes and sizes[-1] <= 4, sizes
+    assert all(isinstance(o, TrainResult) and o.history for o in outcomes), outcomes
+
+
+def test_the_probe_sizes_a_population_to_the_free_memory_so_that_it_never_halves():
+    """Self-calibrated as the test above: with room for about six members' training memory, the probe
+    step finds room for two to six, and a population of that many trains without an out-of-memory error."""
+    device = torch.device("cuda")
+    wide = dict(TINY, data_options={"n_samples": 2048, "n_features": 512, "n_classes": 3}, width=1024, depth=2)
+    cfgs = [TrialConfig(**{**wide, "seed": i}, batch_size=1024, budget_unit="iterations", budget=4)
+            for i in range(16)]
+    torch.cuda.empty_cache()
+    members = [prepare(c, device) for c in cfgs]
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_population([prepare(c, device) for c in cfgs[:2]])
+    per_member = (torch.cuda.max_memory_allocated(device) - base) / 2
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.empty_cache()
+    assert fitting(members[0], 16) == 16  # the whole GPU: far more than 16 fit
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (base + 6 * per_member) / total), device)
+    sizes = []
+    try:
+        k = fitting(members[0], 16)
+        outcomes = run_population(members[:k], on_shrink=sizes.append)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    assert 2 <= k <= 6 and not sizes, (k, sizes)
     assert all(isinstance(o, TrainResult) and o.history for o in outcomes), outcomes

@@ -102,3 +102,18 @@ def test_trials_of_another_graph_wait_for_a_population_of_their_own(tmp_path, wr
         if engine["name"] == "population":
             batches.setdefault(engine["population"], set()).add(t.params["batch_size"])
     assert all(len(b) == 1 for b in batches.values()) and len(batches) >= 2
+
+
+def test_a_probe_that_finds_room_for_fewer_trials_sizes_the_populations_to_it(tmp_path, synth_space, monkeypatch,
+                                                                              capsys):
+    """On CUDA, population.fitting measures how many members fit (tests/test_cuda.py); a CPU has no free
+    memory to measure, so here it finds room for two of the four asked for."""
+    import study.pool as pool
+    from study.cli import main
+
+    monkeypatch.setattr(pool, "fitting", lambda p, cap: min(cap, 2))
+    assert main(["run", str(synth_space), "--storage", f"sqlite:///{tmp_path}/s.db", "--engine", "population",
+                 "--population", "4", "--trials", "6", "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert "fits 2 trials of this model at once: populations of 2" in capsys.readouterr().out
+    done = finished(trials(tmp_path))
+    assert len(done) == 6 and {TrialRecord.of(t).engine["size"] for t in done} == {2}

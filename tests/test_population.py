@@ -8,7 +8,7 @@ from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.engine import Diverged, TrainResult, run_sequential
 from study.optimizers import OPTIMIZERS
-from study.population import run_population, why_not
+from study.population import _probe_step, fitting, run_population, why_not
 from study.schedules import SCHEDULES
 from study.trial import prepare, train
 
@@ -166,3 +166,14 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5
         assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history],
                                                                     abs=1e-5)
+
+
+def test_the_memory_probe_steps_copies_and_leaves_the_trial_as_it_was():
+    """fitting's probe step (on CUDA) trains copies of the model: the trial's weights, gradients and
+    BatchNorm statistics are untouched, and on a CPU K is the cap asked for."""
+    p = _with_batchnorm(_cfg(0))
+    before = {k: v.clone() for k, v in p.model.state_dict().items()}
+    _probe_step(p)
+    assert all(torch.equal(before[k], v) for k, v in p.model.state_dict().items())
+    assert all(param.grad is None for param in p.model.parameters())
+    assert fitting(p, 16) == 16

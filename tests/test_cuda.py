@@ -1,13 +1,15 @@
 """GPU-only checks (skipped without CUDA): bf16 autocast, data resident on the device, no host syncs
-in the step loop, --jobs 2 workers on CUDA."""
+in the step loop, --jobs 2 workers on CUDA, populations and their memory (the probe, the halving)."""
+import contextlib
+
 import pytest
 import torch
 
 from study.config import TrialConfig
 from study.engine import TrainResult
 from study.population import fitting, run_population
-from study.trial import device_data, prepare, train
 from study.records import TrialRecord
+from study.trial import device_data, prepare, train
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -127,13 +129,17 @@ def test_bf16_population_on_cuda_with_no_host_syncs_per_step():
     assert abs(many - few) <= 1 and few > 0, (few, many)
 
 
-def test_out_of_memory_halves_a_population_on_cuda_and_fails_no_trial():
-    """Self-calibrated: the cap leaves room for about three members' training memory, so that a
-    population of eight runs out, halves (to four, then two) and trains every member to its end."""
+WIDE = dict(TINY, data_options={"n_samples": 2048, "n_features": 512, "n_classes": 3}, width=1024, depth=2)
+
+
+@contextlib.contextmanager
+def room_for(n_members: int, n_trials: int):
+    """n_trials wide members prepared on the GPU, under a per-process memory cap that leaves room for
+    about n_members members' training memory (measured: a population of two's peak over what it started
+    with), lifted on exit."""
     device = torch.device("cuda")
-    wide = dict(TINY, data_options={"n_samples": 2048, "n_features": 512, "n_classes": 3}, width=1024, depth=2)
-    cfgs = [TrialConfig(**{**wide, "seed": i}, batch_size=1024, budget_unit="iterations", budget=4)
-            for i in range(8)]
+    cfgs = [TrialConfig(**{**WIDE, "seed": i}, batch_size=1024, budget_unit="iterations", budget=4)
+            for i in range(n_trials)]
     torch.cuda.empty_cache()
     members = [prepare(c, device) for c in cfgs]
     base = torch.cuda.memory_allocated(device)
@@ -142,38 +148,30 @@ def test_out_of_memory_halves_a_population_on_cuda_and_fails_no_trial():
     per_member = (torch.cuda.max_memory_allocated(device) - base) / 2
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(min(1.0, (base + 3 * per_member) / total), device)
-    sizes = []
+    assert fitting(members[0], n_trials) == n_trials  # the whole GPU: far more fit
+    torch.cuda.set_per_process_memory_fraction(min(1.0, (base + n_members * per_member) / total), device)
     try:
-        outcomes = run_population(members, on_shrink=sizes.append)
+        yield members
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
+
+
+def test_out_of_memory_halves_a_population_on_cuda_and_fails_no_trial():
+    """Room for about three members: a population of eight runs out, halves (to four, then two) and
+    trains every member to its end."""
+    sizes = []
+    with room_for(3, 8) as members:
+        outcomes = run_population(members, on_shrink=sizes.append)
     assert sizes and sizes[-1] <= 4, sizes
     assert all(isinstance(o, TrainResult) and o.history for o in outcomes), outcomes
 
 
 def test_the_probe_sizes_a_population_to_the_free_memory_so_that_it_never_halves():
-    """Self-calibrated as the test above: with room for about six members' training memory, the probe
-    step finds room for two to six, and a population of that many trains without an out-of-memory error."""
-    device = torch.device("cuda")
-    wide = dict(TINY, data_options={"n_samples": 2048, "n_features": 512, "n_classes": 3}, width=1024, depth=2)
-    cfgs = [TrialConfig(**{**wide, "seed": i}, batch_size=1024, budget_unit="iterations", budget=4)
-            for i in range(16)]
-    torch.cuda.empty_cache()
-    members = [prepare(c, device) for c in cfgs]
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    run_population([prepare(c, device) for c in cfgs[:2]])
-    per_member = (torch.cuda.max_memory_allocated(device) - base) / 2
-    total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.empty_cache()
-    assert fitting(members[0], 16) == 16  # the whole GPU: far more than 16 fit
-    torch.cuda.set_per_process_memory_fraction(min(1.0, (base + 6 * per_member) / total), device)
+    """Room for about six members: the probe step finds room for two to six, and a population of that
+    many trains without an out-of-memory error."""
     sizes = []
-    try:
+    with room_for(6, 16) as members:
         k = fitting(members[0], 16)
         outcomes = run_population(members[:k], on_shrink=sizes.append)
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
     assert 2 <= k <= 6 and not sizes, (k, sizes)
     assert all(isinstance(o, TrainResult) and o.history for o in outcomes), outcomes

@@ -131,8 +131,8 @@ def _probe_step(p: PreparedTrial) -> None:
         return functional_call(models[0], (params, buffers), (x,))
 
     data = p.data
-    idx = torch.randint(len(data.x_train), (PROBE_MEMBERS, min(p.cfg.batch_size, len(data.x_train))),
-                        device=data.x_train.device)
+    batch = min(p.cfg.batch_size, len(data.x_train))  # the first samples: no random draw to disturb
+    idx = torch.arange(batch, device=data.x_train.device).expand(PROBE_MEMBERS, batch)
     with p.autocast():
         logits = vmap(forward, randomness="error")(params, buffers, data.x_train[idx])
         loss = F.cross_entropy(logits.float().flatten(0, 1), data.y_train[idx].flatten())
@@ -144,7 +144,8 @@ def _free(device: torch.device) -> int:
     within the per-process cap that torch.cuda.set_per_process_memory_fraction may have set."""
     allocated = torch.cuda.memory_allocated(device)
     free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - allocated
-    cap = torch.cuda.get_per_process_memory_fraction(device) * torch.cuda.get_device_properties(device).total_memory
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(device)  # torch >= 2.6
+    cap = fraction * torch.cuda.get_device_properties(device).total_memory
     return int(min(free, cap - allocated))
 
 

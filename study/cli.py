@@ -16,7 +16,6 @@ import argparse
 import gc
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -192,16 +191,17 @@ def main(argv: list[str] | None = None) -> int:
             return commands.dashboard(args)
         if args.command == "serve-storage":
             return commands.serve_storage(args)
-        if args.command == "lr-find":
-            return commands.lr_find(args)
+        command = {"run": commands.run, "confirm": commands.confirm, "lr-find": commands.lr_find}[args.command]
         try:
-            # Until the run installs its own handling, SIGTERM requests a stop that run checks after its
-            # imports. Raised from the handler at once, it could land in Python code that torch's C++ import
-            # calls back, which then aborts the process (exit -6, seen in CI). A second SIGTERM raises at once.
-            with interrupts.handled((signal.SIGTERM,)):
-                return commands.confirm(args) if args.command == "confirm" else commands.run(args)
+            # Ctrl-C and SIGTERM request a stop that the command checks after its imports and between its
+            # steps. Raised from the handler at once, they could land in Python code that torch's C++ import
+            # calls back, which then aborts the process (exit -6 or -2, seen in CI and in a stress test). A
+            # second signal raises at once.
+            with interrupts.handled():
+                return command(args)
         except KeyboardInterrupt:
-            print("\ninterrupted: rerun the same command to resume the study", file=sys.stderr)
+            resume = ": rerun the same command to resume the study" if args.command != "lr-find" else ""
+            print(f"\ninterrupted{resume}", file=sys.stderr)
             return 130
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

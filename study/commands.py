@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or default_storage()
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
                     storage_url=storage)
-    interrupts.check()  # a SIGTERM during the imports: stop before anything is written
+    interrupts.check()  # a stop asked for during the imports: before anything is written
     if args.jobs > 1:  # the input is good: the workers' imports begin beside this process's
         from study.parallel import start_server
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                         jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale,
                         threads=args.threads)
     say(summary.text())
+    interrupts.check()  # Ctrl-C as the run ended: the study is stored; the rerun writes the report
     from study.dashboard import upload_checkpoint
 
     artifacts = args.artifact_dir if args.artifact_dir.is_dir() else None  # only where the user made one
@@ -238,9 +239,11 @@ def confirm(args: argparse.Namespace) -> int:
                           "has no scientific params: there are no arms to confirm")
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir,
                     report_dir=None if args.no_report else args.report_dir, storage_url=url)
+    interrupts.check()  # a stop asked for during the imports: before anything is written
     summary = run_study(cfg, url, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet, jobs=args.jobs,
                         search=False)
     say(summary.text())
+    interrupts.check()
     if not args.no_report and not write_report(summary.study, args.report_dir, None):
         return 1
     return 1 if summary.stopped else 0

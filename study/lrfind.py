@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from study import interrupts
 from study.batches import BatchOrder
 from study.config import Param, StudyConfig
 
@@ -50,6 +51,7 @@ def ramp(cfg: StudyConfig, optimizer: str, device: torch.device, iterations: int
         order = BatchOrder(p.budget, tcfg.seed, tcfg.shuffle, device)
         p.model.train()
         for it in range(iterations):
+            interrupts.check()  # Ctrl-C or SIGTERM: stop between two steps (cli.py)
             lr = START * (END / START) ** (it / max(1, iterations - 1))
             for group in p.opt.param_groups:
                 group["lr"] = lr

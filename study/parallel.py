@@ -12,13 +12,14 @@ KeyboardInterrupt. `kill PARENT` (SIGTERM) does the same.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from multiprocessing import forkserver
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import torch
@@ -53,7 +54,20 @@ def start_server() -> None:
     """Start the server that forks the workers, importing what they need once while this process goes on;
     it serves every phase of the run. Idempotent."""
     _CONTEXT.set_forkserver_preload(list(WORKER_IMPORTS))
-    forkserver.ensure_running()
+    # The server is born ignoring SIGINT, a disposition that exec keeps: a terminal's Ctrl-C is the parent's
+    # to handle, and raised in the server's preloads it printed a traceback. The parent blocks SIGINT
+    # meanwhile, so that a Ctrl-C in those milliseconds waits for its own handler instead of being lost.
+    with _sigint_blocked(), interrupts.installed(signal.SIG_IGN, (signal.SIGINT,)):
+        forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,

@@ -1,8 +1,14 @@
 """The LR range test: suggested ranges where the loss falls, `study lr-find`, and `range: auto`."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import optuna
 import torch
 
-from conftest import SYNTH_SPACE, run_cli, trials
+from conftest import SYNTH_SPACE, cli_env, run_cli, trials
 from study import lrfind
 from study.config import load_config
 from study.records import StudyRecord
@@ -43,6 +49,19 @@ def test_lr_find_prints_each_range_and_draws_the_curves(tmp_path, synth_space):
     assert result.returncode == 0, result.stderr
     assert "sgd_momentum" in result.stdout and "suggested range [" in result.stdout
     assert (tmp_path / "reports" / "synth" / "lr-find.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_ctrl_c_stops_lr_find_between_two_steps_with_one_line(tmp_path, synth_space):
+    """A million steps would take many minutes: Ctrl-C, during the imports or the test, stops it at the
+    next step, exit 130, with no traceback and no figure."""
+    run = subprocess.Popen([sys.executable, "-m", "study", "lr-find", str(synth_space), "--iterations", "1000000"],
+                           cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    time.sleep(3)
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and err.strip() == "interrupted", err
+    assert not (tmp_path / "reports").exists()
 
 
 def test_range_auto_is_for_lr_with_log_only(tmp_path, write_space):

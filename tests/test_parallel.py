@@ -81,13 +81,19 @@ def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
 
 
 @pytest.mark.parametrize("when", ["parent_importing", "workers_starting"])
-def test_sigterm_during_start_up_exits_130_and_leaves_nothing_running(tmp_path, slow_space, when):
-    run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_start_up_exits_130_and_leaves_nothing_running(tmp_path, slow_space, when, sig):
+    """SIGTERM to the parent, or Ctrl-C to a terminal's whole job, while torch is being imported or the
+    workers start (a signal raised inside torch's import once aborted the process: exit -6 or -2)."""
+    run = start(slow_space, tmp_path, "--trials", "4", "--jobs", "2", "-q", session=True)
     if when == "parent_importing":
         time.sleep(0.3)
     else:
         wait_for(tmp_path, "s.db", run)  # the study exists; the workers are being spawned or importing
-    run.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(run.pid, sig)
+    else:
+        run.send_signal(sig)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     assert "Traceback" not in err

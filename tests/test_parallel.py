@@ -30,6 +30,12 @@ def _assert_stopped_cleanly(cwd) -> list:
     return ts
 
 
+# Worker 0 trains at once, the other only once the forkserver has imported torch and the rest: with 6 slow
+# trials, worker 0 had finished them all first on a loaded 2-core machine (seen under xdist, before and
+# after 2026-12-01's changes). Sixteen leave room for both to be in a trial at once.
+N_SLOW = 16
+
+
 def _wait_for_two_running_trials(cwd, run, timeout: float = 90) -> None:
     """Until both workers are inside a trial at once, each past its first epoch. Waiting for two named
     files in turn raced: a trial's epoch files are rotated away and deleted when it ends, so the first
@@ -57,27 +63,27 @@ def _rerun_finishes(slow_space, cwd, n: int) -> None:
 def test_sigterm_to_the_parent_of_jobs_2_stops_every_worker_and_exits_130(tmp_path, slow_space):
     """What `kill PID` or a job scheduler does: SIGTERM to the parent alone reaches the workers, each
     interrupts its trial the documented way, and the parent waits for them."""
-    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q")
+    run = start(slow_space, tmp_path, "--trials", str(N_SLOW), "--jobs", "2", "-q")
     _wait_for_two_running_trials(tmp_path, run)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     assert "interrupted: rerun the same command to resume the study" in err and "Traceback" not in err
     _assert_stopped_cleanly(tmp_path)
-    _rerun_finishes(slow_space, tmp_path, 6)
+    _rerun_finishes(slow_space, tmp_path, N_SLOW)
 
 
 def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
     """Ctrl-C in a terminal signals the whole process group; the workers leave it to the parent, so no
     trial is left running and each is queued again exactly once, with no heartbeat needed."""
-    run = start(slow_space, tmp_path, "--trials", "6", "--jobs", "2", "-q", session=True)
+    run = start(slow_space, tmp_path, "--trials", str(N_SLOW), "--jobs", "2", "-q", session=True)
     _wait_for_two_running_trials(tmp_path, run)
     os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     _assert_stopped_cleanly(tmp_path)
-    _rerun_finishes(slow_space, tmp_path, 6)
+    _rerun_finishes(slow_space, tmp_path, N_SLOW)
 
 
 @pytest.mark.parametrize("when", ["parent_importing", "workers_starting"])

@@ -57,9 +57,13 @@ def test_ctrl_c_stops_lr_find_between_two_steps_with_one_line(tmp_path, synth_sp
     run = subprocess.Popen([sys.executable, "-m", "study", "lr-find", str(synth_space), "--iterations", "1000000"],
                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
-    time.sleep(3)
-    os.killpg(run.pid, signal.SIGINT)
-    _, err = run.communicate(timeout=60)
+    try:
+        time.sleep(3)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:  # a failed test leaves no million-step run behind
+            os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130 and err.strip() == "interrupted", err
     assert not (tmp_path / "reports").exists()
 

@@ -38,7 +38,7 @@ def test_the_page_is_the_sections_in_registered_order(everything):
     for make in SECTIONS:
         made = make(ctx)
         expected += [s.id for s in (made if isinstance(made, list) else [made])]
-    sections, verdict = build_sections(*everything)
+    sections, verdict = build_sections(ctx)
     assert [s.id for s in sections] == expected and verdict.startswith(f"Best: trial {ctx.best} ")
 
 

@@ -21,7 +21,7 @@ from study import records
 from study.files import atomic_write_text
 from study.paths import child
 from study.report import tables as T
-from study.report.context import Section
+from study.report.context import ReportContext, Section
 from study.report.sections import build_sections
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True)
@@ -37,12 +37,13 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     folder.mkdir(parents=True, exist_ok=True)
     raw = records.trials(study)  # the storage, read once
     trials = T.trials_frame(raw)  # for the page and for trials.csv
-    sections, verdict = build_sections(study, trials, raw)
+    ctx = ReportContext.of(study, trials, raw)
+    sections, verdict = build_sections(ctx)
     html = render(name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict,
                   sections=sections)
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
-    write_verdict(study, raw, folder)
+    write_verdict(ctx.verdict, folder)
     from study.reproduce import write_best
 
     if write_best(study, folder) is None:
@@ -55,12 +56,10 @@ def render(**page) -> str:
     return _ENV.get_template("template.html.j2").render(**page)
 
 
-def write_verdict(study: optuna.Study, raw: list, folder: Path) -> None:
+def write_verdict(found: dict | None, folder: Path) -> None:
     """verdict.json beside the page, for other tools: the arms' means, intervals, n and groups, the
-    pairwise tests, the warnings (NaN, where an interval needs more seeds, is null)."""
-    from study.verdict import decide
-
-    found = decide(raw, records.StudyRecord.of(study).scientific, study.direction.name.lower())
+    pairwise tests, the warnings (NaN, where an interval needs more seeds, is null); `found` is
+    verdict.decide's, None before confirmation runs."""
     path = folder / "verdict.json"
     if found is None:
         path.unlink(missing_ok=True)  # an earlier report's verdict is not this one's

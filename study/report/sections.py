@@ -4,8 +4,9 @@ Section(s), or None where it does not apply. Adding a section is one function ad
     >>> [make.__name__ for make in SECTIONS]   # the page's order
     ['summary', 'answer', 'history', 'learning_rate', 'comparisons', 'pairs', 'activations', 'curves', 'batch',
      'schedules', 'parallel', 'importance', 'test_split', 'all_trials']
+    >>> import optuna
     >>> study = optuna.create_study()
-    >>> sections, verdict = build_sections(study, T.trials_frame(study))
+    >>> sections, verdict = build_sections(ReportContext.of(study, T.trials_frame(study)))
     >>> [s.id for s in sections], verdict      # before the first finished trial, only the summary
     (['summary'], '')
 """
@@ -16,7 +17,6 @@ from collections import Counter
 import math
 from typing import Any, Callable
 
-import optuna
 import pandas as pd
 
 from study.config import METRICS
@@ -355,11 +355,8 @@ SECTIONS: list[SectionMaker] = [summary, answer, history, learning_rate, compari
                                 schedules, parallel, importance, test_split, all_trials]
 
 
-def build_sections(study: optuna.Study, trials: pd.DataFrame,
-                   raw: list[optuna.trial.FrozenTrial] | None = None) -> tuple[list[Section], str]:
-    """Compute every section's data and render its figures; returns the sections and the verdict line.
-    `trials` is `trials_frame(raw)`, `raw` the study's trials as read once (else read again here)."""
-    ctx = ReportContext.of(study, trials, raw)
+def build_sections(ctx: ReportContext) -> tuple[list[Section], str]:
+    """Compute every section's data and render its figures; returns the sections and the verdict line."""
     out: list[Section] = []
     for make in SECTIONS if not ctx.finished.empty else SECTIONS[:1]:
         made = make(ctx)

@@ -52,3 +52,25 @@ def test_a_study_larger_than_the_table_shows_its_best_trials_and_says_so(everyth
     assert s.title == "The best 5 trials" and "5 of the 30 trials, best first" in s.paragraphs[0]["text"]
     shown = [int(n) for n in re.findall(r"<tr>\s*<td>(\d+)</td>", s.tables[0]["html"])]
     assert shown == best
+
+
+def test_the_summary_says_which_engine_trained_each_phase():
+    """The one line in which a population run's report differs: per phase, finished trials only."""
+    import optuna
+
+    from study import records
+    from study.report.sections import summary
+
+    study = make_study(4)
+    assert dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)["trained by"] == \
+        "the sequential engine (4 trials)"  # records from before engines were stored: sequential
+    template = study.trials[0]
+    for i, (engine, state) in enumerate([("population", "COMPLETE")] * 3 + [("sequential", "COMPLETE"),
+                                                                            ("population", "FAIL")]):
+        attrs = {**template.user_attrs, **records.attrs(engine={"name": engine}, confirm={"of": 0, "seed": i})}
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], params=template.params, distributions=template.distributions,
+            user_attrs=attrs, value=template.value if state == "COMPLETE" else None))
+    line = dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)["trained by"]
+    assert line == ("search: the sequential engine (4 trials); "
+                    "confirmation runs: the population engine (3 trials), the sequential engine (1 trial)")

@@ -15,6 +15,7 @@ of paragraphs, tables and figures that page.py lays out.
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from markupsafe import Markup
 from study.config import Direction
 from study.report import tables as T
 from study import records
-from study.records import FINISHED, StudyRecord
+from study.records import FINISHED, StudyRecord, TrialRecord, status_of
 
 
 @dataclass
@@ -76,6 +77,7 @@ class ReportContext:
     finished: pd.DataFrame  # complete, pruned and diverged trials
     every: pd.DataFrame  # search trials and confirmation runs (the trials table)
     verdict: dict | None  # from the confirmation runs (verdict.py), or None
+    engines: dict[str, Counter]  # phase ("search", "confirm") -> engine name -> finished trials it trained
 
     @classmethod
     def of(cls, study: optuna.Study, trials: pd.DataFrame,
@@ -95,8 +97,19 @@ class ReportContext:
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],
                    trials[trials["status"].isin(FINISHED)] if len(trials) else trials,
-                   every, decide(raw, record.scientific, direction))
+                   every, decide(raw, record.scientific, direction), engines_of(raw))
 
     @property
     def scientific(self) -> list[str]:
         return [p for p in self.record.scientific if p in self.changed]
+
+
+def engines_of(raw: list[optuna.trial.FrozenTrial]) -> dict[str, Counter]:
+    """Which engine trained the finished trials of each phase (trials from before engines were recorded:
+    sequential, the only one there was)."""
+    used: dict[str, Counter] = {}
+    for t in raw:
+        if status_of(t) in FINISHED:
+            record = TrialRecord.of(t)
+            used.setdefault(record.phase, Counter())[(record.engine or {}).get("name", "sequential")] += 1
+    return used

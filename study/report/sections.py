@@ -20,7 +20,6 @@ from typing import Any, Callable
 import pandas as pd
 
 from study.config import METRICS
-from study.records import FINISHED, TrialRecord, status_of
 from study.report import diagnostics as D
 from study.report import tables as T
 from study.report.context import ReportContext, Section
@@ -84,10 +83,16 @@ def answer(ctx: ReportContext) -> Section | None:
 
 
 def _engines(ctx: ReportContext) -> str:
-    """How the finished trials were trained: the one line in which a population run's report differs."""
-    used = Counter((TrialRecord.of(t).engine or {}).get("name", "sequential") for t in ctx.raw
-                   if status_of(t) in FINISHED)
-    return ", ".join(f"the {name} engine ({n} trials)" for name, n in sorted(used.items())) or "no finished trial"
+    """How the finished trials were trained, per phase: the one line in which a population run's report
+    differs from a sequential run's."""
+    def each(used: Counter) -> str:
+        return ", ".join(f"the {name} engine ({n} trial{'s' * (n != 1)})" for name, n in sorted(used.items()))
+
+    phases = [(title, ctx.engines[phase]) for phase, title in (("search", "search"), ("confirm", "confirmation runs"))
+              if phase in ctx.engines]
+    if [title for title, _ in phases] == ["search"]:
+        return each(phases[0][1])
+    return "; ".join(f"{title}: {each(used)}" for title, used in phases) or "no finished trial"
 
 
 def summary(ctx: ReportContext) -> Section:

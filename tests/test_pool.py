@@ -1,5 +1,8 @@
 """`study run --engine population` as a user runs it: real processes, a real SQLite storage, real signals."""
+import re
 import signal
+
+import pandas as pd
 
 from optuna.trial import TrialState
 
@@ -30,6 +33,36 @@ def test_a_population_run_reaches_exactly_its_target_and_stores_what_a_sequentia
         assert record.config["dataset"] == "synthetic" and record.budget["total_iters"] > 0
     assert len({TrialRecord.of(t).engine["population"] for t in counted}) == 1  # refilled, not restarted
     assert "the population engine (6 trials)" in (tmp_path / "reports" / "synth" / "index.html").read_text()
+
+
+def _page_lines(page) -> list[str]:
+    """The report's text, a line per element (figures are compared by their titles and captions)."""
+    return [line.strip() for line in re.sub(r"<[^>]+>", "\n", page.read_text()).splitlines() if line.strip()]
+
+
+def test_a_study_trained_either_way_gives_the_same_report_but_for_the_engine_line(tmp_path, synth_space):
+    """The seeded random sampler asks the same trials of both engines; then every stored value agrees to
+    float rounding, and the page differs only where it says which engine ran, how long trials took and
+    where the checkpoints are."""
+    pages, frames = {}, {}
+    for engine, extra in (("sequential", []), ("population", ["--population", "3"])):
+        (tmp_path / engine).mkdir()
+        result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", engine, *extra,
+                         "--trials", "6", cwd=tmp_path / engine)
+        assert result.returncode == 0, result.stderr
+        pages[engine] = _page_lines(tmp_path / engine / "reports" / "synth" / "index.html")
+        frames[engine] = pd.read_csv(tmp_path / engine / "reports" / "synth" / "trials.csv")
+    seq, pop = frames["sequential"], frames["population"]
+    numeric = [c for c in seq.columns if c != "duration_s" and pd.api.types.is_float_dtype(seq[c])]
+    exact = ["duration_s", *numeric]
+    pd.testing.assert_frame_equal(seq.drop(columns=exact), pop.drop(columns=exact))
+    pd.testing.assert_frame_equal(seq[numeric], pop[numeric], rtol=1e-4)
+    durations = {f"{v:.4g}" for frame in frames.values() for v in frame["duration_s"]}
+    assert len(pages["sequential"]) == len(pages["population"])
+    differ = [(a, b) for a, b in zip(pages["sequential"], pages["population"], strict=True) if a != b]
+    assert ("the sequential engine (6 trials)", "the population engine (6 trials)") in differ
+    for a, b in differ:
+        assert (a.endswith(" s mean") or "load_best(" in a or "engine" in a or {a, b} <= durations), (a, b)
 
 
 def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):

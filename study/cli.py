@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "populations where trials can share a graph, else one at a time (default: study.engine, "
                           "else auto)")
     run.add_argument("--population", type=_positive_int, metavar="K",
-                     help="trials per population (default: the device's sweet spot, capped in the search at a "
-                          "quarter of its trials: on a CPU 16 to 64, as many as its cache holds of the model, on "
-                          "CUDA 64; on CUDA, at most what a probe step finds room for in free memory)")
+                     help="trials per population (default: the device's sweet spot, 16 on a CPU, 64 on CUDA, "
+                          "capped in the search at a quarter of its trials; on CUDA, at most what a probe step "
+                          "finds room for in free memory)")
     run.add_argument("--jobs", type=_positive_int, default=1,
                      help="worker processes on this machine sharing the study's target (default: 1)")
     run.add_argument("--threads", type=_positive_int, metavar="N",

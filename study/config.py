@@ -235,7 +235,6 @@ class StudyConfig:
     params: dict[str, Param]  # the searched params, in file order
     raw: dict  # the YAML after --set overrides, as stored with the study
     lr_range: dict | None = None  # what `range: auto` resolved to (lrfind.py), stored with the study
-    planned_population: bool = False  # study.population was planned by engines.choose, not asked for
 
     def resolve(self, values: Mapping[str, Any]) -> TrialConfig:
         """The defaults with one trial's values; `model.options.NAME` and `data.options.NAME` go into the

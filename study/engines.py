@@ -13,33 +13,23 @@ not forced with `--population K`, is the device's sweet spot, capped in the sear
 trials: a population's trials are asked before any of them is told, so the sampler learns less from
 them and they cannot prune one another. A search gets populations only from MIN_SEARCH_SIZE at a time;
 confirmation runs are planned, not sampled, never pruned, and fill the device.
-What only the model can tell is found before or by the first population (pool.py): how many of its
-members fit (`fitted`: a CPU's cache, a GPU's free memory), and whether it runs under vmap at all (if
-not, the worker trains its trials one by one and stores why on each).
+What only the model can tell (it does not run under vmap) is found by the first population, which then
+trains its trials one by one and stores why on each (pool.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
 from study.config import StudyConfig, is_option, option_of
-from study.population import FUSED_BY, fitting, member_bytes
+from study.population import FUSED_BY
 
-if TYPE_CHECKING:
-    from study.engine import PreparedTrial
-
-# A CPU's sweet spot depends on the model: a population's step is fastest while its members' working set
-# (member_bytes: parameters, gradients, optimizer state, saved activations) stays near the last-level
-# cache. Per model-step on 2 EPYC cores (2026-12-02, digits, batch 64; ms per trial at K = 16 / 32 / 64):
-# MLP 2 x 64, 0.25 MB a member: 311 / 204 / 169 us per model-step (bench_population);
-# MLP 2 x 128, 0.64 MB: 26 / 21 / 19 ms; MLP 2 x 256, 1.9 MB: 56 / 66 / 67 ms;
-# CNN 3 x 32 (3x3), 2.3 MB: 139 / 133 / 183 ms. So K is what fits CPU_CACHE, within [CPU_MIN, CPU_SIZE].
-CPU_SIZE = 64
-CPU_MIN = 16
-CPU_CACHE = 32 * 2**20
+# bench_population, a quick-like MLP on 2 CPU cores (2026-12-01), trials/min over the sequential engine:
+# x2.64 at K = 16 and x2.96 at K = 64 on one thread, x2.69 and x4.37 on two. Past 16 the gain per member
+# shrinks while memory grows K-fold, and a CPU has no out-of-memory error to back off from.
+CPU_SIZE = 16
 # A GPU is far from full at 64 small models. A larger model's K is what the first population's probe step
 # finds room for in free memory (population.fitting); an out-of-memory error still halves K.
 CUDA_SIZE = 64
@@ -111,20 +101,3 @@ def graph_count(cfg: StudyConfig) -> tuple[float, list[str]]:
 
 def _count(graphs: float) -> str:
     return "infinitely many" if math.isinf(graphs) else f"up to {int(graphs)}"
-
-
-def fitted(p: "PreparedTrial", size: int, planned: bool) -> tuple[int, str]:
-    """K for populations of trials like p, at most `size`, and why when it is less: on CUDA what the free
-    memory holds (population.fitting, also for a K asked for: memory is a hard limit); on a CPU, where K
-    was planned rather than asked for, what keeps the members' working set within CPU_CACHE."""
-    if p.device.type == "cuda":
-        k = fitting(p, size)
-        return k, f"the device's free memory fits {k} trials of this model at once"
-    if p.device.type != "cpu" or not planned or size <= CPU_MIN:
-        return size, ""
-    try:
-        each = member_bytes(p)
-    except Exception:  # a model that does not run under vmap: the population finds out and says so
-        return size, ""
-    k = max(CPU_MIN, min(size, CPU_CACHE // max(each, 1)))
-    return k, f"a member of this model works on {each / 2**20:.1f} MB a step; {k} fit the CPU's cache"

@@ -26,8 +26,7 @@ from study import records, stale
 from study.config import StudyConfig
 from study.console import say
 from study.engine import PreparedTrial, run_sequential
-from study.engines import fitted
-from study.population import CannotFuse, fusion_key, run_population, why_not
+from study.population import CannotFuse, fitting, fusion_key, run_population, why_not
 from study.storage import heartbeat
 from study.threads import choose as choose_threads
 from study.trial import Attempt, TrialContext, prepare, seeded
@@ -164,15 +163,14 @@ class PooledRounds:
                 self._alone(held, p, str(exc))
 
     def _fit(self, group: list) -> list:
-        """K fitted to the model before the first population (engines.fitted): on CUDA to the free memory,
-        rather than after an out-of-memory error; on a CPU, when K was not asked for, to its cache. The
-        trials beyond it wait for a slot."""
+        """On CUDA, K as the device's free memory allows (population.fitting), before the first population
+        rather than after an out-of-memory error; the trials beyond it wait for a slot."""
         self.fitted = True
-        fit, why = fitted(group[0][1], self.size, self.cfg.planned_population)
+        fit = fitting(group[0][1], self.size)
         if fit >= self.size:
             return group
         self.size = fit
-        say(f"{why}: populations of {fit}")
+        say(f"the device's free memory fits {fit} trials of this model at once: populations of {fit}")
         self.waiting[:0] = group[fit:]
         return group[:fit]
 

@@ -122,22 +122,6 @@ def fitting(p: PreparedTrial, cap: int) -> int:
     return max(1, min(cap, int(HEADROOM * _free(device) / per_member)))
 
 
-def member_bytes(p: PreparedTrial) -> int:
-    """What one member of a population of trials like p works on in a step, in bytes: its parameters,
-    gradients and optimizer state (as fitting counts them) and the activations that its backward pass
-    reads, measured in a fused step of PROBE_MEMBERS copies (autograd's saved tensors, on any device)."""
-    saved = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _probe_step(p)
-    return 4 * sum(t.numel() * t.element_size() for t in p.model.parameters()) + saved // PROBE_MEMBERS
-
-
 def _probe_step(p: PreparedTrial) -> None:
     models = [copy.deepcopy(p.model).train() for _ in range(PROBE_MEMBERS)]
     params, buffers = stack_module_state(models)

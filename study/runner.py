@@ -120,8 +120,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
 
 def planned(cfg: StudyConfig, plan: engines.EnginePlan) -> StudyConfig:
     """cfg with its engine and population size as one phase's plan chose them (`auto` resolved)."""
-    return dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, engine=plan.engine, population=plan.size),
-                               planned_population=cfg.planned_population or not cfg.study.population)
+    return dataclasses.replace(cfg, study=dataclasses.replace(cfg.study, engine=plan.engine, population=plan.size))
 
 
 def context(cfg: StudyConfig, study: optuna.Study, device: torch.device, checkpoint_root: Path) -> TrialContext:

@@ -4,10 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from study.config import TrialConfig, load_config
-from study.engines import CPU_CACHE, CPU_MIN, CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose, fitted
-from study.population import member_bytes
-from study.trial import prepare
+from study.config import load_config
+from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -72,19 +70,3 @@ def test_workers_share_the_trials_so_each_asks_for_its_share():
     assert choose(cfg, CPU, "confirm", jobs=2).size == 8  # not 15 for one worker and none for the other
     assert choose(_with(cfg, n_trials=128), CPU, "search", jobs=2).size == 16
     assert choose(_with(cfg, n_trials=64), CPU, "search", jobs=2).engine == "sequential"
-
-
-@pytest.mark.parametrize("width, k", [(64, CPU_SIZE), (512, CPU_MIN)])
-def test_a_planned_k_on_a_cpu_fits_the_members_working_set_to_its_cache(width, k):
-    """A quick-sized MLP gets the whole CPU_SIZE, a wide one the floor; in between, what CPU_CACHE holds;
-    a K asked for is kept, and the trial itself is left as it was."""
-    p = prepare(TrialConfig(dataset="digits", model="mlp", depth=2, width=width, batch_size=64, optimizer="adam"), CPU)
-    before = {name: t.clone() for name, t in p.model.state_dict().items()}
-    each = member_bytes(p)
-    assert fitted(p, CPU_SIZE, planned=True)[0] == k == max(CPU_MIN, min(CPU_SIZE, CPU_CACHE // each))
-    assert fitted(p, CPU_SIZE, planned=False) == (CPU_SIZE, "")
-    assert all(torch.equal(before[name], t) for name, t in p.model.state_dict().items())
-    # the parameters, gradients and two optimizer states, and what backward reads: the layers' inputs (64
-    # samples of 64 + 2 x width floats), their weights, the activations' masks and outputs
-    params, inputs = sum(t.numel() * 4 for t in p.model.parameters()), 64 * (64 + 2 * width) * 4
-    assert 4 * params + inputs <= each <= 5 * params + 4 * inputs

@@ -3,8 +3,6 @@ import re
 import signal
 
 import pandas as pd
-import pytest
-import torch
 
 from optuna.trial import TrialState
 
@@ -139,26 +137,16 @@ def test_trials_of_another_graph_wait_for_a_population_of_their_own(tmp_path, wr
     assert all(len(b) == 1 for b in batches.values()) and len(batches) >= 2
 
 
-@pytest.mark.parametrize("forced", [False, True], ids=["planned", "asked-for"])
-def test_a_planned_k_is_fitted_to_the_cpu_cache_and_a_k_asked_for_is_kept(tmp_path, synth_space, monkeypatch,
-                                                                           capsys, forced):
-    """engines.fitted measures a member's bytes in a real probe step; the cache here holds 2.5 members, so
-    a planned K of 4 becomes 2. On CUDA, fitting measures free memory instead (tests/test_cuda.py)."""
-    import study.engines as engines
+def test_a_probe_that_finds_room_for_fewer_trials_sizes_the_populations_to_it(tmp_path, synth_space, monkeypatch,
+                                                                              capsys):
+    """On CUDA, population.fitting measures how many members fit (tests/test_cuda.py); a CPU has no free
+    memory to measure, so here it finds room for two of the four asked for."""
+    import study.pool as pool
     from study.cli import main
-    from study.config import TrialConfig
-    from study.population import member_bytes
-    from study.trial import prepare
 
-    cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 160, "n_features": 8, "n_classes": 3},
-                      depth=1, width=16, batch_size=32, optimizer="adam")
-    monkeypatch.setattr(engines, "CPU_CACHE", int(2.5 * member_bytes(prepare(cfg, torch.device("cpu")))))
-    monkeypatch.setattr(engines, "CPU_MIN", 2)
-    k = ["--population", "4"] if forced else []  # planned: 16 search trials, asked 4 at a time
-    assert main(["run", str(synth_space), "--storage", f"sqlite:///{tmp_path}/s.db", "--engine", "population", *k,
-                 "--trials", "16", "--no-report", "--checkpoint-dir", str(tmp_path), "--device", "cpu"]) == 0
-    said = capsys.readouterr().out
+    monkeypatch.setattr(pool, "fitting", lambda p, cap: min(cap, 2))
+    assert main(["run", str(synth_space), "--storage", f"sqlite:///{tmp_path}/s.db", "--engine", "population",
+                 "--population", "4", "--trials", "6", "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert "fits 2 trials of this model at once: populations of 2" in capsys.readouterr().out
     done = finished(trials(tmp_path))
-    sizes = {TrialRecord.of(t).engine["size"] for t in done}
-    assert len(done) == 16 and sizes == ({4} if forced else {2}), sizes
-    assert ("fit the CPU's cache: populations of 2" in said) is not forced
+    assert len(done) == 6 and {TrialRecord.of(t).engine["size"] for t in done} == {2}

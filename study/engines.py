@@ -28,7 +28,11 @@ from study.population import FUSED_BY
 
 # bench_population, a quick-like MLP on 2 CPU cores (2026-12-01), trials/min over the sequential engine:
 # x2.64 at K = 16 and x2.96 at K = 64 on one thread, x2.69 and x4.37 on two. Past 16 the gain per member
-# shrinks while memory grows K-fold, and a CPU has no out-of-memory error to back off from.
+# shrinks while memory grows K-fold, and a CPU has no out-of-memory error to back off from. Larger K was
+# tried end to end (2026-12-02): a quick-sized MLP's step is fastest at K = 64 (bench_population: x1.8
+# over K = 16), yet a study's confirmation phase gained nothing (init, 40 runs: 9.8 s at K = 40, 9.7 s at
+# 16) or lost (schedules, 60 runs: 22.7 s at K = 60, 18.3 s at 16): every storage read re-reads each
+# running trial (Optuna caches finished ones only), once per ask and per told trial.
 CPU_SIZE = 16
 # A GPU is far from full at 64 small models. A larger model's K is what the first population's probe step
 # finds room for in free memory (population.fitting); an out-of-memory error still halves K.

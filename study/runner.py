@@ -60,10 +60,10 @@ class _Printer:
     quiet: bool
     bar: Any = None
     phase: str = "search"
+    searched: optuna.trial.FrozenTrial | None = None  # the search's best, read once by the confirmation phase
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        # The best trial is a storage read: once per told trial, for its weights and the bar.
-        best = best_trial(study) if trial.state == TrialState.COMPLETE or self.bar is not None else None
+        best = self._best(study, trial)
         try:
             problem = weights.finish_trial(study, trial, self.ctx, self.cfg.study.checkpoint_keep_best, best)
         except OSError as exc:  # a full disk here must not take the study down with it
@@ -79,6 +79,16 @@ class _Printer:
                 say(line)
         else:
             say(line)
+
+    def _best(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial | None:
+        """The search's best trial, for the told trial's weights and the bar. It is a storage read, which
+        re-reads every running trial: once per search trial that completes (or shown on a bar), and once
+        in the confirmation phase, whose runs never change it (best_trial leaves them out)."""
+        if self.phase == "confirm":
+            if self.searched is None and self.bar is not None:
+                self.searched = best_trial(study)
+            return self.searched
+        return best_trial(study) if trial.state == TrialState.COMPLETE or self.bar is not None else None
 
 
 def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None,

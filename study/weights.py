@@ -67,9 +67,10 @@ def finish_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, ctx: Tria
         return None  # its retry resumes from these
     problem = None
     if trial.state == TrialState.COMPLETE:
-        best = best or best_trial(study)
-        if best is not None and best.number == trial.number:
-            problem = save_best(study, ctx, best)
+        if not TrialRecord.of(trial).confirm:  # best_trial leaves confirmation runs out: no read for them
+            best = best or best_trial(study)
+            if best is not None and best.number == trial.number:
+                problem = save_best(study, ctx, best)
         if keep_best:
             _keep_final(study, trial, ctx, keep_best)
     _checkpoints(ctx, trial).clear()

@@ -184,3 +184,24 @@ def test_a_symlinked_study_checkpoint_folder_pointing_outside_is_refused_before_
     assert "symbolic link" in result.stderr and result.stderr.count("\n") == 1
     assert len(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 1
     assert sorted(p.name for p in outside.iterdir()) == ["best.pt"]
+
+
+def test_the_confirmation_phase_reads_the_search_best_not_once_per_run(tmp_path, synth_space, monkeypatch):
+    """best_trial re-reads every running trial from the storage; a confirmation run is never the search's
+    best (best_trial leaves them out), so no run reads it for its weights, and best.pt stays the search's."""
+    import optuna
+    import torch
+
+    from study import runner, weights
+    from study.cli import main
+
+    common = ["--storage", f"sqlite:///{tmp_path}/s.db", "--no-report", "--checkpoint-dir", str(tmp_path), "-q"]
+    assert main(["run", str(synth_space), *common, "--trials", "4"]) == 0  # the space confirms nothing itself
+    reads = []
+    for module in (runner, weights):
+        monkeypatch.setattr(module, "best_trial", lambda study, read=module.best_trial: reads.append(1) or read(study))
+    assert main(["confirm", "--top", "1", "--seeds", "3", *common]) == 0
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    assert len(runs) == 6 and all(t.state == TrialState.COMPLETE for t in runs) and len(reads) <= 1  # best.pt
+    best = records.best_trial(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path}/s.db"))
+    assert torch.load(next(tmp_path.glob("*/best.pt")), weights_only=True)["trial"] == best.number

@@ -57,24 +57,49 @@ class PooledRounds:
     def __post_init__(self):
         self.size = self.cfg.study.population  # halved when a population runs out of device memory
 
-    def _next(self) -> tuple[_Held, object] | None:
-        """A new trial, built and prepared (None when the target has no room); a trial whose build fails
-        is told as failed here, as the sequential worker does, and the next one is asked for."""
-        while True:
-            trial = self.worker.ask() if self.worker.has_room() else None
-            if trial is None:
-                return None
-            beat = contextlib.ExitStack()
-            beat.enter_context(heartbeat(self.worker.study._storage, trial._trial_id))
-            held = _Held(trial, beat)
-            self.held.append(held)
-            records.write(trial, worker=stale.worker_identity())
-            try:
-                held.attempt = Attempt.start(trial, self.cfg, self.ctx)
-                a = held.attempt
-                return held, prepare(a.cfg, self.ctx.device, a.checkpoints, self.ctx.cache)
-            except Exception as exc:
-                self._tell(held, exc)
+    def _new(self, most: int) -> list[tuple[_Held, object]]:
+        """Up to `most` new trials, built and prepared: fewer when the target has no more room. A trial whose
+        build fails is told as failed here, as the sequential worker does, and another is asked for.
+        The study is read twice per batch of trials, not twice per trial (Worker.beyond_target)."""
+        got: list[tuple[_Held, object]] = []
+        while len(got) < most and self.worker.stopped is None:
+            drawn = []
+            for _ in range(min(most - len(got), self.worker.room())):
+                if (trial := self.worker.draw()) is None:
+                    break
+                # built, so its params suggested, before the next is drawn: the sampler's constant liar and
+                # the balanced arms count the trials drawn before it
+                drawn.append(self._build(trial))
+            if not drawn:
+                break
+            built = [item for item in drawn if item is not None]
+            beyond = {t.number for t in self.worker.beyond_target([held.trial for held, _ in built])}
+            for held, p in built:
+                if held.trial.number in beyond:
+                    self._release(held)
+                    self.worker.surplus(held.trial)
+                else:
+                    got.append((held, p))
+        return got
+
+    def _build(self, trial: optuna.Trial) -> tuple[_Held, object] | None:
+        """The trial held, with its heartbeat, its attempt started and prepared; None if that failed (told)."""
+        beat = contextlib.ExitStack()
+        beat.enter_context(heartbeat(self.worker.study._storage, trial._trial_id))
+        held = _Held(trial, beat)
+        self.held.append(held)
+        records.write(trial, worker=stale.worker_identity())
+        try:
+            held.attempt = Attempt.start(trial, self.cfg, self.ctx)
+            a = held.attempt
+            return held, prepare(a.cfg, self.ctx.device, a.checkpoints, self.ctx.cache)
+        except Exception as exc:
+            self._tell(held, exc)
+            return None
+
+    def _release(self, held: _Held) -> None:
+        held.beat.close()
+        self.held.remove(held)
 
     def _tell(self, held: _Held, outcome) -> None:
         """Store what the trial measured and tell the storage how it ended (a TrainResult or an exception)."""
@@ -87,8 +112,7 @@ class PooledRounds:
             state = TrialState.PRUNED
         except Exception as exc:  # recorded; the study goes on
             records.write(held.trial, error=f"{type(exc).__name__}: {exc}")
-        held.beat.close()
-        self.held.remove(held)
+        self._release(held)
         self.worker.told(self.worker.study.tell(held.trial, value, state=state))
 
     def round(self) -> None:
@@ -96,8 +120,7 @@ class PooledRounds:
         asked, that shares a graph; the others wait, held, for their own population or a free slot."""
         try:
             while True:
-                while len(self.waiting) < self.size and (got := self._next()) is not None:
-                    self.waiting.append(got)
+                self.waiting += self._new(self.size - len(self.waiting))
                 if not self.waiting:
                     return
                 groups: dict[str, list] = {}
@@ -111,8 +134,7 @@ class PooledRounds:
             for held in list(self.held):  # each held trial stops as the sequential worker's does
                 if held.attempt and held.attempt.history:
                     records.write(held.trial, history=held.attempt.history)
-                held.beat.close()
-                self.held.remove(held)
+                self._release(held)
                 self.worker.interrupted(held.trial)
             self.waiting.clear()
             raise
@@ -139,11 +161,12 @@ class PooledRounds:
             for item in [item for item in self.waiting if fits(item[1])][:free]:
                 self.waiting.remove(item)
                 jobs.append(joined(*item))
-            while len(jobs) < free and len(self.waiting) < self.size and (got := self._next()) is not None:
-                if fits(got[1]):
-                    jobs.append(joined(*got))
-                else:
-                    self.waiting.append(got)
+            while len(jobs) < free and len(self.waiting) < self.size and (new := self._new(free - len(jobs))):
+                for item in new:
+                    if fits(item[1]):
+                        jobs.append(joined(*item))
+                    else:
+                        self.waiting.append(item)
             return jobs
 
         def shrink(size: int) -> None:

@@ -18,6 +18,7 @@ SIGTERM) is failed, marked `interrupted`, and queued again.
 """
 from __future__ import annotations
 
+import bisect
 import time
 import warnings
 from dataclasses import dataclass
@@ -77,31 +78,48 @@ class Worker:
     def _taken(self) -> list[FrozenTrial]:
         return _of_phase(self.study.get_trials(deepcopy=False, states=TAKEN_STATES), self.phase)
 
-    def has_room(self) -> bool:
-        """Whether the target has a slot that no finished, running or queued trial holds."""
-        states = [t.state for t in self._taken()]
-        return TrialState.WAITING in states or (len(states) < self.target and self.phase == "search")
+    def room(self) -> int:
+        """How many trials may start now: the queued ones, and in a search the slots no trial holds."""
+        taken = self._taken()
+        waiting = sum(t.state == TrialState.WAITING for t in taken)
+        return waiting + (max(0, self.target - len(taken)) if self.phase == "search" else 0)
 
     def ask(self) -> optuna.Trial | None:
         """A trial to run (a queued one first), or None: a trial that would take the study past its target
         is failed at once as `surplus`, before anything is trained for it."""
+        trial = self.draw()
+        if trial is not None and self.beyond_target([trial]):
+            self.surplus(trial)
+            return None
+        return trial
+
+    def draw(self) -> optuna.Trial | None:
+        """A trial from the sampler (a queued one first), not checked against the target yet: `ask` is
+        draw and beyond_target. None if this phase's queue ran dry."""
         with warnings.catch_warnings():  # Optuna asks for optimize() with a heartbeat; run_one beats itself
             warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
             trial = self.study.ask()
         phase = records.phase_of(trial)
-        if phase != self.phase:  # a confirmation run met while extending a search: planned, so it runs
-            if phase == "confirm":
-                return trial
-            # the queue emptied between looking and asking: the sampler made a trial no one asked for
-            records.write(trial, surplus=True)
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        taken = [t for t in self._taken() if t.number < trial.number]
-        if len(taken) >= self.target:
-            records.write(trial, surplus=True)
-            self.study.tell(trial, state=TrialState.FAIL)
-            return None
-        return trial
+        if phase == self.phase or phase == "confirm":  # a confirmation run met while extending a search is
+            return trial  # planned, so it runs
+        # the queue emptied between looking and asking: the sampler made a trial no one asked for
+        self.surplus(trial)
+        return None
+
+    def beyond_target(self, trials: list[optuna.Trial]) -> list[optuna.Trial]:
+        """Those of `trials` (this worker's, drawn) that `target` or more trials of lower numbers precede:
+        they must not run. One read of the study for them all, since each read re-reads every unfinished
+        trial (Optuna caches finished ones only): a read per trial made a population's asks cost K x K."""
+        mine = [t for t in trials if records.phase_of(t) == self.phase]
+        if not mine:
+            return []
+        taken = sorted(t.number for t in self._taken())
+        return [t for t in mine if bisect.bisect_left(taken, t.number) >= self.target]
+
+    def surplus(self, trial: optuna.Trial) -> None:
+        """Fail a trial that must not run, marked so that no count includes it."""
+        records.write(trial, surplus=True)
+        self.study.tell(trial, state=TrialState.FAIL)
 
     def run_one(self) -> None:
         """Ask, run with a heartbeat, tell: Optuna's ask-and-tell, so that the worker decides what it holds

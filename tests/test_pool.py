@@ -65,6 +65,24 @@ def test_a_study_trained_either_way_gives_the_same_report_but_for_the_engine_lin
         assert (a.endswith(" s mean") or "load_best(" in a or "engine" in a or {a, b} <= durations), (a, b)
 
 
+def test_a_population_reads_the_study_per_batch_of_trials_not_per_trial(tmp_path, synth_space, monkeypatch):
+    """Each read of the study re-reads every unfinished trial: reading it to ask for each trial made a
+    population's asks cost K x K. Its confirmation runs (all queued, all unfinished) now take fewer reads
+    than there are runs."""
+    from study.cli import main
+    from study.worker import Worker
+
+    common = ["--storage", f"sqlite:///{tmp_path}/s.db", "--no-report", "--checkpoint-dir", str(tmp_path), "-q"]
+    assert main(["run", str(synth_space), *common, "--trials", "4"]) == 0
+    reads = []
+    monkeypatch.setattr(Worker, "_taken", lambda self, read=Worker._taken: reads.append(1) or read(self))
+    assert main(["confirm", "--top", "1", "--seeds", "6", *common]) == 0
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    assert len(runs) == 12 and all(t.state == TrialState.COMPLETE for t in runs)
+    assert {TrialRecord.of(t).engine["name"] for t in runs} == {"population"}
+    assert len(reads) < len(runs)
+
+
 def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):
     (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
     space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))

@@ -45,6 +45,23 @@ def test_a_trial_asked_for_past_the_target_is_surplus_and_never_runs():
     study.tell(held, 0.3)
 
 
+def test_trials_drawn_together_are_checked_against_the_target_with_one_read(monkeypatch):
+    """A population draws K trials at once. Each read of the study re-reads every unfinished trial, so the
+    check that none of them takes the study past its target reads it once for them all, not once each."""
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.5})
+    worker = Worker(study, target=3, objective=_curve)
+    assert worker.room() == 3  # the queued trial and two free slots
+    drawn = [worker.draw() for _ in range(5)]
+    reads = []
+    monkeypatch.setattr(worker, "_taken", lambda read=worker._taken: reads.append(1) or read())
+    beyond = worker.beyond_target(drawn)
+    assert [t.number for t in beyond] == [3, 4] and len(reads) == 1
+    for trial in beyond:
+        worker.surplus(trial)
+    assert worker.room() == 0 and [status_of(t) for t in study.trials][3:] == ["surplus"] * 2
+
+
 def test_the_pruner_prunes_through_report_epochs_and_pruned_trials_count_toward_the_target():
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=1.0))
     reached = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import time
 import warnings
@@ -43,7 +44,7 @@ from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
 from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
 from study.trial import TrialContext, run_trial
-from study.worker import Worker, count
+from study.worker import POLL_S, Worker, count
 
 
 def advance(bar: Any, study: optuna.Study, target: int, phase: str = "search") -> None:
@@ -53,14 +54,17 @@ def advance(bar: Any, study: optuna.Study, target: int, phase: str = "search") -
 
 @dataclass
 class _Printer:
-    """After each trial: its weights kept or deleted, and its line printed (above the bar on a terminal)."""
+    """After each trial: its weights kept or deleted, and its line printed (above the bar on a terminal).
+    Each storage read re-reads every running trial (Optuna caches finished ones only), so with a
+    population of K running, a read per told trial costs K: the bar and the best are read sparingly."""
 
     cfg: StudyConfig
     ctx: TrialContext
     quiet: bool
     bar: Any = None
     phase: str = "search"
-    searched: optuna.trial.FrozenTrial | None = None  # the search's best, read once by the confirmation phase
+    best: optuna.trial.FrozenTrial | None = None  # the search's best, as last read
+    synced: float = -math.inf  # when the bar last followed the storage
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         best = self._best(study, trial)
@@ -72,7 +76,7 @@ class _Printer:
             return
         line = trial_line(trial, self.cfg.study.metric) + (f"\n  warning: {problem}" if problem else "")
         if self.bar is not None:
-            advance(self.bar, study, self.cfg.study.n_trials, self.phase)
+            self._advance(study, trial)
             if best is not None:
                 self.bar.set_postfix_str(f"best {self.cfg.study.metric}={best.value:.4g}")
             with self.bar.external_write_mode():  # the bar steps aside on the terminal
@@ -80,15 +84,24 @@ class _Printer:
         else:
             say(line)
 
+    def _advance(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """This worker's finished trial moves the bar; other workers' (on other machines) are read from the
+        storage, at most once per POLL_S."""
+        if time.monotonic() - self.synced >= POLL_S:
+            advance(self.bar, study, self.cfg.study.n_trials, self.phase)
+            self.synced = time.monotonic()
+        elif trial.state in records.FINISHED_STATES and self.bar.n < self.cfg.study.n_trials:
+            self.bar.update(1)
+
     def _best(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial | None:
-        """The search's best trial, for the told trial's weights and the bar. It is a storage read, which
-        re-reads every running trial: once per search trial that completes (or shown on a bar), and once
-        in the confirmation phase, whose runs never change it (best_trial leaves them out)."""
-        if self.phase == "confirm":
-            if self.searched is None and self.bar is not None:
-                self.searched = best_trial(study)
-            return self.searched
-        return best_trial(study) if trial.state == TrialState.COMPLETE or self.bar is not None else None
+        """The search's best trial, for the told trial's weights and the bar: read when a search trial
+        completes (it may be the new best), else the last one read. Confirmation runs never change it
+        (best_trial leaves them out): the confirmation phase reads it once, for a bar."""
+        if self.phase == "search" and trial.state == TrialState.COMPLETE:
+            self.best = best_trial(study)
+        elif self.best is None and self.bar is not None:
+            self.best = best_trial(study)
+        return self.best
 
 
 def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: bool, bar: Any = None,

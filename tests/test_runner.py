@@ -1,4 +1,5 @@
 """Workers, crashes and interruptions, with real processes and real signals on a real SQLite storage."""
+import re
 import signal
 
 import pytest
@@ -184,6 +185,25 @@ def test_a_symlinked_study_checkpoint_folder_pointing_outside_is_refused_before_
     assert "symbolic link" in result.stderr and result.stderr.count("\n") == 1
     assert len(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 1
     assert sorted(p.name for p in outside.iterdir()) == ["best.pt"]
+
+
+def test_the_progress_bar_reads_the_storage_at_most_once_a_second_not_per_trial(tmp_path, synth_space, monkeypatch,
+                                                                                 capsys):
+    """Counting the finished trials for the bar re-reads every running trial; a population's runs finish
+    together, and the bar now counts them itself between reads (the worker's own are all there are)."""
+    from study import runner
+    from study.cli import main
+
+    common = ["--storage", f"sqlite:///{tmp_path}/s.db", "--no-report", "--checkpoint-dir", str(tmp_path)]
+    assert main(["run", str(synth_space), *common, "--trials", "4", "-q"]) == 0
+    reads = []
+    monkeypatch.setattr(runner, "advance", lambda *a, read=runner.advance: reads.append(1) or read(*a))
+    assert main(["confirm", "--top", "1", "--seeds", "6", *common]) == 0
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    assert len(runs) == 12 and all(t.state == TrialState.COMPLETE for t in runs)
+    printed = capsys.readouterr().out
+    assert all(re.search(rf"^trial +{t.number} complete .*confirms trial", printed, re.M) for t in runs)
+    assert 1 <= len(reads) < len(runs) / 2
 
 
 def test_the_confirmation_phase_reads_the_search_best_not_once_per_run(tmp_path, synth_space, monkeypatch):

@@ -90,7 +90,8 @@ class _Printer:
         if time.monotonic() - self.synced >= POLL_S:
             advance(self.bar, study, self.cfg.study.n_trials, self.phase)
             self.synced = time.monotonic()
-        elif trial.state in records.FINISHED_STATES and self.bar.n < self.cfg.study.n_trials:
+        elif (trial.state in records.FINISHED_STATES and records.phase_of(trial) == self.phase
+              and self.bar.n < self.cfg.study.n_trials):
             self.bar.update(1)
 
     def _best(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial | None:

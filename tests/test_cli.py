@@ -73,7 +73,7 @@ def test_seed_makes_runs_reproducible(tmp_path, synth_space):
     for i in range(2):
         db = tmp_path / f"{i}.db"
         assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--seed", "7", "-q",
-                     "--checkpoint-dir", str(tmp_path / f"ck{i}")]) == 0
+                     "--no-report", "--checkpoint-dir", str(tmp_path / f"ck{i}")]) == 0
         values.append([(t.params, t.value) for t in load(db).get_trials()])
     assert values[0] == values[1]
 
@@ -82,7 +82,8 @@ def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(tmp_pat
     path = write_space(SYNTH_SPACE.replace("low: 1.0e-3, high: 1.0e-1", "low: 1.0e+4, high: 1.0e+5")
                        .replace("choices: [sgd_momentum, adam]", "choices: [sgd_momentum]"))
     db = tmp_path / "d.db"
-    assert main(["run", str(path), "--storage", f"sqlite:///{db}", "-q", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert main(["run", str(path), "--storage", f"sqlite:///{db}", "-q", "--no-report",
+                 "--checkpoint-dir", str(tmp_path)]) == 0
     trials = load(db).get_trials()
     assert len(trials) == 3
     for t in trials:
@@ -249,7 +250,7 @@ def test_bad_input_as_a_real_process_has_no_traceback(tmp_path, write_space):
 def test_a_changed_space_does_not_silently_join_an_existing_study(tmp_path, synth_space, capsys):
     db = tmp_path / "c.db"
     assert main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "1", "-q",
-                 "--checkpoint-dir", str(tmp_path)]) == 0
+                 "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
     code = main(["run", str(synth_space), "--storage", f"sqlite:///{db}", "--set", "training.budget=4", "-q",
                  "--checkpoint-dir", str(tmp_path)])
     assert code == 2 and "different search space is already stored (training.budget is 3 there, 4 here)" in \

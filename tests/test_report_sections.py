@@ -32,14 +32,26 @@ def test_every_registered_section_applies_to_a_study_that_varies_everything(ever
     assert all(s.figures or s.tables or s.summary or s.paragraphs for s in made)
 
 
-def test_the_page_is_the_sections_in_registered_order(everything):
+def test_the_page_is_the_sections_in_registered_order(everything, monkeypatch):
+    """Each maker runs once, in registered order, and the page is what they made, in that order (recorded
+    as the page is built, so the figures are rendered once)."""
+    from study.report import sections as S
+
+    made = []  # (registered position, ids made), in call order
+
+    def recorded(position, make):
+        def wrapped(ctx):
+            out = make(ctx)
+            made.append((position, [s.id for s in (out if isinstance(out, list) else [out])]))
+            return out
+        return wrapped
+
+    monkeypatch.setattr(S, "SECTIONS", [recorded(i, make) for i, make in enumerate(SECTIONS)])
     ctx = ReportContext.of(*everything)
-    expected = []
-    for make in SECTIONS:
-        made = make(ctx)
-        expected += [s.id for s in (made if isinstance(made, list) else [made])]
     sections, verdict = build_sections(ctx)
-    assert [s.id for s in sections] == expected and verdict.startswith(f"Best: trial {ctx.best} ")
+    assert [position for position, _ in made] == list(range(len(SECTIONS)))
+    assert [s.id for s in sections] == [i for _, ids in made for i in ids]
+    assert verdict.startswith(f"Best: trial {ctx.best} ")
 
 
 def test_a_study_larger_than_the_table_shows_its_best_trials_and_says_so(everything, monkeypatch):

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import cli_env, run_cli, trials
+from conftest import call_cli, cli_env, run_cli, trials
 from study.records import TrialRecord
 
 
@@ -26,20 +26,22 @@ def get(url: str):
 def test_dashboard_reads_a_running_study(tmp_path, slow_space):
     # Create the storage with one trial, then read it through the dashboard while two workers add more
     # (slow ones: each trial takes about a second, so the reader sees the study grow).
-    assert run_cli("run", str(slow_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
-                   cwd=tmp_path, PYTHONPATH=str(tmp_path)).returncode == 0
+    assert call_cli("run", str(slow_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
+                    cwd=tmp_path).returncode == 0
     port = free_port()
     dashboard = subprocess.Popen([sys.executable, "-m", "study", "dashboard", "--storage", "sqlite:///s.db",
                                   "--port", str(port)], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        end = time.monotonic() + 90  # its imports take seconds, more on a loaded machine
+        while True:
             try:
                 studies = get(f"{base}/api/studies")["study_summaries"]
                 break
             except OSError:
                 assert dashboard.poll() is None, dashboard.stdout.read()
+                assert time.monotonic() < end, "the dashboard never answered"
                 time.sleep(0.1)
         assert [s["study_name"] for s in studies] == ["synth"]
         run = subprocess.Popen([sys.executable, "-m", "study", "run", str(slow_space), "--storage", "sqlite:///s.db",
@@ -83,7 +85,7 @@ def test_a_port_outside_1_to_65535_is_refused(tmp_path, port):
 def test_a_port_in_use_is_refused_with_one_line(tmp_path, synth_space):
     import socket
 
-    assert run_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
+    assert call_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

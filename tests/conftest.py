@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def write_space(tmp_path: Path):
 
 
 SLOW_MODEL = """\
+import os
 import time
 import torch
 
@@ -74,8 +76,9 @@ class Slow(torch.nn.Module):
         return self.linear(x)
 
 
-def net(input_shape, n_classes, delay=0.05):
-    return Slow(input_shape, n_classes, delay)
+def net(input_shape, n_classes, delay=None):
+    # SLOW_DELAY=0: the rerun of a stopped run only has to finish, not to be stopped
+    return Slow(input_shape, n_classes, float(os.environ.get("SLOW_DELAY", 0.05)) if delay is None else delay)
 """
 
 
@@ -87,13 +90,17 @@ def slow_space(tmp_path, write_space):
                        "slow.yaml")
 
 
-def start(space: Path, cwd: Path, *args: str, session: bool = False, storage: str = "sqlite:///s.db"
-          ) -> subprocess.Popen:
+def start(space: Path, cwd: Path, *args: str, session: bool = False, storage: str = "sqlite:///s.db",
+          **env: str) -> subprocess.Popen:
     """`study run` as a real process; with `session`, in a process group of its own, as a terminal's job."""
     return subprocess.Popen([sys.executable, "-m", "study", "run", str(space), "--storage", storage,
                              "--heartbeat", "1", "--no-report", *args], cwd=cwd,
-                            env=cli_env(PYTHONPATH=str(cwd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(PYTHONPATH=str(cwd), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=session)
+
+
+# start()'s own flags, for the rerun of a killed or stopped run through call_cli.
+RERUN = ("--storage", "sqlite:///s.db", "--heartbeat", "1", "--no-report")
 
 
 def wait_for(cwd: Path, pattern: str, proc: subprocess.Popen, timeout: float = 90) -> Path:
@@ -167,6 +174,35 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240, **env: str) -> subproce
     """`python -m study ...` as a real process, with this checkout on the path."""
     return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=cli_env(**env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def call_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`study ...` through main() in this process, in `cwd` and with it on the path as `python -m study` has
+    it: what run_cli checks, less the 5-9 s a new process spends importing torch, its compiler and
+    scikit-learn. For what a command does and prints; run_cli stays for what only a process shows (signals,
+    kills, the interpreter's own output, an installed package)."""
+    import torch
+
+    from study.cli import main
+
+    out, err, before, home = io.StringIO(), io.StringIO(), set(sys.modules), os.getcwd()
+    threads = torch.get_num_threads()  # a run sets them for its trials (threads.py)
+    os.chdir(cwd)
+    sys.path.insert(0, str(cwd))
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's refusal: its usage line and exit 2, as a process has them
+                code = exc.code
+    finally:
+        os.chdir(home)
+        sys.path.remove(str(cwd))
+        torch.set_num_threads(threads)
+        for name in set(sys.modules) - before:  # a user module of this folder; the next test may have its own
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(cwd) + os.sep):
+                del sys.modules[name]
+    return subprocess.CompletedProcess(["study", *args], code, out.getvalue(), err.getvalue())
 
 
 def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("complete",), epochs: int = 4,

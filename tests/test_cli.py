@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, SYNTH_SPACE, run_cli
+from conftest import ROOT, SYNTH_SPACE, call_cli, run_cli
 from study.cli import main
 from study.records import FIELDS, STUDY_FIELDS, StudyRecord, TrialRecord, status_of
 
@@ -48,7 +48,7 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     assert again.returncode == 0, again.stderr
     assert [t.number for t in load(db).get_trials()] == [0, 1, 2, 3, 4]
     assert again.stderr == "" and not again.stdout.startswith("trial ")  # -q silences bar and trial lines
-    same = run_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "5", "-q", cwd=tmp_path)
+    same = call_cli("run", str(synth_space), "--storage", f"sqlite:///{db}", "--trials", "5", "-q", cwd=tmp_path)
     assert same.returncode == 0 and len(load(db).get_trials()) == 5
 
 
@@ -62,7 +62,7 @@ def test_a_resumed_random_search_does_not_repeat_itself(tmp_path, synth_space):
 
 
 def test_default_storage_is_an_embedded_file_in_the_current_directory(tmp_path, synth_space):
-    result = run_cli("run", str(synth_space), "--trials", "1", "-q", cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--trials", "1", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "study.db").is_file()
     assert len(load(tmp_path / "study.db").get_trials()) == 1
@@ -109,7 +109,7 @@ def test_user_dataset_and_model_callables(tmp_path, write_space):
                        .replace("options: {n_samples: 160, n_features: 8, n_classes: 3}", "options: {n: 120}")
                        .replace("name: mlp", "name: userpkg.code:net"))
     db = tmp_path / "u.db"
-    result = run_cli("run", str(path), "--storage", f"sqlite:///{db}", "-q", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    result = call_cli("run", str(path), "--storage", f"sqlite:///{db}", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = load(db).get_trials()
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import SLOW_MODEL, SYNTH_SPACE, finished, run_cli, start, trials, wait_for
+from conftest import RERUN, SLOW_MODEL, SYNTH_SPACE, call_cli, finished, start, trials, wait_for
 from study import confirm, records
 from study.records import StudyRecord, TrialRecord
 
@@ -42,7 +42,7 @@ def test_candidates_are_each_arm_s_best_by_the_best_value_reported_pruned_ones_i
 
 def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pruned(tmp_path, write_space):
     space = write_space(CONFIRMED, "synth.yaml")
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ts = trials(tmp_path)
     search = [t for t in ts if not TrialRecord.of(t).confirm]
@@ -58,7 +58,7 @@ def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pru
         assert TrialRecord.of(t).config["seed"] == tag["seed"] != TrialRecord.of(by_number[tag["of"]]).config["seed"]
     assert "confirms trial" in result.stdout and "verdict (mean [95% interval] over seeds):" in result.stdout
 
-    again = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
+    again = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(trials(tmp_path)) == len(ts)  # the plan is queued once: a rerun adds nothing
 
@@ -77,9 +77,8 @@ def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write
     queued = [t for t in ts if t.state == TrialState.WAITING]
     assert TrialRecord.of(ts[2]).confirm in [TrialRecord.of(q).confirm for q in queued]  # the retry keeps its tag
 
-    again = start(space, tmp_path, "--trials", "2", "-q")
-    _, err = again.communicate(timeout=180)
-    assert again.returncode == 0, err
+    again = call_cli("run", str(space), *RERUN, "--trials", "2", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm and t.state == TrialState.COMPLETE]
     assert sorted(TrialRecord.of(t).confirm["of"] for t in runs) == [0, 1]  # each planned run once
     resumed = next(t for t in runs if TrialRecord.of(t).resumed)
@@ -88,13 +87,13 @@ def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write
 
 
 def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_verdict(tmp_path, synth_space):
-    searched = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report",
-                       cwd=tmp_path)  # confirm: {seeds: 0}: a search only
+    searched = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report",
+                        cwd=tmp_path)  # confirm: {seeds: 0}: a search only
     assert searched.returncode == 0, searched.stderr
     assert not any(TrialRecord.of(t).confirm for t in trials(tmp_path))
 
-    result = run_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "2", "--vary-split",
-                     cwd=tmp_path)
+    result = call_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "2", "--vary-split",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
     arms = {t.params["optimizer"] for t in trials(tmp_path) if not TrialRecord.of(t).confirm}
@@ -110,6 +109,6 @@ def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_ver
     (["--seeds", "0"], "must be an integer >= 1"),
 ])
 def test_study_confirm_refuses_bad_input_with_one_line(tmp_path, args, fragment):
-    result = run_cli("confirm", *args, cwd=tmp_path)
+    result = call_cli("confirm", *args, cwd=tmp_path)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "missing.db").exists()

@@ -52,7 +52,7 @@ def test_an_image_folder_is_resized_and_cached(tmp_path, monkeypatch):
 
 
 def test_a_study_trains_on_a_csv_file_from_the_command_line(tmp_path, write_space):
-    from conftest import SYNTH_SPACE, run_cli, trials
+    from conftest import SYNTH_SPACE, call_cli, trials
 
     rng = np.random.default_rng(2)
     y = np.arange(120) % 3
@@ -60,16 +60,16 @@ def test_a_study_trains_on_a_csv_file_from_the_command_line(tmp_path, write_spac
         tmp_path / "data.csv", index=False)
     space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
                                             "name: csv\n  options: {path: data.csv}"))
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(trials(tmp_path)) == 2
 
 
 def test_a_missing_file_or_column_is_one_line_before_the_study(tmp_path, write_space):
-    from conftest import SYNTH_SPACE, run_cli
+    from conftest import SYNTH_SPACE, call_cli
 
     space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
                                             "name: npz\n  options: {path: missing.npz}"))
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", cwd=tmp_path)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", cwd=tmp_path)
     assert result.returncode == 2 and "data.options" in result.stderr and "missing.npz" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s.db").exists()

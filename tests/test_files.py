@@ -4,7 +4,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import run_cli, tmpfs
+from conftest import call_cli, tmpfs
 from study.errors import ConfigError
 from study.files import DiskFull, atomic_write_text, check_writable
 from study.records import TrialRecord
@@ -32,8 +32,8 @@ def test_a_write_to_a_full_disk_says_so_and_leaves_no_temporary_file(full_disk):
 
 def test_checkpoints_on_a_full_disk_fail_the_trials_plainly_and_the_study_stays_consistent(tmp_path, synth_space,
                                                                                            full_disk):
-    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--checkpoint-dir", str(full_disk),
-                     "--no-report", cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--checkpoint-dir", str(full_disk),
+                      "--no-report", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "stopped: 5 trials in a row failed; last error: DiskFull: no space left on device" in result.stdout
     trials = optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
@@ -43,9 +43,9 @@ def test_checkpoints_on_a_full_disk_fail_the_trials_plainly_and_the_study_stays_
 
 
 def test_a_report_on_a_full_disk_is_one_error_line_and_leaves_no_temporary_file(tmp_path, synth_space, full_disk):
-    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "-q", "--no-report",
-                   cwd=tmp_path).returncode == 0
-    result = run_cli("report", "--storage", "sqlite:///s.db", "--out", str(full_disk), cwd=tmp_path)
+    assert call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "-q", "--no-report",
+                    cwd=tmp_path).returncode == 0
+    result = call_cli("report", "--storage", "sqlite:///s.db", "--out", str(full_disk), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: the report was not written: no space left on device: cannot write ")
     assert result.stderr.count("\n") == 1 and _leftovers(full_disk) == []

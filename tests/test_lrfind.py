@@ -8,7 +8,7 @@ import time
 import optuna
 import torch
 
-from conftest import SYNTH_SPACE, cli_env, run_cli, trials
+from conftest import SYNTH_SPACE, call_cli, cli_env, trials
 from study import lrfind
 from study.config import load_config
 from study.records import StudyRecord
@@ -32,20 +32,20 @@ AUTO = SYNTH_SPACE.replace("  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: 
 
 def test_range_auto_is_found_once_stored_with_the_study_and_sampled_within(tmp_path, write_space):
     space = write_space(AUTO, "synth.yaml")
-    first = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
+    first = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "lr range test: lr in [" in first.stdout
     stored = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).lr_range
     assert set(stored["by_optimizer"]) == {"sgd_momentum", "adam"} and stored["low"] < stored["high"]
     assert all(stored["low"] <= t.params["lr"] <= stored["high"] for t in trials(tmp_path))
 
-    again = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report", cwd=tmp_path)
+    again = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "lr range test" not in again.stdout and len(trials(tmp_path)) == 3  # the stored range, reused
 
 
 def test_lr_find_prints_each_range_and_draws_the_curves(tmp_path, synth_space):
-    result = run_cli("lr-find", str(synth_space), "--iterations", "60", cwd=tmp_path)
+    result = call_cli("lr-find", str(synth_space), "--iterations", "60", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sgd_momentum" in result.stdout and "suggested range [" in result.stdout
     assert (tmp_path / "reports" / "synth" / "lr-find.png").read_bytes().startswith(b"\x89PNG")
@@ -70,6 +70,6 @@ def test_ctrl_c_stops_lr_find_between_two_steps_with_one_line(tmp_path, synth_sp
 
 def test_range_auto_is_for_lr_with_log_only(tmp_path, write_space):
     space = write_space(SYNTH_SPACE.replace("low: 0.5, high: 0.9,", "log: true, range: auto,"), "bad.yaml")
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", cwd=tmp_path)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", cwd=tmp_path)
     assert result.returncode == 2 and "params.momentum.range: only lr takes range: auto" in result.stderr
     assert not (tmp_path / "s.db").exists()

@@ -48,7 +48,7 @@ def _wait_for_two_running_trials(cwd, run, timeout: float = 90) -> None:
 
 
 def _rerun_finishes(slow_space, cwd, n: int) -> None:
-    again = start(slow_space, cwd, "--trials", str(n), "--jobs", "2", "-q")
+    again = start(slow_space, cwd, "--trials", str(n), "--jobs", "2", "-q", SLOW_DELAY="0")
     _, err = again.communicate(timeout=240)
     assert again.returncode == 0, err
     ts = trials(cwd)

@@ -1,4 +1,5 @@
-"""`study run --engine population` as a user runs it: real processes, a real SQLite storage, real signals."""
+"""`study run --engine population` as a user runs it, on a real SQLite storage: the runs that are killed or
+signalled, and `--jobs`, as real processes; the others through main() in this process (call_cli)."""
 import re
 import signal
 
@@ -6,7 +7,7 @@ import pandas as pd
 
 from optuna.trial import TrialState
 
-from conftest import SYNTH_SPACE, finished, run_cli, start, trials, wait_for
+from conftest import RERUN, SYNTH_SPACE, call_cli, finished, run_cli, start, trials, wait_for
 from study.records import FIELDS, TrialRecord, status_of
 
 DROPOUT_MODEL = """\
@@ -20,8 +21,8 @@ def net(input_shape, n_classes):
 
 
 def test_a_population_run_reaches_exactly_its_target_and_stores_what_a_sequential_one_does(tmp_path, synth_space):
-    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", "population",
-                     "--population", "4", "--trials", "6", cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", "population",
+                      "--population", "4", "--trials", "6", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ts = trials(tmp_path)
     counted = [t for t in ts if status_of(t) != "surplus"]
@@ -47,8 +48,8 @@ def test_a_study_trained_either_way_gives_the_same_report_but_for_the_engine_lin
     pages, frames = {}, {}
     for engine, extra in (("sequential", []), ("population", ["--population", "3"])):
         (tmp_path / engine).mkdir()
-        result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", engine, *extra,
-                         "--trials", "6", cwd=tmp_path / engine)
+        result = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--engine", engine, *extra,
+                          "--trials", "6", cwd=tmp_path / engine)
         assert result.returncode == 0, result.stderr
         pages[engine] = _page_lines(tmp_path / engine / "reports" / "synth" / "index.html")
         frames[engine] = pd.read_csv(tmp_path / engine / "reports" / "synth" / "trials.csv")
@@ -86,8 +87,8 @@ def test_a_population_reads_the_study_per_batch_of_trials_not_per_trial(tmp_path
 def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):
     (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
     space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--trials", "3",
-                     "--no-report", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--trials", "3",
+                      "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for t in finished(trials(tmp_path)):
         engine = TrialRecord.of(t).engine
@@ -101,9 +102,8 @@ def test_a_killed_population_worker_s_trials_are_retried_from_their_checkpoints(
     first.wait(timeout=30)
     assert [t.state for t in trials(tmp_path)] == [TrialState.RUNNING] * 3  # what the dead worker left
 
-    second = start(slow_space, tmp_path, "--trials", "3", "--engine", "population")
-    out, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    second = call_cli("run", str(slow_space), *RERUN, "--trials", "3", "--engine", "population", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
     ts = trials(tmp_path)
     assert [t.state for t in ts[:3]] == [TrialState.FAIL] * 3 and len(finished(ts)) == 3
     resumed = [TrialRecord.of(t).resumed for t in finished(ts)]
@@ -120,9 +120,8 @@ def test_sigterm_stops_a_population_cleanly_and_the_rerun_resumes_every_member(t
     ts = trials(tmp_path)
     assert [status_of(t) for t in ts] == ["interrupted", "interrupted", "waiting", "waiting"]
 
-    again = start(slow_space, tmp_path, "--trials", "2", "-q", "--engine", "population")
-    _, err = again.communicate(timeout=180)
-    assert again.returncode == 0, err
+    again = call_cli("run", str(slow_space), *RERUN, "--trials", "2", "-q", "--engine", "population", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     done = finished(trials(tmp_path))
     assert len(done) == 2 and all(TrialRecord.of(t).resumed["from_epoch"] >= 2 for t in done)
 
@@ -141,8 +140,8 @@ def test_trials_of_another_graph_wait_for_a_population_of_their_own(tmp_path, wr
     """Two batch sizes, two graphs: every trial trains in a population of its own batch size, none alone
     for having been asked while a population of the other graph was training."""
     space = write_space(SYNTH_SPACE.replace("  lr: {type", "  batch_size: {choices: [16, 32]}\n  lr: {type"))
-    result = run_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--population",
-                     "3", "--trials", "10", "--no-report", cwd=tmp_path)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--population",
+                      "3", "--trials", "10", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     done = finished(trials(tmp_path))
     assert len(done) == 10

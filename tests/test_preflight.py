@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import SYNTH_SPACE, run_cli, tmpfs
+from conftest import SYNTH_SPACE, call_cli, tmpfs
 
 USER_CODE = """\
 import numpy as np
@@ -83,7 +83,7 @@ def test_a_bad_user_dataset_is_refused_before_the_study(tmp_path, write_space, d
     space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
                                             f"name: {dataset}"))
     before = set(os.listdir(tmp_path))
-    line = refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before,
+    line = refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before,
                    str(space), key, *fragments)
     assert dataset in line
 
@@ -96,19 +96,19 @@ def test_a_user_model_whose_output_is_not_one_logit_per_class_is_refused(tmp_pat
     (tmp_path / "usercode.py").write_text(USER_CODE)
     space = write_space(SYNTH_SPACE.replace("name: mlp", f"name: {model}"))
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before,
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before,
             "model.name", *fragments)
 
 
 def test_a_budget_of_more_than_a_billion_iterations_needs_an_opt_in(tmp_path, write_space):
     space = write_space(SYNTH_SPACE.replace("budget: 3", "budget_unit: iterations\n  budget: 2000000000"))
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(space), cwd=tmp_path), tmp_path, before, "training.budget", "2e+09 iterations",
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before, "training.budget", "2e+09 iterations",
             "study.max_iters")
     # a searched budget is judged by its largest value, at the smallest batch
     searched = write_space(SYNTH_SPACE + "  budget: {type: int, low: 1, high: 100000000}\n"
                            "  batch_size: {choices: [1, 64]}\n", "searched.yaml")
-    refused(run_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {"searched.yaml"},
+    refused(call_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {"searched.yaml"},
             "at batch size 1 plans 9.6e+09 iterations")
     from study.config import load_config
     from study.preflight import check_budget
@@ -120,24 +120,24 @@ def test_a_budget_of_more_than_a_billion_iterations_needs_an_opt_in(tmp_path, wr
 def test_an_output_folder_under_a_file_is_refused_before_the_first_trial(tmp_path, synth_space, flag):
     (tmp_path / "afile").write_text("x")
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(synth_space), flag, "afile/sub", cwd=tmp_path), tmp_path, before,
+    refused(call_cli("run", str(synth_space), flag, "afile/sub", cwd=tmp_path), tmp_path, before,
             flag, "afile/sub", "is not a folder")
 
 
 def test_a_storage_folder_under_a_file_is_refused(tmp_path, synth_space):
     (tmp_path / "afile").write_text("x")
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(synth_space), "--storage", "sqlite:///afile/s.db", cwd=tmp_path), tmp_path, before,
+    refused(call_cli("run", str(synth_space), "--storage", "sqlite:///afile/s.db", cwd=tmp_path), tmp_path, before,
             "--storage", "is not a folder")
-    refused(run_cli("run", str(synth_space), "--storage", "afile/journal.log", cwd=tmp_path), tmp_path, before,
+    refused(call_cli("run", str(synth_space), "--storage", "afile/journal.log", cwd=tmp_path), tmp_path, before,
             "--storage", "is not a folder")
 
 
 def test_report_out_under_a_file_is_refused(tmp_path, synth_space):
-    assert run_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
+    assert call_cli("run", str(synth_space), "--trials", "1", "-q", "--no-report", cwd=tmp_path).returncode == 0
     (tmp_path / "afile").write_text("x")
     before = set(os.listdir(tmp_path))
-    refused(run_cli("report", "--out", "afile/r", cwd=tmp_path), tmp_path, before, "--out", "is not a folder")
+    refused(call_cli("report", "--out", "afile/r", cwd=tmp_path), tmp_path, before, "--out", "is not a folder")
 
 
 @pytest.fixture
@@ -149,9 +149,9 @@ def read_only_folder(tmp_path):
 
 def test_an_unwritable_output_folder_is_refused_before_the_first_trial(tmp_path, synth_space, read_only_folder):
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(synth_space), "--checkpoint-dir", str(read_only_folder / "ck"), cwd=tmp_path),
+    refused(call_cli("run", str(synth_space), "--checkpoint-dir", str(read_only_folder / "ck"), cwd=tmp_path),
             tmp_path, before, "--checkpoint-dir", "read-only file system")
-    refused(run_cli("run", str(synth_space), "--storage", f"sqlite:///{read_only_folder}/s.db", cwd=tmp_path),
+    refused(call_cli("run", str(synth_space), "--storage", f"sqlite:///{read_only_folder}/s.db", cwd=tmp_path),
             tmp_path, before, "--storage", "read-only file system")
 
 
@@ -161,7 +161,7 @@ def test_a_symlinked_report_folder_pointing_outside_is_refused_up_front(tmp_path
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "synth").symlink_to(outside)
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(synth_space), cwd=tmp_path), tmp_path, before, "--report-dir", "symbolic link")
+    refused(call_cli("run", str(synth_space), cwd=tmp_path), tmp_path, before, "--report-dir", "symbolic link")
     assert not list(outside.iterdir())
 
 
@@ -210,4 +210,4 @@ def test_an_option_its_callable_does_not_take_is_refused_before_the_study(tmp_pa
     (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
     space = write_space(SEARCHED_OPTIONS.replace(*change))
     before = set(os.listdir(tmp_path))
-    refused(run_cli("run", str(space), cwd=tmp_path, PYTHONPATH=str(tmp_path)), tmp_path, before, *fragments)
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before, *fragments)

@@ -1,11 +1,11 @@
 """`report --compare`: several studies of one storage on one page."""
-from conftest import make_study, run_cli
+from conftest import call_cli, make_study
 
 
 def test_two_studies_side_by_side_with_their_best_values_settings_and_curves(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     a, b = make_study(10, storage=url, name="adam-ish", seed=1), make_study(10, storage=url, name="sgd-ish", seed=2)
-    result = run_cli("report", "--storage", url, "--compare", "adam-ish", "sgd-ish", "--out", "out", cwd=tmp_path)
+    result = call_cli("report", "--storage", url, "--compare", "adam-ish", "sgd-ish", "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = tmp_path / "out" / "compare-adam-ish-sgd-ish" / "index.html"
     html = page.read_text()
@@ -14,5 +14,5 @@ def test_two_studies_side_by_side_with_their_best_values_settings_and_curves(tmp
         assert study.study_name in html and f"{study.best_value:.4g}" in html
     assert html.count("<img") == 1 and "Best trial of each study" in html
 
-    missing = run_cli("report", "--storage", url, "--compare", "adam-ish", "nope", cwd=tmp_path)
+    missing = call_cli("report", "--storage", url, "--compare", "adam-ish", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no such study" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,11 +1,12 @@
-"""Workers, crashes and interruptions, with real processes and real signals on a real SQLite storage."""
+"""Workers, crashes and interruptions, with real processes and real signals on a real SQLite storage. A
+rerun after a kill or a stop is a run like any other: it goes through main() in this process (call_cli)."""
 import re
 import signal
 
 import pytest
 from optuna.trial import TrialState
 
-from conftest import finished, run_cli, start, trials, wait_for
+from conftest import RERUN, call_cli, finished, run_cli, start, trials, wait_for
 from study import records
 from study.records import TrialRecord
 
@@ -29,9 +30,9 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, slow_s
     first.wait(timeout=30)
     assert [t.state for t in trials(tmp_path)] == [TrialState.RUNNING]  # what the dead worker left
 
-    second = start(slow_space, tmp_path, "--trials", "2")
-    out, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    second = call_cli("run", str(slow_space), *RERUN, "--trials", "2", cwd=tmp_path)
+    out = second.stdout
+    assert second.returncode == 0, second.stderr
     ts = trials(tmp_path)
     assert ts[0].state == TrialState.FAIL  # found dead by the heartbeat
     assert len(finished(ts)) == 2
@@ -56,9 +57,8 @@ def test_an_interrupted_run_marks_its_trial_and_the_rerun_resumes_it(tmp_path, s
     assert TrialRecord.of(ts[0]).interrupted is True and TrialRecord.of(ts[1]).first_number == 0
     assert all(set(t.user_attrs) <= set(records.FIELDS) for t in ts)
 
-    again = start(slow_space, tmp_path, "--trials", "2", "-q")
-    _, err = again.communicate(timeout=180)
-    assert again.returncode == 0, err
+    again = call_cli("run", str(slow_space), *RERUN, "--trials", "2", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
     ts = trials(tmp_path)
     assert len(finished(ts)) == 2
     assert TrialRecord.of(ts[1]).resumed["from_trial"] == 0 and TrialRecord.of(ts[1]).resumed["from_epoch"] >= 2
@@ -105,10 +105,10 @@ def test_a_new_study_of_the_same_name_never_resumes_an_old_one_s_checkpoints(tmp
             p.unlink()
     else:
         storage = "sqlite:///other.db"
-    second = start(slow_space, tmp_path, "--trials", "2", "--seed", "1", "--set", "model.depth=2",
-                   "--set", "training.budget=4", storage=storage)
-    out, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    second = call_cli("run", str(slow_space), "--storage", storage, "--no-report", "--trials", "2", "--seed", "1",
+                      "--set", "model.depth=2", "--set", "training.budget=4", cwd=tmp_path)
+    out = second.stdout
+    assert second.returncode == 0, second.stderr
     assert "resumed" not in out
     ts = trials(tmp_path, storage=f"sqlite:///{tmp_path / storage.removeprefix('sqlite:///')}")
     assert len(finished(ts)) == 2
@@ -131,7 +131,7 @@ def test_a_forged_first_number_in_a_shared_storage_never_becomes_a_path(tmp_path
     study = create_or_load(load_config(str(synth_space)), open_storage(url), url)
     for forged in ("../../../../outside", 10**6, -3, "0/../../x"):
         study.enqueue_trial({"optimizer": "adam", "lr": 0.01}, user_attrs=records.attrs(first_number=forged))
-    result = run_cli("run", str(synth_space), "--storage", url, "--trials", "4", "-q", "--no-report", cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--storage", url, "--trials", "4", "-q", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ts = optuna.load_study(study_name="synth", storage=url).get_trials()
     assert [TrialRecord.of(t).first_number for t in ts] == [0, 1, 2, 3]
@@ -148,9 +148,8 @@ def test_a_retry_resumes_from_the_previous_checkpoint_when_the_newest_is_damaged
     epochs = sorted(newest.parent.glob("epoch-*.pt"))
     data = epochs[-1].read_bytes()
     epochs[-1].write_bytes(data[: len(data) // 3])  # killed mid-write by something that bypassed the rename
-    second = start(slow_space, tmp_path, "--trials", "1", "-q")
-    _, err = second.communicate(timeout=180)
-    assert second.returncode == 0, err
+    second = call_cli("run", str(slow_space), *RERUN, "--trials", "1", "-q", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
     retry = next(t for t in trials(tmp_path) if t.state == TrialState.COMPLETE)
     assert TrialRecord.of(retry).resumed["from_epoch"] == int(epochs[-2].stem.split("-")[1]) + 1
     assert "could not be read" in TrialRecord.of(retry).checkpoint_warnings[0]
@@ -158,11 +157,11 @@ def test_a_retry_resumes_from_the_previous_checkpoint_when_the_newest_is_damaged
 
 
 def test_a_damaged_best_pt_never_stops_a_later_run(tmp_path, synth_space):
-    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "-q", "--no-report",
-                   cwd=tmp_path).returncode == 0
+    assert call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "-q", "--no-report",
+                    cwd=tmp_path).returncode == 0
     best = next((tmp_path / "checkpoints").glob("synth-*/best.pt"))
     best.write_bytes(best.read_bytes()[:100])
-    again = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "4", "-q", cwd=tmp_path)
+    again = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "4", "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "Traceback" not in again.stderr
     assert "report:" in again.stdout and "study 'synth': 4 complete" in again.stdout
@@ -173,14 +172,14 @@ def test_a_damaged_best_pt_never_stops_a_later_run(tmp_path, synth_space):
 def test_a_symlinked_study_checkpoint_folder_pointing_outside_is_refused_before_any_change(tmp_path, synth_space):
     import optuna
 
-    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
-                   cwd=tmp_path).returncode == 0
+    assert call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
+                    cwd=tmp_path).returncode == 0
     folder = next((tmp_path / "checkpoints").glob("synth-*"))
     outside = tmp_path / "outside"
     folder.rename(outside)
     folder.symlink_to(outside)
-    result = run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "2", "-q", "--no-report",
-                     cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "2", "-q", "--no-report",
+                      cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith("error: --checkpoint-dir: ")
     assert "symbolic link" in result.stderr and result.stderr.count("\n") == 1
     assert len(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 1

@@ -4,7 +4,7 @@ import signal
 
 from optuna.trial import TrialState
 
-from conftest import finished, start, trials, wait_for
+from conftest import call_cli, finished, start, trials, wait_for
 from study.storage import existing_storage
 from study.records import TrialRecord
 
@@ -21,16 +21,17 @@ def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_s
 
     assert [t.state for t in stored()] == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    rerun = start(slow_space, tmp_path, "--trials", "3", "-q", storage=journal)
-    out, err = rerun.communicate(timeout=180)
-    assert rerun.returncode == 1, (out, err)
+    again = ("run", str(slow_space), "--storage", journal, "--no-report", "--trials", "3", "-q")
+    rerun = call_cli(*again, cwd=tmp_path)
+    out = rerun.stdout
+    assert rerun.returncode == 1, (out, rerun.stderr)
     assert "stopped: 1 trial(s) are marked running in a storage without a heartbeat" in out
     assert "trial 1 (worker pid" in out and "gone)" in out and "rerun with --retry-stale" in out
     assert len(finished(stored())) == 2  # the rerun did what it could, and said why it stopped short
 
-    retry = start(slow_space, tmp_path, "--trials", "3", "-q", "--retry-stale", storage=journal)
-    out, err = retry.communicate(timeout=180)
-    assert retry.returncode == 0, (out, err)
+    retry = call_cli(*again, "--retry-stale", cwd=tmp_path)
+    out = retry.stdout
+    assert retry.returncode == 0, (out, retry.stderr)
     assert "--retry-stale: failed and re-queued 1 trial(s) [1]" in out
     ts = stored()
     assert ts[1].state == TrialState.FAIL and TrialRecord.of(ts[1]).stale is True

@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import cli_env, run_cli
+from conftest import call_cli, cli_env
 from study.records import TrialRecord
 from study.storage import existing_storage, has_heartbeat, open_storage
 
@@ -20,8 +20,8 @@ def test_sqlite_default_is_wal_with_a_heartbeat(tmp_path):
 
 
 def test_journal_file_storage_runs_a_study(tmp_path, synth_space):
-    result = run_cli("run", str(synth_space), "--storage", str(tmp_path / "journal.log"), "-q", "--no-report",
-                     cwd=tmp_path)
+    result = call_cli("run", str(synth_space), "--storage", str(tmp_path / "journal.log"), "-q", "--no-report",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="synth", storage=existing_storage(str(tmp_path / "journal.log")))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3

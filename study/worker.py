@@ -80,7 +80,9 @@ class Worker:
 
     def room(self) -> int:
         """How many trials may start now: the queued ones, and in a search the slots no trial holds."""
-        taken = self._taken()
+        return self._room(self._taken())
+
+    def _room(self, taken: list[FrozenTrial]) -> int:
         waiting = sum(t.state == TrialState.WAITING for t in taken)
         return waiting + (max(0, self.target - len(taken)) if self.phase == "search" else 0)
 
@@ -185,14 +187,12 @@ class Worker:
             if beats:
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
             trials = self._taken()
-            states = [t.state for t in trials]
-            finished = sum(s in FINISHED_STATES for s in states)
-            waiting = states.count(TrialState.WAITING)
+            finished = sum(t.state in FINISHED_STATES for t in trials)
             running = [t for t in trials if t.state == TrialState.RUNNING]
             if finished >= self.target:
                 self._wake_others()
                 return
-            if waiting or (len(trials) < self.target and self.phase == "search"):
+            if self._room(trials):
                 (run_some or self.run_one)()
                 idle = 0
             elif self.phase == "confirm" and not running:

@@ -190,9 +190,13 @@ def stored_study(storage_url: str | None, study_name: str | None):
 
 
 def report(args: argparse.Namespace) -> int:
+    import optuna
+
     from study.files import check_writable
     from study.preflight import check_inside
 
+    # Optuna's INFO lines (such as the in-memory study that importance is fitted on) are not the user's news.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_writable(args.out, "--out")
     if args.compare:
         return compare(args)

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, SYNTH_SPACE, call_cli, run_cli
+from conftest import ROOT, SYNTH_SPACE, call_cli, make_study, run_cli
 from study.cli import main
 from study.records import FIELDS, STUDY_FIELDS, StudyRecord, TrialRecord, status_of
 
@@ -245,6 +245,14 @@ def test_bad_input_as_a_real_process_has_no_traceback(tmp_path, write_space):
     assert result.returncode == 2
     assert result.stderr == f"error: {path}: training.budget: must be an integer >= 1 (got 0)\n"
     assert not (tmp_path / "x.db").exists()
+
+
+def test_report_as_a_real_process_prints_where_the_page_is_and_no_log_lines(tmp_path):
+    """Importance is fitted on an in-memory Optuna study, whose creation Optuna logs at INFO."""
+    make_study(12, storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = run_cli("report", "--storage", "sqlite:///s.db", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'out' / 'made' / 'index.html'}"
 
 
 def test_a_changed_space_does_not_silently_join_an_existing_study(tmp_path, synth_space, capsys):

@@ -166,6 +166,12 @@ def entry() -> int:
     return code
 
 
+# What a stopped command leaves, said after "interrupted".
+STOPPED = {"run": ": rerun the same command to resume the study",
+           "confirm": ": rerun the same command to resume the study",
+           "report": ": the report was not written"}
+
+
 def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path and "" not in sys.path:  # the `study` script finds the user's
         sys.path.insert(0, os.getcwd())  # package.module:callable in this folder, as `python -m study` does
@@ -185,13 +191,12 @@ def main(argv: list[str] | None = None) -> int:
             return commands.spaces()
         if args.command == "list" or (args.command == "report" and args.list):
             return commands.list_studies(args)
-        if args.command == "report":
-            return commands.report(args)
         if args.command == "dashboard":
             return commands.dashboard(args)
         if args.command == "serve-storage":
             return commands.serve_storage(args)
-        command = {"run": commands.run, "confirm": commands.confirm, "lr-find": commands.lr_find}[args.command]
+        command = {"run": commands.run, "confirm": commands.confirm, "lr-find": commands.lr_find,
+                   "report": commands.report}[args.command]
         try:
             # Ctrl-C and SIGTERM request a stop that the command checks after its imports and between its
             # steps. Raised from the handler at once, they could land in Python code that torch's C++ import
@@ -200,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             with interrupts.handled():
                 return command(args)
         except KeyboardInterrupt:
-            resume = ": rerun the same command to resume the study" if args.command != "lr-find" else ""
-            print(f"\ninterrupted{resume}", file=sys.stderr)
+            print(f"\ninterrupted{STOPPED.get(args.command, '')}", file=sys.stderr)
             return 130
+    except KeyboardInterrupt:  # Ctrl-C while a command without safe points imports or reads: nothing to lose
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

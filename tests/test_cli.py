@@ -1,13 +1,15 @@
 """The command line as a user meets it: real processes, a real SQLite storage, tiny synthetic data."""
+import signal
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import ROOT, SYNTH_SPACE, call_cli, make_study, run_cli
+from conftest import ROOT, SYNTH_SPACE, call_cli, cli_env, make_study, run_cli
 from study.cli import main
 from study.records import FIELDS, STUDY_FIELDS, StudyRecord, TrialRecord, status_of
 
@@ -253,6 +255,27 @@ def test_report_as_a_real_process_prints_where_the_page_is_and_no_log_lines(tmp_
     result = run_cli("report", "--storage", "sqlite:///s.db", "--out", "out", cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.splitlines()[0] == f"report: {tmp_path / 'out' / 'made' / 'index.html'}"
+
+
+def test_ctrl_c_while_a_report_is_made_is_one_line_and_exit_130_and_writes_nothing(tmp_path):
+    """The stop is checked between the report's sections, before anything is written; a signal during
+    the imports (seconds: torch, seaborn) waits for the first of them."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    make_study(300, storage=storage)
+
+    def stored():  # where optuna-dashboard keeps the note that links the report
+        return storage.get_study_system_attrs(storage.get_study_id_from_name("made"))
+
+    before = stored()
+    run = subprocess.Popen([sys.executable, "-m", "study", "report", "--storage", "sqlite:///s.db", "--out", "out"],
+                           cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert err == "\ninterrupted: the report was not written\n" and out == ""
+    assert not (tmp_path / "out").exists()
+    assert stored() == before
 
 
 def test_a_changed_space_does_not_silently_join_an_existing_study(tmp_path, synth_space, capsys):

@@ -34,13 +34,13 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     The study gets an optuna-dashboard note linking the page and, with `artifact_dir`, the figures
     as artifacts."""
     folder = child(Path(out_root), study.study_name)
-    folder.mkdir(parents=True, exist_ok=True)
     raw = records.trials(study)  # the storage, read once
     trials = T.trials_frame(raw)  # for the page and for trials.csv
     ctx = ReportContext.of(study, trials, raw)
     sections, verdict = build_sections(ctx)
     html = render(name=study.study_name, question=records.StudyRecord.of(study).question, verdict=verdict,
                   sections=sections)
+    folder.mkdir(parents=True, exist_ok=True)  # once all is computed: a stopped report leaves nothing
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
     write_verdict(ctx.verdict, folder)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from study import interrupts
 from study.config import METRICS
 from study.report import diagnostics as D
 from study.report import tables as T
@@ -364,6 +365,7 @@ def build_sections(ctx: ReportContext) -> tuple[list[Section], str]:
     """Compute every section's data and render its figures; returns the sections and the verdict line."""
     out: list[Section] = []
     for make in SECTIONS if not ctx.finished.empty else SECTIONS[:1]:
+        interrupts.check()  # Ctrl-C or SIGTERM: stop between two sections, before anything is written
         made = make(ctx)
         out += made if isinstance(made, list) else [made] if made is not None else []
     return out, verdict(ctx)

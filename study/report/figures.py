@@ -109,12 +109,19 @@ def overlapping_labels(fig: Figure) -> list[tuple[str, str]]:
                                          if not inside.contains(box.x0, box.y0) or not inside.contains(box.x1, box.y1)]
 
 
+def _boxes(labels: list[tuple[Text, Bbox]], axis) -> list[Bbox]:
+    """The boxes of the axis's drawn tick labels. Listed once, not once per label: that cost about a fifth
+    of the quick study's report."""
+    drawn = set(_drawn(axis))
+    return [box for t, box in labels if t in drawn]
+
+
 def _declutter(fig: Figure) -> None:
     """Turn an axis's x tick labels upright where they overlap one another (long choice names), and move the
     y tick labels clear of an x tick label in the corner. Draws the figure once more only if it changed it."""
     labels = _labels(fig)
     for ax in fig.axes:
-        xs = [box for t, box in labels if t in _drawn(ax.xaxis)]
+        xs = _boxes(labels, ax.xaxis)
         if any(a.overlaps(b) for a, b in itertools.combinations(xs, 2)):
             ax.tick_params(axis="x", labelrotation=90)
             tallest = max(box.width for box in xs)  # what the labels take upright, in pixels
@@ -122,8 +129,7 @@ def _declutter(fig: Figure) -> None:
             labels = None
     for ax in fig.axes:
         labels = labels or _labels(fig)
-        xs = [box for t, box in labels if t in _drawn(ax.xaxis)]
-        ys = [box for t, box in labels if t in _drawn(ax.yaxis)]
+        xs, ys = _boxes(labels, ax.xaxis), _boxes(labels, ax.yaxis)
         shift = max((y.x1 - x.x0 for x in xs for y in ys if x.overlaps(y)), default=0)  # pixels
         if shift:
             pad = ax.yaxis.get_major_ticks()[0].get_pad()

@@ -70,8 +70,8 @@ def _fig(width: float = 7.5, height: float = 4.2) -> tuple[Figure, Axes]:
 
 
 def to_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes: drawn once, and once more only where _declutter moved a label. Laying a
-    figure out to find its labels, then again to draw it, took a third of a report's time."""
+    """The figure as PNG bytes: drawn once, and once more only where _declutter moved a label (a layout to
+    find the labels before the drawing cost every figure a second one)."""
     canvas = FigureCanvasAgg(fig)
     png = _png(fig)
     if _declutter(fig, _extents(fig, canvas.get_renderer())):  # the labels where that drawing put them

@@ -99,3 +99,19 @@ def test_long_choice_names_are_turned_upright_rather_than_overlap(frames):
         F.to_png(fig)
         assert F.overlapping_labels(fig) == []
         assert fig.axes[0].get_xticklabels()[0].get_rotation() == 90
+
+
+def test_crowded_labels_on_one_axes_of_two_are_turned_upright_and_the_other_is_still_checked():
+    """After turning one axes' labels, the figure is laid out again for the next axes (it once failed on a
+    second axes, such as a colorbar's)."""
+    from matplotlib.figure import Figure
+
+    names = ["small_random", "xavier", "he", "orthogonal", "lecun_normal", "sgd_momentum_nesterov"]
+    fig = Figure(figsize=(5, 3), dpi=100, layout="constrained")
+    crowded, other = fig.subplots(1, 2, width_ratios=[4, 1])
+    crowded.bar(names, range(len(names)))
+    other.plot([0, 1], [0, 1])
+    assert F.overlapping_labels(fig)
+    F.to_png(fig)
+    assert F.overlapping_labels(fig) == []
+    assert crowded.get_xticklabels()[0].get_rotation() == 90 and other.get_xticklabels()[0].get_rotation() == 0

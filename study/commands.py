@@ -165,7 +165,10 @@ def list_studies(args: argparse.Namespace) -> int:
             best = f"best {r['metric']}={r['best']:.4g} (trial {r['best_trial']})"
         counts = ", ".join(f"{r[k]} {k}" for k in ("complete", "pruned", "diverged", "failed")) + "".join(
             f", {r[k]} {k}" for k in ("interrupted", "running", "waiting") if r[k])
-        say(f"{printable(r['name']):<24} {counts}; {best}")
+        runs = r["confirm"]
+        confirmed = "" if not any(runs.values()) else "; confirmation runs: " + ", ".join(
+            f"{n} {k}" for k, n in runs.items() if n or k in ("complete", "diverged", "failed"))
+        say(f"{printable(r['name']):<24} {counts}; {best}{confirmed}")
     return 0
 
 

@@ -30,6 +30,33 @@ def test_summaries_count_each_study_and_find_its_best(storage):
     assert summaries(storage) == [
         {"name": "a", "metric": "val_loss", "complete": 4, "pruned": 2, "diverged": 2, "failed": 3,
          "interrupted": 1, "running": 0, "waiting": 0,  # the surplus trial counts nowhere
-         "best_trial": best.number, "best": best.value},
+         "best_trial": best.number, "best": best.value, "confirm": NO_RUNS},
         {"name": "empty", "metric": "val_loss", "complete": 0, "pruned": 0, "diverged": 0, "failed": 0,
-         "interrupted": 0, "running": 0, "waiting": 0, "best_trial": None, "best": None}]
+         "interrupted": 0, "running": 0, "waiting": 0, "best_trial": None, "best": None, "confirm": NO_RUNS}]
+
+
+NO_RUNS = {"complete": 0, "diverged": 0, "failed": 0, "interrupted": 0, "running": 0, "waiting": 0}
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_confirmation_runs_are_counted_apart_and_never_the_best(storage, direction):
+    """A confirmation run retrains a config chosen for being best with a fresh seed: the luckiest seed is
+    not a better config, so the best is the search's, as the run's summary and the report say."""
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(study_name="c", storage=storage, direction=direction)
+    sign = 1 if direction == "minimize" else -1
+    for value in (0.3, 0.2, 0.25):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=sign * value))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"diverged": {"reason": "nan", "step": 3}}))
+    for value in (0.21, 0.05, 0.26):  # runs of trial 1 with seeds 1-3; the second is the lowest of all
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=sign * value,
+                                     user_attrs={"confirm": {"of": 1, "seed": 1}}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"confirm": {"of": 1, "seed": 4},
+                                                                       "diverged": {"reason": "nan", "step": 2}}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"confirm": {"of": 1, "seed": 5}}))
+    [row] = summaries(storage)
+    assert (row["complete"], row["pruned"], row["diverged"], row["failed"]) == (3, 0, 1, 0)
+    assert row["confirm"] == {**NO_RUNS, "complete": 3, "diverged": 1, "failed": 1}
+    assert (row["best_trial"], row["best"]) == (1, sign * 0.2)
+

@@ -57,6 +57,10 @@ def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pru
         assert t.params == by_number[tag["of"]].params
         assert TrialRecord.of(t).config["seed"] == tag["seed"] != TrialRecord.of(by_number[tag["of"]]).config["seed"]
     assert "confirms trial" in result.stdout and "verdict (mean [95% interval] over seeds):" in result.stdout
+    listed = call_cli("list", "--storage", "sqlite:///s.db", cwd=tmp_path).stdout  # as the run's summary says
+    best = records.best_trial(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}"))
+    assert f"best val_loss={best.value:.4g} (trial {best.number}); confirmation runs: 4 complete, 0 diverged, " \
+        "0 failed" in listed
 
     again = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -16,3 +16,19 @@ def test_two_studies_side_by_side_with_their_best_values_settings_and_curves(tmp
 
     missing = call_cli("report", "--storage", url, "--compare", "adam-ish", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no such study" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_study_s_confirmation_runs_are_counted_apart_from_its_search():
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from study.report.compare import comparison_data
+
+    study = make_study(5, name="a")
+    for seed in (1, 2):  # retrained with fresh seeds: not search trials, and never the best, however low
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.001, user_attrs={"confirm": {"of": 0,
+                                                                                                    "seed": seed}}))
+    table, _ = comparison_data([study, optuna.create_study(study_name="b")])
+    assert table["trials"].tolist() == ["5 complete, 0 pruned, 0 diverged; 2 confirmation runs",
+                                        "0 complete, 0 pruned, 0 diverged"]
+    assert table["best"][0] == min(t.value for t in study.trials[:5])

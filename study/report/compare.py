@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import pandas as pd
 
-from study.records import StudyRecord, TrialRecord, best_trial, counts
+from study.records import StudyRecord, TrialRecord, best_trial, counts, phase_of
 from study.report.context import Section
 
 
@@ -23,12 +24,14 @@ def comparison_data(studies: list[optuna.Study]) -> tuple[pd.DataFrame, pd.DataF
     one row per (study, epoch) of each best trial's history)."""
     rows, curves = [], []
     for study in studies:
-        record, best = StudyRecord.of(study), best_trial(study)
-        c = counts(study.get_trials(deepcopy=False))
+        record, best, trials = StudyRecord.of(study), best_trial(study), study.get_trials(deepcopy=False)
+        c = counts(t for t in trials if phase_of(t) == "search")
+        runs = sum(phase_of(t) == "confirm" and t.state == TrialState.COMPLETE for t in trials)
         row = {"study": study.study_name, "metric": record.metric,
                "best": best.value if best is not None else math.nan,
                "best_trial": best.number if best is not None else None,
-               "trials": f"{c['complete']} complete, {c['pruned']} pruned, {c['diverged']} diverged",
+               "trials": f"{c['complete']} complete, {c['pruned']} pruned, {c['diverged']} diverged"
+                         + (f"; {runs} confirmation runs" if runs else ""),  # counted apart, as list does
                "verdict": (record.verdict or {}).get("sentence", "")}
         row.update({k: v for k, v in (best.params if best is not None else {}).items()})
         rows.append(row)

@@ -30,11 +30,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study.records import MARKS, StudyRecord, phase_of
+from study.records import MARKS, StudyRecord, best_of_search, phase_of
 from study.records import counts as count_statuses
-
-PHASES = ("search", "confirm")
-
 
 def _confirm_ids(session, study_id: int):
     """The ids of a study's confirmation runs (the trials a `confirm` user attr tags), as a subquery."""
@@ -78,17 +75,17 @@ def status_counts(storage: optuna.storages.BaseStorage, study_id: int, phase: st
 def best_search_trial(storage: optuna.storages.BaseStorage, study_id: int) -> FrozenTrial | None:
     """The search's best complete trial, as records.best_trial finds it: a lucky seed of a confirmation
     run is not a better config. On an RDB storage one query, as Optuna's own get_best_trial."""
-    minimize = storage.get_study_directions(study_id)[0] == optuna.study.StudyDirection.MINIMIZE
+    direction = storage.get_study_directions(study_id)[0]
     if not isinstance(storage, optuna.storages.RDBStorage):
-        search = [t for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
-                  if phase_of(t) == "search" and t.value is not None]
-        return (min if minimize else max)(search, key=lambda t: t.value, default=None)
+        return best_of_search(storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,)),
+                              direction)
     from optuna.storages._rdb.models import TrialModel, TrialValueModel
     from sqlalchemy import case
 
     kind = TrialValueModel.TrialValueType
     rank = case((TrialValueModel.value_type == kind.INF_NEG, -1), (TrialValueModel.value_type == kind.FINITE, 0),
                 (TrialValueModel.value_type == kind.INF_POS, 1))
+    minimize = direction == optuna.study.StudyDirection.MINIMIZE
     order = (rank.asc(), TrialValueModel.value.asc()) if minimize else (rank.desc(), TrialValueModel.value.desc())
     session = storage.scoped_session()
     try:

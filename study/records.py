@@ -172,9 +172,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
         return None
     if not TrialRecord.of(best).confirm:
         return best
-    search = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if not TrialRecord.of(t).confirm and t.value is not None]
-    pick = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
+    return best_of_search(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), study.direction)
+
+
+def best_of_search(complete: Iterable[FrozenTrial], direction) -> FrozenTrial | None:
+    """The best of these complete trials, confirmation runs left out (best_trial's rule)."""
+    search = [t for t in complete if phase_of(t) == "search" and t.value is not None]
+    pick = min if direction == optuna.study.StudyDirection.MINIMIZE else max
     return pick(search, key=lambda t: t.value, default=None)
 
 

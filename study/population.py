@@ -17,8 +17,10 @@ decay, schedule, warmup, shuffle. They must share the model, the data and the ba
 
 Exactness: a member keeps its own torch optimizer and scheduler. Its parameters are views into stacked
 tensors (`torch.func.stack_module_state`), so its optimizer updates the stack in place, and its gradients
-are views of the stack's gradients: every update is torch's own, member by member. Only the forward and
-backward passes are fused (`vmap` over `functional_call`). A batched matmul adds in another order than a
+are views of the stack's gradients: every update is torch's arithmetic for that member alone, run by its
+own optimizer or, for SGD and Adam, by `study.stacked` over all such members at once. The forward and backward
+passes are fused: layer by layer for models built of known layers (`study.fused`: batched matmuls,
+grouped convolutions), else `vmap` over `functional_call`. A batched matmul adds in another order than a
 single one, so a member's parameters agree with its sequential run to float rounding after one step
 (about 1e-7 relative in fp32), and training lets that difference grow slowly; the tests bound both.
 In a chaotic config it grows to the size of seed noise, as a change of torch's thread count does to a
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from study import interrupts
+from study import fused, interrupts
 from study.batches import BatchOrder
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
@@ -126,17 +128,26 @@ def _probe_step(p: PreparedTrial) -> None:
     models = [copy.deepcopy(p.model).train() for _ in range(PROBE_MEMBERS)]
     params, buffers = stack_module_state(models)
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
-
-    def forward(params, buffers, x):
-        return functional_call(models[0], (params, buffers), (x,))
-
     data = p.data
     batch = min(p.cfg.batch_size, len(data.x_train))  # the first samples: no random draw to disturb
     idx = torch.arange(batch, device=data.x_train.device).expand(PROBE_MEMBERS, batch)
     with p.autocast():
-        logits = vmap(forward, randomness="error")(params, buffers, data.x_train[idx])
+        logits = fused_forward(models[0])(params, buffers, data.x_train[idx])
         loss = F.cross_entropy(logits.float().flatten(0, 1), data.y_train[idx].flatten())
     loss.backward()
+
+
+def fused_forward(template: torch.nn.Module) -> fused.Forward:
+    """The members' forward over stacked parameters: layer by layer where study.fused knows every layer
+    (the shipped MLP and CNN), else vmap over functional_call (any model that runs under vmap)."""
+    forward = fused.forward_of(template)
+    if forward is not None:
+        return forward
+
+    def one(params, buffers, x):
+        return functional_call(template, (params, buffers), (x,))
+
+    return vmap(one, randomness="error")  # random ops inside the model cannot be per member here
 
 
 def _free(device: torch.device) -> int:
@@ -199,12 +210,8 @@ class _Stack:
                 param.data = self.params[name].data[i]  # the member's optimizer now updates the stack in place
             for name, buf in bufs.items():
                 buf.data = self.buffers[name][i]  # its evaluation and checkpoint see what the stack tracked
-        template = self.template = models[0]
-
-        def forward(params, buffers, x):
-            return functional_call(template, (params, buffers), (x,))
-
-        self.forward = vmap(forward, randomness="error")  # random ops inside the model cannot be per member here
+        self.template = models[0]
+        self.forward = fused_forward(self.template)
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:

@@ -1,0 +1,110 @@
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from study.fused import PER_SAMPLE, forward_of
+from study.models import ACTIVATIONS, MODELS
+
+K, B = 3, 5
+
+
+def _vmapped(template: nn.Module):
+    return vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="error")
+
+
+def _both(make, shape: tuple[int, ...]):
+    """(fused, vmap) logits and gradients of K different members on K different batches."""
+    torch.manual_seed(0)
+    models = [make() for _ in range(K)]
+    params, buffers = stack_module_state(models)
+    x = torch.randn(K, B, *shape)
+    out = []
+    for forward in (forward_of(models[0]), _vmapped(models[0])):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+        logits = forward(leaves, buffers, x)
+        logits.square().sum().backward()
+        out.append((logits.detach(), {k: v.grad for k, v in leaves.items()}))
+    return out
+
+
+def _assert_same(fused, vmapped):
+    (a, grads_a), (b, grads_b) = fused, vmapped
+    assert a.shape == b.shape
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("shape", [(12,), (2, 16), (1, 8, 8)], ids=["vector", "signal", "image"])
+def test_each_shipped_model_gives_vmaps_logits_and_gradients(name, activation, shape):
+    def make():
+        return MODELS[name](shape, 4, depth=2, width=6, activation=activation)
+
+    assert forward_of(make()) is not None
+    _assert_same(*_both(make, shape))
+
+
+def _per_sample(cls: type[nn.Module]) -> tuple[nn.Module, tuple[int, ...]]:
+    """An instance of a PER_SAMPLE layer and an input shape (one sample) it takes."""
+    match = re.search(r"(\d)d$", cls.__name__)
+    dims = int(match.group(1)) if match else 1
+    if "Adaptive" in cls.__name__:
+        return cls(2), (3,) + (4,) * dims
+    if "Pool" in cls.__name__:
+        return cls(2), (3,) + (4,) * dims
+    return cls(), (7,)
+
+
+@pytest.mark.parametrize("cls", PER_SAMPLE, ids=lambda c: c.__name__)
+def test_every_per_sample_layer_gives_vmaps_result(cls):
+    layer, shape = _per_sample(cls)
+    n = layer(torch.zeros(1, *shape)).numel()
+
+    def make():
+        return nn.Sequential(layer, nn.Flatten(), nn.Linear(n, 4))
+
+    _assert_same(*_both(make, shape))
+
+
+@pytest.mark.parametrize("make, shape", [
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5, bias=False), nn.Tanh(), nn.Linear(5, 3, bias=False)), (6,),
+                 id="linear-without-bias"),
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5), nn.Sequential(nn.ReLU(), nn.Linear(5, 3))), (6,),
+                 id="nested-sequential"),
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3)), (4, 6), id="linear-on-a-sequence"),
+    pytest.param(lambda: nn.Sequential(nn.Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2), nn.Flatten(),
+                                       nn.Linear(6 * 5, 3)), (4, 11), id="conv1d-groups-stride-dilation"),
+    pytest.param(lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding="same", bias=False), nn.MaxPool2d(2),
+                                       nn.Flatten(), nn.Linear(4 * 3 * 3, 3)), (2, 6, 6), id="conv2d-same-no-bias"),
+    pytest.param(lambda: nn.Sequential(nn.Conv3d(1, 2, 2), nn.Flatten(), nn.Linear(2 * 27, 3)), (1, 4, 4, 4),
+                 id="conv3d"),
+    pytest.param(lambda: nn.Linear(6, 3), (6,), id="a bare layer"),
+    pytest.param(lambda: nn.Sequential(nn.Unflatten(1, (2, 8)), nn.Conv1d(2, 3, 3), nn.Flatten(1, -1),
+                                       nn.Linear(18, 3)), (16,), id="unflatten"),
+])
+def test_layer_options_give_vmaps_result(make, shape):
+    _assert_same(*_both(make, shape))
+
+
+class _Residual(nn.Sequential):  # a Sequential subclass may do anything in its forward
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+@pytest.mark.parametrize("model", [
+    pytest.param(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), id="batchnorm: per-member statistics"),
+    pytest.param(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), id="dropout: random"),
+    pytest.param(_Residual(nn.Linear(4, 4)), id="a Sequential subclass"),
+    pytest.param(nn.Sequential(nn.Flatten(0), nn.Linear(4, 4)), id="flatten across the batch"),
+    pytest.param(nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect")), id="conv padding mode"),
+    pytest.param(nn.Sequential(nn.MaxPool1d(2, return_indices=True)), id="pool returning indices"),
+    pytest.param(nn.Sequential(nn.PReLU()), id="an activation with a parameter"),
+])
+def test_other_models_are_left_to_vmap(model):
+    assert forward_of(model) is None

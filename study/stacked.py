@@ -36,11 +36,6 @@ def kind_of(opt: torch.optim.Optimizer) -> str | None:
     return None
 
 
-def _column(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-member values (a vector) shaped to broadcast over `like`'s stacked dimension."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 class StackedOptimizer:
     """The update for members [start, stop) of the stack, all of one kind, with their optimizers' state
     moved into stacked tensors (and the optimizers' state made views of them)."""
@@ -88,60 +83,81 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         groups = [opt.param_groups[0] for opt in self.opts]
-        like = next(iter(self.params.values()))
-
-        def vector(values: list[float]) -> torch.Tensor:  # once per step, not once per param
-            # From pinned memory the copy to a GPU is asynchronous: no host sync in the step loop.
-            return torch.tensor(values, dtype=like.dtype, pin_memory=like.is_cuda).to(like.device, non_blocking=True)
-
+        ps = [stack.data[self.slice] for stack in self.params.values()]
+        gs = [stack.grad[self.slice] for stack in self.params.values()]
         if self.kind == "sgd":
-            self._sgd(groups, vector)
+            self._sgd(groups, ps, gs)
         else:
-            self._adam(groups, vector)
+            self._adam(groups, ps, gs)
         self.fresh = [False] * len(self.opts)
 
-    def _sgd(self, groups: list[dict], vector) -> None:
-        lr, wd, mom = (vector([x[k] for x in groups]) for k in ("lr", "weight_decay", "momentum"))
-        decay, moving = any(x["weight_decay"] for x in groups), any(x["momentum"] for x in groups)
-        # The masks only where members differ: each torch.where is a pass over every param (same arithmetic).
-        fresh = vector([float(f) for f in self.fresh]).bool() if len(set(self.fresh)) > 1 else self.fresh[0]
-        nesterov = vector([float(x["nesterov"]) for x in groups]).bool() if any(x["nesterov"] for x in groups) else None
-        all_moving = all(x["momentum"] for x in groups)
-        for name, stack in self.params.items():
-            p, g = stack.data[self.slice], stack.grad[self.slice]
-            if decay:
-                g = g + _column(wd, p) * p  # torch: grad.add(param, alpha=weight_decay)
-            if moving:
-                buf, m = self.state[name]["momentum_buffer"], _column(mom, p)
-                if fresh is True:  # torch: clone(grad), else buf*m + grad
-                    buf.copy_(g)
-                elif fresh is False:
-                    buf.mul_(m).add_(g)
-                else:
-                    buf.copy_(torch.where(_column(fresh, p), g, buf * m + g))
-                step = buf if nesterov is None else torch.where(_column(nesterov, p), g + m * buf, buf)
-                g = step if all_moving else torch.where(m != 0, step, g)
-            p.add_(-_column(lr, p) * g)  # torch: param.add_(grad, alpha=-lr)
+    # The updates below run each operation on all params at once (torch._foreach_*, as torch.optim's own
+    # foreach implementations do): per param, dispatching a dozen small ops cost more than their arithmetic
+    # (a K = 16 Adam step of quick's MLP: 1.0 ms, of which 0.75 ms at K = 1).
 
-    def _adam(self, groups: list[dict], vector) -> None:
+    def _sgd(self, groups: list[dict], ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
+        decay, moving = any(x["weight_decay"] for x in groups), any(x["momentum"] for x in groups)
+        all_moving = all(x["momentum"] for x in groups)
+        nesterov = any(x["nesterov"] for x in groups)
+        col = _columns(ps, {
+            "neg_lr": [-x["lr"] for x in groups], "wd": [x["weight_decay"] for x in groups],
+            "mom": [x["momentum"] for x in groups], "moving": [float(x["momentum"] != 0) for x in groups],
+            "nesterov": [float(x["nesterov"]) for x in groups]})
+        if decay:
+            gs = torch._foreach_add(gs, torch._foreach_mul(col["wd"], ps))  # torch: grad.add(param, alpha=wd)
+        if moving:
+            # torch: clone(grad) at the first step, else buf * momentum + grad. A fresh member's buffer is
+            # zeros here, and 0 * momentum + grad is grad exactly: one update serves both.
+            bufs = [self.state[name]["momentum_buffer"] for name in self.params]
+            torch._foreach_mul_(bufs, col["mom"])
+            torch._foreach_add_(bufs, gs)
+            steps = bufs
+            if nesterov:
+                ahead = torch._foreach_add(gs, torch._foreach_mul(col["mom"], bufs))
+                steps = [torch.where(n.bool(), a, b) for n, a, b in zip(col["nesterov"], ahead, bufs, strict=True)]
+            gs = steps if all_moving else [torch.where(m.bool(), s, g)
+                                           for m, s, g in zip(col["moving"], steps, gs, strict=True)]
+        torch._foreach_add_(ps, torch._foreach_mul(col["neg_lr"], gs))  # torch: param.add_(grad, alpha=-lr)
+
+    def _adam(self, groups: list[dict], ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
         self.steps = [s + 1 for s in self.steps]
         decoupled = [type(opt) is torch.optim.AdamW for opt in self.opts]
         decay = any(x["weight_decay"] for x in groups)
-        coupled = vector([0.0 if d else x["weight_decay"] for x, d in zip(groups, decoupled, strict=True)])
-        shrink = vector([1 - x["lr"] * x["weight_decay"] if d else 1.0 for x, d in zip(groups, decoupled, strict=True)])
-        # 1 - beta in Python, as torch computes it, then rounded once to the tensors' dtype
-        keep1 = vector([1 - x["betas"][0] for x in groups])
-        beta2, keep2 = vector([x["betas"][1] for x in groups]), vector([1 - x["betas"][1] for x in groups])
-        step_size = vector([x["lr"] / (1 - x["betas"][0] ** s) for x, s in zip(groups, self.steps, strict=True)])
-        bc2_sqrt = vector([(1 - x["betas"][1] ** s) ** 0.5 for x, s in zip(groups, self.steps, strict=True)])
-        eps = vector([x["eps"] for x in groups])
-        for name, stack in self.params.items():
-            p, g = stack.data[self.slice], stack.grad[self.slice]
-            m, v = self.state[name]["exp_avg"], self.state[name]["exp_avg_sq"]
-            if decay:
-                g = g + _column(coupled, p) * p  # Adam: grad.add(param, alpha=weight_decay)
-                p.mul_(_column(shrink, p))  # AdamW: param.mul_(1 - lr * weight_decay)
-            m.lerp_(g, _column(keep1, p))
-            v.mul_(_column(beta2, p)).addcmul_(g, g * _column(keep2, p))
-            denom = (v.sqrt() / _column(bc2_sqrt, p)).add_(_column(eps, p))
-            p.add_(-_column(step_size, p) * (m / denom))  # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+        at = list(zip(groups, self.steps, strict=True))
+        col = _columns(ps, {
+            "coupled": [0.0 if d else x["weight_decay"] for x, d in zip(groups, decoupled, strict=True)],
+            "shrink": [1 - x["lr"] * x["weight_decay"] if d else 1.0 for x, d in zip(groups, decoupled, strict=True)],
+            # 1 - beta in Python, as torch computes it, then rounded once to the tensors' dtype
+            "keep1": [1 - x["betas"][0] for x in groups],
+            "beta2": [x["betas"][1] for x in groups], "keep2": [1 - x["betas"][1] for x in groups],
+            "neg_step_size": [-(x["lr"] / (1 - x["betas"][0] ** s)) for x, s in at],
+            "bc2_sqrt": [(1 - x["betas"][1] ** s) ** 0.5 for x, s in at], "eps": [x["eps"] for x in groups]})
+        ms = [self.state[name]["exp_avg"] for name in self.params]
+        vs = [self.state[name]["exp_avg_sq"] for name in self.params]
+        if decay:
+            gs = torch._foreach_add(gs, torch._foreach_mul(col["coupled"], ps))  # Adam: grad.add(param, alpha=wd)
+            torch._foreach_mul_(ps, col["shrink"])  # AdamW: param.mul_(1 - lr * weight_decay)
+        torch._foreach_lerp_(ms, gs, col["keep1"])
+        torch._foreach_mul_(vs, col["beta2"])
+        torch._foreach_addcmul_(vs, gs, torch._foreach_mul(gs, col["keep2"]))
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, col["bc2_sqrt"])
+        torch._foreach_add_(denom, col["eps"])
+        ratio = torch._foreach_div(ms, denom)
+        torch._foreach_mul_(ratio, col["neg_step_size"])
+        torch._foreach_add_(ps, ratio)  # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _columns(like: list[torch.Tensor], rows: dict[str, list[float]]) -> dict[str, list[torch.Tensor]]:
+    """Each row of per-member values as one column per tensor of `like`, shaped to broadcast over its
+    stacked dimension. One host-to-device copy for them all, from pinned memory, so asynchronous on a GPU:
+    no host sync in the step loop."""
+    first = like[0]
+    table = torch.tensor(list(rows.values()), dtype=first.dtype, pin_memory=first.is_cuda)
+    table = table.to(first.device, non_blocking=True)
+    dims = {t.dim() for t in like}
+    out = {}
+    for name, row in zip(rows, table, strict=True):
+        by_dim = {d: row.view(-1, *([1] * (d - 1))) for d in dims}
+        out[name] = [by_dim[t.dim()] for t in like]
+    return out

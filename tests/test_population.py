@@ -99,6 +99,28 @@ def test_a_member_s_checkpoint_resumes_alone_to_the_same_result(tmp_path):
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "nesterov", "adam"])
+def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_path, optimizer):
+    """A retried trial brings its optimizer state (momentum buffers, Adam moments) into a population whose
+    other members start theirs at this step: the stacked update treats each as torch would alone."""
+    lr = 3e-3 if optimizer == "adam" else 0.02
+    retried = _cfg(0, optimizer=optimizer, lr=lr)
+    ck = Checkpoints(tmp_path / "t0", keep=3, identity={"trial": 0})
+
+    def stop_after_first(history):
+        raise KeyboardInterrupt  # a worker stopped after the first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_population([prepare(retried, CPU, ck)], on_epoch=[stop_after_first], checkpoints=[ck])
+    fresh = [_cfg(i, optimizer=o, lr=lr) for i, o in ((1, optimizer), (2, "sgd_momentum"), (3, "nesterov"))]
+    members = [prepare(retried, CPU, Checkpoints(tmp_path / "t0", keep=3, identity={"trial": 0}))]
+    assert members[0].resumed_from_epoch == 1 and members[0].opt.state  # its state rides in with it
+    got = run_population(members + [prepare(c, CPU) for c in fresh])
+    for cfg, outcome in zip([retried, *fresh], got, strict=True):
+        a, b = _flat(_sequential(cfg).model), _flat(outcome.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"batch_size": 64}, "differ in model, data or batch size"),
     ({"width": 32}, "differ in model, data or batch size"),

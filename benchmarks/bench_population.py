@@ -1,7 +1,7 @@
 """How many more trials per minute does the population engine train than the sequential one, and does
 the study reach a good model sooner?
 
-    python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64]
+    python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
 
@@ -9,7 +9,8 @@ A `quick`-like study: the same MLP (2 x 64, ReLU) on 8x8 digits at batch 64 for 
 draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trials are trained by
 `run_sequential` one after another and by `run_population` in groups of K, in one run on one machine;
 printed: trials/min, microseconds per model-step (a step of one trial), and the ratio to sequential.
-Validation, divergence checks and history are included; storage and checkpoints are not.
+Validation, divergence checks and history are included; storage and checkpoints are not. --vmap: each K
+also with the forward that any model gets (vmap over functional_call) instead of study.fused's layers.
 
 --to-target: the wall time until a study's best validation loss first reaches the target, the way a user
 runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
@@ -17,12 +18,13 @@ runs): the `quick` space with 48 trials, sequential and with populations of each
 seeds. A population's trials are all asked before any is told, so the sampler learns less per trial;
 the trials needed to reach the target show that cost beside the time.
 
---compile: one population of K trials for 8 epochs with its fused forward eager and under torch.compile
-(of the vmapped functional_call), in one run: the first epoch (compilation included) and the other seven.
+--compile: one population of K trials for 8 epochs with its fused forward eager and under torch.compile,
+in one run: the first epoch (compilation included) and the other seven.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import tempfile
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+import study.fused
+import study.population
 from study.config import TrialConfig
 from study.datacache import DataCache
 from study.engine import run_sequential
@@ -91,17 +95,32 @@ def target_table(args, device: torch.device) -> None:
         print(f"{label:<17} median {median} | whole search {statistics.median(took):5.1f} s | {times}", flush=True)
 
 
-def compile_table(args, device: torch.device) -> None:
-    import study.population as population
+@contextlib.contextmanager
+def forward_by(wrap):
+    """Populations built meanwhile run wrap(template) as their forward."""
+    eager = study.population.fused_forward
+    study.population.fused_forward = lambda template: wrap(template, eager)
+    try:
+        yield
+    finally:
+        study.population.fused_forward = eager
 
-    eager_vmap = population.vmap
+
+def by_vmap(template, eager):
+    layered, study.fused.forward_of = study.fused.forward_of, lambda template: None
+    try:
+        return eager(template)
+    finally:
+        study.fused.forward_of = layered
+
+
+def compile_table(args, device: torch.device) -> None:
     cache = DataCache()
     print(f"{device}, {torch.get_num_threads()} threads: one population, 8 epochs; eager against torch.compile")
     for k in args.sizes:
         row = []
         for compiled in (False, True):
             torch._dynamo.reset()
-            population.vmap = (lambda f, **kw: torch.compile(eager_vmap(f, **kw))) if compiled else eager_vmap
             first: list[float] = []
             start = time.perf_counter()
 
@@ -111,10 +130,11 @@ def compile_table(args, device: torch.device) -> None:
 
             members = [prepare(c, device, cache=cache) for c in configs(k)]
             steps = sum(m.budget.total_iters for m in members)
-            population.run_population(members, on_epoch=[epoch_end] + [None] * (k - 1))
+            wrap = (lambda t, eager: torch.compile(eager(t))) if compiled else (lambda t, eager: eager(t))
+            with forward_by(wrap):
+                run_population(members, on_epoch=[epoch_end] + [None] * (k - 1))
             total = time.perf_counter() - start
             row.append((first[0], (total - first[0]) / (steps * 7 / 8) * 1e6))
-        population.vmap = eager_vmap
         (e_first, e_step), (c_first, c_step) = row
         print(f"K={k:<3} first epoch: eager {e_first:6.2f} s, compiled {c_first:6.2f} s | after: eager "
               f"{e_step:6.1f} us/model-step, compiled {c_step:6.1f} (x{e_step / c_step:.2f})", flush=True)
@@ -129,6 +149,7 @@ def main() -> None:
                         help="time studies until their best val_loss reaches this instead")
     parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per engine, with --to-target")
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile of the fused forward")
+    parser.add_argument("--vmap", action="store_true", help="each K with the vmap forward too")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.to_target is not None:
@@ -155,6 +176,11 @@ def main() -> None:
         t = timed(lambda k=k: population(k))
         print(f"population K={k:<3} {args.trials / t * 60:8.1f} trials/min {t / steps * 1e6:8.1f} us/model-step"
               f"  x{base / t:.2f}", flush=True)
+        if args.vmap:
+            with forward_by(by_vmap):
+                v = timed(lambda k=k: population(k))
+            print(f"  by vmap        {args.trials / v * 60:8.1f} trials/min {v / steps * 1e6:8.1f} us/model-step"
+                  f"  x{base / v:.2f} (study.fused x{v / t:.2f} of vmap)", flush=True)
 
 
 if __name__ == "__main__":

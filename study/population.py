@@ -231,7 +231,7 @@ class _Stack:
             raise
 
     def _probe(self) -> None:
-        """Two samples each, on copies of the buffers: a model that cannot run under vmap says so now."""
+        """Two samples each, on copies of the buffers: a model that cannot run fused says so now."""
         x = self.members[0].p.data.x_train[:2]
         try:
             with torch.no_grad():
@@ -240,7 +240,8 @@ class _Stack:
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
-            raise CannotFuse(f"the model cannot run under torch.func.vmap: {type(exc).__name__}: {exc}") from None
+            how = "torch.func.vmap" if fused.forward_of(self.template) is None else "study.fused's layers"
+            raise CannotFuse(f"the model cannot run under {how}: {type(exc).__name__}: {exc}") from None
 
     def optimizer_step(self) -> None:
         for update in self.stacked:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent GPU machine: CUDA-marked tests (bf16, no host syncs per step,
-# --jobs 2 on CUDA stopped by SIGTERM and resumed, populations), the trial loop's tests, then the benchmarks on CPU and GPU.
+# --jobs 2 on CUDA stopped by SIGTERM and resumed, populations), the trial loop's tests, then the benchmarks on CPU and GPU
+# (on the GPU with --vmap: what study.fused's layers gain over vmap there).
 # Usage: here, `bash benchmarks/gpu_wheels.sh` once (optuna and its needs, as wheels in .whl/); there, with
 # .whl carried: OUT=/some/dir bash benchmarks/gpu_check.sh (the device tool: command `bash benchmarks/gpu_check.sh`,
 # carry [".whl"], timeout_s 560; it sets OUT). Tried on a CPU-only venv holding the image's packages and
@@ -16,8 +17,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$OUT/gpu.txt"
 python3 -c "import torch, optuna; print('torch', torch.__version__, 'optuna', optuna.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-timeout 200 python3 -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_cuda.py tests/test_trial.py tests/test_checkpoints.py tests/test_population.py 2>&1 | tee "$OUT/pytest.log"
+timeout 190 python3 -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/test_cuda.py tests/test_trial.py tests/test_checkpoints.py tests/test_population.py 2>&1 | tee "$OUT/pytest.log"
+timeout 30 python3 -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning -m cuda tests/test_fused.py 2>&1 | tee -a "$OUT/pytest.log"
 
-timeout 90 python3 -m benchmarks.bench_trial --device cuda --repeats 3 2>&1 | tee "$OUT/bench.log"
-timeout 150 python3 -m benchmarks.bench_population --device cuda --trials 128 --sizes 1 16 64 128 2>&1 | tee -a "$OUT/bench.log"
-timeout 90 python3 -m benchmarks.bench_population --device cpu --trials 64 --sizes 1 16 64 2>&1 | tee -a "$OUT/bench.log"
+timeout 80 python3 -m benchmarks.bench_trial --device cuda --repeats 3 2>&1 | tee "$OUT/bench.log"
+timeout 165 python3 -m benchmarks.bench_population --device cuda --trials 128 --sizes 1 16 64 128 --vmap 2>&1 | tee -a "$OUT/bench.log"
+timeout 65 python3 -m benchmarks.bench_population --device cpu --trials 64 --sizes 1 16 64 2>&1 | tee -a "$OUT/bench.log"

@@ -43,6 +43,8 @@ _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 def forward_of(template: nn.Module) -> Forward | None:
     """forward(params, buffers, x) of stacked members like `template`, x and the result [K, B, ...];
     None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers."""
+    if any(_global_hooks()):
+        return None
     layers = _layers(template, "")
     if layers is None:
         return None
@@ -57,7 +59,21 @@ def forward_of(template: nn.Module) -> Forward | None:
     return forward
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Hooks (weight_norm's too) change what a module computes, and only calling it runs them."""
+    return any((module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks))
+
+
+def _global_hooks() -> tuple[dict, ...]:  # nn.modules.module.register_module_forward_hook and its kin
+    from torch.nn.modules import module
+    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+             "_global_backward_pre_hooks")
+    return tuple(getattr(module, name, {}) for name in names)
+
+
 def _layers(module: nn.Module, prefix: str) -> list[Layer] | None:
+    if _hooked(module):
+        return None
     if type(module) is nn.Sequential:
         layers: list[Layer] = []
         for name, child in module.named_children():

@@ -1,4 +1,5 @@
 import re
+import warnings
 
 import pytest
 import torch
@@ -136,6 +137,17 @@ def test_layer_options_give_vmaps_result(make, shape):
     _assert_same(*_both(make, shape))
 
 
+def _weight_norm(layer: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():  # deprecated for the parametrization, still in use
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.utils.weight_norm(layer)
+
+
+def _with_hook(module: nn.Module) -> nn.Module:
+    module.register_forward_hook(lambda mod, args, out: 2 * out)
+    return module
+
+
 class _Residual(nn.Sequential):  # a Sequential subclass may do anything in its forward
     def forward(self, x):
         return x + super().forward(x)
@@ -149,6 +161,20 @@ class _Residual(nn.Sequential):  # a Sequential subclass may do anything in its 
     pytest.param(nn.Sequential(nn.Conv1d(1, 2, 3, padding=1, padding_mode="reflect")), id="conv padding mode"),
     pytest.param(nn.Sequential(nn.MaxPool1d(2, return_indices=True)), id="pool returning indices"),
     pytest.param(nn.Sequential(nn.PReLU()), id="an activation with a parameter"),
+    pytest.param(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(4, 4))), id="a parametrization"),
+    pytest.param(nn.Sequential(_weight_norm(nn.Linear(4, 4))), id="weight_norm by a hook"),
+    pytest.param(nn.Sequential(_with_hook(nn.Linear(4, 4))), id="a forward hook"),
+    pytest.param(_with_hook(nn.Sequential(nn.Linear(4, 4))), id="a hook on the Sequential"),
 ])
 def test_other_models_are_left_to_vmap(model):
     assert forward_of(model) is None
+
+
+def test_a_global_module_hook_leaves_every_model_to_vmap():
+    model = nn.Sequential(nn.Linear(4, 4))
+    handle = nn.modules.module.register_module_forward_hook(lambda mod, args, out: out)
+    try:
+        assert forward_of(model) is None
+    finally:
+        handle.remove()
+    assert forward_of(model) is not None

@@ -45,7 +45,10 @@ def forward_of(template: nn.Module) -> Forward | None:
     None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers."""
     if any(_global_hooks()):
         return None
-    layers = _layers(template, "")
+    # A module used twice (tied layers) has its parameters under its first name only, in named_modules
+    # as in stack_module_state's dicts.
+    names = {module: f"{name}." if name else "" for name, module in template.named_modules()}
+    layers = _layers(template, names)
     if layers is None:
         return None
 
@@ -71,13 +74,13 @@ def _global_hooks() -> tuple[dict, ...]:  # nn.modules.module.register_module_fo
     return tuple(getattr(module, name, {}) for name in names)
 
 
-def _layers(module: nn.Module, prefix: str) -> list[Layer] | None:
+def _layers(module: nn.Module, names: dict[nn.Module, str]) -> list[Layer] | None:
     if _hooked(module):
         return None
     if type(module) is nn.Sequential:
         layers: list[Layer] = []
-        for name, child in module.named_children():
-            inner = _layers(child, f"{prefix}{name}.")
+        for child in module:  # as Sequential.forward runs them: children() yields a repeated one once
+            inner = _layers(child, names)
             if inner is None:
                 return None
             layers += inner
@@ -89,9 +92,9 @@ def _layers(module: nn.Module, prefix: str) -> list[Layer] | None:
     if type(module) is nn.Unflatten and isinstance(module.dim, int) and module.dim >= 1:
         return [lambda params, h, k: module(h)]
     if type(module) is nn.Linear:
-        return [_linear(prefix)]
+        return [_linear(names[module])]
     if type(module) in _CONV and module.padding_mode == "zeros":
-        return [_conv(module, prefix)]
+        return [_conv(module, names[module])]
     return None
 
 

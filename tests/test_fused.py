@@ -130,11 +130,16 @@ def test_every_per_sample_layer_gives_vmaps_result(cls):
     pytest.param(lambda: nn.Sequential(nn.Conv3d(1, 2, 2), nn.Flatten(), nn.Linear(2 * 27, 3)), (1, 4, 4, 4),
                  id="conv3d"),
     pytest.param(lambda: nn.Linear(6, 3), (6,), id="a bare layer"),
+    pytest.param(lambda: _tied(nn.Linear(6, 6)), (6,), id="one layer used twice"),
     pytest.param(lambda: nn.Sequential(nn.Unflatten(1, (2, 8)), nn.Conv1d(2, 3, 3), nn.Flatten(1, -1),
                                        nn.Linear(18, 3)), (16,), id="unflatten"),
 ])
 def test_layer_options_give_vmaps_result(make, shape):
     _assert_same(*_both(make, shape))
+
+
+def _tied(layer: nn.Module) -> nn.Module:
+    return nn.Sequential(layer, nn.Tanh(), nn.Sequential(layer, nn.ReLU()), layer)
 
 
 def _weight_norm(layer: nn.Module) -> nn.Module:

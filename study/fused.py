@@ -85,17 +85,24 @@ def _layers(module: nn.Module, names: dict[nn.Module, str]) -> list[Layer] | Non
                 return None
             layers += inner
         return layers
-    if type(module) in PER_SAMPLE and not getattr(module, "return_indices", False):
-        return [lambda params, h, k: module(h)]
-    if type(module) is nn.Flatten and module.start_dim >= 1:  # never across the batch
-        return [lambda params, h, k: module(h)]
-    if type(module) is nn.Unflatten and isinstance(module.dim, int) and module.dim >= 1:
+    if _per_sample(module):
         return [lambda params, h, k: module(h)]
     if type(module) is nn.Linear:
         return [_linear(names[module])]
     if type(module) in _CONV and module.padding_mode == "zeros":
         return [_conv(module, names[module])]
     return None
+
+
+def _per_sample(module: nn.Module) -> bool:
+    """A layer the members' batches pass through as one batch: it sees each sample alone."""
+    if type(module) in PER_SAMPLE:
+        return not getattr(module, "return_indices", False)
+    if type(module) is nn.Flatten:
+        return module.start_dim >= 1  # never across the batch
+    if type(module) is nn.Unflatten:
+        return isinstance(module.dim, int) and module.dim >= 1
+    return False
 
 
 def _linear(prefix: str) -> Layer:

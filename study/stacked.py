@@ -102,7 +102,7 @@ class StackedOptimizer:
         col = _columns(ps, {
             "neg_lr": [-x["lr"] for x in groups], "wd": [x["weight_decay"] for x in groups],
             "mom": [x["momentum"] for x in groups], "moving": [float(x["momentum"] != 0) for x in groups],
-            "nesterov": [float(x["nesterov"]) for x in groups]})
+            "nesterov": [float(x["nesterov"]) for x in groups]}, masks=("moving", "nesterov"))
         if decay:
             gs = torch._foreach_add(gs, torch._foreach_mul(col["wd"], ps))  # torch: grad.add(param, alpha=wd)
         if moving:
@@ -114,8 +114,8 @@ class StackedOptimizer:
             steps = bufs
             if nesterov:
                 ahead = torch._foreach_add(gs, torch._foreach_mul(col["mom"], bufs))
-                steps = [torch.where(n.bool(), a, b) for n, a, b in zip(col["nesterov"], ahead, bufs, strict=True)]
-            gs = steps if all_moving else [torch.where(m.bool(), s, g)
+                steps = [torch.where(n, a, b) for n, a, b in zip(col["nesterov"], ahead, bufs, strict=True)]
+            gs = steps if all_moving else [torch.where(m, s, g)
                                            for m, s, g in zip(col["moving"], steps, gs, strict=True)]
         torch._foreach_add_(ps, torch._foreach_mul(col["neg_lr"], gs))  # torch: param.add_(grad, alpha=-lr)
 
@@ -148,16 +148,18 @@ class StackedOptimizer:
         torch._foreach_add_(ps, ratio)  # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
-def _columns(like: list[torch.Tensor], rows: dict[str, list[float]]) -> dict[str, list[torch.Tensor]]:
+def _columns(like: list[torch.Tensor], rows: dict[str, list[float]],
+             masks: tuple[str, ...] = ()) -> dict[str, list[torch.Tensor]]:
     """Each row of per-member values as one column per tensor of `like`, shaped to broadcast over its
-    stacked dimension. One host-to-device copy for them all, from pinned memory, so asynchronous on a GPU:
-    no host sync in the step loop."""
+    stacked dimension; the rows named in `masks` as booleans, for torch.where. One host-to-device copy for
+    them all, from pinned memory, so asynchronous on a GPU: no host sync in the step loop."""
     first = like[0]
     table = torch.tensor(list(rows.values()), dtype=first.dtype, pin_memory=first.is_cuda)
     table = table.to(first.device, non_blocking=True)
     dims = {t.dim() for t in like}
     out = {}
     for name, row in zip(rows, table, strict=True):
+        row = row.bool() if name in masks else row  # once a step, not once a tensor
         by_dim = {d: row.view(-1, *([1] * (d - 1))) for d in dims}
         out[name] = [by_dim[t.dim()] for t in like]
     return out

@@ -366,16 +366,23 @@ def _validate_fused(stack: _Stack, ending: list[_Member]) -> list[dict[str, floa
     return [scored[r] for r in rows]
 
 
-def _end_epoch(m: _Member, metrics: dict[str, float]) -> None:
+def _losses(ending: list[_Member]) -> list[tuple[float, float]]:
+    """Each member's (loss sum of its epoch, first loss) as floats, in one copy to the host: on a GPU one
+    sync, where a float() of each was 2 K of them."""
+    both = torch.stack([m.loss_sum for m in ending] + [m.start_loss for m in ending]).tolist()
+    return list(zip(both[:len(ending)], both[len(ending):], strict=True))
+
+
+def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_loss: float) -> None:
     """The divergence check, the checkpoint and the callback, exactly as run_sequential (the validation
-    metrics come from _validate)."""
+    metrics come from _validate, the losses from _losses)."""
     p = m.p
-    train_loss = float(m.loss_sum) / max(1, m.steps)
+    train_loss = loss_sum / max(1, m.steps)
     record = {"epoch": m.epoch, "iteration": m.it, "samples": m.p.budget.samples_at(m.it), "train_loss": train_loss,
               **metrics, "lr": p.sched.get_last_lr()[0], "wall_time": time.perf_counter() - m.clock}
     p.history.append(record)
     m.loss_sum, m.steps = None, 0
-    reason = _divergence(train_loss, metrics["val_loss"], float(m.start_loss), p.cfg.divergence_factor)
+    reason = _divergence(train_loss, metrics["val_loss"], start_loss, p.cfg.divergence_factor)
     if reason:
         raise Diverged(reason, m.it, p.history)
     if m.checkpoints:
@@ -383,7 +390,7 @@ def _end_epoch(m: _Member, metrics: dict[str, float]) -> None:
             "model": {k: v.detach().clone() for k, v in p.model.state_dict().items()},  # not the whole stack
             "optimizer": _owned(p.opt.state_dict()), "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": m.epoch, "iteration": m.it, "history": p.history,
-            "start_loss": float(m.start_loss), "config": p.cfg.to_dict()})
+            "start_loss": start_loss, "config": p.cfg.to_dict()})
     if m.on_epoch:
         m.on_epoch(p.history)
     m.epoch += 1
@@ -477,11 +484,11 @@ def _train_until_one_leaves(active: list[_Member]) -> None:
             _train(stack, min(m.epoch_end - m.it for m in active))
             stack.sync()  # the members' optimizers show their state, for checkpoints
             ending = [m for m in active if m.it == m.epoch_end]
-            for m, metrics in zip(ending, _validate(stack, ending), strict=True):
+            for m, metrics, losses in zip(ending, _validate(stack, ending), _losses(ending), strict=True):
                 try:
                     if isinstance(metrics, Exception):
                         raise metrics
-                    _end_epoch(m, metrics)
+                    _end_epoch(m, metrics, *losses)
                 except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
                     m.outcome, m.done = exc, True
             if any(m.done for m in active):

@@ -4,6 +4,7 @@ the study reach a good model sooner?
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
+    python -m benchmarks.bench_population --ops [--sizes 1 4 16 64]
 
 A `quick`-like study: the same MLP (2 x 64, ReLU) on 8x8 digits at batch 64 for 8 epochs; each trial
 draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trials are trained by
@@ -20,6 +21,11 @@ the trials needed to reach the target show that cost beside the time.
 
 --compile: one population of K trials for 8 epochs with its fused forward eager and under torch.compile,
 in one run: the first epoch (compilation included) and the other seven.
+
+--ops: the tensor ops that run a kernel (views do not), counted over whole runs, validation included,
+per step of the sequential engine and per fused step of a population of K. Machine-independent, and on a
+GPU, where these models' kernels are tiny, each is a launch that the step waits for. A `_foreach_` op
+counts once; on CUDA, with per-member columns, it launches a kernel per tensor.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import study.fused
 import study.population
@@ -140,6 +147,33 @@ def compile_table(args, device: torch.device) -> None:
               f"{e_step:6.1f} us/model-step, compiled {c_step:6.1f} (x{e_step / c_step:.2f})", flush=True)
 
 
+class Ops(TorchDispatchMode):
+    """Counts the tensor ops dispatched meanwhile that run a kernel (views only alias their input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def ops_table(args, device: torch.device) -> None:
+    cache = DataCache()
+    cfgs = configs(max(args.sizes))
+    steps = prepare(cfgs[0], device, cache=cache).budget.total_iters  # the same for every trial here
+    with Ops() as ops:
+        run_sequential(prepare(cfgs[0], device, cache=cache))
+    print(f"{device}: tensor ops that run a kernel, per step (validation included), {steps} steps a trial")
+    print(f"sequential:        {ops.n / steps:7.1f} per step")
+    for k in args.sizes:
+        with Ops() as ops:
+            run_population([prepare(c, device, cache=cache) for c in cfgs[:k]])
+        print(f"population K={k:<3}  {ops.n / steps:7.1f} per fused step, {ops.n / steps / k:6.1f} per model-step",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -150,12 +184,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="sampler seeds per engine, with --to-target")
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile of the fused forward")
     parser.add_argument("--vmap", action="store_true", help="each K with the vmap forward too")
+    parser.add_argument("--ops", action="store_true", help="count the tensor ops per step instead of timing")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.to_target is not None:
         return target_table(args, device)
     if args.compile:
         return compile_table(args, device)
+    if args.ops:
+        return ops_table(args, device)
     cache = DataCache()
     cfgs = configs(args.trials)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)

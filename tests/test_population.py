@@ -165,15 +165,19 @@ def test_batchnorm_members_keep_their_own_running_statistics():
     assert not torch.allclose(means[0], means[1])  # per member, not shared
 
 
-def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_alone(monkeypatch):
-    """A CPU has no device memory to run out of, so the fused loss raises torch's own OutOfMemoryError
-    for more than two members at once, as a GPU would past its memory (tests/test_cuda.py runs it there)."""
+@pytest.mark.parametrize("full_after", [0, 3])
+def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_alone(monkeypatch, full_after):
+    """A CPU has no device memory to run out of, so after `full_after` steps the fused loss raises torch's
+    own OutOfMemoryError for more than two members at once, as a GPU would past its memory
+    (tests/test_cuda.py runs it there). A halving in the middle of an epoch loses no member's step: the
+    epoch's train loss counts every step, before and after it, as alone."""
     import study.population as population
 
-    real = population.F.cross_entropy
+    real, calls = population.F.cross_entropy, []
 
     def two_fit(logits, *args, **kwargs):
-        if logits.shape[0] > 2 * BASE["batch_size"]:
+        calls.append(logits.shape[0])
+        if len(calls) > full_after and logits.shape[0] > 2 * BASE["batch_size"]:
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return real(logits, *args, **kwargs)
 
@@ -181,8 +185,8 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
     cfgs = [_cfg(i, optimizer=("sgd", "adam")[i % 2], lr=0.01) for i in range(4)]
     sizes = []
     fused = run_population([prepare(c, CPU) for c in cfgs], on_shrink=sizes.append)
-    assert sizes == [2]
     monkeypatch.setattr(population.F, "cross_entropy", real)
+    assert sizes == [2] and calls[:full_after + 1] == [4 * BASE["batch_size"]] * (full_after + 1)  # an epoch: 6 steps
     for cfg, got in zip(cfgs, fused, strict=True):
         assert isinstance(got, TrainResult), got
         want = _sequential(cfg)
@@ -190,32 +194,8 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5
         assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history],
                                                                     abs=1e-5)
-
-
-def test_out_of_memory_in_the_middle_of_an_epoch_loses_no_step_of_any_member(monkeypatch):
-    """The halving comes after some steps of an epoch: each member's train loss of that epoch still counts
-    every step it took, before and after the halving, as alone."""
-    import study.population as population
-
-    real, calls = population.F.cross_entropy, []
-
-    def full_after_three(logits, *args, **kwargs):
-        calls.append(logits.shape[0])
-        if len(calls) > 3 and logits.shape[0] > 2 * BASE["batch_size"]:
-            raise torch.OutOfMemoryError("CUDA out of memory (test)")
-        return real(logits, *args, **kwargs)
-
-    monkeypatch.setattr(population.F, "cross_entropy", full_after_three)
-    cfgs = [_cfg(i, optimizer=("sgd", "adam")[i % 2], lr=0.01) for i in range(4)]
-    sizes = []
-    fused = run_population([prepare(c, CPU) for c in cfgs], on_shrink=sizes.append)
-    monkeypatch.setattr(population.F, "cross_entropy", real)
-    assert sizes == [2] and calls[:4] == [4 * BASE["batch_size"]] * 4  # three of an epoch's six steps, then halved
-    for cfg, got in zip(cfgs, fused, strict=True):
-        want = _sequential(cfg)
         assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in want.history],
                                                                       rel=1e-5)
-        assert [h["iteration"] for h in got.history] == [h["iteration"] for h in want.history]
 
 
 def test_the_memory_probe_steps_copies_and_leaves_the_trial_as_it_was():

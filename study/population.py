@@ -212,8 +212,6 @@ class _Stack:
                 buf.data = self.buffers[name][i]  # its evaluation and checkpoint see what the stack tracked
         self.template = models[0]
         self.forward = fused_forward(self.template)
-        self.batches = Lockstep([m.order for m in self.members], [m.it for m in self.members])
-        self.stepped = 0  # fused steps taken
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:
@@ -270,11 +268,11 @@ class _Stack:
                 buf.data = buf.data.clone()
 
 
-def _step(stack: _Stack, loss_sums: torch.Tensor) -> None:
-    """One fused step of every member; its train loss is added to its row of loss_sums."""
+def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
+    """One fused step of every member on its batch, idx [K, B]; its train loss is added to its row of
+    loss_sums."""
     members = stack.members
     data = members[0].p.data  # one population, one dataset
-    idx = stack.batches.indices(stack.stepped)  # [K, B]
     # Activations grow with K. An out-of-memory error raised before the update leaves every member as it
     # was after its last step (BatchNorm's statistics are put back from this copy), so that run_population
     # can retry the step with fewer members.
@@ -293,7 +291,6 @@ def _step(stack: _Stack, loss_sums: torch.Tensor) -> None:
             stack.buffers[name].copy_(saved)
         raise _TooMany from None
     stack.optimizer_step()
-    stack.stepped += 1
     losses = losses.detach()
     loss_sums += losses  # one op for all members: an add each cost about 200 us a step at K = 64
     for i, m in enumerate(members):
@@ -305,13 +302,15 @@ def _step(stack: _Stack, loss_sums: torch.Tensor) -> None:
 
 
 def _train(stack: _Stack, steps: int) -> None:
-    """`steps` fused steps; each member's running train loss of its epoch is kept stacked meanwhile."""
+    """`steps` fused steps; the members' batches and running train losses of their epochs are kept
+    stacked meanwhile."""
+    batches = Lockstep([m.order for m in stack.members], [m.it for m in stack.members])
     zero = torch.zeros((), device=stack.members[0].p.device)
     loss_sums = torch.stack([zero if m.loss_sum is None else m.loss_sum for m in stack.members])
     try:
-        for _ in range(steps):
+        for step in range(steps):
             interrupts.check()  # Ctrl-C or SIGTERM: stop here, between two steps
-            _step(stack, loss_sums)
+            _step(stack, batches.indices(step), loss_sums)
     finally:  # out of memory too: each member's sum as of its last step, for the retry
         for m, loss_sum in zip(stack.members, loss_sums.unbind(), strict=True):
             m.loss_sum = loss_sum

@@ -28,6 +28,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\d+", text):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -100,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "verdict with its uncertainty (the phase `run` ends with)")):
         command.add_argument("--top", "--confirm-top", dest="top", type=_positive_int,
                             help="configs per arm to confirm (default: study.confirm.top, else 3)")
-        command.add_argument("--seeds", "--confirm-seeds", dest="seeds", type=_positive_int,
-                            help="fresh seeds per config (default: study.confirm.seeds, else 5)")
+        # `run --confirm-seeds 0` skips the phase, as `seeds: 0` does; `confirm` with no seeds has nothing to run.
+        command.add_argument("--seeds", "--confirm-seeds", dest="seeds",
+                             type=_count if command is run else _positive_int,
+                             help="fresh seeds per config (default: study.confirm.seeds, else 5)"
+                                  + ("; 0: no confirmation phase" if command is run else ""))
     confirm.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
     confirm.add_argument("--study-name", help="needed when the storage holds more than one study")
     confirm.add_argument("--vary-split", action="store_true", help="vary the data split's seed with the seed")

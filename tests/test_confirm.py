@@ -67,6 +67,21 @@ def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pru
     assert len(trials(tmp_path)) == len(ts)  # the plan is queued once: a rerun adds nothing
 
 
+def test_run_with_confirm_seeds_0_searches_only_and_a_later_run_confirms(tmp_path, write_space):
+    space = write_space(CONFIRMED, "synth.yaml")  # confirm: {top: 1, seeds: 2}
+    args = ("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report")
+    searched = call_cli(*args, "--confirm-seeds", "0", cwd=tmp_path)
+    assert searched.returncode == 0, searched.stderr
+    assert len(trials(tmp_path)) == 2 and not any(TrialRecord.of(t).confirm for t in trials(tmp_path))
+    assert "verdict" not in searched.stdout
+
+    confirmed = call_cli(*args, cwd=tmp_path)  # the same study, now with the space's own confirmation phase
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert len([t for t in trials(tmp_path) if TrialRecord.of(t).confirm]) == 2 * len(
+        {t.params["optimizer"] for t in trials(tmp_path)[:2]})
+    assert "verdict (mean [95% interval] over seeds):" in confirmed.stdout
+
+
 def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):
     (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
     space = write_space(CONFIRMED.replace("name: mlp", "name: slowmodel:net").replace("budget: 3", "budget: 8")

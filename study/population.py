@@ -200,6 +200,7 @@ class _Stack:
         try:
             params, buffers = stack_module_state(models)
         except torch.OutOfMemoryError:
+            _own(self.members)  # some may hold views of the last stack, which must not outlive it
             raise _TooMany from None
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
         self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
@@ -255,17 +256,28 @@ class _Stack:
         for update in self.stacked:
             update.sync()
 
-    def release(self) -> None:
-        """Give each member parameters and optimizer state of its own again (the stack changes or goes)."""
-        for update in self.stacked:
-            update.release()
+    def release(self, staying: list[_Member] | None = None) -> None:
+        """Give each member parameters and optimizer state of its own again (the stack changes or goes),
+        but the members `staying` in the next stack: they keep views of this one, which that stack's build
+        copies anyway. A copy each was a kernel per member and tensor: at K = 64, 744 of them."""
+        self.sync()
         for own in self.owned:
             for param in own.values():
-                param.data = param.data.clone()
                 param.grad = None
-        for bufs in self.owned_buffers:
-            for buf in bufs.values():
-                buf.data = buf.data.clone()
+        stay = {id(m) for m in staying or ()}
+        _own([m for m in self.members if id(m) not in stay])
+
+
+def _own(members: list[_Member]) -> None:
+    """The members' parameters, buffers and optimizer state as tensors of their own, no longer views of a
+    stack (their optimizers' state as the last sync left it)."""
+    for m in members:
+        for t in [*m.p.model.parameters(), *m.p.model.buffers()]:
+            t.data = t.data.clone()
+        for st in m.p.opt.state.values():
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor) and key != "step":
+                    st[key] = value.clone()
 
 
 def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
@@ -491,6 +503,8 @@ def _train_until_one_leaves(active: list[_Member]) -> None:
                 except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
                     m.outcome, m.done = exc, True
             if any(m.done for m in active):
-                return
-    finally:
-        stack.release()
+                break
+    except BaseException:
+        stack.release()  # each member its own copies: some may wait for a slot, or the run ends here
+        raise
+    stack.release(staying=[m for m in active if not m.done])

@@ -51,16 +51,22 @@ class StackedOptimizer:
         self.state: dict[str, dict[str, torch.Tensor]] = {}
         for name, stack in params.items():
             self.state[name] = {}
+            zeros = torch.zeros_like(stack[0])  # one for all the fresh members: torch.stack copies it
             for key in names:
                 rows = [opt.state[o[name]][key] if opt.state.get(o[name], {}).get(key) is not None
-                        else torch.zeros_like(stack[0]) for opt, o in zip(opts, owned[self.slice], strict=True)]
+                        else zeros for opt, o in zip(opts, owned[self.slice], strict=True)]
                 self.state[name][key] = torch.stack(rows).detach()
+        self.synced = False
         for opt in opts:
             opt._opt_called = True  # its scheduler checks that the optimizer stepped; this update is its step
 
     def sync(self) -> None:
         """Each member optimizer's state as views of the stacked state, in torch's own format: before a
-        checkpoint or a release (not at every step, which would cost a tensor per member and param)."""
+        checkpoint or a release (not at every step, which would cost a tensor per member and param). A
+        member that leaves the stack gets copies of its own (population._own)."""
+        if self.synced:  # no step since: the views are there (a release follows an epoch end's sync)
+            return
+        self.synced = True
         for i, (opt, own) in enumerate(zip(self.opts, self.owned[self.slice], strict=True)):
             g = opt.param_groups[0]
             for name, param in own.items():
@@ -70,15 +76,6 @@ class StackedOptimizer:
                 elif not self.fresh[i]:
                     opt.state[param] = {"step": torch.tensor(float(self.steps[i])),
                                         **{k: self.state[name][k][i] for k in _ADAM_STATE}}
-
-    def release(self) -> None:
-        """The members' optimizers get state of their own again (the stack is about to change or go)."""
-        self.sync()
-        for opt in self.opts:
-            for st in opt.state.values():
-                for key, value in st.items():
-                    if isinstance(value, torch.Tensor) and key != "step":
-                        st[key] = value.clone()
 
     @torch.no_grad()
     def step(self) -> None:
@@ -90,6 +87,7 @@ class StackedOptimizer:
         else:
             self._adam(groups, ps, gs)
         self.fresh = [False] * len(self.opts)
+        self.synced = False
 
     # The updates below run each operation on all params at once (torch._foreach_*, as torch.optim's own
     # foreach implementations do): per param, dispatching a dozen small ops cost more than their arithmetic

@@ -25,7 +25,8 @@ in one run: the first epoch (compilation included) and the other seven.
 --ops: the tensor ops that run a kernel (views do not), counted over whole runs, validation included,
 per step of the sequential engine and per fused step of a population of K. Machine-independent, and on a
 GPU, where these models' kernels are tiny, each is a launch that the step waits for. A `_foreach_` op
-counts once; on CUDA, with per-member columns, it launches a kernel per tensor.
+counts once; on CUDA, with per-member columns, it launches a kernel per tensor. Then the ops of one stack
+rebuild at an epoch's end, where one of K members leaves and a new one joins.
 """
 from __future__ import annotations
 
@@ -172,6 +173,27 @@ def ops_table(args, device: torch.device) -> None:
             run_population([prepare(c, device, cache=cache) for c in cfgs[:k]])
         print(f"population K={k:<3}  {ops.n / steps:7.1f} per fused step, {ops.n / steps / k:6.1f} per model-step",
               flush=True)
+    print("a stack rebuild at an epoch's end, where one member leaves and a new one joins:")
+    for k in args.sizes:
+        release, build = rebuild_ops(cfgs[:k] + configs(k + 1)[k:], device, cache)
+        print(f"population K={k:<3}  {release + build:5d} ops (release {release}, build {build})", flush=True)
+
+
+def rebuild_ops(cfgs: list[TrialConfig], device: torch.device, cache: DataCache) -> tuple[int, int]:
+    """The ops of releasing a stack of len(cfgs) - 1 trained members, of which the first leaves, and of
+    building the next one with a fresh member."""
+    from study.population import _member, _Stack, _train
+
+    members = [_member(prepare(c, device, cache=cache), None, None) for c in cfgs]
+    stack = _Stack(members[:-1])
+    _train(stack, 2)
+    stack.sync()  # as at an epoch's end
+    with Ops() as release:
+        stack.release(staying=members[1:-1])
+    with Ops() as build:
+        stack = _Stack(members[1:])
+    stack.release()
+    return release.n, build.n
 
 
 def main() -> None:

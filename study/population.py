@@ -384,9 +384,43 @@ def _losses(ending: list[_Member]) -> list[tuple[float, float]]:
     return list(zip(both[:len(ending)], both[len(ending):], strict=True))
 
 
-def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_loss: float) -> None:
+def _saved_states(ending: list[_Member]) -> list[tuple[dict, dict] | None]:
+    """Each ending member's model and optimizer state_dicts for its checkpoint (None without one), every
+    tensor a host copy of its own: a view of the stack would save all of it. Gathered in one flat copy per
+    device and dtype, then split on the host: a clone and a save each cost a kernel and, on a GPU, a
+    device-to-host sync per member and tensor (882 of each an epoch end at K = 64 for quick's MLP)."""
+    opts = [m.p.opt.state_dict() if m.checkpoints else None for m in ending]
+    # The optimizers' param_groups stay as they are, as torch saves them (a tensor lr stays on its device).
+    states = [(m.p.model.state_dict(), o["state"]) if o else None for m, o in zip(ending, opts, strict=True)]
+    tensors: list[torch.Tensor] = []
+    _map_tensors(states, tensors.append)
+    copies: list[torch.Tensor] = [None] * len(tensors)
+    for kind in dict.fromkeys((t.device, t.dtype) for t in tensors):
+        where = [i for i, t in enumerate(tensors) if (t.device, t.dtype) == kind]
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in where]).cpu()
+        for i, piece in zip(where, flat.split([tensors[i].numel() for i in where]), strict=True):
+            copies[i] = piece.view(tensors[i].shape).clone()  # its own storage, not the flat copy's
+    it = iter(copies)
+    states = _map_tensors(states, lambda t: next(it))
+    return [(st[0], {"state": st[1], "param_groups": o["param_groups"]}) if o else None
+            for st, o in zip(states, opts, strict=True)]
+
+
+def _map_tensors(tree, fn):
+    """tree (dicts, lists and tuples, as state_dicts nest) with fn(t) for each tensor t, in order."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: _map_tensors(v, fn) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_tensors(v, fn) for v in tree)
+    return tree
+
+
+def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_loss: float,
+               saved: tuple[dict, dict] | None) -> None:
     """The divergence check, the checkpoint and the callback, exactly as run_sequential (the validation
-    metrics come from _validate, the losses from _losses)."""
+    metrics come from _validate, the losses from _losses, the states to save from _saved_states)."""
     p = m.p
     train_loss = loss_sum / max(1, m.steps)
     record = {"epoch": m.epoch, "iteration": m.it, "samples": m.p.budget.samples_at(m.it), "train_loss": train_loss,
@@ -397,9 +431,9 @@ def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_los
     if reason:
         raise Diverged(reason, m.it, p.history)
     if m.checkpoints:
+        model, optimizer = saved
         m.checkpoints.save(m.epoch, {
-            "model": {k: v.detach().clone() for k, v in p.model.state_dict().items()},  # not the whole stack
-            "optimizer": _owned(p.opt.state_dict()), "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
+            "model": model, "optimizer": optimizer, "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
             "rng": torch.get_rng_state(), "epoch": m.epoch, "iteration": m.it, "history": p.history,
             "start_loss": start_loss, "config": p.cfg.to_dict()})
     if m.on_epoch:
@@ -407,12 +441,6 @@ def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_los
     m.epoch += 1
     if m.it >= p.budget.total_iters:
         m.outcome, m.done = TrainResult(p.model, p.history, p.budget, p.resumed_from_epoch), True
-
-
-def _owned(state: dict) -> dict:
-    """An optimizer state_dict whose tensors are copies: views of the stack would save all of it."""
-    return {"state": {k: {kk: vv.clone() if isinstance(vv, torch.Tensor) else vv for kk, vv in st.items()}
-                      for k, st in state["state"].items()}, "param_groups": state["param_groups"]}
 
 
 def run_population(members: list[PreparedTrial],
@@ -495,11 +523,12 @@ def _train_until_one_leaves(active: list[_Member]) -> None:
             _train(stack, min(m.epoch_end - m.it for m in active))
             stack.sync()  # the members' optimizers show their state, for checkpoints
             ending = [m for m in active if m.it == m.epoch_end]
-            for m, metrics, losses in zip(ending, _validate(stack, ending), _losses(ending), strict=True):
+            for m, metrics, losses, saved in zip(ending, _validate(stack, ending), _losses(ending),
+                                                 _saved_states(ending), strict=True):
                 try:
                     if isinstance(metrics, Exception):
                         raise metrics
-                    _end_epoch(m, metrics, *losses)
+                    _end_epoch(m, metrics, *losses, saved)
                 except Exception as exc:  # diverged, pruned by its callback, or failed: it alone stops
                     m.outcome, m.done = exc, True
             if any(m.done for m in active):

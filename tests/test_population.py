@@ -108,6 +108,31 @@ def test_a_member_s_checkpoint_resumes_alone_to_the_same_result(tmp_path):
     assert [h["val_loss"] for h in resumed.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
 
 
+def test_a_member_s_checkpoint_holds_what_the_sequential_engine_saves_in_tensors_of_its_own(tmp_path):
+    """The checkpoints are copied off the stack in one flat copy and split: each tensor must land under its
+    own key with its own storage (a view of the flat copy or the stack would save all of it)."""
+    cfgs = [_cfg(i, optimizer=o, lr=lr) for i, (o, lr) in enumerate([("adam", 3e-3), ("nesterov", 0.02),
+                                                                          ("rmsprop", 1e-3)])]
+    fused = [Checkpoints(tmp_path / f"fused{i}", keep=3, identity={"trial": i}) for i in range(3)]
+    run_population([prepare(c, CPU) for c in cfgs], checkpoints=fused)
+    for i, cfg in enumerate(cfgs):
+        alone = Checkpoints(tmp_path / f"alone{i}", keep=3, identity={"trial": i})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            run_sequential(prepare(cfg, CPU), checkpoints=alone)
+        got, want = fused[i].latest(), alone.latest()
+        assert got["epoch"] == want["epoch"] == 2 and got["optimizer"]["param_groups"] == want["optimizer"][
+            "param_groups"]
+        pairs = [(got["model"], want["model"])] + [(got["optimizer"]["state"][k], want["optimizer"]["state"][k])
+                                                   for k in want["optimizer"]["state"]]
+        for a, b in pairs:
+            assert a.keys() == b.keys(), cfg.optimizer
+            for key in b:
+                assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
+                assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), (cfg.optimizer, key)
+                assert a[key].untyped_storage().nbytes() == a[key].numel() * a[key].element_size()
+
+
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "nesterov", "adam"])
 def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_path, optimizer):
     """A retried trial brings its optimizer state (momentum buffers, Adam moments) into a population whose
@@ -154,9 +179,14 @@ def _with_batchnorm(cfg: TrialConfig):
     return p
 
 
-def test_batchnorm_members_keep_their_own_running_statistics():
+def test_batchnorm_members_keep_their_own_running_statistics(tmp_path):
     cfgs = [_cfg(i, optimizer="sgd_momentum", lr=0.05) for i in range(3)]
-    fused = run_population([_with_batchnorm(c) for c in cfgs])
+    cks = [Checkpoints(tmp_path / f"t{i}", keep=1) for i in range(3)]
+    fused = run_population([_with_batchnorm(c) for c in cfgs], checkpoints=cks)
+    for ck, got in zip(cks, fused, strict=True):  # the last checkpoint: the final state, int64 counts too
+        saved, final = ck.latest()["model"], got.model.state_dict()
+        assert saved.keys() == final.keys()
+        assert all(saved[k].dtype == v.dtype and torch.equal(saved[k], v) for k, v in final.items())
     for cfg, got in zip(cfgs, fused, strict=True):
         alone = _with_batchnorm(cfg)
         with torch.random.fork_rng(devices=[]):

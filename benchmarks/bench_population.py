@@ -1,7 +1,7 @@
 """How many more trials per minute does the population engine train than the sequential one, and does
 the study reach a good model sooner?
 
-    python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap]
+    python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap] [--checkpoints]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
     python -m benchmarks.bench_population --ops [--sizes 1 4 16 64]
@@ -10,8 +10,9 @@ A `quick`-like study: the same MLP (2 x 64, ReLU) on 8x8 digits at batch 64 for 
 draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trials are trained by
 `run_sequential` one after another and by `run_population` in groups of K, in one run on one machine;
 printed: trials/min, microseconds per model-step (a step of one trial), and the ratio to sequential.
-Validation, divergence checks and history are included; storage and checkpoints are not. --vmap: each K
-also with the forward that any model gets (vmap over functional_call) instead of study.fused's layers.
+Validation, divergence checks and history are included; storage is not, and checkpoints only with
+--checkpoints (each trial saves one per epoch, as `study run` does). --vmap: each K also with the forward
+that any model gets (vmap over functional_call) instead of study.fused's layers.
 
 --to-target: the wall time until a study's best validation loss first reaches the target, the way a user
 runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -43,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import study.fused
 import study.population
+from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.datacache import DataCache
 from study.engine import run_sequential
@@ -207,6 +210,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile of the fused forward")
     parser.add_argument("--vmap", action="store_true", help="each K with the vmap forward too")
     parser.add_argument("--ops", action="store_true", help="count the tensor ops per step instead of timing")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.to_target is not None:
@@ -219,17 +224,24 @@ def main() -> None:
     cfgs = configs(args.trials)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)
 
+    folder = Path(tempfile.mkdtemp(prefix="bench-population-"))
+
+    def saving(i: int) -> Checkpoints | None:  # a new folder each time: nothing resumes
+        return Checkpoints(folder / f"{time.perf_counter_ns()}-{i}") if args.checkpoints else None
+
     def sequential() -> None:
-        for c in cfgs:
-            run_sequential(prepare(c, device, cache=cache))
+        for i, c in enumerate(cfgs):
+            run_sequential(prepare(c, device, cache=cache), checkpoints=saving(i))
 
     def population(k: int) -> None:
         for i in range(0, len(cfgs), k):
-            run_population([prepare(c, device, cache=cache) for c in cfgs[i:i + k]])
+            run_population([prepare(c, device, cache=cache) for c in cfgs[i:i + k]],
+                           checkpoints=[saving(j) for j in range(i, min(i + k, len(cfgs)))])
 
     timed(lambda: run_population([prepare(c, device, cache=cache) for c in cfgs[:4]]))  # warm
     base = timed(sequential)
-    print(f"{device}, {torch.get_num_threads()} threads, {args.trials} trials, {steps // args.trials} steps each")
+    print(f"{device}, {torch.get_num_threads()} threads, {args.trials} trials, {steps // args.trials} steps each"
+          + (", a checkpoint per trial and epoch" if args.checkpoints else ""))
     print(f"sequential:      {args.trials / base * 60:8.1f} trials/min {base / steps * 1e6:8.1f} us/model-step")
     for k in args.sizes:
         t = timed(lambda k=k: population(k))
@@ -240,6 +252,7 @@ def main() -> None:
                 v = timed(lambda k=k: population(k))
             print(f"  by vmap        {args.trials / v * 60:8.1f} trials/min {v / steps * 1e6:8.1f} us/model-step"
                   f"  x{base / v:.2f} (study.fused x{v / t:.2f} of vmap)", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -394,16 +394,27 @@ def _saved_states(ending: list[_Member]) -> list[tuple[dict, dict] | None]:
     states = [(m.p.model.state_dict(), o["state"]) if o else None for m, o in zip(ending, opts, strict=True)]
     tensors: list[torch.Tensor] = []
     _map_tensors(states, tensors.append)
-    copies: list[torch.Tensor] = [None] * len(tensors)
-    for kind in dict.fromkeys((t.device, t.dtype) for t in tensors):
-        where = [i for i, t in enumerate(tensors) if (t.device, t.dtype) == kind]
-        flat = torch.cat([tensors[i].detach().reshape(-1) for i in where]).cpu()
-        for i, piece in zip(where, flat.split([tensors[i].numel() for i in where]), strict=True):
-            copies[i] = piece.view(tensors[i].shape).clone()  # its own storage, not the flat copy's
-    it = iter(copies)
+    it = iter(_host_copies(tensors))
     states = _map_tensors(states, lambda t: next(it))
     return [(st[0], {"state": st[1], "param_groups": o["param_groups"]}) if o else None
             for st, o in zip(states, opts, strict=True)]
+
+
+def _host_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """A host copy of each tensor, with a storage of its own: one flat copy per device and dtype, split on
+    the host; one tensor at a time where that flat copy does not fit beside the stack in device memory."""
+    copies: list[torch.Tensor] = [None] * len(tensors)
+    for kind in dict.fromkeys((t.device, t.dtype) for t in tensors):
+        where = [i for i, t in enumerate(tensors) if (t.device, t.dtype) == kind]
+        try:
+            flat = torch.cat([tensors[i].detach().reshape(-1) for i in where]).cpu()
+        except torch.OutOfMemoryError:
+            for i in where:
+                copies[i] = tensors[i].detach().to("cpu", copy=True)
+            continue
+        for i, piece in zip(where, flat.split([tensors[i].numel() for i in where]), strict=True):
+            copies[i] = piece.view(tensors[i].shape).clone()  # its own storage, not the flat copy's
+    return copies
 
 
 def _map_tensors(tree, fn):

@@ -8,7 +8,7 @@ from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.engine import Diverged, TrainResult, run_sequential
 from study.optimizers import OPTIMIZERS
-from study.population import _probe_step, fitting, run_population, why_not
+from study.population import _host_copies, _probe_step, fitting, run_population, why_not
 from study.schedules import SCHEDULES
 from study.trial import prepare, train
 
@@ -131,6 +131,21 @@ def test_a_member_s_checkpoint_holds_what_the_sequential_engine_saves_in_tensors
                 assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
                 assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), (cfg.optimizer, key)
                 assert a[key].untyped_storage().nbytes() == a[key].numel() * a[key].element_size()
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_checkpoint_tensors_reach_the_host_as_copies_of_their_own(monkeypatch, fits):
+    """In one flat copy per dtype, or, where that copy would not fit in device memory, one by one."""
+    stack = torch.arange(24.0).view(4, 2, 3)
+    tensors = [stack[1], stack[3, 0], torch.tensor(7, dtype=torch.int64), stack[0].t()]
+    if not fits:
+        def too_big(*args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        monkeypatch.setattr(torch, "cat", too_big)
+    copies = _host_copies(tensors)
+    for t, c in zip(tensors, copies, strict=True):
+        assert c.device.type == "cpu" and c.dtype == t.dtype and torch.equal(c, t)
+        assert c.untyped_storage().nbytes() == c.numel() * c.element_size()  # not the stack's, not the flat's
 
 
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "nesterov", "adam"])

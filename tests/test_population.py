@@ -22,10 +22,15 @@ def _cfg(i: int, **kw) -> TrialConfig:
                           "weight_decay": 1e-3 * (i % 2), **kw})
 
 
-def _sequential(cfg: TrialConfig) -> TrainResult:
+def _sequential(cfg: TrialConfig, checkpoints: Checkpoints | None = None) -> TrainResult:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return run_sequential(prepare(cfg, CPU))
+        return run_sequential(prepare(cfg, CPU), checkpoints=checkpoints)
+
+
+def _owns_storage(t: torch.Tensor) -> bool:
+    """Not a view of a larger tensor (a stack, a flat copy): saving it saves it alone."""
+    return t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
 def _flat(model: torch.nn.Module) -> torch.Tensor:
@@ -86,8 +91,7 @@ def test_a_member_pruned_by_its_callback_leaves_and_the_others_go_on():
     for i in (0, 2):
         a, b = _flat(_sequential(cfgs[i]).model), _flat(outcomes[i].model)
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfgs[i].optimizer
-        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size()
-                   for t in [*outcomes[i].model.parameters(), *outcomes[i].model.buffers()])
+        assert all(_owns_storage(t) for t in [*outcomes[i].model.parameters(), *outcomes[i].model.buffers()])
 
 
 def test_a_member_s_checkpoint_resumes_alone_to_the_same_result(tmp_path):
@@ -117,9 +121,7 @@ def test_a_member_s_checkpoint_holds_what_the_sequential_engine_saves_in_tensors
     run_population([prepare(c, CPU) for c in cfgs], checkpoints=fused)
     for i, cfg in enumerate(cfgs):
         alone = Checkpoints(tmp_path / f"alone{i}", keep=3, identity={"trial": i})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            run_sequential(prepare(cfg, CPU), checkpoints=alone)
+        _sequential(cfg, alone)
         got, want = fused[i].latest(), alone.latest()
         assert got["epoch"] == want["epoch"] == 2 and got["optimizer"]["param_groups"] == want["optimizer"][
             "param_groups"]
@@ -130,7 +132,7 @@ def test_a_member_s_checkpoint_holds_what_the_sequential_engine_saves_in_tensors
             for key in b:
                 assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
                 assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-6), (cfg.optimizer, key)
-                assert a[key].untyped_storage().nbytes() == a[key].numel() * a[key].element_size()
+                assert _owns_storage(a[key]), key
 
 
 @pytest.mark.parametrize("fits", [True, False])
@@ -145,7 +147,7 @@ def test_checkpoint_tensors_reach_the_host_as_copies_of_their_own(monkeypatch, f
     copies = _host_copies(tensors)
     for t, c in zip(tensors, copies, strict=True):
         assert c.device.type == "cpu" and c.dtype == t.dtype and torch.equal(c, t)
-        assert c.untyped_storage().nbytes() == c.numel() * c.element_size()  # not the stack's, not the flat's
+        assert _owns_storage(c)  # not the stack's, not the flat copy's
 
 
 @pytest.mark.parametrize("optimizer", ["sgd_momentum", "nesterov", "adam"])

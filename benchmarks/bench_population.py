@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import random
 import shutil
 import statistics
@@ -224,19 +225,19 @@ def main() -> None:
     cfgs = configs(args.trials)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-population-"))
+    folder, runs = Path(tempfile.mkdtemp(prefix="bench-population-")), itertools.count()
 
-    def saving(i: int) -> Checkpoints | None:  # a new folder each time: nothing resumes
-        return Checkpoints(folder / f"{time.perf_counter_ns()}-{i}") if args.checkpoints else None
+    def saving() -> Checkpoints | None:  # a new folder each trial and run: nothing resumes
+        return Checkpoints(folder / str(next(runs))) if args.checkpoints else None
 
     def sequential() -> None:
-        for i, c in enumerate(cfgs):
-            run_sequential(prepare(c, device, cache=cache), checkpoints=saving(i))
+        for c in cfgs:
+            run_sequential(prepare(c, device, cache=cache), checkpoints=saving())
 
     def population(k: int) -> None:
         for i in range(0, len(cfgs), k):
-            run_population([prepare(c, device, cache=cache) for c in cfgs[i:i + k]],
-                           checkpoints=[saving(j) for j in range(i, min(i + k, len(cfgs)))])
+            group = cfgs[i:i + k]
+            run_population([prepare(c, device, cache=cache) for c in group], checkpoints=[saving() for _ in group])
 
     timed(lambda: run_population([prepare(c, device, cache=cache) for c in cfgs[:4]]))  # warm
     base = timed(sequential)

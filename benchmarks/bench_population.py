@@ -153,14 +153,19 @@ def compile_table(args, device: torch.device) -> None:
 
 
 class Ops(TorchDispatchMode):
-    """Counts the tensor ops dispatched meanwhile that run a kernel (views only alias their input)."""
+    """Counts the tensor ops dispatched meanwhile that run a kernel (views only alias their input), a
+    torch._foreach_* op as one per tensor of its list: so its CPU loop runs them, and so does CUDA's where
+    the operands broadcast (one launch for many tensors needs them alike)."""
 
     def __init__(self):
         super().__init__()
         self.n = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += not func.is_view
+        if func.__name__.startswith("_foreach_"):
+            self.n += len(args[0])
+        else:
+            self.n += not func.is_view
         return func(*args, **(kwargs or {}))
 
 

@@ -15,14 +15,15 @@
 Members may differ in everything that leaves the graph alone: init, seed, optimizer, lr, momentum, weight
 decay, schedule, warmup, shuffle. They must share the model, the data and the batch size (`FUSED_BY`).
 
-Exactness: a member keeps its own torch optimizer and scheduler. Its parameters are views into stacked
-tensors (`torch.func.stack_module_state`), so its optimizer updates the stack in place, and its gradients
-are views of the stack's gradients: every update is torch's arithmetic for that member alone, run by its
-own optimizer or, for SGD and Adam, by `study.stacked` over all such members at once. The forward and backward
-passes are fused: layer by layer for models built of known layers (`study.fused`: batched matmuls,
-grouped convolutions), else `vmap` over `functional_call`. A batched matmul adds in another order than a
-single one, so a member's parameters agree with its sequential run to float rounding after one step
-(about 1e-7 relative in fp32), and training lets that difference grow slowly; the tests bound both.
+Exactness: a member keeps its own torch optimizer and scheduler. Its parameters are views of its row of
+one flat tensor that holds every member's parameters (`torch.func.stack_module_state`, then side by side),
+so its optimizer updates the stack in place, and its gradients are views of the stack's gradients:
+every update is torch's arithmetic for that member alone, run by its own optimizer or, for SGD and Adam,
+by `study.stacked` over all such members at once. The forward and backward passes are fused: layer by
+layer for models built of known layers (`study.fused`: batched matmuls, grouped convolutions), else `vmap`
+over `functional_call`. A batched matmul adds in another order than a single one, so a member's
+parameters agree with its sequential run to float rounding after one step (about 1e-7 relative in
+fp32), and training lets that difference grow slowly; the tests bound both.
 In a chaotic config it grows to the size of seed noise, as a change of torch's thread count does to a
 sequential run: that is float summation, not the fusion.
 
@@ -48,7 +49,7 @@ from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
 from study.metrics import EVAL_BATCH, evaluate, metrics_of
-from study.stacked import StackedOptimizer, kind_of
+from study.stacked import StackedOptimizer, columns_of, kind_of
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
 FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
@@ -95,15 +96,17 @@ def _aligned(budgets: list, iterations: list[int]) -> bool:
 # allocator's fragmentation and validation's chunks, which the probe step does not see.
 HEADROOM = 0.8
 PROBE_MEMBERS = 2
+OPTIMIZER_COPIES = 5  # of a member's params: Adam's two states, stacked.StackedOptimizer's grad and scratch
 
 
 def fitting(p: PreparedTrial, cap: int) -> int:
     """How many trials like p fit at once in its CUDA device's free memory, at most cap (cap elsewhere).
 
     One fused training step of PROBE_MEMBERS copies of p's model measures what a member holds: its
-    parameters, gradients and activations at p's batch size; its optimizer state is counted as two more
-    copies of its parameters (Adam's, the most that any optimizer here keeps). A model that fails the
-    probe for another reason than memory is left to the population to find (CannotFuse)."""
+    parameters, gradients and activations at p's batch size; its optimizer is counted as five more copies
+    of its parameters (Adam's state, the most that any optimizer here keeps, and the stacked update's
+    gathered gradients and two buffers). A model that fails the probe for another reason than memory is
+    left to the population to find (CannotFuse)."""
     device = p.device
     if device.type != "cuda" or cap <= 1:
         return cap
@@ -119,7 +122,7 @@ def fitting(p: PreparedTrial, cap: int) -> int:
         return cap
     finally:
         torch.cuda.empty_cache()
-    state = 2 * sum(t.numel() * t.element_size() for t in p.model.parameters())
+    state = OPTIMIZER_COPIES * sum(t.numel() * t.element_size() for t in p.model.parameters())
     per_member = (torch.cuda.max_memory_allocated(device) - base) / PROBE_MEMBERS + state
     return max(1, min(cap, int(HEADROOM * _free(device) / per_member)))
 
@@ -199,10 +202,16 @@ class _Stack:
         models = [m.p.model for m in self.members]
         try:
             params, buffers = stack_module_state(models)
+            # One flat [K, P] tensor holds every param, each a view of its columns, so that a stacked
+            # optimizer updates its members' rows in one op; params of several dtypes stay apart, stepped alone.
+            rows = [v.detach().reshape(len(models), -1) for v in params.values()]
+            self.flat = torch.cat(rows, dim=1) if len({v.dtype for v in rows}) == 1 else None
         except torch.OutOfMemoryError:
             _own(self.members)  # some may hold views of the last stack, which must not outlive it
             raise _TooMany from None
-        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        cols = columns_of(params)
+        self.params = {k: (v if self.flat is None else self.flat[:, cols[k]].view(v.shape)).detach().requires_grad_()
+                       for k, v in params.items()}
         self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned = [dict(model.named_parameters()) for model in models]
         self.owned_buffers = [dict(model.named_buffers()) for model in models]
@@ -220,11 +229,11 @@ class _Stack:
             sorted_kinds = [kinds[i] for i in order]
             for kind in dict.fromkeys(sorted_kinds):
                 idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
-                if kind is None:
-                    self.alone = idx
+                if kind is None or self.flat is None:
+                    self.alone += idx
                 else:
-                    self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.params,
-                                                         self.owned, idx[0], idx[-1] + 1))
+                    self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.flat,
+                                                         self.params, self.owned, idx[0], idx[-1] + 1))
         except BaseException as exc:
             self.release()  # the members own their parameters again, unchanged
             if isinstance(exc, torch.OutOfMemoryError):

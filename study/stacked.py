@@ -7,11 +7,12 @@
     >>> [kind_of(o) for o in opts]
     ['sgd', 'adam']
 
-Each update is torch.optim's single-tensor code, written over the stacked tensors with the members'
-hyperparameters as vectors: the same operations in the same order, so a member's step agrees with its
-own torch optimizer's to float rounding (population tests compare them member by member). Each member's
-torch optimizer still holds the member's state, as views into the stacked state, so that its
-`state_dict()` is a normal checkpoint and either engine resumes it. Anything else (RMSprop, a user
+Each update is torch.optim's single-tensor code, written over the population's flat [K, P] parameter
+tensor (a member's params side by side in its row) with the members' hyperparameters as [K, 1] columns:
+the same operations in the same order, so a member's step agrees with its own torch optimizer's to float
+rounding (population tests compare them member by member), and each operation is one kernel for all
+members and params. Each member's torch optimizer still holds the member's state, as views into the flat
+state, so that its `state_dict()` is a normal checkpoint and either engine resumes it. Anything else (RMSprop, a user
 optimizer, amsgrad, maximize, a dampening) is stepped by its own torch optimizer.
 """
 from __future__ import annotations
@@ -37,92 +38,105 @@ def kind_of(opt: torch.optim.Optimizer) -> str | None:
 
 
 class StackedOptimizer:
-    """The update for members [start, stop) of the stack, all of one kind, with their optimizers' state
-    moved into stacked tensors (and the optimizers' state made views of them)."""
+    """The update for members [start, stop) of the stack, all of one kind: its rows of the stack's flat
+    [K, P] parameter tensor, with their optimizers' state moved into flat tensors of the same layout (and
+    the optimizers' state made views of them)."""
 
-    def __init__(self, kind: str, opts: list[torch.optim.Optimizer], params: dict[str, torch.Tensor],
-                 owned: list[dict[str, torch.nn.Parameter]], start: int, stop: int):
-        self.kind, self.opts, self.params, self.owned = kind, opts, params, owned
-        self.slice = slice(start, stop)
-        names = _SGD_STATE if kind == "sgd" else _ADAM_STATE
+    def __init__(self, kind: str, opts: list[torch.optim.Optimizer], flat: torch.Tensor,
+                 params: dict[str, torch.Tensor], owned: list[dict[str, torch.nn.Parameter]], start: int, stop: int):
+        self.kind, self.opts, self.params = kind, opts, params
+        self.owned = owned[start:stop]
+        self.rows = slice(start, stop)
+        self.flat = flat[self.rows]  # these members' params, one row each: an update is one op per formula step
+        self.cols = columns_of(params)
         self.fresh = [not opt.state for opt in opts]  # no state yet: torch starts it at the first step
         self.steps = [int(opt.state[next(iter(o.values()))]["step"]) if kind == "adam" and opt.state else 0
-                      for opt, o in zip(opts, owned[self.slice], strict=True)]
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
-        for name, stack in params.items():
-            self.state[name] = {}
-            zeros = torch.zeros_like(stack[0])  # one for all the fresh members: torch.stack copies it
-            for key in names:
-                rows = [opt.state[o[name]][key] if opt.state.get(o[name], {}).get(key) is not None
-                        else zeros for opt, o in zip(opts, owned[self.slice], strict=True)]
-                self.state[name][key] = torch.stack(rows).detach()
+                      for opt, o in zip(opts, self.owned, strict=True)]
+        self.state = {key: self._gathered(key) for key in (_SGD_STATE if kind == "sgd" else _ADAM_STATE)}
+        self.grad = torch.empty_like(self.flat)  # the rows' gradients, gathered into it once a step
+        self.scratch = [torch.empty_like(self.flat) for _ in range(2 if kind == "adam" else 1)]
         self.synced = False
         for opt in opts:
             opt._opt_called = True  # its scheduler checks that the optimizer stepped; this update is its step
 
+    def _gathered(self, key: str) -> torch.Tensor:
+        """The members' state `key` as one flat tensor: zeros for a member without it (fresh), which the
+        first update treats as torch's first step does (see _sgd)."""
+        if all(self.fresh):
+            return torch.zeros_like(self.flat)
+        blocks = []
+        for name, stack in self.params.items():
+            zeros = torch.zeros_like(stack[0])  # one for all the fresh members: torch.stack copies it
+            rows = [opt.state[o[name]][key] if opt.state.get(o[name], {}).get(key) is not None else zeros
+                    for opt, o in zip(self.opts, self.owned, strict=True)]
+            blocks.append(torch.stack(rows).detach().reshape(len(rows), -1))
+        return torch.cat(blocks, dim=1)
+
+    def _view(self, key: str, i: int, name: str) -> torch.Tensor:
+        """Member i's state `key` of param `name`: a view of the flat state."""
+        return self.state[key][i, self.cols[name]].view(self.params[name].shape[1:])
+
     def sync(self) -> None:
-        """Each member optimizer's state as views of the stacked state, in torch's own format: before a
+        """Each member optimizer's state as views of the flat state, in torch's own format: before a
         checkpoint or a release (not at every step, which would cost a tensor per member and param). A
         member that leaves the stack gets copies of its own (population._own)."""
         if self.synced:  # no step since: the views are there (a release follows an epoch end's sync)
             return
         self.synced = True
-        for i, (opt, own) in enumerate(zip(self.opts, self.owned[self.slice], strict=True)):
+        for i, (opt, own) in enumerate(zip(self.opts, self.owned, strict=True)):
             g = opt.param_groups[0]
             for name, param in own.items():
                 if self.kind == "sgd":
                     if g["momentum"] != 0 and not self.fresh[i]:
-                        opt.state[param] = {"momentum_buffer": self.state[name]["momentum_buffer"][i]}
+                        opt.state[param] = {"momentum_buffer": self._view("momentum_buffer", i, name)}
                 elif not self.fresh[i]:
                     opt.state[param] = {"step": torch.tensor(float(self.steps[i])),
-                                        **{k: self.state[name][k][i] for k in _ADAM_STATE}}
+                                        **{k: self._view(k, i, name) for k in _ADAM_STATE}}
 
     @torch.no_grad()
     def step(self) -> None:
         groups = [opt.param_groups[0] for opt in self.opts]
-        ps = [stack.data[self.slice] for stack in self.params.values()]
-        gs = [stack.grad[self.slice] for stack in self.params.values()]
+        k = self.flat.shape[0]
+        torch.cat([stack.grad[self.rows].reshape(k, -1) for stack in self.params.values()], dim=1, out=self.grad)
         if self.kind == "sgd":
-            self._sgd(groups, ps, gs)
+            self._sgd(groups, self.flat, self.grad)
         else:
-            self._adam(groups, ps, gs)
+            self._adam(groups, self.flat, self.grad)
         self.fresh = [False] * len(self.opts)
         self.synced = False
 
-    # The updates below run each operation on all params at once (torch._foreach_*, as torch.optim's own
-    # foreach implementations do): per param, dispatching a dozen small ops cost more than their arithmetic
-    # (a stacked Adam step of quick's MLP took nearly as long at K = 1 as at K = 16).
+    # The updates below are torch.optim's single-tensor arithmetic, each operation once over all the rows,
+    # into buffers kept from step to step: one op per param and operation (torch._foreach_* over the
+    # stacked tensors) was 84 kernels an Adam step, and its out-of-place results a fresh allocation each.
 
-    def _sgd(self, groups: list[dict], ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
+    def _sgd(self, groups: list[dict], p: torch.Tensor, g: torch.Tensor) -> None:
         decay, moving = any(x["weight_decay"] for x in groups), any(x["momentum"] for x in groups)
         all_moving = all(x["momentum"] for x in groups)
         nesterov = any(x["nesterov"] for x in groups)
-        col = _columns(ps, {
+        col = _columns(p, {
             "neg_lr": [-x["lr"] for x in groups], "wd": [x["weight_decay"] for x in groups],
             "mom": [x["momentum"] for x in groups], "moving": [float(x["momentum"] != 0) for x in groups],
             "nesterov": [float(x["nesterov"]) for x in groups]}, masks=("moving", "nesterov"))
+        tmp = self.scratch[0]
         if decay:
-            gs = torch._foreach_add(gs, torch._foreach_mul(col["wd"], ps))  # torch: grad.add(param, alpha=wd)
+            g.add_(torch.mul(col["wd"], p, out=tmp))  # torch: grad.add(param, alpha=wd)
         if moving:
             # torch: clone(grad) at the first step, else buf * momentum + grad. A fresh member's buffer is
             # zeros here, and 0 * momentum + grad is grad exactly: one update serves both.
-            bufs = [self.state[name]["momentum_buffer"] for name in self.params]
-            torch._foreach_mul_(bufs, col["mom"])
-            torch._foreach_add_(bufs, gs)
-            steps = bufs
-            if nesterov:
-                ahead = torch._foreach_add(gs, torch._foreach_mul(col["mom"], bufs))
-                steps = [torch.where(n, a, b) for n, a, b in zip(col["nesterov"], ahead, bufs, strict=True)]
-            gs = steps if all_moving else [torch.where(m, s, g)
-                                           for m, s, g in zip(col["moving"], steps, gs, strict=True)]
-        torch._foreach_add_(ps, torch._foreach_mul(col["neg_lr"], gs))  # torch: param.add_(grad, alpha=-lr)
+            buf = self.state["momentum_buffer"]
+            buf.mul_(col["mom"]).add_(g)
+            step = buf
+            if nesterov:  # torch: grad.add(buf, alpha=momentum)
+                step = torch.where(col["nesterov"], torch.mul(col["mom"], buf, out=tmp).add_(g), buf, out=tmp)
+            g = step if all_moving else torch.where(col["moving"], step, g, out=g)
+        p.add_(torch.mul(col["neg_lr"], g, out=tmp))  # torch: param.add_(grad, alpha=-lr)
 
-    def _adam(self, groups: list[dict], ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
+    def _adam(self, groups: list[dict], p: torch.Tensor, g: torch.Tensor) -> None:
         self.steps = [s + 1 for s in self.steps]
         decoupled = [type(opt) is torch.optim.AdamW for opt in self.opts]
         decay = any(x["weight_decay"] for x in groups)
         at = list(zip(groups, self.steps, strict=True))
-        col = _columns(ps, {
+        col = _columns(p, {
             "coupled": [0.0 if d else x["weight_decay"] for x, d in zip(groups, decoupled, strict=True)],
             "shrink": [1 - x["lr"] * x["weight_decay"] if d else 1.0 for x, d in zip(groups, decoupled, strict=True)],
             # 1 - beta in Python, as torch computes it, then rounded once to the tensors' dtype
@@ -130,34 +144,31 @@ class StackedOptimizer:
             "beta2": [x["betas"][1] for x in groups], "keep2": [1 - x["betas"][1] for x in groups],
             "neg_step_size": [-(x["lr"] / (1 - x["betas"][0] ** s)) for x, s in at],
             "bc2_sqrt": [(1 - x["betas"][1] ** s) ** 0.5 for x, s in at], "eps": [x["eps"] for x in groups]})
-        ms = [self.state[name]["exp_avg"] for name in self.params]
-        vs = [self.state[name]["exp_avg_sq"] for name in self.params]
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        tmp, denom = self.scratch
         if decay:
-            gs = torch._foreach_add(gs, torch._foreach_mul(col["coupled"], ps))  # Adam: grad.add(param, alpha=wd)
-            torch._foreach_mul_(ps, col["shrink"])  # AdamW: param.mul_(1 - lr * weight_decay)
-        torch._foreach_lerp_(ms, gs, col["keep1"])
-        torch._foreach_mul_(vs, col["beta2"])
-        torch._foreach_addcmul_(vs, gs, torch._foreach_mul(gs, col["keep2"]))
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, col["bc2_sqrt"])
-        torch._foreach_add_(denom, col["eps"])
-        ratio = torch._foreach_div(ms, denom)
-        torch._foreach_mul_(ratio, col["neg_step_size"])
-        torch._foreach_add_(ps, ratio)  # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+            g.add_(torch.mul(col["coupled"], p, out=tmp))  # Adam: grad.add(param, alpha=wd)
+            p.mul_(col["shrink"])  # AdamW: param.mul_(1 - lr * weight_decay)
+        m.lerp_(g, col["keep1"])
+        v.mul_(col["beta2"]).addcmul_(g, torch.mul(g, col["keep2"], out=tmp))
+        torch.sqrt(v, out=denom).div_(col["bc2_sqrt"]).add_(col["eps"])
+        # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+        p.add_(torch.div(m, denom, out=tmp).mul_(col["neg_step_size"]))
 
 
-def _columns(like: list[torch.Tensor], rows: dict[str, list[float]],
-             masks: tuple[str, ...] = ()) -> dict[str, list[torch.Tensor]]:
-    """Each row of per-member values as one column per tensor of `like`, shaped to broadcast over its
-    stacked dimension; the rows named in `masks` as booleans, for torch.where. One host-to-device copy for
-    them all, from pinned memory, so asynchronous on a GPU: no host sync in the step loop."""
-    first = like[0]
-    table = torch.tensor(list(rows.values()), dtype=first.dtype, pin_memory=first.is_cuda)
-    table = table.to(first.device, non_blocking=True)
-    dims = {t.dim() for t in like}
-    out = {}
-    for name, row in zip(rows, table, strict=True):
-        row = row.bool() if name in masks else row  # once a step, not once a tensor
-        by_dim = {d: row.view(-1, *([1] * (d - 1))) for d in dims}
-        out[name] = [by_dim[t.dim()] for t in like]
-    return out
+def columns_of(params: dict[str, torch.Tensor]) -> dict[str, slice]:
+    """Where each stacked param [K, ...] lies in the rows of the flat [K, P] tensor: its columns, in order."""
+    cols, at = {}, 0
+    for name, stack in params.items():
+        n = stack[0].numel()
+        cols[name], at = slice(at, at + n), at + n
+    return cols
+
+
+def _columns(like: torch.Tensor, rows: dict[str, list[float]], masks: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Each row of per-member values as a [K, 1] column that broadcasts over the flat rows; the rows named
+    in `masks` as booleans, for torch.where. One host-to-device copy for them all, from pinned memory, so
+    asynchronous on a GPU: no host sync in the step loop."""
+    table = torch.tensor(list(rows.values()), dtype=like.dtype, pin_memory=like.is_cuda)
+    table = table.to(like.device, non_blocking=True).unsqueeze(-1)
+    return {name: row.bool() if name in masks else row for name, row in zip(rows, table, strict=True)}

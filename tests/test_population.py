@@ -219,6 +219,43 @@ def test_batchnorm_members_keep_their_own_running_statistics(tmp_path):
     assert not torch.allclose(means[0], means[1])  # per member, not shared
 
 
+class _Scaled(torch.nn.Module):
+    """A user model with a scalar parameter, of its own dtype or of the others'."""
+
+    def __init__(self, body: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.body, self.scale = body, torch.nn.Parameter(torch.ones((), dtype=dtype))
+
+    def forward(self, x):
+        return self.body(x) * self.scale.float()
+
+
+def _scaled(cfg: TrialConfig, dtype: torch.dtype):
+    p = prepare(cfg, CPU)
+    p.model = _Scaled(p.model, dtype)
+    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
+    p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
+    return p
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_scalar_param_and_params_of_two_dtypes_train_as_they_do_alone(dtype):
+    """float32: the scalar takes one column of the flat params. float64: the params cannot share one flat
+    tensor, so each member's own optimizer steps it, its dtype kept."""
+    cfgs = [_cfg(i, optimizer=o, lr=0.05) for i, o in enumerate(["sgd_momentum", "adam"])]
+    fused = run_population([_scaled(c, dtype) for c in cfgs])
+    for cfg, got in zip(cfgs, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            want = run_sequential(_scaled(cfg, dtype))
+        assert got.model.scale.dtype == dtype and got.model.scale.item() != 1.0
+        assert got.model.scale.item() == pytest.approx(want.model.scale.item(), rel=1e-6)
+        a, b = _flat(want.model.body), _flat(got.model.body)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
+
+
 @pytest.mark.parametrize("full_after", [0, 3])
 def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_alone(monkeypatch, full_after):
     """A CPU has no device memory to run out of, so after `full_after` steps the fused loss raises torch's

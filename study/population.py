@@ -225,11 +225,11 @@ class _Stack:
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:
-            self._probe()
+            unused = self._probe()
             sorted_kinds = [kinds[i] for i in order]
             for kind in dict.fromkeys(sorted_kinds):
                 idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
-                if kind is None or self.flat is None:
+                if kind is None or self.flat is None or unused:
                     self.alone += idx
                 else:
                     self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.flat,
@@ -240,13 +240,18 @@ class _Stack:
                 raise _TooMany from None
             raise
 
-    def _probe(self) -> None:
-        """Two samples each, on copies of the buffers: a model that cannot run fused says so now."""
+    def _probe(self) -> bool:
+        """Two samples each, on copies of the buffers: a model that cannot run fused says so now. Returns
+        whether some param gets no gradient (the forward leaves it unused): torch's optimizers skip such
+        a param, which a stacked update cannot, so its members then step alone."""
         x = self.members[0].p.data.x_train[:2]
+        params = list(self.params.values())
         try:
-            with torch.no_grad():
-                self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
-                             x.expand(len(self.members), *x.shape))
+            out = self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
+                               x.expand(len(self.members), *x.shape))
+            if not out.requires_grad:
+                return True
+            return any(g is None for g in torch.autograd.grad(out.float().sum(), params, allow_unused=True))
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -258,7 +263,8 @@ class _Stack:
             update.step()
         for i in self.alone:
             for name, param in self.owned[i].items():
-                param.grad = self.params[name].grad[i]
+                grad = self.params[name].grad
+                param.grad = None if grad is None else grad[i]  # None: unused, and torch skips it
             self.members[i].p.opt.step()
 
     def sync(self) -> None:

@@ -256,6 +256,42 @@ def test_a_scalar_param_and_params_of_two_dtypes_train_as_they_do_alone(dtype):
         assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
 
 
+class _Unused(torch.nn.Module):
+    """A user model with a parameter its forward never uses: it gets no gradient."""
+
+    def __init__(self, body: torch.nn.Module):
+        super().__init__()
+        self.body, self.spare = body, torch.nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_param_without_gradient_is_left_as_torch_leaves_it():
+    """torch's optimizers skip a param whose grad is None (no decay, no momentum, no state); a stacked
+    update would move it, so these members step alone, and train as they do sequentially."""
+    cfgs = [_cfg(i, optimizer=o, lr=0.05) for i, o in enumerate(["sgd_momentum", "adam", "sgd"])]
+
+    def unused(cfg: TrialConfig):
+        p = prepare(cfg, CPU)
+        p.model = _Unused(p.model)
+        p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
+        p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
+        return p
+
+    prepared = [unused(c) for c in cfgs]
+    fused = run_population(prepared)
+    for cfg, p, got in zip(cfgs, prepared, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            want = run_sequential(unused(cfg))
+        assert torch.equal(got.model.spare, torch.ones(3)) and got.model.spare not in p.opt.state
+        a, b = _flat(want.model.body), _flat(got.model.body)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
+
+
 @pytest.mark.parametrize("full_after", [0, 3])
 def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_alone(monkeypatch, full_after):
     """A CPU has no device memory to run out of, so after `full_after` steps the fused loss raises torch's

@@ -49,7 +49,7 @@ from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
 from study.metrics import EVAL_BATCH, evaluate, metrics_of
-from study.stacked import StackedOptimizer, columns_of, kind_of
+from study.stacked import StackedOptimizer, flatten, kind_of
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
 FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
@@ -202,16 +202,13 @@ class _Stack:
         models = [m.p.model for m in self.members]
         try:
             params, buffers = stack_module_state(models)
-            # One flat [K, P] tensor holds every param, each a view of its columns, so that a stacked
-            # optimizer updates its members' rows in one op; params of several dtypes stay apart, stepped alone.
-            rows = [v.detach().reshape(len(models), -1) for v in params.values()]
-            self.flat = torch.cat(rows, dim=1) if len({v.dtype for v in rows}) == 1 else None
+            # One flat [K, P] tensor holds every param, so that a stacked optimizer updates its members'
+            # rows in one op (None: params of several dtypes, whose members step alone).
+            self.flat, params = flatten(params)
         except torch.OutOfMemoryError:
             _own(self.members)  # some may hold views of the last stack, which must not outlive it
             raise _TooMany from None
-        cols = columns_of(params)
-        self.params = {k: (v if self.flat is None else self.flat[:, cols[k]].view(v.shape)).detach().requires_grad_()
-                       for k, v in params.items()}
+        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
         self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned = [dict(model.named_parameters()) for model in models]
         self.owned_buffers = [dict(model.named_buffers()) for model in models]

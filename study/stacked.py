@@ -11,9 +11,10 @@ Each update is torch.optim's single-tensor code, written over the population's f
 tensor (a member's params side by side in its row) with the members' hyperparameters as [K, 1] columns:
 the same operations in the same order, so a member's step agrees with its own torch optimizer's to float
 rounding (population tests compare them member by member), and each operation is one kernel for all
-members and params. Each member's torch optimizer still holds the member's state, as views into the flat
-state, so that its `state_dict()` is a normal checkpoint and either engine resumes it. Anything else (RMSprop, a user
-optimizer, amsgrad, maximize, a dampening) is stepped by its own torch optimizer.
+members and params (`flatten` lays them out). Each member's torch optimizer still holds the member's
+state, as views into the flat state, so that its `state_dict()` is a normal checkpoint and either engine
+resumes it. Anything else (RMSprop, a user optimizer, amsgrad, maximize, a dampening) is stepped by its
+own torch optimizer.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class StackedOptimizer:
         self.owned = owned[start:stop]
         self.rows = slice(start, stop)
         self.flat = flat[self.rows]  # these members' params, one row each: an update is one op per formula step
-        self.cols = columns_of(params)
+        self.cols = layout_of(params)
         self.fresh = [not opt.state for opt in opts]  # no state yet: torch starts it at the first step
         self.steps = [int(opt.state[next(iter(o.values()))]["step"]) if kind == "adam" and opt.state else 0
                       for opt, o in zip(opts, self.owned, strict=True)]
@@ -156,7 +157,18 @@ class StackedOptimizer:
         p.add_(torch.div(m, denom, out=tmp).mul_(col["neg_step_size"]))
 
 
-def columns_of(params: dict[str, torch.Tensor]) -> dict[str, slice]:
+def flatten(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The stacked params ([K, ...] each) copied side by side into the rows of one flat [K, P] tensor, and
+    each as a view of its columns (layout_of); (None, the params) where their dtypes differ, as one tensor
+    cannot hold them."""
+    rows = [v.detach().reshape(len(v), -1) for v in params.values()]
+    if len({r.dtype for r in rows}) != 1:
+        return None, params
+    flat, cols = torch.cat(rows, dim=1), layout_of(params)
+    return flat, {name: flat[:, cols[name]].view(v.shape) for name, v in params.items()}
+
+
+def layout_of(params: dict[str, torch.Tensor]) -> dict[str, slice]:
     """Where each stacked param [K, ...] lies in the rows of the flat [K, P] tensor: its columns, in order."""
     cols, at = {}, 0
     for name, stack in params.items():

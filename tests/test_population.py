@@ -1,12 +1,14 @@
 """The population engine against the sequential one: the same trials, the same numbers, member by member."""
+import functools
 import math
+from typing import Callable
 
 import pytest
 import torch
 
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
-from study.engine import Diverged, TrainResult, run_sequential
+from study.engine import Diverged, PreparedTrial, TrainResult, run_sequential
 from study.optimizers import OPTIMIZERS
 from study.population import _host_copies, _probe_step, fitting, run_population, why_not
 from study.schedules import SCHEDULES
@@ -22,10 +24,21 @@ def _cfg(i: int, **kw) -> TrialConfig:
                           "weight_decay": 1e-3 * (i % 2), **kw})
 
 
-def _sequential(cfg: TrialConfig, checkpoints: Checkpoints | None = None) -> TrainResult:
+def _sequential(cfg: TrialConfig, checkpoints: Checkpoints | None = None, make=None) -> TrainResult:
+    """cfg's trial trained alone (its model make(MLP) with make, as _with_model builds it)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return run_sequential(prepare(cfg, CPU), checkpoints=checkpoints)
+        return run_sequential(prepare(cfg, CPU) if make is None else _with_model(cfg, make), checkpoints=checkpoints)
+
+
+def _with_model(cfg: TrialConfig, make: Callable[[torch.nn.Module], torch.nn.Module]) -> PreparedTrial:
+    """A prepared trial whose model is make(its MLP), as a user's model would be its own, with an optimizer
+    of its kind and a constant schedule for it."""
+    p = prepare(cfg, CPU)
+    p.model = make(p.model)
+    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
+    p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
+    return p
 
 
 def _owns_storage(t: torch.Tensor) -> bool:
@@ -183,17 +196,14 @@ def test_trials_that_do_not_share_a_graph_are_not_one_population(change, reason)
         run_population(members)
 
 
-def _with_batchnorm(cfg: TrialConfig):
-    """A prepared trial whose MLP normalises its first hidden layer (a user model would, in its own code)."""
-    p = prepare(cfg, CPU)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        norm = torch.nn.BatchNorm1d(16)
-    body = list(p.model.children())  # Flatten, Linear(8, 16), ReLU, ...
-    p.model = torch.nn.Sequential(*body[:2], norm, *body[2:])
-    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
-    p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
-    return p
+def _batchnorm(mlp: torch.nn.Module) -> torch.nn.Module:
+    """The MLP normalising its first hidden layer (a user model would, in its own code)."""
+    body = list(mlp.children())  # Flatten, Linear(8, 16), ReLU, ...
+    return torch.nn.Sequential(*body[:2], torch.nn.BatchNorm1d(16), *body[2:])
+
+
+def _with_batchnorm(cfg: TrialConfig) -> PreparedTrial:
+    return _with_model(cfg, _batchnorm)
 
 
 def test_batchnorm_members_keep_their_own_running_statistics(tmp_path):
@@ -205,10 +215,7 @@ def test_batchnorm_members_keep_their_own_running_statistics(tmp_path):
         assert saved.keys() == final.keys()
         assert all(saved[k].dtype == v.dtype and torch.equal(saved[k], v) for k, v in final.items())
     for cfg, got in zip(cfgs, fused, strict=True):
-        alone = _with_batchnorm(cfg)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            want = run_sequential(alone)
+        want = _sequential(cfg, make=_batchnorm)
         norm_got = next(m for m in got.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
         norm_want = next(m for m in want.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
         assert int(norm_got.num_batches_tracked) == int(norm_want.num_batches_tracked) > 0
@@ -230,25 +237,16 @@ class _Scaled(torch.nn.Module):
         return self.body(x) * self.scale.float()
 
 
-def _scaled(cfg: TrialConfig, dtype: torch.dtype):
-    p = prepare(cfg, CPU)
-    p.model = _Scaled(p.model, dtype)
-    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
-    p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
-    return p
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_scalar_param_and_params_of_two_dtypes_train_as_they_do_alone(dtype):
     """float32: the scalar takes one column of the flat params. float64: the params cannot share one flat
     tensor, so each member's own optimizer steps it, its dtype kept."""
     cfgs = [_cfg(i, optimizer=o, lr=0.05) for i, o in enumerate(["sgd_momentum", "adam"])]
-    fused = run_population([_scaled(c, dtype) for c in cfgs])
+    scaled = functools.partial(_Scaled, dtype=dtype)
+    fused = run_population([_with_model(c, scaled) for c in cfgs])
     for cfg, got in zip(cfgs, fused, strict=True):
         assert isinstance(got, TrainResult), got
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            want = run_sequential(_scaled(cfg, dtype))
+        want = _sequential(cfg, make=scaled)
         assert got.model.scale.dtype == dtype and got.model.scale.item() != 1.0
         assert got.model.scale.item() == pytest.approx(want.model.scale.item(), rel=1e-6)
         a, b = _flat(want.model.body), _flat(got.model.body)
@@ -271,21 +269,11 @@ def test_a_param_without_gradient_is_left_as_torch_leaves_it():
     """torch's optimizers skip a param whose grad is None (no decay, no momentum, no state); a stacked
     update would move it, so these members step alone, and train as they do sequentially."""
     cfgs = [_cfg(i, optimizer=o, lr=0.05) for i, o in enumerate(["sgd_momentum", "adam", "sgd"])]
-
-    def unused(cfg: TrialConfig):
-        p = prepare(cfg, CPU)
-        p.model = _Unused(p.model)
-        p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
-        p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
-        return p
-
-    prepared = [unused(c) for c in cfgs]
+    prepared = [_with_model(c, _Unused) for c in cfgs]
     fused = run_population(prepared)
     for cfg, p, got in zip(cfgs, prepared, fused, strict=True):
         assert isinstance(got, TrainResult), got
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            want = run_sequential(unused(cfg))
+        want = _sequential(cfg, make=_Unused)
         assert torch.equal(got.model.spare, torch.ones(3)) and got.model.spare not in p.opt.state
         a, b = _flat(want.model.body), _flat(got.model.body)
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5

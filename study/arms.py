@@ -104,14 +104,13 @@ class PerArm(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None:
             return False
-        new = trial.number not in self._judged
-        if new:  # its records are a storage read each: once per trial (a population judges several in turn)
+        if trial.number not in self._judged:  # its records are a storage read each: once per trial
             record = TrialRecord.of(trial)
             self._judged[trial.number] = (arm_of(trial, self.scientific, record), record.budget)
         arm, budget = self._judged[trial.number]
         seen = _samples(budget, step)
         peers = []
-        for peer_arm, t, samples in self._finished(study, new):
+        for peer_arm, t, samples in self._finished(study):
             if peer_arm != arm:
                 continue
             reached = [e for e, s in zip(t.intermediate_values, samples, strict=True) if s <= seen * (1 + 1e-9)]
@@ -121,13 +120,18 @@ class PerArm(optuna.pruners.BasePruner):
                 peers.append(peer)
         return self.base.prune(_Peers(study, peers), trial)
 
-    def _finished(self, study: optuna.Study, new: bool) -> list[tuple[tuple, FrozenTrial, list[float]]]:
+    def told(self) -> None:
+        """This worker told a trial: the next judgment reads the finished trials again, so that a trial
+        started after it (the sequential engine's next trial, a population's refill) is judged against it."""
+        self._read = -math.inf
+
+    def _finished(self, study: optuna.Study) -> list[tuple[tuple, FrozenTrial, list[float]]]:
         """The finished search trials: arm, trial, samples seen at each reported epoch. Finished trials never
-        change, so the storage is read when a trial is first judged and then every REFRESH_S (for trials
-        told since, by this worker or others), not at every epoch: that read cost more than the epoch's
-        training."""
+        change, so the storage is read again only after this worker told a trial (`told`) or REFRESH_S
+        after the last read (other workers' trials). A read re-reads every running trial, so a read per
+        judgment cost more than the epoch's training; a population's members, judged in turn, share one."""
         now = time.monotonic()
-        if new or now - self._read > REFRESH_S:
+        if now - self._read > REFRESH_S:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
                 if t.number not in self._curves:
                     record = TrialRecord.of(t)

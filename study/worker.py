@@ -162,6 +162,8 @@ class Worker:
         """After a trial was told: count failures in a row, then the caller's `after`."""
         # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
+        if told := getattr(self.study.pruner, "told", None):  # a pruner that caches finished trials (arms.PerArm)
+            told()
         if self.failures_in_a_row >= self.max_failures:
             self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "
                             f"{records.error_of(trial) or '?'}")

@@ -56,20 +56,26 @@ def test_a_trial_is_judged_against_its_own_arm_at_equal_samples_seen():
     assert PerArm(median, ["opt"]).prune(study, worse)  # 1.05 at best, against 1.0 at the same samples
 
 
-def test_trials_judged_in_turn_read_the_storage_once_each_not_at_every_epoch():
-    """A population's members are judged in turn, epoch after epoch: the finished trials are read when a
-    trial is first judged (and every REFRESH_S), not each time the judged trial changes."""
+def test_trials_judged_in_turn_share_one_read_of_the_storage_until_a_trial_is_told():
+    """A population's members are judged in turn, epoch after epoch. Each read of the finished trials
+    re-reads every running one, so the members share one read until this worker tells a trial; the next
+    judgment then reads again and judges against the trial just told."""
     study = optuna.create_study()
     study.add_trial(_trial("a", [1.0, 0.6, 0.4, 0.2], batch=128))
     reads = []
     real = study.get_trials
     study.get_trials = lambda *a, **kw: reads.append(1) or real(*a, **kw)
     pruner = PerArm(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0), ["opt"])
-    members = [_trial("a", [1.0, 0.7, 0.5, 0.3][:n], batch=128, state=TrialState.RUNNING) for n in (1, 1, 1)]
+    members = [_trial("a", [1.0, 0.5, 0.4, 0.3], batch=128, state=TrialState.RUNNING) for _ in range(3)]
     for i, m in enumerate(members):
         m.number = 10 + i
     for epoch in range(1, 4):
         for m in members:
-            m.intermediate_values = dict(enumerate([1.0, 0.7, 0.5, 0.3][:epoch]))
-            assert not pruner.prune(study, m)
-    assert len(reads) == len(members)
+            m.intermediate_values = dict(enumerate([1.0, 0.5, 0.4, 0.3][:epoch]))
+            assert not pruner.prune(study, m)  # no worse than its one peer at any epoch
+    assert len(reads) == 1
+    for _ in range(2):  # told by another worker: unseen until REFRESH_S
+        study.add_trial(_trial("a", [0.9, 0.4, 0.3, 0.1], batch=128))
+    assert not pruner.prune(study, members[0]) and len(reads) == 1
+    pruner.told()  # as if this worker had told them
+    assert pruner.prune(study, members[0]) and len(reads) == 2  # 0.4 at epoch 2, against the median 0.3

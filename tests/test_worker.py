@@ -77,6 +77,24 @@ def test_the_pruner_prunes_through_report_epochs_and_pruned_trials_count_toward_
     assert all(t.intermediate_values == {0: 0.5, 1: 2.0} for t in study.trials)  # each epoch reported once
 
 
+def test_each_trial_is_judged_against_the_trials_the_worker_told_before_it():
+    """PerArm reads the finished trials once and again only after a tell (or REFRESH_S): the worker tells
+    it, so the second trial, worse than the first at every epoch, is pruned at its first judged epoch."""
+    from study.arms import PerArm
+
+    pruner = PerArm(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0), ["opt"])
+    study = optuna.create_study(pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"x": 0.0, "opt": "a"})
+    study.enqueue_trial({"x": 1.0, "opt": "a"})
+
+    def objective(trial):
+        trial.suggest_categorical("opt", ["a"])
+        return _curve(trial)
+
+    Worker(study, target=2, objective=objective).run()
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+
+
 def test_failures_in_a_row_stop_the_worker_with_the_last_error():
     study = optuna.create_study()
 

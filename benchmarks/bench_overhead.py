@@ -3,6 +3,8 @@
     python -m benchmarks.bench_overhead                      # this checkout
     python -m benchmarks.bench_overhead --baseline 5c0158c   # and a git ref, measured in the same run
     python -m benchmarks.bench_overhead --storage journal    # Optuna's journal file instead of SQLite
+    python -m benchmarks.bench_overhead --engine population --trials 64   # K trials at a time (K = 16 here)
+    python -m benchmarks.bench_overhead --device cuda --engine population --trials 64   # on a GPU (K = 16)
 
 The study is `quick` (an MLP on digits, the shipped pruner) with 30 trials of 20 epochs, one process, a
 fresh SQLite file (the embedded default) or journal file, no confirmation runs, as issue 8 profiled it.
@@ -10,7 +12,8 @@ Each checkout runs in a fresh Python:
   imports      importing study.runner and what the run imports lazily (scikit-learn's data and metrics,
                torch._dynamo, which torch.optim imports on first use, and the RDB storage's SQLAlchemy
                and alembic), timed before the study starts;
-  training     the step loop of every trial (forward, backward, optimizer and scheduler steps);
+  training     the step loop of every trial (forward, backward, optimizer and scheduler steps); with
+               `--engine population`, the fused steps and each population's stacking and unstacking;
   metrics      validation at each epoch end (loss, accuracy, precision, recall, F1);
   checkpoints  each epoch's checkpoint file;
   reporting    each epoch's intermediate value and pruning decision (the storage);
@@ -58,7 +61,12 @@ def _timed(owner, name: str, totals: dict, key: str) -> None:
 STORAGES = {"sqlite": "sqlite:///{}.db", "journal": "{}.log"}  # --storage: a URL from a path stem
 
 
-def measure(trials: int, epochs: int, storage: str = "sqlite") -> dict[str, float]:
+# the function that trains, as each engine's caller looks it up: what it calls at epoch ends is timed apart
+LOOPS = {"sequential": ("study.trial", "run_sequential"), "population": ("study.population", "_train_until_one_leaves")}
+
+
+def measure(trials: int, epochs: int, storage: str = "sqlite", engine: str = "sequential",
+            device: str = "cpu") -> dict[str, float]:
     """In this process: imports, then the study, with its parts timed."""
     import importlib
 
@@ -71,19 +79,21 @@ def measure(trials: int, epochs: int, storage: str = "sqlite") -> dict[str, floa
 
     import torch
 
-    from study import checkpoints, engine, trial
+    from study import checkpoints, population, trial
     from study.config import load_config
     from study.runner import run_study
 
     totals = dict.fromkeys(["loop", "metrics", "checkpoints", "reporting"], 0.0)
-    _timed(trial, "run_sequential", totals, "loop")  # as trial.py calls it
-    _timed(engine, "evaluate", totals, "metrics")
+    _timed(importlib.import_module(LOOPS[engine][0]), LOOPS[engine][1], totals, "loop")
+    _timed(importlib.import_module("study.engine"), "evaluate", totals, "metrics")  # a population's members alone
+    _timed(population, "_validate", totals, "metrics")  # a population's members together
     _timed(checkpoints.Checkpoints, "save", totals, "checkpoints")
     _timed(trial.Attempt, "on_epoch", totals, "reporting")
-    cfg = load_config("quick", [f"study.n_trials={trials}", "study.confirm.seeds=0", f"training.budget={epochs}"])
+    cfg = load_config("quick", [f"study.n_trials={trials}", "study.confirm.seeds=0", f"training.budget={epochs}",
+                                f"study.engine={engine}"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = run_study(cfg, STORAGES[storage].format(Path(tmp) / "b"), torch.device("cpu"),
+        summary = run_study(cfg, STORAGES[storage].format(Path(tmp) / "b"), torch.device(device),
                             checkpoint_root=Path(tmp), quiet=True)
         total = time.perf_counter() - start
         floor = optuna_alone(summary.study.get_trials(), cfg, STORAGES[storage].format(Path(tmp) / "floor"))
@@ -118,11 +128,13 @@ def optuna_alone(trials: list, cfg, url: str) -> float:
     return time.perf_counter() - start
 
 
-def in_fresh_python(checkout: Path, trials: int, epochs: int, storage: str) -> dict[str, float]:
+def in_fresh_python(checkout: Path, options: dict) -> dict[str, float]:
     """measure() in a new Python that imports `study` from `checkout` (this file is run by its path, so
     that nothing puts this checkout's package ahead of it)."""
-    out = subprocess.run([sys.executable, __file__, "--measure", str(trials), str(epochs), storage], cwd=checkout,
-                         env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True, check=True)
+    args = [sys.executable, __file__, "--measure", json.dumps(options)]
+    path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))  # and what it had (wheels)
+    out = subprocess.run(args, cwd=checkout, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                         check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result.pop("package")).is_relative_to(checkout), result
     return result
@@ -138,7 +150,7 @@ def line(label: str, t: dict[str, float]) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--measure"]:
-        print(json.dumps(measure(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])))
+        print(json.dumps(measure(**json.loads(sys.argv[2]))))
         return
     sys.path.append(str(Path(__file__).resolve().parents[1]))
     from benchmarks.baseline import ROOT, checkout
@@ -148,13 +160,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--baseline", help="a git ref to measure in the same run, from a temporary worktree")
     parser.add_argument("--storage", choices=list(STORAGES), default="sqlite")
+    parser.add_argument("--engine", choices=list(LOOPS), default="sequential")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    options = {k: getattr(args, k) for k in ("trials", "epochs", "storage", "engine", "device")}
     results = []
     if args.baseline:
         with checkout(args.baseline) as path:
-            results.append((args.baseline, in_fresh_python(path, args.trials, args.epochs, args.storage)))
-    results.append(("this", in_fresh_python(ROOT, args.trials, args.epochs, args.storage)))
-    print(f"quick, {args.trials} trials x {args.epochs} epochs, one process, {args.storage}, {os.cpu_count()} cores:")
+            results.append((args.baseline, in_fresh_python(path, options)))
+    results.append(("this", in_fresh_python(ROOT, options)))
+    print(f"quick, {args.trials} trials x {args.epochs} epochs, one process, {args.storage}, {args.engine} engine, "
+          f"{args.device}, {os.cpu_count()} cores:")
     for label, t in results:
         print(line(label, t))
 

@@ -134,7 +134,9 @@ class StackedOptimizer:
 
     def _adam(self, groups: list[dict], p: torch.Tensor, g: torch.Tensor) -> None:
         self.steps = [s + 1 for s in self.steps]
-        decoupled = [type(opt) is torch.optim.AdamW for opt in self.opts]
+        # AdamW, or Adam(decoupled_weight_decay=True) as a user's optimizer may be: the flag, not the type
+        decoupled = [x.get("decoupled_weight_decay", isinstance(o, torch.optim.AdamW))
+                     for x, o in zip(groups, self.opts, strict=True)]
         decay = any(x["weight_decay"] for x in groups)
         at = list(zip(groups, self.steps, strict=True))
         col = _columns(p, {

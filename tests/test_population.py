@@ -24,19 +24,21 @@ def _cfg(i: int, **kw) -> TrialConfig:
                           "weight_decay": 1e-3 * (i % 2), **kw})
 
 
-def _sequential(cfg: TrialConfig, checkpoints: Checkpoints | None = None, make=None) -> TrainResult:
-    """cfg's trial trained alone (its model make(MLP) with make, as _with_model builds it)."""
+def _sequential(cfg: TrialConfig, checkpoints: Checkpoints | None = None, make=None, optimizer=None) -> TrainResult:
+    """cfg's trial trained alone (with make or optimizer, as _with_model builds it)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return run_sequential(prepare(cfg, CPU) if make is None else _with_model(cfg, make), checkpoints=checkpoints)
+        p = prepare(cfg, CPU) if make is None and optimizer is None else _with_model(cfg, make, optimizer)
+        return run_sequential(p, checkpoints=checkpoints)
 
 
-def _with_model(cfg: TrialConfig, make: Callable[[torch.nn.Module], torch.nn.Module]) -> PreparedTrial:
-    """A prepared trial whose model is make(its MLP), as a user's model would be its own, with an optimizer
-    of its kind and a constant schedule for it."""
+def _with_model(cfg: TrialConfig, make: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                optimizer: Callable[..., torch.optim.Optimizer] | None = None) -> PreparedTrial:
+    """A prepared trial whose model is make(its MLP), as a user's model would be its own, and whose
+    optimizer is optimizer(params) (default: one of its kind), with a constant schedule for them."""
     p = prepare(cfg, CPU)
-    p.model = make(p.model)
-    p.opt = type(p.opt)(p.model.parameters(), **p.opt.defaults)
+    p.model = p.model if make is None else make(p.model)
+    p.opt = (optimizer or functools.partial(type(p.opt), **p.opt.defaults))(p.model.parameters())
     p.sched = torch.optim.lr_scheduler.LambdaLR(p.opt, lambda _: 1.0)
     return p
 
@@ -278,6 +280,21 @@ def test_a_param_without_gradient_is_left_as_torch_leaves_it():
         a, b = _flat(want.model.body), _flat(got.model.body)
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5
         assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"weight_decay": 0.1, "decoupled_weight_decay": True},
+                                     {"lr": torch.tensor(3e-3), "weight_decay": 0.1, "betas": (0.8, 0.99)}],
+                         ids=["decoupled", "tensor-lr"])
+def test_a_user_s_adam_with_its_own_options_trains_as_it_does_alone(options):
+    """A user's optimizer may be torch's Adam with AdamW's decoupled weight decay, which is a flag of its
+    param group, not the AdamW type; or an lr given as a tensor. Each member steps as its own would."""
+    cfgs = [_cfg(i, optimizer="adam") for i in range(2)]
+    adam = functools.partial(torch.optim.Adam, **{"lr": 3e-3, **options})
+    fused = run_population([_with_model(c, optimizer=adam) for c in cfgs])
+    for cfg, got in zip(cfgs, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        a, b = _flat(_sequential(cfg, optimizer=adam).model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize("full_after", [0, 3])

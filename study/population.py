@@ -75,12 +75,20 @@ def why_not(members: list[PreparedTrial]) -> str | None:
     """Why these prepared trials cannot train as one population, or None when they can."""
     if len({fusion_key(p) for p in members}) > 1:
         return "the trials differ in model, data or batch size"
+    if len({_signature(p.model) for p in members}) > 1:  # a user's model may differ for the same config
+        return "the trials' models differ in their parameters' or buffers' names, shapes, dtypes or requires_grad"
     p = members[0]
     if p.cfg.precision == "fp16" and p.device.type == "cuda":
         return "fp16 needs a loss scaler per trial; use bf16 or fp32"
     if not _aligned([q.budget for q in members], [q.iteration for q in members]):
         return "the trials' batches would differ in size at some step"
     return None
+
+
+def _signature(model: torch.nn.Module) -> tuple:
+    """What stack_module_state requires to be the same in every member."""
+    return (tuple((n, t.shape, t.dtype, t.requires_grad) for n, t in model.named_parameters()),
+            tuple((n, t.shape, t.dtype) for n, t in model.named_buffers()))
 
 
 def _aligned(budgets: list, iterations: list[int]) -> bool:
@@ -208,9 +216,12 @@ class _Stack:
         except torch.OutOfMemoryError:
             _own(self.members)  # some may hold views of the last stack, which must not outlive it
             raise _TooMany from None
-        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned = [dict(model.named_parameters()) for model in models]
+        # A frozen param (requires_grad False, in some member) gets no gradient in that member, as alone.
+        self.frozen = {name for own in self.owned for name, param in own.items() if not param.requires_grad}
+        self.params = {k: v.detach().requires_grad_(any(own[k].requires_grad for own in self.owned))
+                       for k, v in params.items()}
+        self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned_buffers = [dict(model.named_buffers()) for model in models]
         for i, (own, bufs) in enumerate(zip(self.owned, self.owned_buffers, strict=True)):
             for name, param in own.items():
@@ -222,11 +233,11 @@ class _Stack:
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:
-            unused = self._probe()
+            ungraded = self._probe() or bool(self.frozen)
             sorted_kinds = [kinds[i] for i in order]
             for kind in dict.fromkeys(sorted_kinds):
                 idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
-                if kind is None or self.flat is None or unused:
+                if kind is None or self.flat is None or ungraded:
                     self.alone += idx
                 else:
                     self.stacked.append(StackedOptimizer(kind, [self.members[i].p.opt for i in idx], self.flat,
@@ -239,10 +250,11 @@ class _Stack:
 
     def _probe(self) -> bool:
         """Two samples each, on copies of the buffers: a model that cannot run fused says so now. Returns
-        whether some param gets no gradient (the forward leaves it unused): torch's optimizers skip such
-        a param, which a stacked update cannot, so its members then step alone."""
+        whether some trainable param gets no gradient (the forward leaves it unused): torch's optimizers
+        skip such a param, as they skip a frozen one, which a stacked update cannot, so its members then
+        step alone."""
         x = self.members[0].p.data.x_train[:2]
-        params = list(self.params.values())
+        params = [t for t in self.params.values() if t.requires_grad]
         try:
             out = self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
                                x.expand(len(self.members), *x.shape))
@@ -261,7 +273,8 @@ class _Stack:
         for i in self.alone:
             for name, param in self.owned[i].items():
                 grad = self.params[name].grad
-                param.grad = None if grad is None else grad[i]  # None: unused, and torch skips it
+                # None: unused or frozen in this member, and torch skips it
+                param.grad = None if grad is None or not param.requires_grad else grad[i]
             self.members[i].p.opt.step()
 
     def sync(self) -> None:

@@ -282,6 +282,37 @@ def test_a_param_without_gradient_is_left_as_torch_leaves_it():
         assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
 
 
+class _Frozen(torch.nn.Module):
+    """A user model with a frozen layer (requires_grad False) before its MLP, the same in every member."""
+
+    def __init__(self, body: torch.nn.Module, frozen: bool = True):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.proj = torch.nn.Linear(8, 8).requires_grad_(not frozen)
+        self.body = body
+
+    def forward(self, x):
+        return self.body(self.proj(x))
+
+
+def test_a_frozen_param_stays_as_it_was():
+    """torch's optimizers skip a param that requires no grad: its gradient is None. The stack's copy of it
+    requires none either, and the members step alone, so that the frozen layer stays as it was and the
+    rest trains as it does sequentially. Members that differ in what they froze are no population."""
+    cfgs = [_cfg(i, optimizer=o, lr=0.05) for i, o in enumerate(["sgd_momentum", "adam", "sgd"])]
+    fused = run_population([_with_model(c, _Frozen) for c in cfgs])
+    for cfg, got in zip(cfgs, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        want = _sequential(cfg, make=_Frozen)
+        assert torch.equal(got.model.proj.weight, _Frozen(torch.nn.Identity()).proj.weight)
+        a, b = _flat(want.model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history], abs=1e-5)
+    mixed = [_with_model(cfgs[0], _Frozen), _with_model(cfgs[1], functools.partial(_Frozen, frozen=False))]
+    assert "requires_grad" in why_not(mixed)
+
+
 @pytest.mark.parametrize("options", [{"weight_decay": 0.1, "decoupled_weight_decay": True},
                                      {"lr": torch.tensor(3e-3), "weight_decay": 0.1, "betas": (0.8, 0.99)}],
                          ids=["decoupled", "tensor-lr"])

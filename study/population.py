@@ -204,7 +204,7 @@ class _Stack:
     Members are ordered by optimizer kind, so that each kind's stacked update works on one slice."""
 
     def __init__(self, members: list[_Member]):
-        kinds = [kind_of(m.p.opt) for m in members]
+        kinds = [kind_of(m.p.opt, m.p.model.parameters()) for m in members]
         order = sorted(range(len(members)), key=lambda i: kinds[i] or "~")  # the others last, stepped alone
         self.members = [members[i] for i in order]
         models = [m.p.model for m in self.members]

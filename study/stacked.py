@@ -24,11 +24,14 @@ _SGD_STATE = ("momentum_buffer",)
 _ADAM_STATE = ("exp_avg", "exp_avg_sq")
 
 
-def kind_of(opt: torch.optim.Optimizer) -> str | None:
-    """'sgd' or 'adam' (Adam and AdamW) when the stacked update reproduces `opt`, else None."""
+def kind_of(opt: torch.optim.Optimizer, params=None) -> str | None:
+    """'sgd' or 'adam' (Adam and AdamW) when the stacked update reproduces `opt`, else None. With `params`
+    (its model's), only if `opt` steps exactly those: the stacked update moves every param of a member."""
     if len(opt.param_groups) != 1:
         return None
     g = opt.param_groups[0]
+    if params is not None and {id(t) for t in g["params"]} != {id(t) for t in params}:
+        return None
     if g.get("maximize") or g.get("differentiable") or g.get("fused"):
         return None
     if type(opt) is torch.optim.SGD and g["dampening"] == 0:

@@ -313,6 +313,24 @@ def test_a_frozen_param_stays_as_it_was():
     assert "requires_grad" in why_not(mixed)
 
 
+@pytest.mark.parametrize("optimizer", [functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+                                       functools.partial(torch.optim.Adam, lr=3e-3)], ids=["sgd_momentum", "adam"])
+def test_an_optimizer_of_some_of_the_params_leaves_the_others_as_they_were(optimizer):
+    """A user's optimizer may step some params only (here the weight matrices): the stacked update, which
+    moves a member's every param, is not for it, and the biases stay at their init as they do alone."""
+    cfgs = [_cfg(i, optimizer="adam") for i in range(2)]
+    weights_only = lambda params: optimizer([t for t in params if t.ndim > 1])  # noqa: E731
+    prepared = [_with_model(c, optimizer=weights_only) for c in cfgs]
+    biases = [[t.clone() for t in p.model.parameters() if t.ndim == 1] for p in prepared]
+    fused = run_population(prepared)
+    for cfg, before, got in zip(cfgs, biases, fused, strict=True):
+        assert isinstance(got, TrainResult), got
+        after = [t for t in got.model.parameters() if t.ndim == 1]
+        assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        a, b = _flat(_sequential(cfg, optimizer=weights_only).model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+
+
 @pytest.mark.parametrize("options", [{"weight_decay": 0.1, "decoupled_weight_decay": True},
                                      {"lr": torch.tensor(3e-3), "weight_decay": 0.1, "betas": (0.8, 0.99)}],
                          ids=["decoupled", "tensor-lr"])

@@ -6,8 +6,10 @@
     >>> round(float(layer.weight.detach().std()), 2), float(layer.bias.detach().abs().max())   # sqrt(2 / 400)
     (0.07, 0.0)
 
-fan_in is what torch.nn.init computes: in_features for Linear, C_in * k (1-D) or C_in * k * k (2-D) for
-convolutions. The lecture notes write He as randn / sqrt(2 / fan_in); the correct std is sqrt(2 / fan_in).
+fan_in is what torch.nn.init computes: in_features for Linear, C_in * k (1-D), C_in * k * k (2-D) or
+C_in * k * k * k (3-D) for convolutions. The lecture notes write He as randn / sqrt(2 / fan_in); the
+correct std is sqrt(2 / fan_in). A frozen layer (its weight requires no grad: a user's model may hold a
+pretrained one) keeps its weights: an init is for what trains.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from typing import Callable
 
 from torch import nn
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what a scheme re-initialises; a user's model may hold any
 
 
 def _per_layer(init_weight: Callable[[nn.Parameter], object]) -> Callable[[nn.Module], None]:
     def init(model: nn.Module) -> None:
         for layer in model.modules():
-            if isinstance(layer, _LAYERS):
+            if isinstance(layer, LAYERS) and layer.weight.requires_grad:
                 init_weight(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)

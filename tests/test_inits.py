@@ -35,11 +35,25 @@ def test_linear_weight_std(name):
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in ("small_random", "xavier", "he")])
-def test_conv_fan_in_is_k_k_cin(name):
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d, nn.Conv3d])
+def test_conv_fan_in_is_k_k_cin(name, conv):
+    """C_in * k per spatial dimension: 16 * 9 in 2-D, as the lecture writes it; in 1-D and 3-D the kernel
+    is sized to give the same fan_in, so one expectation serves all three."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(16, 256, kernel_size=3)
-    INITS[name](conv)
-    assert conv.weight.std().item() == pytest.approx(EXPECTED_STD[name](CONV_FAN_IN, 256 * 9), rel=0.03)
+    kernel = {nn.Conv1d: 9, nn.Conv2d: 3, nn.Conv3d: (1, 3, 3)}[conv]
+    layer = conv(16, 256, kernel_size=kernel)
+    INITS[name](layer)
+    assert layer.weight.std().item() == pytest.approx(EXPECTED_STD[name](CONV_FAN_IN, 256 * 9), rel=0.03)
+    assert torch.all(layer.bias == 0)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in EXPECTED_STD])
+def test_a_frozen_layer_keeps_its_weights(name):
+    model = nn.Sequential(nn.Linear(8, 8).requires_grad_(False), nn.Linear(8, 8))
+    frozen = [t.clone() for t in model[0].parameters()]
+    INITS[name](model)
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model[0].parameters(), strict=True))
+    assert torch.all(model[1].bias == 0)
 
 
 def test_orthogonal_rows_are_orthonormal():

@@ -55,6 +55,7 @@ def gradient_data(trials: pd.DataFrame, iterations: int = 20) -> pd.DataFrame:
 
     from study.batches import BatchOrder
     from study.config import TrialConfig
+    from study.inits import LAYERS
     from study.trial import prepare
 
     rows = []
@@ -63,8 +64,7 @@ def gradient_data(trials: pd.DataFrame, iterations: int = 20) -> pd.DataFrame:
         cfg = TrialConfig(**_config_values(group.iloc[0]))
         with torch.random.fork_rng(devices=[]):
             p = prepare(cfg, torch.device("cpu"))
-            layers = [m for m in p.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d,
-                                                                      torch.nn.Conv2d))]
+            layers = [m for m in p.model.modules() if isinstance(m, LAYERS) and m.weight.requires_grad]
             order = BatchOrder(p.budget, cfg.seed, cfg.shuffle, torch.device("cpu"))
             steps = min(iterations, p.budget.total_iters)
             sums = torch.zeros(len(layers))

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
-import time
 from typing import Any, Sequence
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from study.confirm import arm_of
+from study.pruners import Finished, Peers
 from study.records import TAKEN_STATES, TrialRecord
 
 
@@ -97,7 +96,7 @@ class PerArm(optuna.pruners.BasePruner):
     def __init__(self, base: optuna.pruners.BasePruner, scientific: Sequence[str]):
         self.base, self.scientific = base, list(scientific)
         self._curves: dict[int, tuple[tuple, FrozenTrial, list[float]] | None] = {}  # finished trials, by number
-        self._read = -math.inf  # when the storage was last read
+        self.finished = Finished()
         self._judged: dict[int, tuple[tuple, dict]] = {}  # the trials judged so far: number -> arm, budget
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -118,39 +117,21 @@ class PerArm(optuna.pruners.BasePruner):
                 peer = copy.copy(t)
                 peer.intermediate_values = {step: t.intermediate_values[max(reached)]}
                 peers.append(peer)
-        return self.base.prune(_Peers(study, peers), trial)
+        return self.base.prune(Peers(study, peers), trial)
 
     def told(self) -> None:
-        """This worker told a trial: the next judgment reads the finished trials again, so that a trial
-        started after it (the sequential engine's next trial, a population's refill) is judged against it."""
-        self._read = -math.inf
+        """This worker told a trial: the next judgment reads the finished trials again (pruners.Finished)."""
+        self.finished.told()
 
     def _finished(self, study: optuna.Study) -> list[tuple[tuple, FrozenTrial, list[float]]]:
-        """The finished search trials: arm, trial, samples seen at each reported epoch. Finished trials never
-        change, so the storage is read again only after this worker told a trial (`told`) or REFRESH_S
-        after the last read (other workers' trials). A read re-reads every running trial, so a read per
-        judgment cost more than the epoch's training; a population's members, judged in turn, share one."""
-        now = time.monotonic()
-        if now - self._read > REFRESH_S:
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        """The finished search trials: arm, trial, samples seen at each reported epoch, each worked out once
+        (finished trials never change) from the reads of pruners.Finished."""
+        if self.finished.read(study):
+            for t in self.finished.trials:
                 if t.number not in self._curves:
                     record = TrialRecord.of(t)
                     self._curves[t.number] = None if record.confirm else (
                         arm_of(t, self.scientific, record), t,
                         [_samples(record.budget, e) for e in t.intermediate_values])
-            self._read = now
         return [c for c in self._curves.values() if c is not None]
 
-
-class _Peers:
-    """The part of a Study that Optuna's percentile pruners read, holding only one arm's trials."""
-
-    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]):
-        self.direction, self._trials = study.direction, trials
-
-    def get_trials(self, deepcopy: bool = False, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
-        return [t for t in self._trials if states is None or t.state in states]
-
-
-REFRESH_S = 5.0  # within one trial, how old the view of other workers' finished trials may grow
-PER_ARM_PRUNERS = ("median", "percentile")  # those that read only trials and direction; the others judge globally

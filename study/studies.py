@@ -26,11 +26,11 @@ import warnings
 import optuna
 
 from study import records
-from study.arms import PER_ARM_PRUNERS, BalancedArms, PerArm
+from study.arms import BalancedArms, PerArm
 from study.config import StudyConfig
 from study.errors import ConfigError
 from study.paths import is_uid
-from study.pruners import make_pruner
+from study.pruners import PEER_PRUNERS, SharedRead, make_pruner
 from study.samplers import make_sampler
 
 CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
@@ -119,9 +119,12 @@ def _sampler(cfg: StudyConfig, worker: int, n_trials_before: int) -> optuna.samp
 
 
 def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    """The study's pruner; with scientific params, one that judges each trial within its own arm."""
+    """The study's pruner; with scientific params, one that judges each trial within its own arm. A median
+    or percentile pruner reads the finished trials once for all the trials it judges between two tells."""
     s = cfg.study
     pruner = make_pruner(s.pruner, s.pruner_options)
-    if cfg.scientific and s.per_arm_pruning and s.pruner in PER_ARM_PRUNERS:
-        pruner = PerArm(pruner, cfg.scientific)
-    return pruner
+    if s.pruner not in PEER_PRUNERS:
+        return pruner
+    if cfg.scientific and s.per_arm_pruning:
+        return PerArm(pruner, cfg.scientific)
+    return SharedRead(pruner)

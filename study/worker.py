@@ -162,7 +162,7 @@ class Worker:
         """After a trial was told: count failures in a row, then the caller's `after`."""
         # K failures in a row (the first K of a run among them) stop the run instead of burning the budget.
         self.failures_in_a_row = self.failures_in_a_row + 1 if trial.state == TrialState.FAIL else 0
-        if told := getattr(self.study.pruner, "told", None):  # a pruner that caches finished trials (arms.PerArm)
+        if told := getattr(self.study.pruner, "told", None):  # one that caches finished trials (pruners.Finished)
             told()
         if self.failures_in_a_row >= self.max_failures:
             self.stopped = (f"{self.failures_in_a_row} trials in a row failed; last error: "

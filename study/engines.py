@@ -70,8 +70,9 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) ->
     """The engine and K for one phase ("search" or "confirm", whose n_trials is its number of runs), for
     each of `jobs` workers: they share the trials, and what the sampler is asked at once."""
     s = cfg.study
-    if s.engine == "sequential":
-        return EnginePlan("sequential", 1, "asked for")
+    if s.engine == "sequential":  # a population size asked for too is said to go unused, not dropped silently
+        unused = f"; population {s.population} unused" if s.population else ""
+        return EnginePlan("sequential", 1, f"asked for{unused}")
     n = -(-s.n_trials // jobs)  # each worker's share
     each = f" for each of {jobs} workers" if jobs > 1 else ""
     if s.population:

@@ -47,6 +47,8 @@ def test_the_shipped_spaces_of_a_few_graphs_confirm_in_populations(space):
 def test_what_the_user_asks_for_wins():
     cfg = load_config("quick")
     assert choose(_with(cfg, engine="sequential"), CPU, "search").size == 1
+    both = choose(_with(cfg, engine="sequential", population=8), CPU, "search")
+    assert both.line() == "sequential engine, one trial at a time (asked for; population 8 unused)"
     forced = choose(_with(load_config("lecture"), engine="population", population=8), CPU, "search")
     assert (forced.engine, forced.size, forced.why) == ("population", 8, "asked for")
     assert choose(_with(cfg, population=3), CPU, "search").size == 3

@@ -96,6 +96,8 @@ def measure(trials: int, epochs: int, storage: str = "sqlite", engine: str = "se
         summary = run_study(cfg, STORAGES[storage].format(Path(tmp) / "b"), torch.device(device),
                             checkpoint_root=Path(tmp), quiet=True)
         total = time.perf_counter() - start
+        if summary.stopped:  # no figures from a run whose trials failed (a device that is not there)
+            raise SystemExit(f"the study stopped: {summary.stopped}")
         floor = optuna_alone(summary.study.get_trials(), cfg, STORAGES[storage].format(Path(tmp) / "floor"))
     # the loop's time includes what it calls at each epoch end
     training = totals["loop"] - totals["metrics"] - totals["checkpoints"] - totals["reporting"]
@@ -133,8 +135,9 @@ def in_fresh_python(checkout: Path, options: dict) -> dict[str, float]:
     that nothing puts this checkout's package ahead of it)."""
     args = [sys.executable, __file__, "--measure", json.dumps(options)]
     path = os.pathsep.join(filter(None, [str(checkout), os.environ.get("PYTHONPATH")]))  # and what it had (wheels)
-    out = subprocess.run(args, cwd=checkout, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(args, cwd=checkout, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True)
+    if out.returncode:  # the measuring Python's own last words, not a CalledProcessError
+        raise SystemExit(f"{checkout}: " + (out.stderr.strip().splitlines() or ["failed"])[-1])
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result.pop("package")).is_relative_to(checkout), result
     return result

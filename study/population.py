@@ -217,10 +217,9 @@ class _Stack:
             _own(self.members)  # some may hold views of the last stack, which must not outlive it
             raise _TooMany from None
         self.owned = [dict(model.named_parameters()) for model in models]
-        # A frozen param (requires_grad False, in some member) gets no gradient in that member, as alone.
-        self.frozen = {name for own in self.owned for name, param in own.items() if not param.requires_grad}
-        self.params = {k: v.detach().requires_grad_(any(own[k].requires_grad for own in self.owned))
-                       for k, v in params.items()}
+        # A frozen param (requires_grad False; stack_module_state refuses members that disagree) stays
+        # frozen: it gets no gradient, as alone.
+        self.params = {k: v.detach().requires_grad_(self.owned[0][k].requires_grad) for k, v in params.items()}
         self.buffers = buffers  # BatchNorm's running statistics, per member: the fused forward updates them
         self.owned_buffers = [dict(model.named_buffers()) for model in models]
         for i, (own, bufs) in enumerate(zip(self.owned, self.owned_buffers, strict=True)):
@@ -233,7 +232,7 @@ class _Stack:
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:
-            ungraded = self._probe() or bool(self.frozen)
+            ungraded = self._probe()
             sorted_kinds = [kinds[i] for i in order]
             for kind in dict.fromkeys(sorted_kinds):
                 idx = [i for i, k in enumerate(sorted_kinds) if k == kind]
@@ -250,15 +249,14 @@ class _Stack:
 
     def _probe(self) -> bool:
         """Two samples each, on copies of the buffers: a model that cannot run fused says so now. Returns
-        whether some trainable param gets no gradient (the forward leaves it unused): torch's optimizers
-        skip such a param, as they skip a frozen one, which a stacked update cannot, so its members then
-        step alone."""
+        whether some param gets no gradient (frozen, or unused by the forward): torch's optimizers skip
+        such a param, which a stacked update cannot, so its members then step alone."""
         x = self.members[0].p.data.x_train[:2]
         params = [t for t in self.params.values() if t.requires_grad]
         try:
             out = self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
                                x.expand(len(self.members), *x.shape))
-            if not out.requires_grad:
+            if len(params) < len(self.params) or not out.requires_grad:
                 return True
             return any(g is None for g in torch.autograd.grad(out.float().sum(), params, allow_unused=True))
         except torch.OutOfMemoryError:
@@ -273,8 +271,7 @@ class _Stack:
         for i in self.alone:
             for name, param in self.owned[i].items():
                 grad = self.params[name].grad
-                # None: unused or frozen in this member, and torch skips it
-                param.grad = None if grad is None or not param.requires_grad else grad[i]
+                param.grad = None if grad is None else grad[i]  # None: frozen or unused, and torch skips it
             self.members[i].p.opt.step()
 
     def sync(self) -> None:

@@ -42,10 +42,15 @@ class Lockstep:
 
     Where no budget wraps batches across passes, aligned members are at the same place in their passes,
     so a step's batches are one slice of their stacked permutations, restacked once a pass: K slices and
-    a stack of them cost about 200 us a step at K = 64, as much as the members' schedulers."""
+    a stack of them cost about 200 us a step at K = 64, as much as the members' schedulers.
 
-    def __init__(self, orders: list[BatchOrder], its: list[int]):
+    rows[i], where given, maps member i's own training rows to those of the data its batches index (a
+    member whose split is arranged in another order): its indices are rows[i][index].
+    """
+
+    def __init__(self, orders: list[BatchOrder], its: list[int], rows: list[torch.Tensor | None] | None = None):
         self.orders, self.its = orders, its  # each member's iteration when the lockstep began
+        self.rows = rows or [None] * len(orders)
         self.iters_per_pass = orders[0].budget.iters_per_pass
         self.same_place = (not any(o.budget.wraps for o in orders)
                            and len({it % self.iters_per_pass for it in its}) == 1)
@@ -53,11 +58,16 @@ class Lockstep:
 
     def indices(self, step: int) -> torch.Tensor:
         """[K, B]: each member's batch `step` steps after its iteration when the lockstep began."""
+        members = zip(self.orders, self.its, self.rows, strict=True)
         if not self.same_place:
-            return torch.stack([o.indices(it + step) for o, it in zip(self.orders, self.its, strict=True)])
+            return torch.stack([_at(rows, o.indices(it + step)) for o, it, rows in members])
         passes, start, stop = self.orders[0].budget.segments(self.its[0] + step)[0]
         if passes != self._pass:  # the members' passes begin at the same step
             self._pass = passes
-            self._perms = torch.stack([o.perm((it + step) // self.iters_per_pass)
-                                       for o, it in zip(self.orders, self.its, strict=True)])
+            self._perms = torch.stack([_at(rows, o.perm((it + step) // self.iters_per_pass))
+                                       for o, it, rows in members])
         return self._perms[:, start:stop]
+
+
+def _at(rows: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor:
+    return index if rows is None else rows[index]

@@ -14,7 +14,9 @@ own (then the validation split is `val_fraction` of X and `test_fraction` is unu
 (filedata.py): `npz`, `csv`, `parquet` and `imagefolder`.
 
 The train/validation/test split is fixed by `split_seed` and stratified; preprocessing statistics
-come from the training split only, per feature for vectors and per channel otherwise.
+come from the training split only, per feature for vectors and per channel otherwise, summed in one
+order whatever `order` arranges: the same samples give the same statistics to the last bit, so that
+trials of either order see the same values (and fuse into one population, `train_ids`).
 """
 from __future__ import annotations
 
@@ -134,6 +136,7 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
+    train_ids: np.ndarray  # the dataset index of each training row: the rows of two orders are one permutation apart
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -205,11 +208,12 @@ def load_splits(name: str, options: dict[str, Any], *, val_fraction: float, test
         raise ValueError(f"dataset {name!r} is too small to split into training, validation and test sets "
                          f"with every class in each ({len(y)} samples, {int(y.max()) + 1} classes, smallest "
                          f"class {int(np.bincount(y).min())}): {exc}") from None
+    # The statistics of the `random` arrangement for every order: float sums depend on their order.
+    shift, scale = PREPROCESSING[preprocess](x[idx_train[_order_random(y[idx_train], split_seed)]])
     idx_train = idx_train[ORDERS[order](y[idx_train], split_seed)]
-    shift, scale = PREPROCESSING[preprocess](x[idx_train])
 
     def prep(i: np.ndarray) -> np.ndarray:
         return ((x[i] - shift) / scale).astype(np.float32)
 
     return Splits(prep(idx_train), y[idx_train], prep(idx_val), y[idx_val], prep(idx_test), y[idx_test],
-                  n_classes=int(y.max()) + 1)
+                  n_classes=int(y.max()) + 1, train_ids=idx_train)

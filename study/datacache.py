@@ -33,6 +33,7 @@ class DeviceData:
     y_test: torch.Tensor
     n_classes: int
     input_shape: tuple[int, ...]
+    train_ids: torch.Tensor  # the dataset index of each training row (int64, on the device): orders differ in it alone
 
 
 def _key(cfg: TrialConfig, device: torch.device) -> tuple:
@@ -49,7 +50,7 @@ def load(cfg: TrialConfig, device: torch.device) -> DeviceData:
         return torch.as_tensor(a).to(device)
 
     return DeviceData(put(s.x_train), put(s.y_train), put(s.x_val), put(s.y_val), put(s.x_test), put(s.y_test),
-                      s.n_classes, s.input_shape)
+                      s.n_classes, s.input_shape, put(s.train_ids))
 
 
 class DataCache:

@@ -13,7 +13,9 @@
     [2, 2, 2]
 
 Members may differ in everything that leaves the graph alone: init, seed, optimizer, lr, momentum, weight
-decay, schedule, warmup, shuffle. They must share the model, the data and the batch size (`FUSED_BY`).
+decay, schedule, warmup, shuffle, and the order of the training split (its rows are the same samples,
+so a member's batches index the population's data through `_rows`). They must share the model, the data
+and the batch size (`FUSED_BY`).
 
 Exactness: a member keeps its own torch optimizer and scheduler. Its parameters are views of its row of
 one flat tensor that holds every member's parameters (`torch.func.stack_module_state`, then side by side),
@@ -52,8 +54,9 @@ from study.metrics import EVAL_BATCH, evaluate, metrics_of
 from study.stacked import StackedOptimizer, flatten, kind_of
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
+# (`order` only arranges the same training rows: see _rows.)
 FUSED_BY = ("model", "depth", "width", "activation", "kernel_size", "model_options", "dataset", "data_options",
-            "val_fraction", "test_fraction", "split_seed", "preprocess", "order", "batch_size", "precision")
+            "val_fraction", "test_fraction", "split_seed", "preprocess", "batch_size", "precision")
 Outcome = "TrainResult | BaseException"
 Job = "tuple[PreparedTrial, Callable[[list[dict]], None] | None, Checkpoints | None]"
 
@@ -229,6 +232,7 @@ class _Stack:
                 buf.data = self.buffers[name][i]  # its evaluation and checkpoint see what the stack tracked
         self.template = models[0]
         self.forward = fused_forward(self.template)
+        self.rows = [_rows(self.members[0].p, m.p) for m in self.members]  # into the first member's data
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
         try:
@@ -290,6 +294,18 @@ class _Stack:
         _own([m for m in self.members if id(m) not in stay])
 
 
+def _rows(first: PreparedTrial, p: PreparedTrial) -> torch.Tensor | None:
+    """Where each of p's training rows lies in first's data, the population's: None where p's split is
+    arranged as first's (the same order), else a permutation. An order arranges the same samples,
+    preprocessed with the same statistics (data.load_splits), so both rows hold the same values."""
+    if p.data is first.data or p.cfg.order == first.cfg.order:
+        return None
+    # The k-th smallest sample id is row argsort(first's ids)[k] there and argsort(p's ids)[k] here.
+    rows = torch.empty_like(p.data.train_ids)
+    rows[p.data.train_ids.argsort()] = first.data.train_ids.argsort()
+    return rows
+
+
 def _own(members: list[_Member]) -> None:
     """The members' parameters, buffers and optimizer state as tensors of their own, no longer views of a
     stack (their optimizers' state as the last sync left it)."""
@@ -338,7 +354,7 @@ def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
 def _train(stack: _Stack, steps: int) -> None:
     """`steps` fused steps; the members' batches and running train losses of their epochs are kept
     stacked meanwhile."""
-    batches = Lockstep([m.order for m in stack.members], [m.it for m in stack.members])
+    batches = Lockstep([m.order for m in stack.members], [m.it for m in stack.members], stack.rows)
     zero = torch.zeros((), device=stack.members[0].p.device)
     loss_sums = torch.stack([zero if m.loss_sum is None else m.loss_sum for m in stack.members])
     try:

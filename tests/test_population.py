@@ -187,6 +187,24 @@ def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg
 
 
+@pytest.mark.parametrize("shuffle, budget", [(True, {}), (False, {}),
+                                             (True, {"budget_unit": "samples", "budget": 500})])  # batches wrap
+def test_members_of_either_order_are_one_population_and_each_trains_as_alone(shuffle, budget):
+    """class_sorted and random arrange the same training rows, so members of both are one population: a
+    member's batches index the population's data (the first member's, class-sorted) through its own
+    rows, and each member sees the batches it sees alone."""
+    cfgs = [_cfg(i, optimizer="sgd_momentum", lr=0.05, order=order, shuffle=shuffle, **budget)
+            for i, order in enumerate(["class_sorted", "random", "class_sorted", "random"])]
+    members = [prepare(c, CPU) for c in cfgs]
+    assert why_not(members) is None
+    for cfg, got in zip(cfgs, run_population(members), strict=True):
+        want = _sequential(cfg)
+        assert [h["train_loss"] for h in got.history] == pytest.approx([h["train_loss"] for h in want.history],
+                                                                      rel=1e-5)
+        a, b = _flat(want.model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg.order
+
+
 @pytest.mark.parametrize("change, reason", [
     ({"batch_size": 64}, "differ in model, data or batch size"),
     ({"width": 32}, "differ in model, data or batch size"),

@@ -42,3 +42,5 @@ step 60 bench.log python3 -m benchmarks.bench_population --device cuda --to-targ
 step 60 bench.log python3 -m benchmarks.bench_trial --device cuda --repeats 3
 # the same machine's CPU, for the GPU/CPU ratio
 step 45 bench.log python3 -m benchmarks.bench_population --device cpu --trials 32 --sizes 1 16 32
+# issue 11's "torch.compile of the fused step when it pays (measure)": on this CPU it did not (README)
+step 90 bench.log python3 -m benchmarks.bench_population --device cuda --compile --sizes 64

@@ -116,6 +116,8 @@ DICT_KNOBS = {"data_options", "model_options"}
 # optimised in: the one definition that the validator, the summary and the report read.
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize", "val_precision": "maximize",
            "val_recall": "maximize", "val_f1": "maximize"}
+# The values each can take: an interval of its mean over seeds is clipped to them (verdict.interval).
+RANGES = {"val_loss": (0.0, math.inf), **{name: (0.0, 1.0) for name in METRICS if name != "val_loss"}}
 
 
 class Direction(str):

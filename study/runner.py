@@ -247,7 +247,8 @@ def _record_verdict(study: optuna.Study) -> None:
     """The verdict, from the confirmation runs so far, stored with the study for other tools to read."""
     from study.verdict import decide
 
-    found = decide(records.trials(study), records.StudyRecord.of(study).scientific, study.direction.name.lower())
+    record = records.StudyRecord.of(study)
+    found = decide(records.trials(study), record.scientific, study.direction.name.lower(), record.metric)
     if found is not None:
         records.write_study(study, verdict=found)
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
-from study.config import Direction
+from study.config import RANGES, Direction
 from study.confirm import arm_of
 from study.records import TrialRecord, status_of
 
@@ -50,8 +50,15 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and the t-based 95% confidence interval of the mean (NaN bounds below 2 values)."""
+def interval(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+             ) -> tuple[float, float, float]:
+    """Mean and the t-based 95% confidence interval of the mean (NaN bounds below 2 values), clipped to
+    the values the metric can take: the mean lies within them, so the clipped interval covers it as
+    often, and a loss is not said to lie below 0.
+
+    >>> [round(x, 3) for x in interval([0.05, 0.3], bounds=(0.0, math.inf))]   # t with 1 df: [-1.41, 1.76]
+    [0.175, 0.0, 1.763]
+    """
     import numpy as np
     from scipy import stats
 
@@ -62,7 +69,7 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     if sem == 0:
         return mean, mean, mean
     low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
+    return mean, max(float(low), bounds[0]), min(float(high), bounds[1])
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> float:
@@ -87,13 +94,15 @@ def _describe(arm: dict) -> str:
     return f"{_g(arm['mean'])} [{_g(arm['low'])}, {_g(arm['high'])}]"
 
 
-def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str] | None = None) -> dict[str, Any]:
+def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str] | None = None,
+            bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
     """Arms' confirmed values (label -> one value per seed) -> the verdict's data and sentence.
-    `failed` maps an arm that did not learn to why ("chance on 5 of 5 seeds"): it is ranked last."""
+    `failed` maps an arm that did not learn to why ("chance on 5 of 5 seeds"): it is ranked last.
+    `bounds`: the values the metric can take (config.RANGES), which clip the intervals."""
     d, failed = Direction(direction), failed or {}
     rows = []
     for label, values in arms.items():
-        mean, low, high = interval(values)
+        mean, low, high = interval(values, bounds)
         rows.append({"label": label, "mean": mean, "low": low, "high": high, "n": len(values),
                      "values": list(values), "fails": failed.get(label)})
     sign = 1 if d.ascending else -1
@@ -165,8 +174,10 @@ def label(arm: tuple, scientific: Sequence[str]) -> str:
     return arm[0] if isinstance(arm[0], str) else f"{scientific[0]}={arm[0]}"
 
 
-def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str) -> dict[str, Any] | None:
-    """The study's verdict from its finished confirmation runs, or None when it has none."""
+def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str,
+           metric: str | None = None) -> dict[str, Any] | None:
+    """The study's verdict on `metric` (the study's; None: an unbounded one) from its finished
+    confirmation runs, or None when it has none."""
     by_number = {t.number: t for t in trials}
     runs: dict[int, list[FrozenTrial]] = {}
     for t in trials:
@@ -186,7 +197,7 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     values = {label(arm, scientific): [t.value for t in group if t.value is not None and math.isfinite(t.value)]
               for arm, (_, group) in best.items()}
     failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
-    out = compare(values, direction, failed)
+    out = compare(values, direction, failed, RANGES.get(metric, (-math.inf, math.inf)))
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}

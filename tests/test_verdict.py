@@ -32,6 +32,34 @@ def test_interval_is_the_t_interval_of_the_mean():
     assert math.isnan(interval([0.1])[1])
 
 
+@pytest.mark.parametrize("metric, values, clipped", [
+    ("val_loss", [0.05, 0.3], (0.0, None)),  # t with 1 df: [-1.41, 1.76]
+    ("val_loss", [0.1, 0.11, 2.3], (0.0, None)),  # one seed of three diverged: [-2.1, 3.8]
+    ("val_accuracy", [0.97, 0.99], (None, 1.0)),  # [0.853, 1.107]
+    ("val_f1", [0.1, 0.12, 0.02], (0.0, None)),
+])
+def test_an_interval_keeps_to_the_values_its_metric_can_take(metric, values, clipped):
+    """A mean loss is never below 0, an accuracy never above 1: the t-interval of few seeds reaches past
+    them, and the verdict's interval (what the summary and the report print) is clipped there."""
+    from study.config import RANGES
+
+    _, raw_low, raw_high = interval(values)
+    _, low, high = interval(values, RANGES[metric])
+    want = tuple(raw if bound is None else bound for raw, bound in zip((raw_low, raw_high), clipped, strict=True))
+    assert (raw_low < 0 or raw_high > 1) and (low, high) == want
+    arm = compare({"x": values, "y": [0.5, 0.5]}, "minimize", bounds=RANGES[metric])["arms"]
+    assert [(a["low"], a["high"]) for a in arm if a["label"] == "x"] == [(low, high)]
+
+
+def test_decide_clips_the_intervals_to_the_study_s_metric():
+    study = _study_with_confirmations(values_a=(0.05, 0.9, 0.1))  # one seed of three far off: below 0
+    unbounded = decide(records.trials(study), ["opt"], "minimize")
+    wide = decide(records.trials(study), ["opt"], "minimize", "val_loss")
+    assert unbounded["arms"][0]["low"] < 0 and wide["arms"][0]["low"] == 0.0
+    assert [a["high"] for a in wide["arms"]] == [a["high"] for a in unbounded["arms"]]
+    assert "0.35 [0, " in wide["sentence"]
+
+
 def test_arms_the_data_cannot_separate_share_a_group_and_the_sentence_says_tied():
     v = compare({"xavier": [0.068, 0.05, 0.09, 0.07, 0.061], "he": [0.076, 0.09, 0.06, 0.08, 0.07],
                  "orthogonal": [0.30, 0.31, 0.29, 0.30, 0.32], "small": [2.30, 2.31, 2.30, 2.29, 2.30]},
@@ -48,14 +76,14 @@ def test_a_maximised_metric_ranks_the_highest_first():
     assert [a["label"] for a in v["arms"]] == ["a", "b"] and v["sentence"].startswith("a wins")
 
 
-def _study_with_confirmations(accuracy_b: float = 0.9):
+def _study_with_confirmations(accuracy_b: float = 0.9, values_a=(0.31, 0.29, 0.30)):
     study = optuna.create_study()
     records.write_study(study, scientific=["opt"])
     dists = {"opt": CategoricalDistribution(["a", "b"]), "lr": FloatDistribution(1e-6, 1e-1, log=True)}
     for number, (opt, lr) in enumerate([("a", 0.09), ("b", 1e-3)]):
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.2 + number, params={"opt": opt, "lr": lr},
                                      distributions=dists, user_attrs=records.attrs(config={"opt": opt})))
-    for of, values in ((0, [0.31, 0.29, 0.30]), (1, [1.2, 1.25, 1.22])):
+    for of, values in ((0, values_a), (1, [1.2, 1.25, 1.22])):
         for k, value in enumerate(values):
             study.add_trial(create_trial(
                 state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,

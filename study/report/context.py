@@ -97,7 +97,7 @@ class ReportContext:
                    trials["status"].value_counts().to_dict() if len(trials) else {},
                    T.varied(trials) if len(trials) else [],
                    trials[trials["status"].isin(FINISHED)] if len(trials) else trials,
-                   every, decide(raw, record.scientific, direction), engines_of(raw))
+                   every, decide(raw, record.scientific, direction, record.metric), engines_of(raw))
 
     @property
     def scientific(self) -> list[str]:

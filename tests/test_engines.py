@@ -1,11 +1,12 @@
 """`study.engine: auto`: which engine each phase gets, with how many trials at once, and why."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from study.config import load_config
-from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose
+from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose, graph_count
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -34,6 +35,17 @@ def test_a_space_of_many_graphs_trains_one_at_a_time_and_says_why():
     plan = choose(_with(load_config("lecture"), n_trials=1000), CPU, "search")
     assert plan.engine == "sequential"
     assert "depth, width, activation" in plan.why and "without a partner" in plan.why
+
+
+def test_the_order_and_shuffle_of_the_data_leave_the_graph_alone(tmp_path):
+    """An order arranges the same training rows, which population members index each in its own way."""
+    space = tmp_path / "orders.yaml"
+    space.write_text((Path(__file__).parents[1] / "search_spaces" / "preprocessing.yaml").read_text().replace(
+        "  preprocess: {choices: [none, center, standardize]}", "  order: {choices: [random, class_sorted]}").replace(
+        "scientific: [preprocess, shuffle]", "scientific: [order, shuffle]"))
+    cfg = load_config(str(space))
+    assert set(cfg.params) == {"order", "shuffle", "lr"} and graph_count(cfg) == (1, [])
+    assert choose(_with(cfg, n_trials=400), CPU, "search").engine == "population"
 
 
 @pytest.mark.parametrize("space", ["quick", "init", "preprocessing", "batch_vs_iterations", "optimizers",

@@ -86,3 +86,23 @@ def test_the_summary_says_which_engine_trained_each_phase():
     line = dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)["trained by"]
     assert line == ("search: the sequential engine (4 trials); "
                     "confirmation runs: the population engine (3 trials), the sequential engine (1 trial)")
+
+
+def test_the_summary_says_when_trial_times_overlap_and_how_long_training_took():
+    """Sixty-four trials of a population each took about 1 s within 6 s of training: "62 s in total" read
+    as what the search cost. The sum is said to be of trials that trained at once, with the time while
+    any ran beside it; trials that ran one at a time keep the plain line."""
+    import datetime
+
+    from study.report.sections import summary
+
+    def line(spans):
+        study = make_study(len(spans))
+        at, trials = datetime.datetime(2026, 12, 3), study.trials  # copies, with these times, that the report reads
+        for t, (a, b) in zip(trials, spans, strict=True):
+            t.datetime_start, t.datetime_complete = (at + datetime.timedelta(seconds=x) for x in (a, b))
+        return dict(summary(ReportContext.of(study, T.trials_frame(trials), trials)).summary)["trial time"]
+
+    assert line([(0, 2), (2, 4)]) == "4.0 s in total, 2.00 s mean"
+    assert line([(0, 3), (0, 3), (1, 4)]) == \
+        "9.0 s summed over trials that trained at once (4.0 s while any ran), 3.00 s mean"

@@ -38,6 +38,27 @@ def test_statuses_and_values():
     assert math.isnan(df["value"].iloc[3]) and df["error"].tolist()[3] == "boom"
 
 
+def _ran(spans: list[tuple[float, float]], **attrs) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials that ran from a to b seconds after a fixed instant."""
+    import datetime
+
+    at = datetime.datetime(2026, 12, 3)
+    trials = []
+    for a, b in spans:
+        t = create_trial(state=TrialState.COMPLETE, value=1.0, user_attrs=attrs)
+        t.datetime_start, t.datetime_complete = (at + datetime.timedelta(seconds=x) for x in (a, b))
+        trials.append(t)
+    return trials
+
+
+def test_busy_seconds_count_trials_that_ran_at_once_once_and_a_pause_not_at_all():
+    assert T.busy_seconds(_ran([(0, 2), (2, 5), (5, 6)])) == 6  # one at a time: their sum
+    assert T.busy_seconds(_ran([(0, 5), (1, 5), (0.5, 4), (6, 7)])) == 6  # four at once, then one
+    assert T.busy_seconds(_ran([(0, 1), (86_400, 86_401)])) == 2  # resumed a day later
+    assert T.busy_seconds(_ran([(0, 1), (0, 9)], **records.attrs(surplus=True))) == 0  # never trained
+    assert T.busy_seconds([]) == 0
+
+
 def test_history_data_best_so_far_stands_through_pruned_trials():
     study = _study([(C, 0.5, "sgd", 0.1, {}), (P, None, "adam", 0.01, {}), (C, 0.3, "sgd", 0.1, {}),
                     (C, 0.4, "adam", 0.1, {})])

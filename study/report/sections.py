@@ -96,6 +96,16 @@ def _engines(ctx: ReportContext) -> str:
     return "; ".join(f"{title}: {each(used)}" for title, used in phases) or "no finished trial"
 
 
+def _trial_time(durations: pd.Series, busy: float) -> str:
+    """The trials' summed and mean time; where they trained at once, their sum is not the time they took."""
+    if not len(durations):
+        return "no finished trial"
+    total, mean = durations.sum(), durations.mean()
+    if total <= 1.05 * busy:  # one at a time
+        return f"{total:.1f} s in total, {mean:.2f} s mean"
+    return f"{total:.1f} s summed over trials that trained at once ({busy:.1f} s while any ran), {mean:.2f} s mean"
+
+
 def summary(ctx: ReportContext) -> Section:
     s = Section("summary", "Summary")
     study, trials, counts = ctx.study, ctx.trials, ctx.counts
@@ -104,8 +114,7 @@ def summary(ctx: ReportContext) -> Section:
                  ("model", str(ctx.record.model)), ("objective", f"{ctx.direction} {ctx.metric}"),
                  ("trials", ", ".join(f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "diverged", "failed"))
                   + "".join(f", {counts[k]} {k}" for k in ("interrupted", "running", "waiting") if counts.get(k))),
-                 ("trial time", f"{durations.sum():.1f} s in total, {durations.mean():.2f} s mean"
-                  if len(durations) else "no finished trial"),
+                 ("trial time", _trial_time(durations, T.busy_seconds(ctx.raw))),
                  ("varied", ", ".join(ctx.changed) or "nothing"), ("trained by", _engines(ctx))]
     if ctx.best is None:
         s.say("No trial has completed yet, so there is no winner and no comparison to show.", note=True)

@@ -81,6 +81,20 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
     return frame.astype({"number": int, "confirms": "Int64"}) if len(frame) else frame
 
 
+def busy_seconds(trials: Trials) -> float:
+    """The seconds during which at least one of the trials ran (the union of their start-to-end spans):
+    the wall time their training took, where trials that ran at once (a population, --jobs) sum to more,
+    and a study resumed a day later does not count the day."""
+    spans = sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp())
+                   for t in _counted(trials) if t.datetime_start and t.datetime_complete)
+    busy, start, end = 0.0, *(spans[0] if spans else (0.0, 0.0))
+    for a, b in spans[1:]:
+        if a > end:
+            busy, start = busy + end - start, a
+        end = max(end, b)
+    return busy + end - start
+
+
 def varied(trials: pd.DataFrame) -> list[str]:
     """The settings that take more than one value across trials that ran."""
     ran = trials[trials["status"] != "waiting"]

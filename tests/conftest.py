@@ -205,6 +205,24 @@ def call_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["study", *args], code, out.getvalue(), err.getvalue())
 
 
+def scalar_reads():
+    """A context manager whose `n` counts the ops dispatched meanwhile that read a tensor's value to the host
+    (.item(), float(), bool(), a mask's nonzero): on a GPU each makes the host wait for the device. CPU
+    tests count them where test_cuda.py counts the syncs themselves, which needs a GPU. (A CPU tensor's
+    .item(), such as Adam's step counter, counts here but is no sync on a GPU.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class ScalarReads(TorchDispatchMode):
+        READS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2")
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.__name__.split(".")[0] in self.READS
+            return func(*args, **(kwargs or {}))
+
+    return ScalarReads()
+
+
 def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("complete",), epochs: int = 4,
                seed: int = 0, **attrs):
     """A study of `n` trials added through Optuna's API, with the user attrs a real run stores

@@ -5,8 +5,8 @@ from typing import Callable
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import scalar_reads
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.engine import Diverged, PreparedTrial, TrainResult, run_sequential
@@ -206,21 +206,6 @@ def test_members_of_either_order_are_one_population_and_each_trains_as_alone(shu
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg.order
 
 
-class _ScalarReads(TorchDispatchMode):
-    """Counts the ops that read a tensor's value to the host (.item(), float(), bool(), a mask's nonzero):
-    on a GPU each makes the host wait for the device."""
-
-    READS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2")
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += func.__name__.split(".")[0] in self.READS
-        return func(*args, **(kwargs or {}))
-
-
 def test_a_population_reads_no_tensor_value_per_step():
     """test_cuda.py counts the host syncs of the step loop, on a GPU only; this counts, on the CPU, the ops
     that would be such syncs there, so that CI catches a per-step .item(). Four times the steps in one
@@ -229,7 +214,7 @@ def test_a_population_reads_no_tensor_value_per_step():
         cfgs = [_cfg(i, optimizer=o, batch_size=batch, budget_unit="iterations", budget=steps)
                 for i, o in enumerate(sorted(OPTIMIZERS))]
         members = [prepare(c, CPU) for c in cfgs]
-        with _ScalarReads() as counted:
+        with scalar_reads() as counted:
             run_population(members)
         return counted.n
 

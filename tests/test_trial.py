@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import scalar_reads
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.engine import run_sequential
@@ -30,6 +31,20 @@ def test_same_seed_and_params_give_the_same_validation_loss_on_cpu():
     c = train(tiny(seed=1), CPU).final["val_loss"]
     assert a == b
     assert a != c
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum"])  # Adam's .item() is of its CPU step counter
+def test_the_step_loop_reads_no_tensor_value_per_step(optimizer):
+    """The CPU's view of test_cuda.py's no-host-sync check: four times the steps in one epoch read no more
+    tensor values to the host (the epoch's end reads its loss)."""
+    def reads(steps: int, batch: int) -> int:
+        cfg = TrialConfig(dataset="synthetic", data_options={"n_samples": 300}, optimizer=optimizer, lr=0.01,
+                          batch_size=batch, budget_unit="iterations", budget=steps)
+        with scalar_reads() as counted:
+            train(cfg, torch.device("cpu"))
+        return counted.n
+
+    assert reads(3, 32) == reads(12, 8) > 0
 
 
 def test_huge_learning_rate_diverges_with_reason_and_step():

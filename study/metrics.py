@@ -16,6 +16,7 @@ trials is more than an epoch's training.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, ContextManager
 
 import numpy as np
@@ -23,6 +24,24 @@ import torch
 import torch.nn.functional as F
 
 EVAL_BATCH = 4096  # samples per forward pass; bounds memory on large splits
+
+
+@functools.cache
+def _lanes() -> int:
+    """Floats in one SIMD register of the kernels torch runs on this CPU (0: none it vectorizes)."""
+    return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
+def nll(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """F.cross_entropy(logits [N, C], y [N], reduction="none"), and its gradient, to the bit.
+
+    On a CPU, torch's log_softmax over a last dim shorter than a SIMD register (C < 16 floats under AVX-512,
+    < 8 under AVX2: digits' 10 classes) loops over the rows one by one; over dim 0 of the transposed
+    logits it is vectorized over them. For a population's K x B rows of 10 classes, forward and backward
+    took 146 against 864 us at 4096 rows (AVX-512, one thread), and the same values and gradients."""
+    if logits.device.type == "cpu" and logits.shape[1] < _lanes():
+        return -logits.t().log_softmax(0).gather(0, y[None]).squeeze(0)
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ from study import fused, interrupts
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
-from study.metrics import EVAL_BATCH, evaluate, metrics_of
+from study.metrics import EVAL_BATCH, evaluate, metrics_of, nll
 from study.stacked import StackedOptimizer, flatten, kind_of
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
@@ -331,8 +331,7 @@ def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
         with members[0].p.autocast():
             logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
             k, b = idx.shape
-            losses = F.cross_entropy(logits.float().reshape(k * b, -1), data.y_train[idx].reshape(-1),
-                                     reduction="none").view(k, b).mean(dim=1)
+            losses = nll(logits.float().reshape(k * b, -1), data.y_train[idx].reshape(-1)).view(k, b).mean(dim=1)
         for t in stack.params.values():
             t.grad = None
         losses.sum().backward()  # each member's gradient is that of its own loss
@@ -406,8 +405,7 @@ def _validate_fused(stack: _Stack, ending: list[_Member]) -> list[dict[str, floa
             xs, ys = x[i:i + chunk], y[i:i + chunk]
             with p.autocast():
                 logits = stack.forward(params, buffers, xs.expand(k, *xs.shape))  # [k, n, C]
-            loss_sum += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ys.repeat(k),
-                                        reduction="none").view(k, -1).sum(dim=1)
+            loss_sum += nll(logits.float().reshape(-1, logits.shape[-1]), ys.repeat(k)).view(k, -1).sum(dim=1)
             preds.append(logits.argmax(dim=-1))
     finally:
         stack.template.train()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from study.metrics import classification_metrics, evaluate, metrics_of
+from study.metrics import _lanes, classification_metrics, evaluate, metrics_of, nll
 
 
 def test_classification_metrics_are_macro_averaged():
@@ -60,3 +60,17 @@ def test_a_population_s_members_are_scored_at_once_as_each_alone(data):
         assert together[j]["val_f1"] == pytest.approx(f1_score(y, preds[j], average="macro", zero_division=0),
                                                       abs=1e-12)
         assert together[j]["val_loss"] == pytest.approx(losses[j].item())
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 7, 10, 15, 16, 40])  # below and above a SIMD register's floats
+def test_nll_is_cross_entropy_per_row_to_the_bit_with_its_gradient(n_classes):
+    """The population's losses: faster on a CPU for few classes (the transposed log_softmax), the same
+    values and gradients as F.cross_entropy, so that a member's loss is the one it has alone."""
+    torch.manual_seed(n_classes)
+    x = (3 * torch.randn(4096, n_classes)).requires_grad_()
+    y, weights = torch.randint(0, n_classes, (4096,)), torch.rand(4096)
+    want = F.cross_entropy(x, y, reduction="none")
+    got = nll(x, y)
+    assert torch.equal(got, want)
+    assert torch.equal(*(torch.autograd.grad((v * weights).sum(), x)[0] for v in (got, want)))
+    assert _lanes() in (0, 8, 16)

@@ -388,7 +388,7 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
     epoch's train loss counts every step, before and after it, as alone."""
     import study.population as population
 
-    real, calls = population.F.cross_entropy, []
+    real, calls = population.nll, []
 
     def two_fit(logits, *args, **kwargs):
         calls.append(logits.shape[0])
@@ -396,11 +396,11 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return real(logits, *args, **kwargs)
 
-    monkeypatch.setattr(population.F, "cross_entropy", two_fit)
+    monkeypatch.setattr(population, "nll", two_fit)
     cfgs = [_cfg(i, optimizer=("sgd", "adam")[i % 2], lr=0.01) for i in range(4)]
     sizes = []
     fused = run_population([prepare(c, CPU) for c in cfgs], on_shrink=sizes.append)
-    monkeypatch.setattr(population.F, "cross_entropy", real)
+    monkeypatch.setattr(population, "nll", real)
     assert sizes == [2] and calls[:full_after + 1] == [4 * BASE["batch_size"]] * (full_after + 1)  # an epoch: 6 steps
     for cfg, got in zip(cfgs, fused, strict=True):
         assert isinstance(got, TrainResult), got

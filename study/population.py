@@ -298,7 +298,7 @@ def _rows(first: PreparedTrial, p: PreparedTrial) -> torch.Tensor | None:
     """Where each of p's training rows lies in first's data, the population's: None where p's split is
     arranged as first's (the same order), else a permutation. An order arranges the same samples,
     preprocessed with the same statistics (data.load_splits), so both rows hold the same values."""
-    if p.data is first.data or p.cfg.order == first.cfg.order:
+    if p.cfg.order == first.cfg.order:
         return None
     # The k-th smallest sample id is row argsort(first's ids)[k] there and argsort(p's ids)[k] here.
     rows = torch.empty_like(p.data.train_ids)

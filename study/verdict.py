@@ -32,6 +32,7 @@ from study.records import TrialRecord, status_of
 ALPHA = 0.05
 CONFIDENCE = 0.95
 CHANCE_MARGIN = 1.5  # final accuracy below 1.5x chance (1/classes) counts as not learning
+UNBOUNDED = (-math.inf, math.inf)  # the values of a metric without a range in config.RANGES
 EDGE = 0.1  # a best value in the outer 10% of a log range says the range may be cutting the optimum off
 
 
@@ -50,8 +51,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def interval(values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
-             ) -> tuple[float, float, float]:
+def interval(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED) -> tuple[float, float, float]:
     """Mean and the t-based 95% confidence interval of the mean (NaN bounds below 2 values), clipped to
     the values the metric can take: the mean lies within them, so the clipped interval covers it as
     often, and a loss is not said to lie below 0.
@@ -95,7 +95,7 @@ def _describe(arm: dict) -> str:
 
 
 def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str] | None = None,
-            bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+            bounds: tuple[float, float] = UNBOUNDED) -> dict[str, Any]:
     """Arms' confirmed values (label -> one value per seed) -> the verdict's data and sentence.
     `failed` maps an arm that did not learn to why ("chance on 5 of 5 seeds"): it is ranked last.
     `bounds`: the values the metric can take (config.RANGES), which clip the intervals."""
@@ -197,7 +197,7 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     values = {label(arm, scientific): [t.value for t in group if t.value is not None and math.isfinite(t.value)]
               for arm, (_, group) in best.items()}
     failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
-    out = compare(values, direction, failed, RANGES.get(metric, (-math.inf, math.inf)))
+    out = compare(values, direction, failed, RANGES.get(metric, UNBOUNDED))
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}

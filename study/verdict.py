@@ -8,19 +8,21 @@ verdict.json), the sentence from the data.
     >>> [(a["label"], a["group"]) for a in v["arms"]]
     [('xavier', 1), ('he', 1), ('small', 2)]
     >>> print(v["sentence"])
-    xavier and he are tied (0.0678 [0.0496, 0.086] vs 0.0752 [0.0613, 0.0891], p = 0.4);
-    ahead of small (2.3 [2.29, 2.31], p = 4.6e-13).
+    xavier leads (0.0678 [0.0496, 0.086]), not separated from he (0.0752 [0.0613, 0.0891], p = 0.4);
+    both ahead of small (2.3 [2.29, 2.31], every p <= 4.6e-13).
 
 Each arm is represented by its best candidate's confirmed runs (the candidate with the best mean over
 its seeds). Every pair of arms is compared with Welch's t-test (scipy), the p-values corrected for the
-number of pairs by Holm's method, at alpha = 0.05. Arms are ranked in groups: an arm joins the group of
-the best arm not yet placed unless the test separates it from that arm.
+number of pairs by Holm's method, at alpha = 0.05. The arm with the best mean leads; group 1 is the
+leader and every arm the tests do not separate from it, group 2 the arms it is ahead of, group 3 the
+arms that fail. The sentence claims only what a test separates: "both ahead of" where every arm of
+group 1 is separated from that arm, else the leader alone is named.
 """
 from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
@@ -113,18 +115,38 @@ def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str]
     for pair, adjusted in zip(pairs, holm([p["p"] for p in pairs]), strict=True):
         pair["p_holm"] = adjusted
         pair["separated"] = bool(adjusted < ALPHA)
-    p_of = {(p["a"], p["b"]): p for p in pairs}
-    group, leader = 0, None
+    by_arms = {frozenset((p["a"], p["b"])): p for p in pairs}
+
+    def pair(a: dict, b: dict) -> dict:
+        return by_arms[frozenset((a["label"], b["label"]))]
+
+    leader = next((r for r in rows if not r["fails"]), None)
     for r in rows:
-        if leader is None or p_of[(leader["label"], r["label"])]["separated"] or r["fails"]:
-            group, leader = group + 1, r
-        r["group"] = group
+        r["group"] = 3 if r["fails"] else 1 if r is leader or not pair(leader, r)["separated"] else 2
+    rows.sort(key=lambda r: r["group"])  # stable: by mean within a group
     return {"direction": str(d), "alpha": ALPHA, "confidence": CONFIDENCE,
             "test": "Welch's t-test, Holm-corrected over all pairs", "arms": rows, "pairs": pairs,
-            "sentence": _sentence(rows, p_of)}
+            "sentence": _sentence(rows, pair)}
 
 
-def _sentence(rows: list[dict], p_of: dict) -> str:
+def _ps(pairs: list[dict], bound: str) -> str:
+    """One claim's p, or the weakest of several: every p >= the least (not separated) or <= the most."""
+    ps = [p["p_holm"] for p in pairs]
+    if len(ps) == 1:
+        return f"p = {_p(ps[0])}"
+    return f"every p {bound} {_p(min(ps) if bound == '>=' else max(ps))}"
+
+
+def _names(rows: list[dict]) -> str:
+    names = [r["label"] for r in rows]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+
+
+def _describe_all(rows: list[dict]) -> str:
+    return ", ".join(_describe(r) for r in rows)
+
+
+def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict]) -> str:
     if not rows:
         return "No confirmation run has finished yet."
     working = [r for r in rows if not r["fails"]]
@@ -132,19 +154,24 @@ def _sentence(rows: list[dict], p_of: dict) -> str:
     if len(working) == 1:
         parts.append(f"{working[0]['label']}: {_describe(working[0])} (n = {working[0]['n']})")
     elif working:
-        top = [r for r in working if r["group"] == 1]
-        lead = top[0]["label"]
-        if len(top) == 1:
-            parts.append(f"{lead} wins: {_describe(top[0])}")
+        lead, *level = [r for r in working if r["group"] == 1]
+        behind = [r for r in working if r["group"] == 2]
+        if level:
+            parts.append(f"{lead['label']} leads ({_describe(lead)}), not separated from {_names(level)} "
+                         f"({_describe_all(level)}, {_ps([pair(lead, r) for r in level], '>=')})")
         else:
-            ps = [p_of[(lead, r["label"])]["p_holm"] for r in top[1:]]
-            names = ", ".join(r["label"] for r in top[:-1]) + f" and {top[-1]['label']}"
-            p = f"p = {_p(ps[0])}" if len(ps) == 1 else f"every p >= {_p(min(ps))}"
-            parts.append(f"{names} are tied ({' vs '.join(_describe(r) for r in top)}, {p})")
-        rest = [r for r in working if r["group"] > 1]
-        if rest:
-            parts.append(f"ahead of {', '.join(r['label'] for r in rest)} ({_describe(rest[0])}, "
-                         f"p = {_p(p_of[(lead, rest[0]['label'])]['p_holm'])})")
+            parts.append(f"{lead['label']} wins ({_describe(lead)})")
+        top = [lead, *level]
+        # "both ahead of" only where every arm of group 1 is separated from that arm; else the leader alone
+        every = [b for b in behind if all(pair(t, b)["separated"] for t in top)]
+        alone = [b for b in behind if b not in every]
+        if every:
+            who = "" if not level else "both " if len(top) == 2 else f"all {len(top)} "
+            parts.append(f"{who}ahead of {_names(every)} ({_describe_all(every)}, "
+                         f"{_ps([pair(t, b) for t in top for b in every], '<=')})")
+        if alone:
+            parts.append(f"{lead['label']}{' also' if every else ''} ahead of {_names(alone)} "
+                         f"({_describe_all(alone)}, {_ps([pair(lead, b) for b in alone], '<=')})")
     parts += [f"{r['label']} fails ({r['fails']})" for r in rows if r["fails"]]
     return "; ".join(parts) + "."
 

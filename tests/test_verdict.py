@@ -60,15 +60,51 @@ def test_decide_clips_the_intervals_to_the_study_s_metric():
     assert "0.35 [0, " in wide["sentence"]
 
 
-def test_arms_the_data_cannot_separate_share_a_group_and_the_sentence_says_tied():
+def test_arms_the_tests_cannot_separate_from_the_leader_share_its_group():
     v = compare({"xavier": [0.068, 0.05, 0.09, 0.07, 0.061], "he": [0.076, 0.09, 0.06, 0.08, 0.07],
                  "orthogonal": [0.30, 0.31, 0.29, 0.30, 0.32], "small": [2.30, 2.31, 2.30, 2.29, 2.30]},
                 "minimize", failed={"small": "chance on 5 of 5 seeds"})
     assert [(a["label"], a["group"]) for a in v["arms"]] == [("xavier", 1), ("he", 1), ("orthogonal", 2),
                                                               ("small", 3)]
     assert len(v["pairs"]) == 6 and all(p["p_holm"] >= p["p"] for p in v["pairs"])
-    assert v["sentence"].startswith("xavier and he are tied (")
-    assert "ahead of orthogonal" in v["sentence"] and "small fails (chance on 5 of 5 seeds)" in v["sentence"]
+    assert v["sentence"].startswith("xavier leads (0.0678 [0.0496, 0.086]), not separated from he (")
+    assert "; both ahead of orthogonal (" in v["sentence"] and "small fails (chance on 5 of 5 seeds)" in v["sentence"]
+
+
+# b and d are too spread to separate from a; c is separated from a but from neither b nor d; e from all.
+# Grouping by chains of leaders (c leading a second group that d joins) said "a and b are tied; ahead of c
+# and d": no test separates d from a, nor c from b.
+SPREAD = {"a": [0.070, 0.072, 0.071, 0.069, 0.073], "b": [0.05, 0.10, 0.06, 0.11, 0.055],
+          "c": [0.100, 0.102, 0.101, 0.099, 0.103], "d": [0.05, 0.30, 0.10, 0.25, 0.15],
+          "e": [2.3, 2.31, 2.30, 2.29, 2.30]}
+
+
+def test_the_sentence_claims_only_the_separations_the_tests_found():
+    v = compare(SPREAD, "minimize")
+    separated = {frozenset((p["a"], p["b"])) for p in v["pairs"] if p["separated"]}
+    assert separated == {frozenset(x) for x in ("ac", "ae", "be", "ce", "de")}
+    assert [(a["label"], a["group"]) for a in v["arms"]] == [("a", 1), ("b", 1), ("d", 1), ("c", 2), ("e", 2)]
+    parts = v["sentence"].split("; ")
+    assert parts[0].startswith("a leads (0.071 [0.069, 0.073]), not separated from b and d (0.075 [")
+    assert parts[1].startswith("all 3 ahead of e (2.3 [2.29, 2.31], every p <= ")  # a, b and d: each separated
+    assert parts[2].startswith("a also ahead of c (0.101 [0.099, 0.103], p = ")  # b and d are not
+    assert len(parts) == 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_groups_follow_the_leader_s_tests(seed):
+    """Group 1: the leader and every arm not separated from it; group 2: the arms separated from it."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arms = {f"arm{i}": list(rng.normal(rng.uniform(0.1, 0.3), rng.uniform(0.001, 0.08), size=5)) for i in range(6)}
+    v = compare(arms, "minimize")
+    leader = min(v["arms"], key=lambda a: a["mean"])
+    assert v["arms"][0] is leader and leader["group"] == 1
+    sep = {frozenset((p["a"], p["b"])): p["separated"] for p in v["pairs"]}
+    for a in v["arms"][1:]:
+        assert a["group"] == (2 if sep[frozenset((leader["label"], a["label"]))] else 1)
+    assert [a["group"] for a in v["arms"]] == sorted(a["group"] for a in v["arms"])
 
 
 def test_a_maximised_metric_ranks_the_highest_first():

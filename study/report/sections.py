@@ -68,8 +68,9 @@ def answer(ctx: ReportContext) -> Section | None:
     s = Section("verdict", "Verdict")
     s.say(v["sentence"])
     s.say(f"Each arm is its best config, retrained with fresh seeds and never pruned: mean and {v['confidence']:.0%} "
-          f"t-interval over its n seeds. Pairs are compared by {v['test']} at alpha = {v['alpha']}; arms in one "
-          "group are not separated from its leader. The search's single-seed best is shown beside each mean: it "
+          f"t-interval over its n seeds. Pairs are compared by {v['test']} at alpha = {v['alpha']}. Group 1 is "
+          "the arm with the best mean and every arm the tests do not separate from it, group 2 the arms it is "
+          "ahead of, group 3 the arms that fail. The search's single-seed best is shown beside each mean: it "
           "was chosen for being best, so it is optimistic.")
     arms, pairs = T.verdict_data(v)
     s.figure(F.verdict_figure(T.seed_values(v), arms, ctx.metric),

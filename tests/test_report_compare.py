@@ -32,3 +32,24 @@ def test_a_study_s_confirmation_runs_are_counted_apart_from_its_search():
     assert table["trials"].tolist() == ["5 complete, 0 pruned, 0 diverged; 2 confirmation runs",
                                         "0 complete, 0 pruned, 0 diverged"]
     assert table["best"][0] == min(t.value for t in study.trials[:5])
+
+
+def test_each_study_s_verdict_is_computed_from_its_confirmation_runs_not_read_from_storage():
+    """A verdict stored by an older version may claim what the tests no longer support: the page computes
+    it from the runs, as the study's own report does."""
+    from optuna.trial import TrialState, create_trial
+
+    from study import records
+    from study.report.compare import comparison_data
+    from study.verdict import decide
+
+    study = make_study(4, name="a", verdict={"sentence": "adam and sgd are tied (stored by an older version)"})
+    for of, values in ((0, (0.30, 0.31, 0.29)), (1, (0.60, 0.62, 0.61))):
+        base = study.trials[of]
+        for seed, value in enumerate(values):
+            study.add_trial(create_trial(
+                state=TrialState.COMPLETE, value=value, params=base.params, distributions=base.distributions,
+                user_attrs=records.attrs(confirm={"of": of, "seed": seed}, config=base.user_attrs["config"])))
+    table, _ = comparison_data([study])
+    want = decide(records.trials(study), ["optimizer", "batch_size"], "minimize", "val_loss")["sentence"]
+    assert table["verdict"][0] == want and "older version" not in want

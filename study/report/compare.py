@@ -17,6 +17,7 @@ import pandas as pd
 
 from study.records import StudyRecord, TrialRecord, best_trial, counts, phase_of
 from study.report.context import Section
+from study.verdict import decide
 
 
 def comparison_data(studies: list[optuna.Study]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -27,12 +28,14 @@ def comparison_data(studies: list[optuna.Study]) -> tuple[pd.DataFrame, pd.DataF
         record, best, trials = StudyRecord.of(study), best_trial(study), study.get_trials(deepcopy=False)
         c = counts(t for t in trials if phase_of(t) == "search")
         runs = sum(phase_of(t) == "confirm" and t.state == TrialState.COMPLETE for t in trials)
+        # From the runs, as the study's own report computes it: a stored sentence may be an older version's.
+        verdict = decide(trials, record.scientific, study.direction.name.lower(), record.metric)
         row = {"study": study.study_name, "metric": record.metric,
                "best": best.value if best is not None else math.nan,
                "best_trial": best.number if best is not None else None,
                "trials": f"{c['complete']} complete, {c['pruned']} pruned, {c['diverged']} diverged"
                          + (f"; {runs} confirmation runs" if runs else ""),  # counted apart, as list does
-               "verdict": (record.verdict or {}).get("sentence", "")}
+               "verdict": verdict["sentence"] if verdict else ""}
         row.update({k: v for k, v in (best.params if best is not None else {}).items()})
         rows.append(row)
         for epoch in TrialRecord.of(best).history if best is not None else []:

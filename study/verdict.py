@@ -130,8 +130,9 @@ def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str]
 
 
 def _ps(pairs: list[dict], bound: str) -> str:
-    """One claim's p, or the weakest of several: every p >= the least (not separated) or <= the most."""
-    ps = [p["p_holm"] for p in pairs]
+    """One claim's p, or the weakest of several: every p >= the least (not separated) or <= the most. An arm
+    of one seed has no test (NaN): the warnings say so."""
+    ps = [p["p_holm"] for p in pairs if not math.isnan(p["p_holm"])] or [math.nan]
     if len(ps) == 1:
         return f"p = {_p(ps[0])}"
     return f"every p {bound} {_p(min(ps) if bound == '>=' else max(ps))}"

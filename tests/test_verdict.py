@@ -91,6 +91,12 @@ def test_the_sentence_claims_only_the_separations_the_tests_found():
     assert len(parts) == 3
 
 
+def test_an_arm_of_one_seed_is_not_separated_and_leaves_the_others_p_alone():
+    v = compare({"a": [0.10, 0.11, 0.12], "b": [0.2], "c": [0.105, 0.11, 0.115]}, "minimize")
+    assert [(a["label"], a["group"]) for a in v["arms"]] == [("a", 1), ("c", 1), ("b", 1)]
+    assert v["sentence"].endswith(", 0.2 [nan, nan], p = 1).")  # a vs c's p: b has no test
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_groups_follow_the_leader_s_tests(seed):
     """Group 1: the leader and every arm not separated from it; group 2: the arms separated from it."""

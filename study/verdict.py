@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial
 
+from study.budget import scaled_lr
 from study.config import RANGES, Direction
 from study.confirm import arm_of
 from study.records import TrialRecord, status_of
@@ -234,7 +235,9 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
         row.update(candidate=of, search_value=by_number[of].value, diverged=sum(status_of(t) == "diverged"
                                                                               for t in group),
                    arm=dict(zip(scientific, arm_of(by_number[of], scientific), strict=True)))
-    out["warnings"] = boundary_warnings([by_number[r["candidate"]] for r in out["arms"]], scientific)
+    candidates = [by_number[r["candidate"]] for r in out["arms"]]
+    out["warnings"] = boundary_warnings(candidates, scientific)
+    out["warnings"] += coverage_warnings([t for t in trials if not TrialRecord.of(t).confirm], candidates, scientific)
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
     return out
@@ -260,3 +263,40 @@ def boundary_warnings(best: Sequence[FrozenTrial], scientific: Sequence[str]) ->
                            f"[{dist.low:g}, {dist.high:g}]; widen the range {'down' if side == 'lower' else 'up'}"
                            f"ward past {bound:g}, the optimum may lie beyond it")
     return out
+
+
+def coverage_warnings(search: Sequence[FrozenTrial], best: Sequence[FrozenTrial],
+                      scientific: Sequence[str]) -> list[str]:
+    """An arm whose search never trained with a log-scale float (lr, weight decay) where every other arm (two
+    at least) found its best: its value may say more about how it was tuned than about the arm. `best`: each
+    arm's confirmed candidate; `search`: the search's trials, whose params are what each arm tried."""
+    arms = [arm_of(t, scientific) for t in best]
+    tried_by: dict[tuple, list[FrozenTrial]] = {}
+    for t in search:
+        tried_by.setdefault(arm_of(t, scientific), []).append(t)
+    out = []
+    for t, arm in zip(best, arms, strict=True):
+        for name, dist in t.distributions.items():
+            if not isinstance(dist, FloatDistribution) or not dist.log or name in scientific:
+                continue
+            tried = [_trained_with(s, name) for s in tried_by.get(arm, []) if name in s.params]
+            others = [_trained_with(b, name) for b, a in zip(best, arms, strict=True) if a != arm and name in b.params]
+            if not tried or len(others) < 2:
+                continue
+            side = "above" if min(others) > max(tried) else "below" if max(others) < min(tried) else None
+            if side:
+                n = f"{len(tried)} trial{'s' * (len(tried) != 1)}"
+                out.append(f"{label(arm, scientific)}: its search trained with {name} only from {min(tried):.2g} to "
+                           f"{max(tried):.2g} ({n}), and every other arm found its best {side} that "
+                           f"({min(others):.2g} to {max(others):.2g}): its result may say more about its tuning "
+                           "than about the arm")
+    return out
+
+
+def _trained_with(t: FrozenTrial, name: str) -> float:
+    """The value of param `name` that t trained with: its lr after the batch-size scaling (`lr_scaling`),
+    which arms of different batch sizes do not share."""
+    if name != "lr":
+        return t.params[name]
+    c = TrialRecord.of(t).config
+    return scaled_lr(t.params[name], c.get("batch_size", 1), c.get("lr_scaling", "none"), c.get("reference_batch", 1))

@@ -13,7 +13,7 @@ from optuna.trial import TrialState, create_trial
 from study import records
 from study.config import load_config
 from study.runner import run_study
-from study.verdict import boundary_warnings, compare, decide, holm, interval
+from study.verdict import boundary_warnings, compare, coverage_warnings, decide, holm, interval
 
 
 def test_holm_matches_its_definition():
@@ -216,3 +216,32 @@ def test_calibration_no_shuffle_on_class_sorted_data_loses_clearly_in_20_of_20(t
     verdicts = _verdicts(tmp_path, "  shuffle: {choices: [true, false]}\n")
     wins = sum(v["arms"][0]["label"] == "shuffle=True" and v["pairs"][0]["separated"] for v in verdicts)
     assert wins == 20, [v["sentence"] for v in verdicts]
+
+
+def _tried(opt: str, lr: float, **config):
+    dists = {"opt": CategoricalDistribution(["a", "b", "c"]), "lr": FloatDistribution(1e-5, 1.0, log=True)}
+    return create_trial(state=TrialState.COMPLETE, value=0.5, params={"opt": opt, "lr": lr}, distributions=dists,
+                        user_attrs=records.attrs(config={"opt": opt, "lr": lr, **config}))
+
+
+def test_an_arm_whose_search_never_reached_the_others_best_lr_is_named():
+    """schedules, as shipped, once gave step-with-warmup 4 configs, all with lr below 1e-3, where every other
+    arm's best lay between 0.0026 and 0.016: it came last, untuned rather than beaten."""
+    a, b, c = _tried("a", 3e-4), _tried("b", 0.01), _tried("c", 0.02)
+    search = [a, _tried("a", 1e-4), _tried("a", 8e-4), b, _tried("b", 1e-4), c, _tried("c", 0.005)]
+    warnings = coverage_warnings(search, [a, b, c], ["opt"])
+    assert len(warnings) == 1 and warnings[0].startswith("a: its search trained with lr only from 0.0001 to 0.0008 (3 "
+                                                         "trials), and every other arm found its best above that")
+    wide = [*search, _tried("a", 0.05)]  # a reached past b's and c's best: it was tuned there, and lost
+    assert coverage_warnings(wide, [a, b, c], ["opt"]) == []
+    assert coverage_warnings(search[:5], [a, b], ["opt"]) == []  # one other arm says little: no warning
+
+
+def test_the_lr_an_arm_is_judged_by_is_the_one_it_trained_with_after_its_batch_scaling():
+    scaled = {"batch_size": 256, "lr_scaling": "linear", "reference_batch": 32}  # trains with 8x the lr param
+    a, b, c = _tried("a", 8e-4, **scaled), _tried("b", 0.002), _tried("c", 0.005)
+    tuned = [b, _tried("b", 0.01), c, _tried("c", 1e-3)]
+    search = [a, _tried("a", 1e-4, **scaled), *tuned]  # a trained with 8e-4 to 6.4e-3: b's and c's best within
+    assert coverage_warnings(search, [a, b, c], ["opt"]) == []
+    unscaled = [_tried("a", 8e-4), _tried("a", 1e-4), *tuned]
+    assert len(coverage_warnings(unscaled, [unscaled[0], b, c], ["opt"])) == 1

@@ -22,6 +22,7 @@ from study.config import METRICS, StudyConfig
 from study.records import StudyRecord, TrialRecord, best_trial, error_of, status_of
 from study.records import counts as count_statuses
 from study.storage import dashboard_command
+from study.verdict import confirmed
 
 
 def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
@@ -73,11 +74,13 @@ class RunSummary:
             optimistic = " (search, one seed: optimistic)" if StudyRecord.of(self.study).verdict else ""
             lines.append(f"best trial {best.number}{optimistic}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
-        confirmed = self.counts("confirm")
-        if any(confirmed.values()):
-            lines.append(f"confirmation runs: {confirmed['complete']} complete, {confirmed['diverged']} diverged, "
-                         f"{confirmed['failed']} failed" + (f", {confirmed['interrupted']} interrupted"
-                                                            if confirmed["interrupted"] else ""))
+            if seeds := confirmed(StudyRecord.of(self.study).verdict, best.number):
+                lines.append(f"  confirmed: {seeds}")
+        runs = self.counts("confirm")
+        if any(runs.values()):
+            lines.append(f"confirmation runs: {runs['complete']} complete, {runs['diverged']} diverged, "
+                         f"{runs['failed']} failed" + (f", {runs['interrupted']} interrupted"
+                                                       if runs["interrupted"] else ""))
         verdict = StudyRecord.of(self.study).verdict
         if verdict:
             lines.append(f"verdict (mean [95% interval] over seeds): {verdict['sentence']}")

@@ -178,6 +178,22 @@ def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict]) -> str:
     return "; ".join(parts) + "."
 
 
+def confirmed(verdict: dict | None, number: int) -> str | None:
+    """What the confirmation runs of trial `number` gave, where it is an arm's candidate in the verdict: the
+    search's best is one lucky seed, and its seeds may disagree with it.
+
+    >>> v = compare({"a": [0.1, 0.12, 0.11]}, "minimize", failed={"a": "chance on 2 of 3 seeds"})
+    >>> v["arms"][0]["candidate"] = 7
+    >>> confirmed(v, 7)
+    '0.11 [0.0852, 0.135] over 3 seeds; it fails (chance on 2 of 3 seeds)'
+    """
+    for arm in (verdict or {}).get("arms", []):
+        if arm.get("candidate") == number:
+            return (f"{_describe(arm)} over {arm['n']} seed{'s' * (arm['n'] != 1)}"
+                    + (f"; it fails ({arm['fails']})" if arm["fails"] else ""))
+    return None
+
+
 def _failure(trials: list[FrozenTrial]) -> str | None:
     """Why an arm's confirmation runs say it does not learn: most seeds diverged or stayed at chance."""
     diverged = sum(status_of(t) == "diverged" for t in trials)

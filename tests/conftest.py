@@ -273,3 +273,30 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
             intermediate_values={h["epoch"]: h["val_loss"] for h in history} if status != "failed" else None))
     study.add_trials(trials)
     return study
+
+
+def confirmed_study(values_of: dict):
+    """Search trials 0 (opt a, 0.2) and 1 (opt b, 0.25); trial n confirmed with values_of[n], a value over
+    2 at chance accuracy (10 classes), as a seed that did not learn ends."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from study import records
+    from study.verdict import decide
+
+    study = optuna.create_study()
+    records.write_study(study, scientific=["opt"], metric="val_loss")
+    dists = {"opt": CategoricalDistribution(["a", "b"])}
+    for opt, value in (("a", 0.2), ("b", 0.25)):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt}, distributions=dists,
+                                     user_attrs=records.attrs(config={"opt": opt})))
+    for of, values in values_of.items():
+        for seed, value in enumerate(values):
+            study.add_trial(create_trial(
+                state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,
+                user_attrs=records.attrs(confirm={"of": of, "seed": seed}, config=study.trials[of].user_attrs["config"],
+                                         budget={"n_classes": 10},
+                                         history=[{"epoch": 0, "val_accuracy": 0.1 if value > 2 else 0.9}])))
+    records.write_study(study, verdict=decide(records.trials(study), ["opt"], "minimize", "val_loss"))
+    return study

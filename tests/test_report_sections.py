@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from conftest import make_study
+from conftest import confirmed_study, make_study
 from study.report import tables as T
 from study.report.context import ReportContext, Section
 from study.report.sections import SECTIONS, build_sections
@@ -106,3 +106,12 @@ def test_the_summary_says_when_trial_times_overlap_and_how_long_training_took():
     assert line([(0, 2), (2, 4)]) == "4.0 s in total, 2.00 s mean"
     assert line([(0, 3), (0, 3), (1, 4)]) == \
         "9.0 s summed over trials that trained at once (4.0 s while any ran), 3.00 s mean"
+
+
+def test_the_summary_puts_what_the_best_trial_s_seeds_gave_beside_it():
+    from study.report.sections import summary
+
+    study = confirmed_study({0: (2.30, 0.21, 2.31), 1: (0.26, 0.25, 0.27)})
+    rows = dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)
+    assert rows["best trial"] == "0: opt=a"
+    assert rows["confirmed"] == "1.61 [0, 4.61] over 3 seeds; it fails (chance on 2 of 3 seeds)"

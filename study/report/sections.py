@@ -24,6 +24,7 @@ from study.config import METRICS
 from study.report import diagnostics as D
 from study.report import tables as T
 from study.report.context import ReportContext, Section
+from study.verdict import boundary_warnings, confirmed
 
 
 def _fmt(v: Any) -> str:
@@ -50,7 +51,6 @@ def verdict(ctx: ReportContext) -> str:
 def answer(ctx: ReportContext) -> Section | None:
     """The verdict: each arm's confirmed mean, interval and n; the tests that separate them; the warnings."""
     from study.report import figures as F
-    from study.verdict import boundary_warnings
 
     if ctx.verdict is None:
         if not ctx.scientific:
@@ -124,6 +124,8 @@ def summary(ctx: ReportContext) -> Section:
     s.summary += [("best trial", f"{ctx.best}: {_best_params(ctx)}"),
                   ("validation", ", ".join(f"{k.removeprefix('val_')} {_fmt(row[k])}" for k in
                                            METRICS))]
+    if seeds := confirmed(ctx.verdict, ctx.best):
+        s.summary.append(("confirmed", seeds))
     s.summary.append(("reproduce", "python -m study run best.yaml  (best.yaml is beside this page: trial "
                                    f"{ctx.best} with every setting fixed)"))
     if ctx.record.checkpoint_dir:

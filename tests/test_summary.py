@@ -1,0 +1,19 @@
+"""The summary a run prints: the best search trial beside what its confirmation seeds gave."""
+from conftest import confirmed_study
+from study.config import load_config
+from study.summary import RunSummary
+
+
+def test_the_best_trial_line_says_what_its_confirmation_seeds_gave(tmp_path):
+    """lecture's best search trial (0.118, one seed) stayed at chance on 2 of its 3 confirmation seeds: the
+    summary printed it as the best with nothing beside it but the verdict's sentence."""
+    study = confirmed_study({0: (2.30, 0.21, 2.31), 1: (0.26, 0.25, 0.27)})
+    text = RunSummary(study, load_config("quick"), "sqlite://", tmp_path).text().splitlines()
+    at = next(i for i, line in enumerate(text) if line.startswith("best trial 0 (search, one seed: optimistic)"))
+    assert text[at + 2] == "  confirmed: 1.61 [0, 4.61] over 3 seeds; it fails (chance on 2 of 3 seeds)"
+
+
+def test_a_best_trial_without_confirmation_runs_gets_no_such_line(tmp_path):
+    study = confirmed_study({1: (0.26, 0.25, 0.27)})
+    text = RunSummary(study, load_config("quick"), "sqlite://", tmp_path).text()
+    assert "best trial 0 " in text and "confirmed:" not in text

@@ -253,7 +253,9 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
                    arm=dict(zip(scientific, arm_of(by_number[of], scientific), strict=True)))
     candidates = [by_number[r["candidate"]] for r in out["arms"]]
     out["warnings"] = boundary_warnings(candidates, scientific)
-    out["warnings"] += coverage_warnings([t for t in trials if not TrialRecord.of(t).confirm], candidates, scientific)
+    trained = [t for t in trials if status_of(t) in ("complete", "pruned", "diverged")
+               and not TrialRecord.of(t).confirm]
+    out["warnings"] += coverage_warnings(trained, candidates, scientific)
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
     return out
@@ -285,7 +287,7 @@ def coverage_warnings(search: Sequence[FrozenTrial], best: Sequence[FrozenTrial]
                       scientific: Sequence[str]) -> list[str]:
     """An arm whose search never trained with a log-scale float (lr, weight decay) where every other arm (two
     at least) found its best: its value may say more about how it was tuned than about the arm. `best`: each
-    arm's confirmed candidate; `search`: the search's trials, whose params are what each arm tried."""
+    arm's confirmed candidate; `search`: the search's trials that trained, whose params each arm tried."""
     arms = [arm_of(t, scientific) for t in best]
     tried_by: dict[tuple, list[FrozenTrial]] = {}
     for t in search:

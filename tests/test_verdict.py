@@ -245,3 +245,22 @@ def test_the_lr_an_arm_is_judged_by_is_the_one_it_trained_with_after_its_batch_s
     assert coverage_warnings(search, [a, b, c], ["opt"]) == []
     unscaled = [_tried("a", 8e-4), _tried("a", 1e-4), *tuned]
     assert len(coverage_warnings(unscaled, [unscaled[0], b, c], ["opt"])) == 1
+
+
+def test_a_search_trial_that_never_trained_is_not_counted_as_tried():
+    """A trial that failed before training (a surplus ask, a bad config) tried nothing."""
+    study = optuna.create_study()
+    records.write_study(study, scientific=["opt"])
+    searched = [_tried("a", 1e-4), _tried("a", 3e-4), _tried("b", 0.01), _tried("c", 0.02)]
+    for t in searched:
+        study.add_trial(t)
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"opt": "a", "lr": 0.05},
+                                 distributions=searched[0].distributions, user_attrs=records.attrs(config={})))
+    for of in (1, 2, 3):
+        for seed, value in enumerate((0.3 + of / 10, 0.31 + of / 10)):
+            base = study.trials[of]
+            study.add_trial(create_trial(
+                state=TrialState.COMPLETE, value=value, params=base.params, distributions=base.distributions,
+                user_attrs=records.attrs(confirm={"of": of, "seed": seed}, config=base.user_attrs["config"])))
+    warnings = decide(records.trials(study), ["opt"], "minimize")["warnings"]
+    assert any(w.startswith("a: its search trained with lr only from 0.0001 to 0.0003 (2 trials)") for w in warnings)

@@ -64,6 +64,7 @@ class RunSummary:
         lines = [f"study {self.cfg.study.name!r}: {c['complete']} complete, {c['pruned']} pruned, "
                  f"{c['diverged']} diverged, {c['failed']} failed"
                  + (f", {c['interrupted']} interrupted" if c["interrupted"] else "")]
+        verdict = StudyRecord.of(self.study).verdict  # one read of the study's attrs from its storage
         best = best_trial(self.study)
         if best is None:
             lines.append("no complete trial yet")
@@ -71,17 +72,16 @@ class RunSummary:
             final = TrialRecord.of(best).final
             metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
                                 METRICS if k in final)
-            optimistic = " (search, one seed: optimistic)" if StudyRecord.of(self.study).verdict else ""
+            optimistic = " (search, one seed: optimistic)" if verdict else ""
             lines.append(f"best trial {best.number}{optimistic}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))
-            if seeds := confirmed(StudyRecord.of(self.study).verdict, best.number):
+            if seeds := confirmed(verdict, best.number):
                 lines.append(f"  confirmed: {seeds}")
         runs = self.counts("confirm")
         if any(runs.values()):
             lines.append(f"confirmation runs: {runs['complete']} complete, {runs['diverged']} diverged, "
                          f"{runs['failed']} failed" + (f", {runs['interrupted']} interrupted"
                                                        if runs["interrupted"] else ""))
-        verdict = StudyRecord.of(self.study).verdict
         if verdict:
             lines.append(f"verdict (mean [95% interval] over seeds): {verdict['sentence']}")
             lines += [f"warning: {w}" for w in verdict.get("warnings", [])]

@@ -266,13 +266,17 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def _log_floats(t: FrozenTrial) -> list[tuple[str, FloatDistribution]]:
+    """The log-scale float params (lr, weight decay) t drew, with their distributions."""
+    return [(name, d) for name, d in t.distributions.items()
+            if isinstance(d, FloatDistribution) and d.log and name in t.params]
+
+
 def boundary_warnings(best: Sequence[FrozenTrial], scientific: Sequence[str]) -> list[str]:
     """A best config's log-scale float (lr, weight decay) in the outer 10% of its range: widen it there."""
     out = []
     for t in best:
-        for name, dist in t.distributions.items():
-            if not isinstance(dist, FloatDistribution) or not dist.log or name not in t.params:
-                continue
+        for name, dist in _log_floats(t):
             at = (math.log(t.params[name]) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
             if at < EDGE or at > 1 - EDGE:
                 side, bound = ("lower", dist.low) if at < EDGE else ("upper", dist.high)
@@ -294,8 +298,8 @@ def coverage_warnings(search: Sequence[FrozenTrial], best: Sequence[FrozenTrial]
         tried_by.setdefault(arm_of(t, scientific), []).append(t)
     out = []
     for t, arm in zip(best, arms, strict=True):
-        for name, dist in t.distributions.items():
-            if not isinstance(dist, FloatDistribution) or not dist.log or name in scientific:
+        for name, _ in _log_floats(t):
+            if name in scientific:
                 continue
             tried = [_trained_with(s, name) for s in tried_by.get(arm, []) if name in s.params]
             others = [_trained_with(b, name) for b, a in zip(best, arms, strict=True) if a != arm and name in b.params]

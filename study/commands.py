@@ -129,8 +129,9 @@ def lr_find(args: argparse.Namespace) -> int:
 
 
 def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
-    """Build the report and print its path, and the command that retrains the best trial; a failed write
-    (a full disk) is one error line, not a crash: the study is stored, only the page is missing."""
+    """Build the report and print its path, and the commands that retrain the best trial and, where it is
+    another trial, the verdict's leader; a failed write (a full disk) is one error line, not a crash: the
+    study is stored, only the page is missing."""
     from study.report import build_report
 
     try:
@@ -138,6 +139,8 @@ def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
         say(f"report: {page}")
         if (page.parent / "best.yaml").is_file():
             say(f"reproduce the best trial: python -m study run {page.parent / 'best.yaml'}")
+        if (page.parent / "leader.yaml").is_file():
+            say(f"reproduce the verdict's leader: python -m study run {page.parent / 'leader.yaml'}")
     except OSError as exc:
         print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
         return False

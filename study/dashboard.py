@@ -35,7 +35,8 @@ def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | 
 
 REPORT_PATH = "/study-report/"  # + <study id>/<file>: what the study's note links to
 REPORT_FILES = {"index.html": "text/html; charset=utf-8", "trials.csv": "text/csv; charset=utf-8",
-                "verdict.json": "application/json", "best.yaml": "text/plain; charset=utf-8"}
+                "verdict.json": "application/json", "best.yaml": "text/plain; charset=utf-8",
+                "leader.yaml": "text/plain; charset=utf-8"}
 
 
 def with_reports(app, storage: optuna.storages.BaseStorage):

@@ -1,5 +1,7 @@
 """The winner, reproducible: the best trial as a complete space with every setting fixed (`best.yaml`,
-beside the report), the one command that retrains it, and the model rebuilt from `best.pt`.
+beside the report), the one command that retrains it, and the model rebuilt from `best.pt`. Where the
+verdict's leader is another trial than the search's best (one seed, chosen for being best, whose seeds may
+disagree), `leader.yaml` beside it retrains the leader's candidate.
 
     >>> from study.config import load_config
     >>> from study.runner import run_study
@@ -33,31 +35,68 @@ from study.records import StudyRecord, TrialRecord, best_trial
 def best_space(study: optuna.Study) -> dict[str, Any] | None:
     """The best trial's resolved config as a space: every setting fixed in its section, nothing searched."""
     best = best_trial(study)
-    if best is None or not TrialRecord.of(best).config:
+    return None if best is None else trial_space(study, best, "best")
+
+
+def trial_space(study: optuna.Study, trial: optuna.trial.FrozenTrial, role: str) -> dict[str, Any] | None:
+    """Trial's resolved config as a space named <study>-<role>-<number>; None for a trial without one."""
+    config = TrialRecord.of(trial).config
+    if not config:
         return None
-    record, config = StudyRecord.of(study), TrialRecord.of(best).config
     sections: dict[str, dict] = {"data": {}, "model": {}, "training": {}}
     for name, field in KNOBS.items():
         if name in config:
             sections[field.metadata["section"]][field.metadata["yaml"] or name] = config[name]
-    return {"study": {"name": f"{study.study_name}-best-{best.number}",
-                      "question": f"Trial {best.number} of study {study.study_name!r}, retrained as it ran.",
-                      "metric": record.metric, "n_trials": 1, "sampler": {"name": "random", "seed": 0},
+    return {"study": {"name": f"{study.study_name}-{role}-{trial.number}",
+                      "question": f"Trial {trial.number} of study {study.study_name!r}, retrained as it ran.",
+                      "metric": StudyRecord.of(study).metric, "n_trials": 1, "sampler": {"name": "random", "seed": 0},
                       "pruner": {"name": "none"}, "confirm": {"seeds": 0}},
             **sections, "params": {}}
 
 
 def write_best(study: optuna.Study, folder: Path) -> Path | None:
-    """best.yaml in `folder`, or None before the first complete trial."""
-    from study.files import atomic_write_text
-
-    space = best_space(study)
+    """best.yaml in `folder`; None before the first complete trial, and an earlier report's best.yaml is
+    removed (its winner is not this one's)."""
+    path, best = folder / "best.yaml", best_trial(study)
+    space = None if best is None else trial_space(study, best, "best")
     if space is None:
+        path.unlink(missing_ok=True)
         return None
-    best = best_trial(study)
     header = (f"# Question: trial {best.number} of study {study.study_name!r} ({record_value(best)}), every "
               "setting fixed.\n# Retrain it: python -m study run <this file>\n")
-    path = folder / "best.yaml"
+    return _write(path, header, space)
+
+
+def write_leader(study: optuna.Study, verdict: dict | None, folder: Path) -> Path | None:
+    """leader.yaml in `folder`: the candidate trial of the verdict's leading arm, where it is not the best
+    trial (best.yaml is that one); else None, and an earlier report's leader.yaml is removed."""
+    from study.verdict import confirmed
+
+    path, best = folder / "leader.yaml", best_trial(study)
+    arm = other_leader(verdict, None if best is None else best.number)
+    trial = None if arm is None else next(t for t in study.get_trials(deepcopy=False) if t.number == arm["candidate"])
+    space = None if trial is None else trial_space(study, trial, "leader")
+    if space is None:
+        path.unlink(missing_ok=True)
+        return None
+    header = (f"# Question: trial {trial.number} of study {study.study_name!r} ({record_value(trial)}), the "
+              f"candidate of {arm['label']!r}, which leads the verdict\n# with {confirmed(verdict, trial.number)}; "
+              "every setting fixed, its search seed included.\n# Retrain it: python -m study run <this file>\n")
+    return _write(path, header, space)
+
+
+def other_leader(verdict: dict | None, best: int | None) -> dict | None:
+    """The verdict's leading arm (verdict.leader) where its candidate is another trial than `best`, the
+    search's best trial's number: the config its seeds back, beside the one lucky seed the search picked."""
+    from study.verdict import leader
+
+    arm = leader(verdict)
+    return arm if arm is not None and best is not None and arm["candidate"] != best else None
+
+
+def _write(path: Path, header: str, space: dict) -> Path:
+    from study.files import atomic_write_text
+
     atomic_write_text(path, header + yaml.safe_dump(space, sort_keys=False))
     return path
 

@@ -194,6 +194,17 @@ def confirmed(verdict: dict | None, number: int) -> str | None:
     return None
 
 
+def leader(verdict: dict | None) -> dict | None:
+    """The arm that leads the verdict, with its candidate trial; None without a verdict or where every arm
+    fails (the arms are in group order, the leader first).
+
+    >>> leader(compare({"a": [0.3, 0.31], "b": [0.1, 0.12]}, "minimize"))["label"]
+    'b'
+    """
+    arms = (verdict or {}).get("arms", [])
+    return arms[0] if arms and not arms[0]["fails"] else None
+
+
 def _failure(trials: list[FrozenTrial]) -> str | None:
     """Why an arm's confirmation runs say it does not learn: most seeds diverged or stayed at chance."""
     diverged = sum(status_of(t) == "diverged" for t in trials)

@@ -115,3 +115,4 @@ def test_the_summary_puts_what_the_best_trial_s_seeds_gave_beside_it():
     rows = dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)
     assert rows["best trial"] == "0: opt=a"
     assert rows["confirmed"] == "1.61 [0, 4.61] over 3 seeds; it fails (chance on 2 of 3 seeds)"
+    assert "trial 1, the candidate of b, which leads the verdict" in rows["reproduce the leader"]

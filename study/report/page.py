@@ -29,7 +29,8 @@ _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent),
 
 def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None = None) -> Path:
     """Write <out_root>/<safe study name>/index.html, trials.csv, best.yaml (the best trial, every setting
-    fixed) and (after confirmation runs) verdict.json; return the page's path.
+    fixed) and (after confirmation runs) verdict.json, and leader.yaml where the verdict's leader is another
+    trial; return the page's path.
 
     The study gets an optuna-dashboard note linking the page and, with `artifact_dir`, the figures
     as artifacts."""
@@ -44,10 +45,10 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     atomic_write_text(folder / "index.html", html)
     atomic_write_text(folder / "trials.csv", trials.to_csv(index=False))
     write_verdict(ctx.verdict, folder)
-    from study.reproduce import write_best
+    from study.reproduce import write_best, write_leader
 
-    if write_best(study, folder) is None:
-        (folder / "best.yaml").unlink(missing_ok=True)  # an earlier report's winner is not this one's
+    write_best(study, folder)
+    write_leader(study, ctx.verdict, folder)
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
     return folder / "index.html"
 

@@ -128,9 +128,13 @@ def summary(ctx: ReportContext) -> Section:
         s.summary.append(("confirmed", seeds))
     s.summary.append(("reproduce", "python -m study run best.yaml  (best.yaml is beside this page: trial "
                                    f"{ctx.best} with every setting fixed)"))
-    if ctx.record.checkpoint_dir:
-        from study.reproduce import SNIPPET
+    from study.reproduce import SNIPPET, other_leader
 
+    if arm := other_leader(ctx.verdict, ctx.best):
+        s.summary.append(("reproduce the leader", "python -m study run leader.yaml  (beside this page: trial "
+                                                  f"{arm['candidate']}, the candidate of {arm['label']}, which "
+                                                  "leads the verdict)"))
+    if ctx.record.checkpoint_dir:
         s.code = SNIPPET.format(path=f"{ctx.record.checkpoint_dir}/best.pt")
     test = ctx.record.test
     if test and test.get("trial") == ctx.best:

@@ -103,11 +103,7 @@ def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str]
     `failed` maps an arm that did not learn to why ("chance on 5 of 5 seeds"): it is ranked last.
     `bounds`: the values the metric can take (config.RANGES), which clip the intervals."""
     d, failed = Direction(direction), failed or {}
-    rows = []
-    for label, values in arms.items():
-        mean, low, high = interval(values, bounds)
-        rows.append({"label": label, "mean": mean, "low": low, "high": high, "n": len(values),
-                     "values": list(values), "fails": failed.get(label)})
+    rows = [{"label": label, **_stats(values, failed.get(label), bounds)} for label, values in arms.items()]
     sign = 1 if d.ascending else -1
     rows.sort(key=lambda r: (r["fails"] is not None, math.isnan(r["mean"]), sign * r["mean"]
                              if not math.isnan(r["mean"]) else 0))
@@ -179,19 +175,25 @@ def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict]) -> str:
 
 
 def confirmed(verdict: dict | None, number: int) -> str | None:
-    """What the confirmation runs of trial `number` gave, where it is an arm's candidate in the verdict: the
-    search's best is one lucky seed, and its seeds may disagree with it.
+    """What the confirmation runs of trial `number` gave, where it was confirmed (an arm's candidate or not:
+    `--confirm-top 3` confirms three per arm): the search's best is one lucky seed, and its seeds may
+    disagree with it.
 
-    >>> v = compare({"a": [0.1, 0.12, 0.11]}, "minimize", failed={"a": "chance on 2 of 3 seeds"})
-    >>> v["arms"][0]["candidate"] = 7
+    >>> v = {"confirmed": [{"trial": 7, **_stats([0.1, 0.12, 0.11], "chance on 2 of 3 seeds")}]}
     >>> confirmed(v, 7)
     '0.11 [0.0852, 0.135] over 3 seeds; it fails (chance on 2 of 3 seeds)'
     """
-    for arm in (verdict or {}).get("arms", []):
-        if arm.get("candidate") == number:
-            return (f"{_describe(arm)} over {arm['n']} seed{'s' * (arm['n'] != 1)}"
-                    + (f"; it fails ({arm['fails']})" if arm["fails"] else ""))
+    for row in (verdict or {}).get("confirmed", []):
+        if row["trial"] == number:
+            return (f"{_describe(row)} over {row['n']} seed{'s' * (row['n'] != 1)}"
+                    + (f"; it fails ({row['fails']})" if row["fails"] else ""))
     return None
+
+
+def _stats(values: Sequence[float], fails: str | None, bounds: tuple[float, float] = UNBOUNDED) -> dict[str, Any]:
+    """One arm's or trial's confirmed values: mean, 95% interval, n, and why it fails (None: it learns)."""
+    mean, low, high = interval(values, bounds)
+    return {"mean": mean, "low": low, "high": high, "n": len(values), "values": list(values), "fails": fails}
 
 
 def leader(verdict: dict | None) -> dict | None:
@@ -250,10 +252,12 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
         if arm not in best or (not math.isnan(mean) and d.better(mean, _mean(
                 [t.value for t in best[arm][1] if t.value is not None]))):
             best[arm] = (of, group)
-    values = {label(arm, scientific): [t.value for t in group if t.value is not None and math.isfinite(t.value)]
-              for arm, (_, group) in best.items()}
+    values = {label(arm, scientific): _finite(group) for arm, (_, group) in best.items()}
     failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
-    out = compare(values, direction, failed, RANGES.get(metric, UNBOUNDED))
+    bounds = RANGES.get(metric, UNBOUNDED)
+    out = compare(values, direction, failed, bounds)
+    # every confirmed trial's own figures, the arms' candidates and the others (--confirm-top N > 1)
+    out["confirmed"] = [{"trial": of, **_stats(_finite(group), _failure(group), bounds)} for of, group in runs.items()]
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}
@@ -270,6 +274,10 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
     return out
+
+
+def _finite(runs: list[FrozenTrial]) -> list[float]:
+    return [t.value for t in runs if t.value is not None and math.isfinite(t.value)]
 
 
 def _mean(values: list[float]) -> float:

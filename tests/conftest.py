@@ -275,9 +275,9 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
     return study
 
 
-def confirmed_study(values_of: dict):
-    """Search trials 0 (opt a, 0.2) and 1 (opt b, 0.25); trial n confirmed with values_of[n], a value over
-    2 at chance accuracy (10 classes), as a seed that did not learn ends."""
+def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25))):
+    """Search trials 0 (opt a, 0.2) and 1 (opt b, 0.25), or `searched` (opt, value) pairs; trial n confirmed
+    with values_of[n], a value over 2 at chance accuracy (10 classes), as a seed that did not learn ends."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -288,7 +288,7 @@ def confirmed_study(values_of: dict):
     study = optuna.create_study()
     records.write_study(study, scientific=["opt"], metric="val_loss")
     dists = {"opt": CategoricalDistribution(["a", "b"])}
-    for opt, value in (("a", 0.2), ("b", 0.25)):
+    for opt, value in searched:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt}, distributions=dists,
                                      user_attrs=records.attrs(config={"opt": opt})))
     for of, values in values_of.items():

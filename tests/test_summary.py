@@ -17,3 +17,12 @@ def test_a_best_trial_without_confirmation_runs_gets_no_such_line(tmp_path):
     study = confirmed_study({1: (0.26, 0.25, 0.27)})
     text = RunSummary(study, load_config("quick"), "sqlite://", tmp_path).text()
     assert "best trial 0 " in text and "confirmed:" not in text
+
+
+def test_a_best_trial_confirmed_beside_a_better_candidate_of_its_arm_still_shows_its_seeds(tmp_path):
+    """--confirm-top 2 confirms two trials of arm a: the verdict represents a by the other, whose seeds did
+    better, but the best trial's own seeds are what the line beside it must say."""
+    study = confirmed_study({0: (0.30, 0.31, 0.29), 2: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)},
+                            searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
+    text = RunSummary(study, load_config("quick"), "sqlite://", tmp_path).text()
+    assert "best trial 0 " in text and "  confirmed: 0.3 [0.275, 0.325] over 3 seeds\n" in text

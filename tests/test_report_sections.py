@@ -116,3 +116,16 @@ def test_the_summary_puts_what_the_best_trial_s_seeds_gave_beside_it():
     assert rows["best trial"] == "0: opt=a"
     assert rows["confirmed"] == "1.61 [0, 4.61] over 3 seeds; it fails (chance on 2 of 3 seeds)"
     assert "trial 1, the candidate of b, which leads the verdict" in rows["reproduce the leader"]
+
+
+def test_the_verdict_says_an_arm_chosen_among_several_confirmed_candidates_is_optimistic():
+    from study.report.sections import answer
+
+    def paragraphs(study):
+        return " ".join(p["text"] for p in answer(ReportContext.of(study, T.trials_frame(study))).paragraphs)
+
+    one_each = confirmed_study({0: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)})
+    assert "several confirmed candidates" not in paragraphs(one_each)
+    two_of_a = confirmed_study({0: (0.30, 0.31, 0.29), 2: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)},
+                               searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
+    assert "several confirmed candidates, it is the one whose seeds gave the best mean" in paragraphs(two_of_a)

@@ -252,12 +252,13 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
         if arm not in best or (not math.isnan(mean) and d.better(mean, _mean(
                 [t.value for t in best[arm][1] if t.value is not None]))):
             best[arm] = (of, group)
-    values = {label(arm, scientific): _finite(group) for arm, (_, group) in best.items()}
-    failed = {label(arm, scientific): why for arm, (_, group) in best.items() if (why := _failure(group))}
     bounds = RANGES.get(metric, UNBOUNDED)
-    out = compare(values, direction, failed, bounds)
     # every confirmed trial's own figures, the arms' candidates and the others (--confirm-top N > 1)
-    out["confirmed"] = [{"trial": of, **_stats(_finite(group), _failure(group), bounds)} for of, group in runs.items()]
+    own = {of: _stats(_finite(group), _failure(group), bounds) for of, group in runs.items()}
+    values = {label(arm, scientific): own[of]["values"] for arm, (of, _) in best.items()}
+    failed = {label(arm, scientific): own[of]["fails"] for arm, (of, _) in best.items() if own[of]["fails"]}
+    out = compare(values, direction, failed, bounds)
+    out["confirmed"] = [{"trial": of, **stats} for of, stats in own.items()]
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}

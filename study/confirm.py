@@ -84,13 +84,19 @@ def plan(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: st
 
 def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int = 0) -> list[dict[str, Any]]:
     """The study's confirmation runs, planned once (the plan is stored with the study) and queued once:
-    a rerun queues only the runs of the plan that no trial holds yet. Two processes that finish the same
-    search at the same instant may both queue a run; the exact target then fails the later one as surplus."""
+    a rerun queues only the runs of the plan that no trial holds yet. A rerun that asks for more (a larger
+    `top` or `seeds`, as `study confirm --top 3` after a run with top 1, or the candidates of a search that
+    --trials extended) adds its runs to the plan; a planned run is never dropped. Two processes that finish
+    the same search at the same instant may both queue a run; the exact target then fails the later one as
+    surplus."""
     stored = StudyRecord.of(study)
     trials = records.trials(study)
-    runs = stored.confirm_plan
-    if runs is None:
-        runs = plan(trials, stored.scientific, study.direction.name.lower(), top, seeds, vary_split, base)
+    runs = list(stored.confirm_plan or [])
+    planned = {(r["of"], r["seed"]) for r in runs}
+    extra = [r for r in plan(trials, stored.scientific, study.direction.name.lower(), top, seeds, vary_split, base)
+             if (r["of"], r["seed"]) not in planned]
+    if extra or stored.confirm_plan is None:
+        runs += extra
         records.write_study(study, confirm_plan=runs)
     held = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)}
     by_number = {t.number: t for t in trials}

@@ -122,6 +122,14 @@ def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_ver
     stored = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
     assert verdict["sentence"] == stored["sentence"] and verdict["sentence"] in result.stdout
 
+    more = call_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "3", "--no-report", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr  # asked for more seeds than the stored plan has: it grows
+    again = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    assert len(again) == 3 * len(arms) and [TrialRecord.of(t).confirm for t in again[:len(runs)]] == [
+        TrialRecord.of(t).confirm for t in runs]  # the first runs kept, one more seed each
+    stored = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
+    assert all(arm["n"] == 3 for arm in stored["arms"] if not arm["fails"])
+
 
 @pytest.mark.parametrize("args, fragment", [
     (["--storage", "sqlite:///missing.db"], "no such storage"),

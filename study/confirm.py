@@ -17,6 +17,10 @@ retry resumes them like any trial.
     [(1, 1001000), (1, 1001001), (2, 1002000), (2, 1002001)]
 
 Seeds differ between candidates, so that two arms' seed noise is independent, as the tests assume.
+
+Where an arm has several candidates (`top` > 1), the one whose runs gave the best mean is its choice;
+chosen by those seeds, it would be judged by them too, and look better than it is. So the chosen one is
+retrained with `seeds` more fresh seeds (`verify` runs), and the verdict judges the arm by those alone.
 """
 from __future__ import annotations
 
@@ -82,6 +86,61 @@ def plan(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: st
     return out
 
 
+VERIFY_SEEDS = 500  # a verification run's seed is the candidate's (500 + k)-th: apart from its first runs'
+
+
+def is_verification(run: dict[str, Any] | None) -> bool:
+    return bool(run and run.get("verify"))
+
+
+def confirmed_runs(trials: Sequence[FrozenTrial]) -> tuple[dict[int, list[FrozenTrial]], dict[int, list[FrozenTrial]]]:
+    """The finished (complete or diverged) confirmation runs by the candidate they confirm: the first
+    runs, and the verification runs of a candidate chosen among several."""
+    numbers = {t.number for t in trials}
+    first: dict[int, list[FrozenTrial]] = {}
+    verify: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        run = TrialRecord.of(t).confirm
+        if run and status_of(t) in ("complete", "diverged") and run["of"] in numbers:
+            (verify if is_verification(run) else first).setdefault(run["of"], []).append(t)
+    return first, verify
+
+
+def choose(first: dict[int, list[FrozenTrial]], arm_of_candidate: dict[int, tuple],
+           direction: str) -> dict[tuple, list[int]]:
+    """Each arm's confirmed candidates, the one whose first runs gave the best mean first (NaN means, of
+    runs with no finite value, last; ties by trial number)."""
+    d, by_arm = Direction(direction), {}
+    for of in sorted(first):
+        by_arm.setdefault(arm_of_candidate[of], []).append(of)
+
+    def key(of: int) -> tuple:
+        values = [t.value for t in first[of] if t.value is not None and math.isfinite(t.value)]
+        mean = sum(values) / len(values) if values else math.nan
+        return (math.isnan(mean), 0.0 if math.isnan(mean) else (mean if d.ascending else -mean), of)
+
+    return {arm: sorted(ofs, key=key) for arm, ofs in by_arm.items()}
+
+
+def verification(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str, runs: list[dict],
+                 seeds: int, base: int = 0) -> list[dict[str, Any]]:
+    """The verification runs, once every first run of the plan `runs` has finished: `seeds` fresh seeds for
+    each arm's chosen candidate, where the arm had several; none before, and none for an arm of one."""
+    first, _ = confirmed_runs(trials)
+    finished = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)
+                and status_of(t) in ("complete", "diverged", "failed")}
+    if any((r["of"], r["seed"]) not in finished for r in runs if not is_verification(r)):
+        return []
+    by_number = {t.number: t for t in trials}
+    arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
+    out = []
+    for ofs in arms.values():
+        if len(ofs) > 1:
+            out += [{"of": ofs[0], "seed": seed_for(ofs[0], VERIFY_SEEDS + k, base), "verify": True}
+                    for k in range(seeds)]
+    return out
+
+
 def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int = 0) -> list[dict[str, Any]]:
     """The study's confirmation runs, planned once (the plan is stored with the study) and queued once:
     a rerun queues only the runs of the plan that no trial holds yet. A rerun that asks for more (a larger
@@ -91,10 +150,14 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
     surplus."""
     stored = StudyRecord.of(study)
     trials = records.trials(study)
+    direction = study.direction.name.lower()
     runs = list(stored.confirm_plan or [])
     planned = {(r["of"], r["seed"]) for r in runs}
-    extra = [r for r in plan(trials, stored.scientific, study.direction.name.lower(), top, seeds, vary_split, base)
+    extra = [r for r in plan(trials, stored.scientific, direction, top, seeds, vary_split, base)
              if (r["of"], r["seed"]) not in planned]
+    if not extra:  # the first runs are planned: once they have finished, the chosen candidates' verification
+        extra = [r for r in verification(trials, stored.scientific, direction, runs, seeds, base)
+                 if (r["of"], r["seed"]) not in planned]
     if extra or stored.confirm_plan is None:
         runs += extra
         records.write_study(study, confirm_plan=runs)

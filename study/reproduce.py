@@ -70,7 +70,7 @@ def write_best(study: optuna.Study, folder: Path) -> Path | None:
 def write_leader(study: optuna.Study, verdict: dict | None, folder: Path) -> Path | None:
     """leader.yaml in `folder`: the candidate trial of the verdict's leading arm, where it is not the best
     trial (best.yaml is that one); else None, and an earlier report's leader.yaml is removed."""
-    from study.verdict import confirmed
+    from study.verdict import over_seeds
 
     path, best = folder / "leader.yaml", best_trial(study)
     arm = other_leader(verdict, None if best is None else best.number)
@@ -80,7 +80,7 @@ def write_leader(study: optuna.Study, verdict: dict | None, folder: Path) -> Pat
         path.unlink(missing_ok=True)
         return None
     header = (f"# Question: trial {trial.number} of study {study.study_name!r} ({record_value(trial)}), the "
-              f"candidate of {arm['label']!r}, which leads the verdict\n# with {confirmed(verdict, trial.number)}; "
+              f"candidate of {arm['label']!r}, which leads the verdict\n# with {over_seeds(arm)}; "
               "every setting fixed, its search seed included.\n# Retrain it: python -m study run <this file>\n")
     return _write(path, header, space)
 

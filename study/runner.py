@@ -197,11 +197,14 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         elif stopped is None and not timed_out and finished < cfg.study.n_trials:
             stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
         if stopped is None and not timed_out and confirms(cfg) and confirm.is_ready(study, cfg.study.n_trials):
-            s = cfg.study
-            runs = confirm.queue(study, s.confirm_top, s.confirm_seeds, s.confirm_vary_split, cfg.defaults.seed)
-            left = None if s.timeout is None else max(1e-3, s.timeout - (time.monotonic() - started))
-            stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs), timeout=left)),
-                          phase="confirm")
+            s, runs = cfg.study, []
+            # the first runs, then (when some arm chose among several candidates) the verification runs
+            while stopped is None and len(grown := confirm.queue(study, s.confirm_top, s.confirm_seeds,
+                                                                 s.confirm_vary_split, cfg.defaults.seed)) > len(runs):
+                runs = grown
+                left = None if s.timeout is None else max(1e-3, s.timeout - (time.monotonic() - started))
+                stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs), timeout=left)),
+                              phase="confirm")
         _record_verdict(study)
         notes += _record_diagnostics(study, cfg)
         notes += _keep_best_weights(study, ctx)

@@ -38,7 +38,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     if resumed:
         value += f" (resumed trial {resumed['from_trial']} at epoch {resumed['from_epoch']})"
     if record.confirm:  # its params are those of the trial it confirms
-        params = f"confirms trial {record.confirm['of']} with seed {record.confirm['seed']}"
+        verb = "verifies" if record.confirm.get("verify") else "confirms"
+        params = f"{verb} trial {record.confirm['of']} with seed {record.confirm['seed']}"
     return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
 
 

@@ -11,12 +11,13 @@ verdict.json), the sentence from the data.
     xavier leads (0.0678 [0.0496, 0.086]), not separated from he (0.0752 [0.0613, 0.0891], p = 0.4);
     both ahead of small (2.3 [2.29, 2.31], every p <= 4.6e-13).
 
-Each arm is represented by its best candidate's confirmed runs (the candidate with the best mean over
-its seeds). Every pair of arms is compared with Welch's t-test (scipy), the p-values corrected for the
-number of pairs by Holm's method, at alpha = 0.05. The arm with the best mean leads; group 1 is the
-leader and every arm the tests do not separate from it, group 2 the arms it is ahead of, group 3 the
-arms that fail. The sentence claims only what a test separates: "both ahead of" where every arm of
-group 1 is separated from that arm, else the leader alone is named.
+Each arm is represented by its candidate's confirmed runs; where it had several (confirm top > 1), by the
+verification runs of the one whose first runs gave the best mean (confirm.py): fresh seeds, which do not
+flatter it as the seeds that chose it would. Every pair of arms is compared with Welch's t-test (scipy),
+the p-values corrected for the number of pairs by Holm's method, at alpha = 0.05. The arm with the best
+mean leads; group 1 is the leader and every arm the tests do not separate from it, group 2 the arms it
+is ahead of, group 3 the arms that fail. The sentence claims only what a test separates: "both ahead
+of" where every arm of group 1 is separated from that arm, else the leader alone is named.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from optuna.trial import FrozenTrial
 
 from study.budget import scaled_lr
 from study.config import RANGES, Direction
-from study.confirm import arm_of
+from study.confirm import arm_of, choose, confirmed_runs
 from study.records import TrialRecord, status_of
 
 ALPHA = 0.05
@@ -183,11 +184,13 @@ def confirmed(verdict: dict | None, number: int) -> str | None:
     >>> confirmed(v, 7)
     '0.11 [0.0852, 0.135] over 3 seeds; it fails (chance on 2 of 3 seeds)'
     """
-    for row in (verdict or {}).get("confirmed", []):
-        if row["trial"] == number:
-            return (f"{_describe(row)} over {row['n']} seed{'s' * (row['n'] != 1)}"
-                    + (f"; it fails ({row['fails']})" if row["fails"] else ""))
-    return None
+    return next((over_seeds(row) for row in (verdict or {}).get("confirmed", []) if row["trial"] == number), None)
+
+
+def over_seeds(row: dict) -> str:
+    """An arm's or a confirmed trial's figures: "0.11 [0.0852, 0.135] over 3 seeds", and why it fails."""
+    return (f"{_describe(row)} over {row['n']} seed{'s' * (row['n'] != 1)}"
+            + (f"; it fails ({row['fails']})" if row["fails"] else ""))
 
 
 def _stats(values: Sequence[float], fails: str | None, bounds: tuple[float, float] = UNBOUNDED) -> dict[str, Any]:
@@ -237,35 +240,28 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     """The study's verdict on `metric` (the study's; None: an unbounded one) from its finished
     confirmation runs, or None when it has none."""
     by_number = {t.number: t for t in trials}
-    runs: dict[int, list[FrozenTrial]] = {}
-    for t in trials:
-        confirm = TrialRecord.of(t).confirm
-        if confirm and status_of(t) in ("complete", "diverged") and confirm["of"] in by_number:
-            runs.setdefault(confirm["of"], []).append(t)
-    if not runs:
+    first, verify = confirmed_runs(trials)
+    if not first:
         return None
-    d = Direction(direction)
-    best: dict[tuple, tuple[int, list[FrozenTrial]]] = {}  # arm -> its candidate with the best confirmed mean
-    for of, group in runs.items():
-        arm = arm_of(by_number[of], scientific)
-        mean = _mean([t.value for t in group if t.value is not None])
-        if arm not in best or (not math.isnan(mean) and d.better(mean, _mean(
-                [t.value for t in best[arm][1] if t.value is not None]))):
-            best[arm] = (of, group)
     bounds = RANGES.get(metric, UNBOUNDED)
-    # every confirmed trial's own figures, the arms' candidates and the others (--confirm-top N > 1)
-    own = {of: _stats(_finite(group), _failure(group), bounds) for of, group in runs.items()}
-    values = {label(arm, scientific): own[of]["values"] for arm, (of, _) in best.items()}
-    failed = {label(arm, scientific): own[of]["fails"] for arm, (of, _) in best.items() if own[of]["fails"]}
+    # every confirmed trial's own figures, from its first runs: the arms' candidates and the others (top > 1)
+    own = {of: _stats(_finite(group), _failure(group), bounds) for of, group in first.items()}
+    arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
+    # An arm is judged by its chosen candidate's verification runs where it chose among several (the first
+    # runs chose it, so they would flatter it), else by its one candidate's first runs.
+    judged = {label(arm, scientific): (ofs[0], len(ofs), verify.get(ofs[0]) if len(ofs) > 1 else None)
+              for arm, ofs in arms.items()}
+    groups = {name: v or first[of] for name, (of, _, v) in judged.items()}
+    values = {name: _finite(group) for name, group in groups.items()}
+    failed = {name: why for name, group in groups.items() if (why := _failure(group))}
     out = compare(values, direction, failed, bounds)
     out["confirmed"] = [{"trial": of, **stats} for of, stats in own.items()]
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
-    search = {label(arm, scientific): (of, group) for arm, (of, group) in best.items()}
     for row in out["arms"]:
-        of, group = search[row["label"]]
-        row.update(candidate=of, search_value=by_number[of].value, diverged=sum(status_of(t) == "diverged"
-                                                                              for t in group),
+        of, among, verified = judged[row["label"]]
+        row.update(candidate=of, search_value=by_number[of].value, chosen_from=among, verified=bool(verified),
+                   diverged=sum(status_of(t) == "diverged" for t in groups[row["label"]]),
                    arm=dict(zip(scientific, arm_of(by_number[of], scientific), strict=True)))
     candidates = [by_number[r["candidate"]] for r in out["arms"]]
     out["warnings"] = boundary_warnings(candidates, scientific)
@@ -274,16 +270,14 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["warnings"] += coverage_warnings(trained, candidates, scientific)
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
+    out["warnings"] += [f"{r['label']}: chosen among {r['chosen_from']} candidates by their own seeds and not yet "
+                        "retrained with fresh ones (its verification runs), so its interval flatters it"
+                        for r in out["arms"] if r["chosen_from"] > 1 and not r["verified"]]
     return out
 
 
 def _finite(runs: list[FrozenTrial]) -> list[float]:
     return [t.value for t in runs if t.value is not None and math.isfinite(t.value)]
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _log_floats(t: FrozenTrial) -> list[tuple[str, FloatDistribution]]:

@@ -275,9 +275,10 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
     return study
 
 
-def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25))):
+def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verified: dict | None = None):
     """Search trials 0 (opt a, 0.2) and 1 (opt b, 0.25), or `searched` (opt, value) pairs; trial n confirmed
-    with values_of[n], a value over 2 at chance accuracy (10 classes), as a seed that did not learn ends."""
+    with values_of[n] and verified with verified[n] (confirm.py's verification runs), a value over 2 at
+    chance accuracy (10 classes), as a seed that did not learn ends."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -291,12 +292,15 @@ def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25))):
     for opt, value in searched:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt}, distributions=dists,
                                      user_attrs=records.attrs(config={"opt": opt})))
-    for of, values in values_of.items():
-        for seed, value in enumerate(values):
-            study.add_trial(create_trial(
-                state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,
-                user_attrs=records.attrs(confirm={"of": of, "seed": seed}, config=study.trials[of].user_attrs["config"],
-                                         budget={"n_classes": 10},
-                                         history=[{"epoch": 0, "val_accuracy": 0.1 if value > 2 else 0.9}])))
+    runs = [(of, {"of": of, "seed": seed}, value) for of, values in values_of.items()
+            for seed, value in enumerate(values)]
+    runs += [(of, {"of": of, "seed": 500 + seed, "verify": True}, value) for of, values in (verified or {}).items()
+             for seed, value in enumerate(values)]
+    for of, run, value in runs:
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=value, params=study.trials[of].params, distributions=dists,
+            user_attrs=records.attrs(confirm=run, config=study.trials[of].user_attrs["config"],
+                                     budget={"n_classes": 10},
+                                     history=[{"epoch": 0, "val_accuracy": 0.1 if value > 2 else 0.9}])))
     records.write_study(study, verdict=decide(records.trials(study), ["opt"], "minimize", "val_loss"))
     return study

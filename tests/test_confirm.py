@@ -67,6 +67,32 @@ def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pru
     assert len(trials(tmp_path)) == len(ts)  # the plan is queued once: a rerun adds nothing
 
 
+def test_an_arm_of_several_candidates_is_retrained_with_fresh_seeds_and_judged_by_them(tmp_path, write_space):
+    """With top 2, the first runs choose each arm's candidate; they would flatter it, so the chosen one is
+    retrained with as many fresh seeds, and the verdict compares those."""
+    space = write_space(CONFIRMED.replace("top: 1, seeds: 2", "top: 2, seeds: 2"), "synth.yaml")
+    args = ("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report")
+    result = call_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path)
+    firsts = [t for t in ts if (c := TrialRecord.of(t).confirm) and not c.get("verify")]
+    checks = [t for t in ts if (c := TrialRecord.of(t).confirm) and c.get("verify")]
+    verdict = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
+    several = [arm for arm in verdict["arms"] if arm["chosen_from"] > 1]
+    assert several and all(arm["verified"] for arm in several)
+    assert len(checks) == 2 * len(several) and all(t.state == TrialState.COMPLETE for t in checks)
+    for arm in several:
+        mine = [t for t in checks if TrialRecord.of(t).confirm["of"] == arm["candidate"]]
+        assert sorted(arm["values"]) == sorted(t.value for t in mine)
+        assert {TrialRecord.of(t).config["seed"] for t in mine}.isdisjoint(TrialRecord.of(t).config["seed"]
+                                                                          for t in firsts)
+    assert "verifies trial" in result.stdout
+
+    again = call_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(trials(tmp_path)) == len(ts)  # both rounds are planned once
+
+
 def test_run_with_confirm_seeds_0_searches_only_and_a_later_run_confirms(tmp_path, write_space):
     space = write_space(CONFIRMED, "synth.yaml")  # confirm: {top: 1, seeds: 2}
     args = ("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report")

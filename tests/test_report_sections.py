@@ -118,7 +118,7 @@ def test_the_summary_puts_what_the_best_trial_s_seeds_gave_beside_it():
     assert "trial 1, the candidate of b, which leads the verdict" in rows["reproduce the leader"]
 
 
-def test_the_verdict_says_an_arm_chosen_among_several_confirmed_candidates_is_optimistic():
+def test_the_verdict_says_an_arm_chosen_among_several_candidates_is_judged_by_fresh_seeds():
     from study.report.sections import answer
 
     def paragraphs(study):
@@ -127,5 +127,6 @@ def test_the_verdict_says_an_arm_chosen_among_several_confirmed_candidates_is_op
     one_each = confirmed_study({0: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)})
     assert "several confirmed candidates" not in paragraphs(one_each)
     two_of_a = confirmed_study({0: (0.30, 0.31, 0.29), 2: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)},
-                               searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
-    assert "several confirmed candidates, it is the one whose seeds gave the best mean" in paragraphs(two_of_a)
+                               searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)), verified={2: (0.24, 0.23, 0.25)})
+    assert "several confirmed candidates, the one whose seeds gave the best mean was retrained with as many " \
+        "fresh seeds, and the arm is judged by those alone" in paragraphs(two_of_a)

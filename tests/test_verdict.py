@@ -10,6 +10,7 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from conftest import confirmed_study
 from study import records
 from study.config import load_config
 from study.runner import run_study
@@ -264,3 +265,22 @@ def test_a_search_trial_that_never_trained_is_not_counted_as_tried():
                 user_attrs=records.attrs(confirm={"of": of, "seed": seed}, config=base.user_attrs["config"])))
     warnings = decide(records.trials(study), ["opt"], "minimize")["warnings"]
     assert any(w.startswith("a: its search trained with lr only from 0.0001 to 0.0003 (2 trials)") for w in warnings)
+
+
+def test_an_arm_chosen_among_several_candidates_is_judged_by_its_verification_runs_alone():
+    """Arm a's candidates 0 and 2: 2's first runs (0.19-0.21) chose it, and would flatter it; its fresh
+    verification seeds (0.24-0.26) are what the verdict compares with b's (0.25-0.27)."""
+    two_of_a = dict(searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
+    firsts = {0: (0.30, 0.31, 0.29), 2: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)}
+    verdict = records.StudyRecord.of(confirmed_study(firsts, verified={2: (0.25, 0.24, 0.26)}, **two_of_a)).verdict
+    a = next(arm for arm in verdict["arms"] if arm["label"] == "a")
+    assert (a["candidate"], a["chosen_from"], a["verified"], a["values"]) == (2, 2, True, [0.25, 0.24, 0.26])
+    assert "a leads (0.25 [0.225, 0.275]), not separated from b" in verdict["sentence"]
+    assert not any("flatters" in w for w in verdict["warnings"])
+    b = next(arm for arm in verdict["arms"] if arm["label"] == "b")
+    assert (b["chosen_from"], b["verified"], b["values"]) == (1, False, [0.26, 0.25, 0.27])  # one candidate: as is
+
+    pending = records.StudyRecord.of(confirmed_study(firsts, **two_of_a)).verdict  # verification not run yet
+    assert next(arm for arm in pending["arms"] if arm["label"] == "a")["values"] == [0.2, 0.21, 0.19]
+    assert "a: chosen among 2 candidates by their own seeds and not yet retrained with fresh ones (its " \
+        "verification runs), so its interval flatters it" in pending["warnings"]

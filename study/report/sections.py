@@ -72,10 +72,10 @@ def answer(ctx: ReportContext) -> Section | None:
           "the arm with the best mean and every arm the tests do not separate from it, group 2 the arms it is "
           "ahead of, group 3 the arms that fail. The search's single-seed best is shown beside each mean: it "
           "was chosen for being best, so it is optimistic.")
-    if len(v.get("confirmed", [])) > len(v["arms"]):  # top > 1: some arm chose among its candidates
-        s.say("Where an arm had several confirmed candidates, it is the one whose seeds gave the best mean: "
-              "chosen by the same seeds it is then judged by, so its interval is a little optimistic where its "
-              "candidates are alike.", note=True)
+    if any(arm.get("chosen_from", 1) > 1 for arm in v["arms"]):  # top > 1
+        s.say("Where an arm had several confirmed candidates, the one whose seeds gave the best mean was retrained "
+              "with as many fresh seeds, and the arm is judged by those alone: seeds that chose it would flatter "
+              "it.", note=True)
     arms, pairs = T.verdict_data(v)
     s.figure(F.verdict_figure(T.seed_values(v), arms, ctx.metric),
              "Each dot is one confirmation seed; the bar is the arm's mean with its 95% interval. Overlapping "

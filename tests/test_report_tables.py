@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import make_study
+from conftest import confirmed_study, make_study
 from study import records
 from study.report import tables as T
 
@@ -190,3 +190,14 @@ def test_the_distribution_figure_orders_batch_sizes_numerically():
     trials.loc[trials.index[:3], "batch_size"] = 128
     ax = distribution_figure(trials, "batch_size", "val_loss").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "64", "128"]
+
+
+def test_the_arms_table_says_which_arm_was_chosen_among_candidates_and_judged_by_fresh_seeds():
+    one_each = records.StudyRecord.of(confirmed_study({0: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)})).verdict
+    assert "chosen_among" not in T.verdict_data(one_each)[0]
+    two_of_a = records.StudyRecord.of(confirmed_study(
+        {0: (0.30, 0.31, 0.29), 2: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)},
+        searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)), verified={2: (0.25, 0.24, 0.26)})).verdict
+    arms = T.verdict_data(two_of_a)[0].set_index("arm")
+    assert arms.loc["a", ["chosen_among", "verified", "confirms_trial", "n"]].tolist() == [2, "yes", 2, 3]
+    assert arms.loc["b", ["chosen_among", "verified"]].tolist() == [1, "no"]

@@ -315,7 +315,10 @@ def verdict_data(verdict: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The verdict's arms (one row each, best group first) and its pairwise tests, as tables."""
     arms = pd.DataFrame([{"arm": a["label"], "group": a["group"], "mean": a["mean"], "ci_low": a["low"],
                           "ci_high": a["high"], "n": a["n"], "fails": a["fails"] or "",
-                          "search_best (one seed)": a["search_value"], "confirms_trial": a["candidate"]}
+                          "search_best (one seed)": a["search_value"], "confirms_trial": a["candidate"],
+                          # how many candidates it was chosen among (top > 1): its n seeds are then fresh ones
+                          **({"chosen_among": a.get("chosen_from", 1), "verified": "yes" if a.get("verified") else "no"}
+                             if any(b.get("chosen_from", 1) > 1 for b in verdict["arms"]) else {})}
                          for a in verdict["arms"]])
     pairs = pd.DataFrame([{"a": p["a"], "b": p["b"], "difference": p["difference"], "p": p["p"],
                            "p_holm": p["p_holm"], "separated": "yes" if p["separated"] else "no"}

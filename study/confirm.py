@@ -123,9 +123,10 @@ def choose(first: dict[int, list[FrozenTrial]], arm_of_candidate: dict[int, tupl
 
 
 def verification(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str, runs: list[dict],
-                 seeds: int, base: int = 0) -> list[dict[str, Any]]:
-    """The verification runs, once every first run of the plan `runs` has finished: `seeds` fresh seeds for
-    each arm's chosen candidate, where the arm had several; none before, and none for an arm of one."""
+                 seeds: int, vary_split: bool = False, base: int = 0) -> list[dict[str, Any]]:
+    """The verification runs, once every first run of the plan `runs` has finished: `seeds` fresh seeds (and
+    splits, with vary_split) for each arm's chosen candidate, where the arm had several; none before, and
+    none for an arm of one."""
     first, _ = confirmed_runs(trials)
     finished = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)
                 and status_of(t) in ("complete", "diverged", "failed")}
@@ -135,9 +136,11 @@ def verification(trials: Sequence[FrozenTrial], scientific: Sequence[str], direc
     arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
     out = []
     for ofs in arms.values():
-        if len(ofs) > 1:
-            out += [{"of": ofs[0], "seed": seed_for(ofs[0], VERIFY_SEEDS + k, base), "verify": True}
-                    for k in range(seeds)]
+        for k in range(seeds if len(ofs) > 1 else 0):
+            run: dict[str, Any] = {"of": ofs[0], "seed": seed_for(ofs[0], VERIFY_SEEDS + k, base), "verify": True}
+            if vary_split:
+                run["split_seed"] = run["seed"]
+            out.append(run)
     return out
 
 
@@ -156,7 +159,7 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
     extra = [r for r in plan(trials, stored.scientific, direction, top, seeds, vary_split, base)
              if (r["of"], r["seed"]) not in planned]
     if not extra:  # the first runs are planned: once they have finished, the chosen candidates' verification
-        extra = [r for r in verification(trials, stored.scientific, direction, runs, seeds, base)
+        extra = [r for r in verification(trials, stored.scientific, direction, runs, seeds, vary_split, base)
                  if (r["of"], r["seed"]) not in planned]
     if extra or stored.confirm_plan is None:
         runs += extra

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import RERUN, SLOW_MODEL, SYNTH_SPACE, call_cli, finished, start, trials, wait_for
+from conftest import RERUN, SLOW_MODEL, SYNTH_SPACE, call_cli, confirmed_study, finished, start, trials, wait_for
 from study import confirm, records
 from study.records import StudyRecord, TrialRecord
 
@@ -65,6 +65,18 @@ def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pru
     again = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(trials(tmp_path)) == len(ts)  # the plan is queued once: a rerun adds nothing
+
+
+def test_verification_waits_for_every_first_run_then_gives_each_chosen_candidate_fresh_seeds():
+    study = confirmed_study({0: (0.30, 0.31), 2: (0.2, 0.21), 1: (0.26, 0.25)},
+                            searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
+    ts = records.trials(study)
+    runs = [TrialRecord.of(t).confirm for t in ts if TrialRecord.of(t).confirm]
+    got = confirm.verification(ts, ["opt"], "minimize", runs, seeds=2, vary_split=True)
+    assert [(r["of"], r["verify"]) for r in got] == [(2, True), (2, True)]  # a chose 2 of 0 and 2; b had one
+    assert all(r["split_seed"] == r["seed"] for r in got) and not {r["seed"] for r in got} & {r["seed"] for r in runs}
+    waiting = runs + [{"of": 1, "seed": 99}]  # a planned first run that has not finished
+    assert confirm.verification(ts, ["opt"], "minimize", waiting, seeds=2) == []
 
 
 def test_an_arm_of_several_candidates_is_retrained_with_fresh_seeds_and_judged_by_them(tmp_path, write_space):

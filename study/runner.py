@@ -217,7 +217,10 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
     bar = None
     done = count(study, phase=phase)
-    plan = engines.choose(cfg, device, phase, jobs)
+    # a confirmation phase's K and line count the runs left (a second round, a resumed phase), not its total
+    left = cfg if phase == "search" else dataclasses.replace(
+        cfg, study=dataclasses.replace(cfg.study, n_trials=max(1, cfg.study.n_trials - done)))
+    plan = engines.choose(left, device, phase, jobs)
     cfg = planned(cfg, plan)  # the workers follow the plan
     if not quiet and done < cfg.study.n_trials:
         say(f"{'search' if phase == 'search' else 'confirmation runs'}: {plan.line()}")

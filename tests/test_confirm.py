@@ -99,6 +99,7 @@ def test_an_arm_of_several_candidates_is_retrained_with_fresh_seeds_and_judged_b
         assert {TrialRecord.of(t).config["seed"] for t in mine}.isdisjoint(TrialRecord.of(t).config["seed"]
                                                                           for t in firsts)
     assert "verifies trial" in result.stdout
+    assert f"(auto: {len(checks)} confirmation runs)" in result.stdout  # the second round sized by what it runs
 
     again = call_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr

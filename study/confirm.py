@@ -144,18 +144,25 @@ def verification(trials: Sequence[FrozenTrial], scientific: Sequence[str], direc
     return out
 
 
+def varies_split(runs: list[dict[str, Any]] | None) -> bool | None:
+    """Whether a stored plan's runs draw their own splits (vary_split); None before any plan."""
+    return any("split_seed" in r for r in runs) if runs else None
+
+
 def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int = 0) -> list[dict[str, Any]]:
     """The study's confirmation runs, planned once (the plan is stored with the study) and queued once:
     a rerun queues only the runs of the plan that no trial holds yet. A rerun that asks for more (a larger
     `top` or `seeds`, as `study confirm --top 3` after a run with top 1, or the candidates of a search that
     --trials extended) adds its runs to the plan; a planned run is never dropped. Two processes that finish
     the same search at the same instant may both queue a run; the exact target then fails the later one as
-    surplus."""
+    surplus. A study's runs all share one split mode: the stored plan's, whatever `vary_split` says later."""
     stored = StudyRecord.of(study)
     trials = records.trials(study)
     direction = study.direction.name.lower()
     runs = list(stored.confirm_plan or [])
     planned = {(r["of"], r["seed"]) for r in runs}
+    if runs:  # a planned study keeps its split mode, so that no arm mixes runs on one split and on their own
+        vary_split = varies_split(runs)
     extra = [r for r in plan(trials, stored.scientific, direction, top, seeds, vary_split, base)
              if (r["of"], r["seed"]) not in planned]
     if not extra:  # the first runs are planned: once they have finished, the chosen candidates' verification

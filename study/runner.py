@@ -198,6 +198,11 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
         if stopped is None and not timed_out and confirms(cfg) and confirm.is_ready(study, cfg.study.n_trials):
             s, runs = cfg.study, []
+            mode = confirm.varies_split(records.StudyRecord.of(study).confirm_plan)
+            if mode is not None and mode != s.confirm_vary_split:
+                notes.append(f"vary_split {str(s.confirm_vary_split).lower()} is not applied: this study's "
+                             f"confirmation runs were planned with vary_split {str(mode).lower()}, which all its runs "
+                             "keep, so that no arm mixes both")
             # the first runs, then (when some arm chose among several candidates) the verification runs
             while stopped is None and len(grown := confirm.queue(study, s.confirm_top, s.confirm_seeds,
                                                                  s.confirm_vary_split, cfg.defaults.seed)) > len(runs):

@@ -17,7 +17,8 @@ flatter it as the seeds that chose it would. Every pair of arms is compared with
 the p-values corrected for the number of pairs by Holm's method, at alpha = 0.05. The arm with the best
 mean leads; group 1 is the leader and every arm the tests do not separate from it, group 2 the arms it
 is ahead of, group 3 the arms that fail. The sentence claims only what a test separates: "both ahead
-of" where every arm of group 1 is separated from that arm, else the leader alone is named.
+of" where every arm of group 1 is separated from that arm, else the leader alone is named; then every
+other separated pair, as "A also ahead of B".
 """
 from __future__ import annotations
 
@@ -121,10 +122,11 @@ def compare(arms: dict[str, list[float]], direction: str, failed: dict[str, str]
     leader = next((r for r in rows if not r["fails"]), None)
     for r in rows:
         r["group"] = 3 if r["fails"] else 1 if r is leader or not pair(leader, r)["separated"] else 2
+    by_mean = list(rows)
     rows.sort(key=lambda r: r["group"])  # stable: by mean within a group
     return {"direction": str(d), "alpha": ALPHA, "confidence": CONFIDENCE,
             "test": "Welch's t-test, Holm-corrected over all pairs", "arms": rows, "pairs": pairs,
-            "sentence": _sentence(rows, pair)}
+            "sentence": _sentence(rows, pair, by_mean)}
 
 
 def _ps(pairs: list[dict], bound: str) -> str:
@@ -145,7 +147,7 @@ def _describe_all(rows: list[dict]) -> str:
     return ", ".join(_describe(r) for r in rows)
 
 
-def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict]) -> str:
+def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict], by_mean: list[dict]) -> str:
     if not rows:
         return "No confirmation run has finished yet."
     working = [r for r in rows if not r["fails"]]
@@ -171,6 +173,20 @@ def _sentence(rows: list[dict], pair: Callable[[dict, dict], dict]) -> str:
         if alone:
             parts.append(f"{lead['label']}{' also' if every else ''} ahead of {_names(alone)} "
                          f"({_describe_all(alone)}, {_ps([pair(lead, b) for b in alone], '<=')})")
+        # the separations not said yet, between arms that are not the leader (each arm's figures are above)
+        said = {frozenset((t["label"], b["label"])) for t in top for b in every}
+        said |= {frozenset((lead["label"], b["label"])) for b in alone}
+        ahead: dict[str, list[dict]] = {}  # each arm behind (in mean order) -> the arms ahead of it
+        for a, b in combinations([r for r in by_mean if not r["fails"]], 2):  # a has the better mean
+            if pair(a, b)["separated"] and frozenset((a["label"], b["label"])) not in said:
+                ahead.setdefault(b["label"], []).append(a)
+        claims: dict[tuple, tuple[list[dict], list[dict]]] = {}  # arms behind the same arms: one claim
+        for b in by_mean:
+            if b["label"] in ahead:
+                aa = ahead[b["label"]]
+                claims.setdefault(tuple(a["label"] for a in aa), (aa, []))[1].append(b)
+        parts += [f"{_names(aa)} also ahead of {_names(bs)} ({_ps([pair(a, b) for a in aa for b in bs], '<=')})"
+                  for aa, bs in claims.values()]
     parts += [f"{r['label']} fails ({r['fails']})" for r in rows if r["fails"]]
     return "; ".join(parts) + "."
 

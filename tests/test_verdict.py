@@ -89,7 +89,8 @@ def test_the_sentence_claims_only_the_separations_the_tests_found():
     assert parts[0].startswith("a leads (0.071 [0.069, 0.073]), not separated from b and d (0.075 [")
     assert parts[1].startswith("all 3 ahead of e (2.3 [2.29, 2.31], every p <= ")  # a, b and d: each separated
     assert parts[2].startswith("a also ahead of c (0.101 [0.099, 0.103], p = ")  # b and d are not
-    assert len(parts) == 3
+    assert parts[3].startswith("c also ahead of e (p = ")  # the one separated pair the leader's claims leave
+    assert len(parts) == 4
 
 
 def test_an_arm_of_one_seed_is_not_separated_and_leaves_the_others_p_alone():
@@ -112,6 +113,33 @@ def test_groups_follow_the_leader_s_tests(seed):
     for a in v["arms"][1:]:
         assert a["group"] == (2 if sep[frozenset((leader["label"], a["label"]))] else 1)
     assert [a["group"] for a in v["arms"]] == sorted(a["group"] for a in v["arms"])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_sentence_names_every_separated_pair_once_with_the_better_arm_ahead(seed):
+    """Each separated pair is claimed once, by the leader's parts or after "also separated:"; never one
+    that no test separated, and always the better mean ahead."""
+    import re
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arms = {f"arm{i}": list(rng.normal(rng.uniform(0.1, 0.5), rng.uniform(0.001, 0.05), size=5)) for i in range(6)}
+    v = compare(arms, "minimize")
+    means = {a["label"]: a["mean"] for a in v["arms"]}
+    group1 = [a["label"] for a in v["arms"] if a["group"] == 1]
+    claimed = []
+    for part in v["sentence"].rstrip(".").split("; "):
+        if " ahead of " not in f" {part}":
+            continue
+        front, back = f" {part}".split(" ahead of ", 1)
+        front = front.strip()
+        front = front.removesuffix(" also")
+        winners = group1 if front in ("", "both") or front.startswith("all ") else re.split(r", | and ", front)
+        claimed += [(w, b) for w in winners for b in re.split(r", | and ", back.split(" (", 1)[0])]
+    separated = {frozenset((p["a"], p["b"])) for p in v["pairs"] if p["separated"]}
+    assert sorted(map(frozenset, claimed), key=sorted) == sorted(separated, key=sorted)  # each once, no other
+    assert all(means[w] < means[b] for w, b in claimed)
 
 
 def test_a_maximised_metric_ranks_the_highest_first():

@@ -95,13 +95,17 @@ def is_verification(run: dict[str, Any] | None) -> bool:
 
 def confirmed_runs(trials: Sequence[FrozenTrial]) -> tuple[dict[int, list[FrozenTrial]], dict[int, list[FrozenTrial]]]:
     """The finished (complete or diverged) confirmation runs by the candidate they confirm: the first
-    runs, and the verification runs of a candidate chosen among several."""
+    runs, and the verification runs of a candidate chosen among several. A run is counted once: two
+    processes that queue the same plan at the same instant can both run it (see queue)."""
     numbers = {t.number for t in trials}
     first: dict[int, list[FrozenTrial]] = {}
     verify: dict[int, list[FrozenTrial]] = {}
+    seen = set()
     for t in trials:
         run = TrialRecord.of(t).confirm
-        if run and status_of(t) in ("complete", "diverged") and run["of"] in numbers:
+        if run and status_of(t) in ("complete", "diverged") and run["of"] in numbers and (
+                key := (run["of"], run["seed"], is_verification(run))) not in seen:
+            seen.add(key)
             (verify if is_verification(run) else first).setdefault(run["of"], []).append(t)
     return first, verify
 

@@ -79,6 +79,16 @@ def test_verification_waits_for_every_first_run_then_gives_each_chosen_candidate
     assert confirm.verification(ts, ["opt"], "minimize", waiting, seeds=2) == []
 
 
+def test_a_run_that_two_processes_both_ran_counts_once():
+    """Two processes that finish the same phase at the same instant may both queue, and both run, one run."""
+    study = confirmed_study({0: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)})
+    twice = next(t for t in study.trials if TrialRecord.of(t).confirm)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=twice.value, params=twice.params,
+                                 distributions=twice.distributions, user_attrs=twice.user_attrs))
+    first, _ = confirm.confirmed_runs(records.trials(study))
+    assert sorted(len(runs) for runs in first.values()) == [3, 3]
+
+
 def test_an_arm_of_several_candidates_is_retrained_with_fresh_seeds_and_judged_by_them(tmp_path, write_space):
     """With top 2, the first runs choose each arm's candidate; they would flatter it, so the chosen one is
     retrained with as many fresh seeds, and the verdict compares those."""

@@ -54,10 +54,10 @@ def trial_space(study: optuna.Study, trial: optuna.trial.FrozenTrial, role: str)
             **sections, "params": {}}
 
 
-def write_best(study: optuna.Study, folder: Path) -> Path | None:
-    """best.yaml in `folder`; None before the first complete trial, and an earlier report's best.yaml is
-    removed (its winner is not this one's)."""
-    path, best = folder / "best.yaml", best_trial(study)
+def write_best(study: optuna.Study, folder: Path, best: optuna.trial.FrozenTrial | None) -> Path | None:
+    """best.yaml in `folder` for `best`, the study's best trial (records.best_trial); None before the first
+    complete trial, and an earlier report's best.yaml is removed (its winner is not this one's)."""
+    path = folder / "best.yaml"
     space = None if best is None else trial_space(study, best, "best")
     if space is None:
         path.unlink(missing_ok=True)
@@ -67,14 +67,16 @@ def write_best(study: optuna.Study, folder: Path) -> Path | None:
     return _write(path, header, space)
 
 
-def write_leader(study: optuna.Study, verdict: dict | None, folder: Path) -> Path | None:
-    """leader.yaml in `folder`: the candidate trial of the verdict's leading arm, where it is not the best
-    trial (best.yaml is that one); else None, and an earlier report's leader.yaml is removed."""
+def write_leader(study: optuna.Study, folder: Path, verdict: dict | None, best: optuna.trial.FrozenTrial | None,
+                 trials: list[optuna.trial.FrozenTrial]) -> Path | None:
+    """leader.yaml in `folder`: the candidate trial of the verdict's leading arm, where it is not `best`
+    (best.yaml is that one); else None, and an earlier report's leader.yaml is removed. `trials`: the study's,
+    as the caller read them."""
     from study.verdict import over_seeds
 
-    path, best = folder / "leader.yaml", best_trial(study)
+    path = folder / "leader.yaml"
     arm = other_leader(verdict, None if best is None else best.number)
-    trial = None if arm is None else next(t for t in study.get_trials(deepcopy=False) if t.number == arm["candidate"])
+    trial = None if arm is None else next(t for t in trials if t.number == arm["candidate"])
     space = None if trial is None else trial_space(study, trial, "leader")
     if space is None:
         path.unlink(missing_ok=True)

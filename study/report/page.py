@@ -47,8 +47,9 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     write_verdict(ctx.verdict, folder)
     from study.reproduce import write_best, write_leader
 
-    write_best(study, folder)
-    write_leader(study, ctx.verdict, folder)
+    best = records.best_trial(study)  # once, for both files
+    write_best(study, folder, best)
+    write_leader(study, folder, ctx.verdict, best, raw)
     attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
     return folder / "index.html"
 

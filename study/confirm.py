@@ -110,6 +110,11 @@ def confirmed_runs(trials: Sequence[FrozenTrial]) -> tuple[dict[int, list[Frozen
     return first, verify
 
 
+def finite_values(runs: Sequence[FrozenTrial]) -> list[float]:
+    """The runs' finite values: a diverged run's NaN or inf has no place in a mean."""
+    return [t.value for t in runs if t.value is not None and math.isfinite(t.value)]
+
+
 def choose(first: dict[int, list[FrozenTrial]], arm_of_candidate: dict[int, tuple],
            direction: str) -> dict[tuple, list[int]]:
     """Each arm's confirmed candidates, the one whose first runs gave the best mean first (NaN means, of
@@ -119,7 +124,7 @@ def choose(first: dict[int, list[FrozenTrial]], arm_of_candidate: dict[int, tupl
         by_arm.setdefault(arm_of_candidate[of], []).append(of)
 
     def key(of: int) -> tuple:
-        values = [t.value for t in first[of] if t.value is not None and math.isfinite(t.value)]
+        values = finite_values(first[of])
         mean = sum(values) / len(values) if values else math.nan
         return (math.isnan(mean), 0.0 if math.isnan(mean) else (mean if d.ascending else -mean), of)
 

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial
 
 from study.budget import scaled_lr
 from study.config import RANGES, Direction
-from study.confirm import arm_of, choose, confirmed_runs
+from study.confirm import arm_of, choose, confirmed_runs, finite_values
 from study.records import TrialRecord, status_of
 
 ALPHA = 0.05
@@ -261,14 +261,14 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
         return None
     bounds = RANGES.get(metric, UNBOUNDED)
     # every confirmed trial's own figures, from its first runs: the arms' candidates and the others (top > 1)
-    own = {of: _stats(_finite(group), _failure(group), bounds) for of, group in first.items()}
+    own = {of: _stats(finite_values(group), _failure(group), bounds) for of, group in first.items()}
     arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
     # An arm is judged by its chosen candidate's verification runs where it chose among several (the first
     # runs chose it, so they would flatter it), else by its one candidate's first runs.
     judged = {label(arm, scientific): (ofs[0], len(ofs), verify.get(ofs[0]) if len(ofs) > 1 else None)
               for arm, ofs in arms.items()}
     groups = {name: v or first[of] for name, (of, _, v) in judged.items()}
-    values = {name: _finite(group) for name, group in groups.items()}
+    values = {name: finite_values(group) for name, group in groups.items()}
     failed = {name: why for name, group in groups.items() if (why := _failure(group))}
     out = compare(values, direction, failed, bounds)
     out["confirmed"] = [{"trial": of, **stats} for of, stats in own.items()]
@@ -290,10 +290,6 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
                         "retrained with fresh ones (its verification runs), so its interval flatters it"
                         for r in out["arms"] if r["chosen_from"] > 1 and not r["verified"]]
     return out
-
-
-def _finite(runs: list[FrozenTrial]) -> list[float]:
-    return [t.value for t in runs if t.value is not None and math.isfinite(t.value)]
 
 
 def _log_floats(t: FrozenTrial) -> list[tuple[str, FloatDistribution]]:

@@ -12,7 +12,9 @@
 not forced with `--population K`, is the device's sweet spot, capped in the search at a quarter of its
 trials: a population's trials are asked before any of them is told, so the sampler learns less from
 them and they cannot prune one another. A search gets populations only from MIN_SEARCH_SIZE at a time;
-confirmation runs are planned, not sampled, never pruned, and fill the device.
+confirmation runs are planned, not sampled, never pruned, and fill the device. A search counts the graphs
+its space can draw; a confirmation phase counts those its runs train (`run_graphs`), since each
+candidate's seeds share one graph even where the space draws many (`lecture`).
 What only the model can tell (it does not run under vmap) is found by the first population, which then
 trains its trials one by one and stores why on each (pool.py).
 """
@@ -20,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Sequence
 
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from study.config import StudyConfig, is_option, option_of
 from study.population import FUSED_BY
+from study.records import TrialRecord
 
 # bench_population, a quick-like MLP on 2 CPU cores (2026-12-01), trials/min over the sequential engine:
 # x2.64 at K = 16 and x2.96 at K = 64 on one thread, x2.69 and x4.37 on two. Past 16 the gain per member
@@ -66,9 +71,10 @@ def device_size(device: torch.device) -> int:
     return CUDA_SIZE if device.type == "cuda" else CPU_SIZE
 
 
-def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) -> EnginePlan:
+def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1, graphs: int | None = None) -> EnginePlan:
     """The engine and K for one phase ("search" or "confirm", whose n_trials is its number of runs), for
-    each of `jobs` workers: they share the trials, and what the sampler is asked at once."""
+    each of `jobs` workers: they share the trials, and what the sampler is asked at once. `graphs`: how
+    many graphs a confirmation phase's runs train (run_graphs); None, the space's count (graph_count)."""
     s = cfg.study
     if s.engine == "sequential":  # a population size asked for too is said to go unused, not dropped silently
         unused = f"; population {s.population} unused" if s.population else ""
@@ -83,6 +89,8 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) ->
                if size < device_size(device) else f"auto: the {device.type} sweet spot")
     else:
         size, why = min(device_size(device), n), f"auto: {n} confirmation runs{each}"
+        if graphs and graphs > 1:
+            why += f" of {graphs} graphs, a population holding one graph's runs"
     if s.engine == "population":  # asked for: at least two at once
         return EnginePlan("population", max(size, min(2, n)), why if not s.population else "asked for")
     if device.type not in ("cpu", "cuda"):
@@ -94,6 +102,11 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1) ->
                                            f"population to pay in a search (it does from {MIN_SEARCH_SIZE})")
     if size < 2:
         return EnginePlan("sequential", 1, "auto: one run")
+    if graphs is not None:  # the confirmation runs' own: each candidate's seeds share its graph
+        if graphs * 2 > s.n_trials:
+            return EnginePlan("sequential", 1, f"auto: {s.n_trials} confirmation runs of {graphs} graphs (model, "
+                                               "data, batch size or split): too few share one to fuse")
+        return EnginePlan("population", size, why)
     graphs, shaping = graph_count(cfg)
     if graphs * 2 > size:
         return EnginePlan("sequential", 1, f"auto: the space searches {', '.join(shaping)}, which shape the "
@@ -107,6 +120,19 @@ def graph_count(cfg: StudyConfig) -> tuple[float, list[str]]:
     shaping = [name for name in cfg.params if (option_of(name)[0] if is_option(name) else name) in FUSED_BY]
     sizes = [cfg.params[name].grid_size() for name in shaping]
     return math.prod(math.inf if k is None else k for k in sizes), shaping
+
+
+def run_graphs(trials: Sequence[FrozenTrial]) -> int:
+    """How many different graphs the confirmation runs waiting to train make: a run trains its candidate's
+    model, data and batch size (its stored config), on its own split where it draws one (vary_split)."""
+    by_number = {t.number: t for t in trials}
+    keys = set()
+    for t in trials:
+        run = TrialRecord.of(t).confirm
+        if run and t.state == TrialState.WAITING and run["of"] in by_number:
+            config = TrialRecord.of(by_number[run["of"]]).config
+            keys.add(tuple(str(run.get(k, config.get(k))) for k in FUSED_BY))
+    return len(keys)
 
 
 def _count(graphs: float) -> str:

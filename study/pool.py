@@ -175,7 +175,7 @@ class PooledRounds:
 
         prepared, on_epochs, checkpoints = map(list, zip(*(joined(held, p) for held, p in group), strict=True))
         p = prepared[0]
-        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads, members=self.size)
+        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads, members=len(group))
         try:
             run_population(prepared, on_epochs, checkpoints, on_done=lambda i, outcome: self._tell(members[i], outcome),
                            refill=refill, on_shrink=shrink, capacity=self.size)

@@ -225,7 +225,8 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     # a confirmation phase's K and line count the runs left (a second round, a resumed phase), not its total
     left = cfg if phase == "search" else dataclasses.replace(
         cfg, study=dataclasses.replace(cfg.study, n_trials=max(1, cfg.study.n_trials - done)))
-    plan = engines.choose(left, device, phase, jobs)
+    graphs = engines.run_graphs(records.trials(study)) if phase == "confirm" else None
+    plan = engines.choose(left, device, phase, jobs, graphs)
     cfg = planned(cfg, plan)  # the workers follow the plan
     if not quiet and done < cfg.study.n_trials:
         say(f"{'search' if phase == 'search' else 'confirmation runs'}: {plan.line()}")

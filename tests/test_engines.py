@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from optuna.trial import TrialState, create_trial
 
-from study.config import load_config
-from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose, graph_count
+from study import records
+from study.config import TrialConfig, load_config
+from study.engines import CPU_SIZE, CUDA_SIZE, MIN_SEARCH_SIZE, ROUNDS, choose, graph_count, run_graphs
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -35,6 +37,32 @@ def test_a_space_of_many_graphs_trains_one_at_a_time_and_says_why():
     plan = choose(_with(load_config("lecture"), n_trials=1000), CPU, "search")
     assert plan.engine == "sequential"
     assert "depth, width, activation" in plan.why and "without a partner" in plan.why
+
+
+def test_a_confirmation_phase_counts_the_graphs_its_runs_train_not_those_the_space_can_draw():
+    cfg = _with(load_config("lecture"), n_trials=36)  # 12 candidates, 3 seeds each: each candidate's own graph
+    plan = choose(cfg, CPU, "confirm", graphs=12)
+    assert (plan.engine, plan.size) == ("population", CPU_SIZE) and "36 confirmation runs of 12 graphs" in plan.why
+    alone = choose(cfg, CPU, "confirm", graphs=36)  # vary_split: every run on its own split
+    assert alone.engine == "sequential" and "too few share one to fuse" in alone.why
+    assert choose(cfg, CPU, "confirm").engine == "sequential"  # the space's count: hundreds of graphs
+
+
+def _trial(number: int, state=TrialState.COMPLETE, **attrs):
+    t = create_trial(state=state, value=0.1 if state == TrialState.COMPLETE else None,
+                     user_attrs=records.attrs(**attrs))
+    t.number = number
+    return t
+
+
+def test_run_graphs_counts_the_waiting_runs_candidates_graphs_and_their_own_splits():
+    widths = {0: 8, 1: 8, 2: 16, 3: 32}
+    candidates = [_trial(n, config=TrialConfig(width=w).to_dict()) for n, w in widths.items()]
+    runs = [_trial(4 + k, TrialState.WAITING, confirm={"of": of, "seed": k}) for k, of in enumerate([0, 0, 1, 2, 2])]
+    done = [_trial(9, confirm={"of": 3, "seed": 0})]  # finished: its graph trains nothing more
+    assert run_graphs(candidates + runs + done) == 2  # widths 8 (candidates 0 and 1) and 16
+    split = [_trial(10, TrialState.WAITING, confirm={"of": 0, "seed": 7, "split_seed": 7})]
+    assert run_graphs(candidates + runs + split) == 3
 
 
 def test_the_order_and_shuffle_of_the_data_leave_the_graph_alone(tmp_path):

@@ -167,3 +167,24 @@ def test_a_probe_that_finds_room_for_fewer_trials_sizes_the_populations_to_it(tm
     assert "fits 2 trials of this model at once: populations of 2" in capsys.readouterr().out
     done = finished(trials(tmp_path))
     assert len(done) == 6 and {TrialRecord.of(t).engine["size"] for t in done} == {2}
+
+
+def test_a_space_of_many_graphs_confirms_each_candidate_s_seeds_as_one_population(tmp_path, write_space):
+    """Widths from 4 to 64: the search trains one trial at a time (few of its trials would share a graph),
+    yet each candidate's confirmation runs share its width, and train as one population."""
+    space = write_space(SYNTH_SPACE.replace("  width: 16\n", "").replace(
+        "  lr: {type", "  width: {type: int, low: 4, high: 64}\n  lr: {type").replace(
+        "  confirm: {seeds: 0}", "  scientific: [optimizer]\n  confirm: {top: 1, seeds: 3}  #"))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "4", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "search: sequential engine, one trial at a time (auto: " in result.stdout
+    assert "confirmation runs: population engine, 6 trials at a time (auto: 6 confirmation runs of 2 graphs, " \
+           "a population holding one graph's runs)" in result.stdout
+    runs = [t for t in finished(trials(tmp_path)) if TrialRecord.of(t).confirm]
+    assert len(runs) == 6
+    populations: dict[str, set] = {}
+    for t in runs:
+        record = TrialRecord.of(t)
+        assert record.engine["name"] == "population", record.engine
+        populations.setdefault(record.engine["population"], set()).add((record.confirm["of"], t.params["width"]))
+    assert sorted(len(p) for p in populations.values()) == [1, 1]  # one candidate, so one width, each

@@ -88,24 +88,39 @@ def test_the_summary_says_which_engine_trained_each_phase():
                     "confirmation runs: the population engine (3 trials), the sequential engine (1 trial)")
 
 
+def _timed(spans: list[tuple[float, float, float]]) -> tuple:
+    """make_study's study and trials (copies, which the report reads) with (start, end, seconds trained) each."""
+    import datetime
+
+    study = make_study(len(spans))
+    at, trials = datetime.datetime(2026, 12, 3), study.trials
+    for t, (a, b, trained) in zip(trials, spans, strict=True):
+        t.datetime_start, t.datetime_complete = (at + datetime.timedelta(seconds=x) for x in (a, b))
+        t.user_attrs["history"][-1]["wall_time"] = trained
+    return study, trials
+
+
 def test_the_summary_says_when_trial_times_overlap_and_how_long_training_took():
     """Sixty-four trials of a population each took about 1 s within 6 s of training: "62 s in total" read
     as what the search cost. The sum is said to be of trials that trained at once, with the time while
     any ran beside it; trials that ran one at a time keep the plain line."""
-    import datetime
-
     from study.report.sections import summary
 
     def line(spans):
-        study = make_study(len(spans))
-        at, trials = datetime.datetime(2026, 12, 3), study.trials  # copies, with these times, that the report reads
-        for t, (a, b) in zip(trials, spans, strict=True):
-            t.datetime_start, t.datetime_complete = (at + datetime.timedelta(seconds=x) for x in (a, b))
+        study, trials = _timed(spans)
         return dict(summary(ReportContext.of(study, T.trials_frame(trials), trials)).summary)["trial time"]
 
-    assert line([(0, 2), (2, 4)]) == "4.0 s in total, 2.00 s mean"
-    assert line([(0, 3), (0, 3), (1, 4)]) == \
+    assert line([(0, 2, 1.9), (2, 4, 1.9)]) == "3.8 s in total, 1.90 s mean"
+    assert line([(0, 3, 3), (0, 3, 3), (1, 4, 3)]) == \
         "9.0 s summed over trials that trained at once (4.0 s while any ran), 3.00 s mean"
+
+
+def test_a_trial_s_time_is_the_time_it_trained_not_the_time_it_waited_for_a_population():
+    """Asked at 0 with trials of another graph, it waited for their population and trained from 6 to 8:
+    its time is the 2 s its training clock ran; a trial with no epoch keeps its start-to-end span."""
+    _, trials = _timed([(0, 6, 6), (0, 8, 2)])
+    trials[0].user_attrs["history"] = []
+    assert list(T.trials_frame(trials)["duration_s"]) == [6, 2]
 
 
 def test_the_summary_puts_what_the_best_trial_s_seeds_gave_beside_it():

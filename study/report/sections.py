@@ -102,7 +102,7 @@ def _engines(ctx: ReportContext) -> str:
 
 
 def _trial_time(durations: pd.Series, busy: float) -> str:
-    """The trials' summed and mean time; where they trained at once, their sum is not the time they took."""
+    """The trials' summed and mean training time; where they trained at once, their sum is not the time they took."""
     if not len(durations):
         return "no finished trial"
     total, mean = durations.sum(), durations.mean()

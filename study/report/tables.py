@@ -52,6 +52,17 @@ def _final_value(t: optuna.trial.FrozenTrial) -> float:
     return math.nan
 
 
+def trained_seconds(t: optuna.trial.FrozenTrial, record: TrialRecord) -> float:
+    """How long the trial trained: its training clock at its last epoch (a retry's clock goes on from its
+    checkpoint; none runs while an asked trial waits for a population of its graph), else its start-to-end
+    span (a trial that failed before its first epoch), else NaN."""
+    if "wall_time" in record.final:
+        return float(record.final["wall_time"])
+    if t.datetime_complete and t.datetime_start:
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+    return math.nan
+
+
 def trials_frame(trials: Trials) -> pd.DataFrame:
     """One row per trial (surplus ones left out): number, status, value, time, budget, every config
     setting, error."""
@@ -59,8 +70,7 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
     for t in _counted(trials):
         record = TrialRecord.of(t)
         cfg, budget, history = record.config, record.budget, record.history
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else math.nan
+        duration = trained_seconds(t, record)
         row: dict[str, Any] = {
             "number": t.number, "status": status_of(t), "phase": record.phase,
             "confirms": (record.confirm or {}).get("of"), "value": _final_value(t), "duration_s": duration,

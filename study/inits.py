@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what a scheme re-initialises; a user's model may hold any
@@ -27,6 +28,22 @@ def _per_layer(init_weight: Callable[[nn.Parameter], object]) -> Callable[[nn.Mo
                 init_weight(layer.weight)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+
+    return init
+
+
+def _one_thread(init_weight: Callable[[nn.Parameter], object]) -> Callable[[nn.Parameter], object]:
+    """init_weight on one intra-op thread. QR's blocking follows torch's thread count, which the runner sets
+    per trial and population: on one thread an orthogonal init gives the same weights in every process.
+    Otherwise they differ by 1e-7, which a chaotic config (lecture's SGD at lr 0.46) carries as far as a
+    new seed does."""
+    def init(weight: nn.Parameter) -> object:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return init_weight(weight)
+        finally:
+            torch.set_num_threads(threads)
 
     return init
 
@@ -46,6 +63,6 @@ INITS: dict[str, Callable[[nn.Module], None]] = {
     # std = sqrt(2 / fan_in): keeps ReLU activations' variance constant with depth.
     "he": _per_layer(lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu")),
     "he_uniform": _per_layer(lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu")),
-    "orthogonal": _per_layer(nn.init.orthogonal_),
+    "orthogonal": _per_layer(_one_thread(nn.init.orthogonal_)),
     "pytorch_default": _pytorch_default,
 }

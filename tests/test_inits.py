@@ -62,6 +62,25 @@ def test_orthogonal_rows_are_orthonormal():
     assert torch.allclose(layer.weight @ layer.weight.T, torch.eye(64), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(INITS))
+def test_an_init_gives_the_same_weights_whatever_torch_s_thread_count(name):
+    """The runner sets the thread count per trial, so a trial built after another (a search's last) or in a
+    fresh process (a retrain) would start 1e-7 apart: enough for a chaotic config to end as a new seed does.
+    Orthogonal's QR is what depends on it (1.4e-7 at 64x64 between one thread and two)."""
+    threads, weights = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Linear(64, 64), nn.Conv1d(32, 32, 5))
+            INITS[name](model)
+            weights.append([t.detach().clone() for t in model.parameters()])
+            assert torch.get_num_threads() == n  # the init leaves the caller's count as it found it
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
 def test_pytorch_default_leaves_weights_alone():
     torch.manual_seed(0)
     layer = nn.Linear(10, 10)

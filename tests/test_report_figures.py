@@ -76,6 +76,32 @@ def test_every_figure_is_titled_labelled_and_renders(frames):
     assert len(names) == len(set(names))
 
 
+def _verdict_axes(values: dict[str, list[float]], metric: str = "val_loss"):
+    from study.verdict import compare
+
+    verdict = compare(values, "minimize" if metric == "val_loss" else "maximize")
+    for number, arm in enumerate(verdict["arms"]):
+        arm.update(search_value=arm["mean"], candidate=number)
+    return F.verdict_figure(T.seed_values(verdict), T.verdict_data(verdict)[0], metric)
+
+
+def test_the_verdict_figure_puts_a_loss_on_a_log_axis_where_one_arm_would_flatten_the_others():
+    """lecture's orthogonal/SGD (one seed at 2.88, its interval up to 4.93) pressed eleven arms' intervals,
+    0.13 to 0.43, into the left tenth of a linear axis."""
+    fig = _verdict_axes({"adam": [0.13, 0.15, 0.14], "sgd": [0.2, 0.24, 0.22], "chaotic": [0.2, 0.25, 2.9]})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel().endswith("(log scale)")
+    means = {t.get_text(): i for i, t in enumerate(ax.get_yticklabels())}
+    (adam, _), (sgd, _) = ax.transAxes.inverted().transform(ax.transData.transform([(0.14, means["adam"]),
+                                                                                    (0.22, means["sgd"])]))
+    assert sgd - adam > 0.1  # a tenth of the axis apart; on the linear axis, under 2%
+    assert F.overlapping_labels(fig) == [] and F.to_png(fig).startswith(b"\x89PNG")
+    # arms of one scale, and a bounded metric (accuracy at chance is 0.1, not a thousandth), stay linear
+    assert _verdict_axes({"adam": [0.1, 0.12, 0.11], "sgd": [0.2, 0.25, 0.22]}).axes[0].get_xscale() == "linear"
+    accuracy = _verdict_axes({"adam": [0.97, 0.98, 0.96], "chance": [0.05, 0.1, 0.08]}, "val_accuracy")
+    assert accuracy.axes[0].get_xscale() == "linear"
+
+
 def test_every_metric_has_an_axis_label():
     from study.config import METRICS
 

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
+from study.config import RANGES
 from study.report.tables import in_order
 
 STATUS_STYLE = {  # colour, marker, alpha
@@ -36,6 +37,7 @@ STATUS_STYLE = {  # colour, marker, alpha
     "pruned": ("#999999", "v", 0.5),
     "diverged": ("#d62728", "X", 0.9),
 }
+LOG_SPREAD = 10  # a loss shown this many times over its smallest value puts the verdict figure on a log axis
 METRIC_LABEL = {"val_loss": "validation loss (NLL, nats)", "val_accuracy": "validation accuracy (fraction)",
                 "val_f1": "validation macro F1", "val_precision": "validation macro precision",
                 "val_recall": "validation macro recall"}
@@ -357,7 +359,21 @@ def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figu
     y = np.arange(len(order))
     err = np.array([arms["mean"] - arms["ci_low"], arms["ci_high"] - arms["mean"]])
     ax.errorbar(arms["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", capsize=4, label="mean, 95% CI")
-    ax.set(title="Confirmed arms", xlabel=METRIC_LABEL.get(metric, metric), ylabel="arm")
+    xlabel = METRIC_LABEL.get(metric, metric)
+    shown = pd.concat([seeds["value"], arms["mean"], arms["ci_high"]])
+    shown = shown[np.isfinite(shown)]
+    if RANGES.get(metric) == (0.0, np.inf) and len(shown) and shown.min() > 0 and \
+            shown.max() > LOG_SPREAD * shown.min():
+        # a loss on a log axis: an arm at chance or a chaotic seed must not flatten the others' intervals
+        # (an interval reaching 0 runs off the left edge)
+        ax.set_xscale("log")
+        lows = arms["ci_low"][arms["ci_low"] > 0]
+        ax.set_xlim(min(shown.min(), lows.min() if len(lows) else np.inf) / 1.3, shown.max() * 1.3)
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.1 0.2 0.5 1 2 5
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        xlabel += " (log scale)"
+    ax.set(title="Confirmed arms", xlabel=xlabel, ylabel="arm")
     ax.legend(loc="best", fontsize="small")
     return fig
 

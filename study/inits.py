@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import nn
+
+from study import threads
 
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what a scheme re-initialises; a user's model may hold any
 
@@ -38,12 +39,8 @@ def _one_thread(init_weight: Callable[[nn.Parameter], object]) -> Callable[[nn.P
     Otherwise they differ by 1e-7, which a chaotic config (lecture's SGD at lr 0.46) carries as far as a
     new seed does."""
     def init(weight: nn.Parameter) -> object:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with threads.held(1):
             return init_weight(weight)
-        finally:
-            torch.set_num_threads(threads)
 
     return init
 

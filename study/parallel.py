@@ -25,6 +25,7 @@ import optuna
 import torch
 
 from study import interrupts
+from study.threads import held as threads_held
 from study.config import StudyConfig
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
@@ -127,16 +128,14 @@ def _own_worker(kwargs: dict[str, Any]) -> tuple[str, str | None]:
     """Worker 0, in this process; its intra-op threads are given back after it."""
     from study.runner import run_worker
 
-    threads = torch.get_num_threads()
-    try:
-        return "done", run_worker(**kwargs, worker=0)
-    except KeyboardInterrupt:
-        interrupts.request(interrupts.requested() or "SIGINT")  # the other workers stop too
-        return "interrupted", None
-    except Exception as exc:  # the others finish the study
-        return "error", f"{type(exc).__name__}: {exc}"
-    finally:
-        torch.set_num_threads(threads)
+    with threads_held():
+        try:
+            return "done", run_worker(**kwargs, worker=0)
+        except KeyboardInterrupt:
+            interrupts.request(interrupts.requested() or "SIGINT")  # the other workers stop too
+            return "interrupted", None
+        except Exception as exc:  # the others finish the study
+            return "error", f"{type(exc).__name__}: {exc}"
 
 
 def _terminate(procs: list) -> None:

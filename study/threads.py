@@ -12,6 +12,9 @@ from 2e7 they ran 1.5-1.8x faster. `--threads N` fixes the count; `--jobs N` div
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 SMALL_WORK = 2_000_000  # parameters x batch size below which one thread is as fast or faster
 
 
@@ -28,3 +31,18 @@ def choose(model, batch: int, allowed: int | None, fixed: bool, members: int = 1
         return
     params = sum(p.numel() for p in model.parameters())
     torch.set_num_threads(allowed if fixed else for_work(params * members, batch, allowed))
+
+
+@contextlib.contextmanager
+def held(count: int | None = None) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` inside (None: left as it is) and given back after, for
+    what must not depend on it or must not leave its own behind."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

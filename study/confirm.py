@@ -104,7 +104,7 @@ def confirmed_runs(trials: Sequence[FrozenTrial]) -> tuple[dict[int, list[Frozen
     for t in trials:
         run = TrialRecord.of(t).confirm
         if run and status_of(t) in ("complete", "diverged") and run["of"] in numbers and (
-                key := (run["of"], run["seed"], is_verification(run))) not in seen:
+                key := records.run_key(run)) not in seen:
             seen.add(key)
             (verify if is_verification(run) else first).setdefault(run["of"], []).append(t)
     return first, verify
@@ -163,8 +163,9 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
     a rerun queues only the runs of the plan that no trial holds yet. A rerun that asks for more (a larger
     `top` or `seeds`, as `study confirm --top 3` after a run with top 1, or the candidates of a search that
     --trials extended) adds its runs to the plan; a planned run is never dropped. Two processes that finish
-    the same search at the same instant may both queue a run; the exact target then fails the later one as
-    surplus. A study's runs all share one split mode: the stored plan's, whatever `vary_split` says later."""
+    the same search at the same instant may both queue a run; the worker then runs one copy and fails the
+    others as surplus (worker._runs). A study's runs all share one split mode: the stored plan's, whatever
+    `vary_split` says later."""
     stored = StudyRecord.of(study)
     trials = records.trials(study)
     direction = study.direction.name.lower()

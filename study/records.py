@@ -79,6 +79,12 @@ def phase_of(trial: AnyTrial) -> str:
     return "confirm" if trial.user_attrs.get("confirm") else "search"
 
 
+def run_key(run: dict[str, Any] | None) -> tuple | None:
+    """A confirmation run's identity, from its `confirm` record: (candidate, seed, verification or not).
+    None for a search trial. Two trials with one key are one planned run, queued twice."""
+    return (run["of"], run["seed"], bool(run.get("verify"))) if run else None
+
+
 def attrs(**fields: Any) -> dict[str, Any]:
     """The user attrs that store these record fields: what `write` sets, and what a test's fake trial holds."""
     for name in fields:

@@ -12,7 +12,8 @@ trial, and the load simulation (benchmarks/bench_workers.py) a seeded sleep with
 
 Exactness without a lock: Optuna numbers trials atomically, and a trial runs only if fewer than `target`
 trials with lower numbers are finished, running or waiting. The lowest unfinished trial always runs; a
-trial that loses a race at the very end is marked `surplus` and failed, which no count includes.
+trial that loses a race at the very end is marked `surplus` and failed, which no count includes, and so is
+a second copy of a confirmation run that two processes queued at once.
 Dead workers' trials are found by the storage's heartbeat and retried; an interrupted trial (Ctrl-C,
 SIGTERM) is failed, marked `interrupted`, and queued again.
 """
@@ -52,11 +53,29 @@ def report_epochs(trial: optuna.Trial, epochs: list[dict], metric: str, reported
 def count(study: optuna.Study, states: tuple = FINISHED_STATES, phase: str = "search") -> int:
     """The study's trials of one phase in these states (search trials and confirmation runs have each
     their own target)."""
-    return len(_of_phase(study.get_trials(deepcopy=False, states=states), phase))
+    return len(_runs(_of_phase(study.get_trials(deepcopy=False, states=states), phase)))
 
 
 def _of_phase(trials: list[FrozenTrial], phase: str) -> list[FrozenTrial]:
     return [t for t in trials if records.phase_of(t) == phase]
+
+
+def _runs(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """One trial per run. Two processes that finish a search at one instant may both queue its confirmation
+    plan; a run queued twice is held by the copy that started first (the lower number among those that
+    did), and its other copies are duplicates, which must neither run nor count toward the target."""
+    held: dict[tuple, FrozenTrial] = {}
+    runs = []
+    for t in trials:
+        if (key := records.run_key(t.user_attrs.get("confirm"))) is None:
+            runs.append(t)
+        elif key not in held or _order(t) < _order(held[key]):
+            held[key] = t
+    return runs + list(held.values())
+
+
+def _order(trial: FrozenTrial) -> tuple[bool, int]:
+    return trial.state == TrialState.WAITING, trial.number
 
 
 @dataclass
@@ -109,14 +128,16 @@ class Worker:
         return None
 
     def beyond_target(self, trials: list[optuna.Trial]) -> list[optuna.Trial]:
-        """Those of `trials` (this worker's, drawn) that `target` or more trials of lower numbers precede:
-        they must not run. One read of the study for them all, since each read re-reads every unfinished
-        trial (Optuna caches finished ones only): a read per trial made a population's asks cost K x K."""
+        """Those of `trials` (this worker's, drawn) that must not run: a copy of a run another trial holds,
+        and those that `target` or more runs of lower numbers precede. One read of the study for them all,
+        since each read re-reads every unfinished trial (Optuna caches finished ones only): a read per trial
+        made a population's asks cost K x K."""
         mine = [t for t in trials if records.phase_of(t) == self.phase]
         if not mine:
             return []
-        taken = sorted(t.number for t in self._taken())
-        return [t for t in mine if bisect.bisect_left(taken, t.number) >= self.target]
+        runs = {t.number for t in _runs(self._taken())}  # a copy of a run another trial holds never runs
+        taken = sorted(runs)
+        return [t for t in mine if t.number not in runs or bisect.bisect_left(taken, t.number) >= self.target]
 
     def surplus(self, trial: optuna.Trial) -> None:
         """Fail a trial that must not run, marked so that no count includes it."""
@@ -189,9 +210,12 @@ class Worker:
             if beats:
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
             trials = self._taken()
-            finished = sum(t.state in FINISHED_STATES for t in trials)
+            runs = _runs(trials)
+            finished = sum(t.state in FINISHED_STATES for t in runs)
             running = [t for t in trials if t.state == TrialState.RUNNING]
-            if finished >= self.target:
+            held = {t.number for t in runs}  # a queued copy of a run that another trial holds is drawn and failed
+            if finished >= self.target and not any(t.state == TrialState.WAITING and t.number not in held
+                                                   for t in trials):
                 self._wake_others()
                 return
             if self._room(trials):

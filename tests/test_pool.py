@@ -84,6 +84,31 @@ def test_a_population_reads_the_study_per_batch_of_trials_not_per_trial(tmp_path
     assert len(reads) < len(runs)
 
 
+def test_a_population_runs_a_confirmation_run_queued_twice_once_and_every_planned_run(tmp_path, synth_space):
+    """Two processes that finish a search at one instant can both queue its plan, interleaved: each run
+    twice in a row. A population then trains each (candidate, seed) once, fails its copy as surplus, and
+    leaves no run of the plan unrun and no copy waiting."""
+    import optuna
+
+    from study import confirm
+    from study.cli import main
+
+    common = ["--storage", f"sqlite:///{tmp_path}/s.db", "--no-report", "--checkpoint-dir", str(tmp_path), "-q"]
+    assert main(["run", str(synth_space), *common, "--trials", "4"]) == 0
+    study = optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path}/s.db")
+    enqueue = study.enqueue_trial
+    study.enqueue_trial = lambda params, user_attrs: [enqueue(params, user_attrs=user_attrs) for _ in range(2)]
+    plan = confirm.queue(study, top=1, seeds=3, vary_split=False)
+    assert main(["confirm", "--top", "1", "--seeds", "3", *common]) == 0
+    runs = [t for t in trials(tmp_path) if TrialRecord.of(t).confirm]
+    assert len(runs) == 2 * len(plan) == 12
+    ran = sorted((TrialRecord.of(t).confirm["of"], TrialRecord.of(t).confirm["seed"])
+                 for t in runs if status_of(t) == "complete")
+    assert ran == sorted((r["of"], r["seed"]) for r in plan)
+    assert [status_of(t) for t in runs].count("surplus") == len(plan)
+    assert {TrialRecord.of(t).engine["name"] for t in runs if status_of(t) == "complete"} == {"population"}
+
+
 def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):
     (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
     space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))

@@ -7,6 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study import records
 from study.records import TrialRecord, status_of
 from study import worker as worker_module
 from study.worker import Worker, report_epochs
@@ -171,3 +172,18 @@ def test_the_worker_loop_imports_no_torch():
     code = "import sys, study.worker, study.storage, study.records; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_confirmation_run_queued_twice_runs_once_and_every_planned_run_still_runs():
+    """Two processes that finish a search at one instant both queue its confirmation plan, and their
+    enqueues can interleave: run A twice, then B twice, then C twice. Each (candidate, seed) runs once,
+    its later copies fail as surplus, and C, last in the queue, still runs within the target of 3."""
+    study = optuna.create_study()
+    plan = [{"of": 0, "seed": seed} for seed in (11, 12, 13)]
+    for run in plan:
+        for _ in range(2):
+            study.enqueue_trial({"x": 0.5}, user_attrs=records.attrs(confirm=run))
+    Worker(study, target=len(plan), objective=_curve, phase="confirm").run()
+    ran = [TrialRecord.of(t).confirm["seed"] for t in study.trials if status_of(t) == "complete"]
+    assert sorted(ran) == [11, 12, 13]
+    assert [status_of(t) for t in study.trials].count("surplus") == 3

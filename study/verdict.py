@@ -39,6 +39,10 @@ CONFIDENCE = 0.95
 CHANCE_MARGIN = 1.5  # final accuracy below 1.5x chance (1/classes) counts as not learning
 UNBOUNDED = (-math.inf, math.inf)  # the values of a metric without a range in config.RANGES
 EDGE = 0.1  # a best value in the outer 10% of a log range says the range may be cutting the optimum off
+# An arm whose seeds spread 5x as widely as the other arms' trains chaotically: at a high lr, a 1e-7
+# difference grows into a new result within an epoch. It must be that wide, and its F-test significant.
+SPREAD = 5.0
+SPREAD_ALPHA = 0.01
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -286,9 +290,44 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["warnings"] += coverage_warnings(trained, candidates, scientific)
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
+    out["warnings"] += spread_warnings(out["arms"])
     out["warnings"] += [f"{r['label']}: chosen among {r['chosen_from']} candidates by their own seeds and not yet "
                         "retrained with fresh ones (its verification runs), so its interval flatters it"
                         for r in out["arms"] if r["chosen_from"] > 1 and not r["verified"]]
+    return out
+
+
+def spread_warnings(arms: Sequence[dict]) -> list[str]:
+    """An arm whose seeds disagree far more than the other arms' do: its result depends on the seed more
+    than on the arm, so its mean describes a lottery. Far more: its sd is `SPREAD` times the others' pooled
+    sd, and an F-test of its variance against theirs gives p < SPREAD_ALPHA, Bonferroni-corrected over the
+    arms. Positive values are compared on a log scale (relative spread): an arm at a loss of 0.8 spreads
+    more than one at 0.1 without being chaotic. Arms that fail have their own line and are left out.
+
+    >>> arms = [("he", [0.2, 0.21, 0.19]), ("xavier", [0.18, 0.2, 0.22]), ("orth", [0.18, 0.25, 2.88])]
+    >>> print(*spread_warnings([{"label": a, "values": v, "fails": None} for a, v in arms]))
+    orth: its seeds' relative spread is 19x the other arms' (values 0.18 to 2.88, F-test p = 8.9e-05):
+    its result depends on the seed, as where training is chaotic, more than on the arm
+    """
+    import numpy as np
+    from scipy import stats
+
+    rows = [r for r in arms if len(r["values"]) >= 2 and not r["fails"]]
+    positive = all(v > 0 for r in rows for v in r["values"])
+    var = {r["label"]: float(np.var(np.log(r["values"]) if positive else r["values"], ddof=1)) for r in rows}
+    out = []
+    for r in rows:
+        others = [(var[o["label"]], len(o["values"]) - 1) for o in rows if o is not r]
+        df = sum(d for _, d in others)
+        pooled = sum(v * d for v, d in others) / df if len(others) >= 2 else 0.0
+        if pooled <= 0:
+            continue
+        ratio = var[r["label"]] / pooled
+        p = min(1.0, float(stats.f.sf(ratio, len(r["values"]) - 1, df)) * len(rows))
+        if ratio > SPREAD ** 2 and p < SPREAD_ALPHA:
+            out.append(f"{r['label']}: its seeds' {'relative ' * positive}spread is {math.sqrt(ratio):.0f}x the "
+                       f"other arms' (values {_g(min(r['values']))} to {_g(max(r['values']))}, F-test p = {_p(p)}): "
+                       "its result depends on the seed, as where training is chaotic, more than on the arm")
     return out
 
 

@@ -288,7 +288,7 @@ def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verifie
 
     study = optuna.create_study()
     records.write_study(study, scientific=["opt"], metric="val_loss")
-    dists = {"opt": CategoricalDistribution(["a", "b"])}
+    dists = {"opt": CategoricalDistribution(list(dict.fromkeys(["a", "b"] + [opt for opt, _ in searched])))}
     for opt, value in searched:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt}, distributions=dists,
                                      user_attrs=records.attrs(config={"opt": opt})))

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -15,7 +16,7 @@ from conftest import confirmed_study
 from study import records
 from study.config import load_config
 from study.runner import run_study
-from study.verdict import boundary_warnings, compare, coverage_warnings, decide, holm, interval
+from study.verdict import boundary_warnings, compare, coverage_warnings, decide, holm, interval, spread_warnings
 
 
 def test_holm_matches_its_definition():
@@ -181,6 +182,35 @@ def test_an_arm_at_chance_on_most_seeds_fails():
     study = _study_with_confirmations(accuracy_b=0.1)  # chance on 10 classes
     v = decide(records.trials(study), ["opt"], "minimize")
     assert v["arms"][1]["fails"] == "chance on 3 of 3 seeds" and "b fails (chance on 3 of 3 seeds)" in v["sentence"]
+
+
+def test_an_arm_whose_seeds_disagree_far_more_than_the_others_is_named():
+    """lecture's orthogonal/SGD at lr 0.46: two seeds near 0.2, one at 2.88, where the other arms' seeds
+    agree within 0.05. Its interval is wide either way; the warning says why."""
+    study = confirmed_study({0: [0.2, 0.21, 0.19], 1: [0.18, 0.2, 0.22], 2: [0.25, 0.23, 0.24], 3: [0.18, 0.25, 2.88]},
+                            searched=(("a", 0.2), ("b", 0.2), ("c", 0.22), ("d", 0.18)))
+    warnings = records.StudyRecord.of(study).verdict["warnings"]
+    assert [w.split(":")[0] for w in warnings if "spread" in w] == ["d"]
+    assert "values 0.18 to 2.88" in next(w for w in warnings if w.startswith("d:"))
+
+
+def _flagged(arms: "np.ndarray") -> bool:
+    return bool(spread_warnings([{"label": str(i), "values": list(v), "fails": None} for i, v in enumerate(arms)]))
+
+
+@pytest.mark.parametrize("noise", ["equal", "proportional to the arm's level", "two seeds"])
+def test_calibration_arms_of_ordinary_seed_noise_are_flagged_as_chaotic_in_at_most_2_percent(noise):
+    """500 simulated studies of arms whose seeds are Gaussian noise: of one size; of 10% of each arm's level,
+    the arms at 0.1 to 0.8 (a loss spreads more where it is higher: the log scale); with two seeds each (the
+    F-test: a ratio of two sds alone would flag 4% of them). About 0.5% are flagged by chance."""
+    rng = np.random.default_rng(0)
+    make = {"equal": lambda: 0.2 + 0.02 * rng.standard_normal((4, 3)),
+            "proportional to the arm's level": lambda: np.array([[0.1], [0.2], [0.4], [0.8]])
+            * (1 + 0.1 * rng.standard_normal((4, 3))),
+            "two seeds": lambda: 0.2 + 0.02 * rng.standard_normal((3, 2))}[noise]
+    assert sum(_flagged(make()) for _ in range(500)) <= 10
+    chaotic = lambda: np.vstack([0.2 + 0.02 * rng.standard_normal((3, 3)), [[0.2, 0.22, 2.5]]])  # noqa: E731
+    assert all(_flagged(chaotic()) for _ in range(50))
 
 
 def test_boundary_warnings_name_the_side_to_widen():

@@ -137,9 +137,9 @@ def verification(trials: Sequence[FrozenTrial], scientific: Sequence[str], direc
     splits, with vary_split) for each arm's chosen candidate, where the arm had several; none before, and
     none for an arm of one."""
     first, _ = confirmed_runs(trials)
-    finished = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)
+    finished = {records.run_key(c) for t in trials if (c := TrialRecord.of(t).confirm)
                 and status_of(t) in ("complete", "diverged", "failed")}
-    if any((r["of"], r["seed"]) not in finished for r in runs if not is_verification(r)):
+    if any(records.run_key(r) not in finished for r in runs if not is_verification(r)):
         return []
     by_number = {t.number: t for t in trials}
     arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
@@ -170,21 +170,21 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
     trials = records.trials(study)
     direction = study.direction.name.lower()
     runs = list(stored.confirm_plan or [])
-    planned = {(r["of"], r["seed"]) for r in runs}
+    planned = {records.run_key(r) for r in runs}
     if runs:  # a planned study keeps its split mode, so that no arm mixes runs on one split and on their own
         vary_split = varies_split(runs)
     extra = [r for r in plan(trials, stored.scientific, direction, top, seeds, vary_split, base)
-             if (r["of"], r["seed"]) not in planned]
+             if records.run_key(r) not in planned]
     if not extra:  # the first runs are planned: once they have finished, the chosen candidates' verification
         extra = [r for r in verification(trials, stored.scientific, direction, runs, seeds, vary_split, base)
-                 if (r["of"], r["seed"]) not in planned]
+                 if records.run_key(r) not in planned]
     if extra or stored.confirm_plan is None:
         runs += extra
         records.write_study(study, confirm_plan=runs)
-    held = {(c["of"], c["seed"]) for t in trials if (c := TrialRecord.of(t).confirm)}
+    held = {records.run_key(c) for t in trials if (c := TrialRecord.of(t).confirm)}
     by_number = {t.number: t for t in trials}
     for run in runs:
-        if (run["of"], run["seed"]) not in held:
+        if records.run_key(run) not in held:
             study.enqueue_trial(by_number[run["of"]].params, user_attrs=records.attrs(confirm=run))
     return runs
 

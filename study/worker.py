@@ -135,9 +135,9 @@ class Worker:
         mine = [t for t in trials if records.phase_of(t) == self.phase]
         if not mine:
             return []
-        runs = {t.number for t in _runs(self._taken())}  # a copy of a run another trial holds never runs
-        taken = sorted(runs)
-        return [t for t in mine if t.number not in runs or bisect.bisect_left(taken, t.number) >= self.target]
+        held = {t.number for t in _runs(self._taken())}  # a copy of a run another trial holds never runs
+        taken = sorted(held)
+        return [t for t in mine if t.number not in held or bisect.bisect_left(taken, t.number) >= self.target]
 
     def surplus(self, trial: optuna.Trial) -> None:
         """Fail a trial that must not run, marked so that no count includes it."""

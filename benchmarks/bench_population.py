@@ -2,6 +2,7 @@
 the study reach a good model sooner?
 
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap] [--checkpoints]
+                                          [--dropout P]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
     python -m benchmarks.bench_population --ops [--sizes 1 4 16 64]
@@ -12,7 +13,8 @@ draws its optimizer (sgd, sgd_momentum, adam), lr, init and seed. The same trial
 printed: trials/min, microseconds per model-step (a step of one trial), and the ratio to sequential.
 Validation, divergence checks and history are included; storage is not, and checkpoints only with
 --checkpoints (each trial saves one per epoch, as `study run` does). --vmap: each K also with the forward
-that any model gets (vmap over functional_call) instead of study.fused's layers.
+that any model gets (vmap over functional_call) instead of study.fused's layers. --dropout P: the MLP
+with dropout after each hidden layer, whose fused forward draws each member's masks from its own stream.
 
 --to-target: the wall time until a study's best validation loss first reaches the target, the way a user
 runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
@@ -54,9 +56,21 @@ from study.population import run_population
 from study.trial import prepare
 
 
-def configs(n: int) -> list[TrialConfig]:
+def dropout_mlp(input_shape, n_classes, *, depth: int, width: int, activation: str, p: float) -> torch.nn.Module:
+    """The shipped MLP with dropout after each hidden layer's activation (--dropout)."""
+    from study.models import mlp
+
+    layers = list(mlp(input_shape, n_classes, depth=depth, width=width, activation=activation))
+    for at in reversed(range(2, 2 * depth + 1, 2)):  # Flatten, then Linear, activation per hidden layer
+        layers.insert(at + 1, torch.nn.Dropout(p))
+    return torch.nn.Sequential(*layers)
+
+
+def configs(n: int, dropout: float | None = None) -> list[TrialConfig]:
     rng = random.Random(0)
-    return [TrialConfig(dataset="digits", model="mlp", depth=2, width=64, batch_size=64, budget=8,
+    model = {} if dropout is None else {"model": "benchmarks.bench_population:dropout_mlp",
+                                        "model_options": {"p": dropout}}
+    return [TrialConfig(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8,
                         schedule="cosine", optimizer=rng.choice(["sgd", "sgd_momentum", "adam"]),
                         lr=10 ** rng.uniform(-3, -1), momentum=0.9, init=rng.choice(["he", "xavier"]), seed=i)
             for i in range(n)]
@@ -111,7 +125,7 @@ def target_table(args, device: torch.device) -> None:
 def forward_by(wrap):
     """Populations built meanwhile run wrap(template) as their forward."""
     eager = study.population.fused_forward
-    study.population.fused_forward = lambda template: wrap(template, eager)
+    study.population.fused_forward = lambda template, streams=None: wrap(template, lambda t: eager(t, streams))
     try:
         yield
     finally:
@@ -119,7 +133,7 @@ def forward_by(wrap):
 
 
 def by_vmap(template, eager):
-    layered, study.fused.forward_of = study.fused.forward_of, lambda template: None
+    layered, study.fused.forward_of = study.fused.forward_of, lambda template, streams=None: None
     try:
         return eager(template)
     finally:
@@ -216,9 +230,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="eager against torch.compile of the fused forward")
     parser.add_argument("--vmap", action="store_true", help="each K with the vmap forward too")
     parser.add_argument("--ops", action="store_true", help="count the tensor ops per step instead of timing")
+    parser.add_argument("--dropout", type=float, metavar="P", help="the MLP with dropout P after each hidden layer")
     parser.add_argument("--checkpoints", action="store_true",
                         help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
+    if args.vmap and args.dropout is not None:
+        parser.error("--vmap with --dropout: vmap cannot draw each member's masks from its own stream")
     device = torch.device(args.device)
     if args.to_target is not None:
         return target_table(args, device)
@@ -227,7 +244,7 @@ def main() -> None:
     if args.ops:
         return ops_table(args, device)
     cache = DataCache()
-    cfgs = configs(args.trials)
+    cfgs = configs(args.trials, args.dropout)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)
 
     folder, runs = Path(tempfile.mkdtemp(prefix="bench-population-")), itertools.count()
@@ -247,7 +264,8 @@ def main() -> None:
     timed(lambda: run_population([prepare(c, device, cache=cache) for c in cfgs[:4]]))  # warm
     base = timed(sequential)
     print(f"{device}, {torch.get_num_threads()} threads, {args.trials} trials, {steps // args.trials} steps each"
-          + (", a checkpoint per trial and epoch" if args.checkpoints else ""))
+          + (", a checkpoint per trial and epoch" if args.checkpoints else "")
+          + (f", dropout {args.dropout}" if args.dropout is not None else ""))
     print(f"sequential:      {args.trials / base * 60:8.1f} trials/min {base / steps * 1e6:8.1f} us/model-step")
     for k in args.sizes:
         t = timed(lambda k=k: population(k))

@@ -18,6 +18,10 @@ a user module with its own forward), and it is what catches models that cannot b
 
 The members' batches travel as one [K * B, ...] tensor, so that a layer without parameters (an
 activation, a pooling, a flatten) runs once on all of them as it would on one member's batch.
+
+Dropout runs member by member, each drawing from its own CPU random stream (`Streams`): the masks a
+member's sequential run draws, bit for bit. vmap cannot do that (its randomness is "same" or
+"different" for all), so a model with dropout fuses here or not at all.
 """
 from __future__ import annotations
 
@@ -38,17 +42,43 @@ PER_SAMPLE: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
 )
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+# Layers that draw random numbers from torch's CPU stream: each member's from its own (Streams).
+RANDOM: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                                       nn.FeatureAlphaDropout)
 
 
-def forward_of(template: nn.Module) -> Forward | None:
+class Streams:
+    """Each member's CPU random stream, as torch.get_rng_state() holds it (a trial seeds its own: see
+    trial.seeded). A random layer draws member i's samples from states[i] and advances it."""
+
+    def __init__(self, states: list[torch.Tensor]):
+        self.states = list(states)
+
+    def each(self, module: nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
+        """module applied to each member's samples of h ([K * B, ...]) from that member's stream; torch's
+        own stream is given back as it was."""
+        caller = torch.get_rng_state()
+        try:
+            out, n = [], h.shape[0] // k
+            for i in range(k):  # a slice each, not chunk(): an inplace dropout may write into it
+                torch.set_rng_state(self.states[i])
+                out.append(module(h[i * n:(i + 1) * n]))
+                self.states[i] = torch.get_rng_state()
+        finally:
+            torch.set_rng_state(caller)
+        return torch.cat(out)
+
+
+def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward | None:
     """forward(params, buffers, x) of stacked members like `template`, x and the result [K, B, ...];
-    None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers."""
+    None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers,
+    and RANDOM ones where the members' `streams` are given (on the CPU, whose stream a trial seeds)."""
     if any(_global_hooks()):
         return None
     # A module used twice (tied layers) has its parameters under its first name only, in named_modules
     # as in stack_module_state's dicts.
     names = {module: f"{name}." if name else "" for name, module in template.named_modules()}
-    layers = _layers(template, names)
+    layers = _layers(template, names, streams)
     if layers is None:
         return None
 
@@ -74,19 +104,21 @@ def _global_hooks() -> tuple[dict, ...]:  # nn.modules.module.register_module_fo
     return tuple(getattr(module, name, {}) for name in names)
 
 
-def _layers(module: nn.Module, names: dict[nn.Module, str]) -> list[Layer] | None:
+def _layers(module: nn.Module, names: dict[nn.Module, str], streams: Streams | None) -> list[Layer] | None:
     if _hooked(module):
         return None
     if type(module) is nn.Sequential:
         layers: list[Layer] = []
         for child in module:  # as Sequential.forward runs them: children() yields a repeated one once
-            inner = _layers(child, names)
+            inner = _layers(child, names, streams)
             if inner is None:
                 return None
             layers += inner
         return layers
     if _per_sample(module):
         return [lambda params, h, k: module(h)]
+    if type(module) in RANDOM and streams is not None:  # in eval mode the identity, and no draw
+        return [lambda params, h, k: streams.each(module, h, k) if module.training else module(h)]
     if type(module) is nn.Linear:
         return [_linear(names[module])]
     if type(module) in _CONV and module.padding_mode == "zeros":

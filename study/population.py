@@ -151,10 +151,11 @@ def _probe_step(p: PreparedTrial) -> None:
     loss.backward()
 
 
-def fused_forward(template: torch.nn.Module) -> fused.Forward:
+def fused_forward(template: torch.nn.Module, streams: fused.Streams | None = None) -> fused.Forward:
     """The members' forward over stacked parameters: layer by layer where study.fused knows every layer
-    (the shipped MLP and CNN), else vmap over functional_call (any model that runs under vmap)."""
-    forward = fused.forward_of(template)
+    (the shipped MLP and CNN; with dropout, given the members' `streams`), else vmap over functional_call
+    (any model that runs under vmap)."""
+    forward = fused.forward_of(template, streams)
     if forward is not None:
         return forward
 
@@ -184,6 +185,7 @@ class _Member:
     epoch: int
     clock: float
     start_loss: torch.Tensor | None
+    rng: torch.Tensor  # its CPU random stream (its dropout's): the one its sequential run would draw from
     loss_sum: torch.Tensor | None = None
     steps: int = 0
     outcome: object = None  # a TrainResult or the exception that ended it
@@ -199,7 +201,9 @@ def _member(p: PreparedTrial, on_epoch, checkpoints) -> _Member:
     start = None if p.start_loss is None else torch.tensor(p.start_loss, device=p.device)
     clock = time.perf_counter() - (p.history[-1]["wall_time"] if p.history else 0.0)
     order = BatchOrder(p.budget, p.cfg.seed, p.cfg.shuffle, p.device)
-    return _Member(p, on_epoch, checkpoints, order, p.iteration, p.first_epoch, clock, start)
+    # As trial.train seeds it, or as a retry's checkpoint left it (run_sequential)
+    rng = torch.Generator().manual_seed(p.cfg.seed).get_state() if p.rng is None else p.rng
+    return _Member(p, on_epoch, checkpoints, order, p.iteration, p.first_epoch, clock, start, rng)
 
 
 class _Stack:
@@ -231,7 +235,11 @@ class _Stack:
             for name, buf in bufs.items():
                 buf.data = self.buffers[name][i]  # its evaluation and checkpoint see what the stack tracked
         self.template = models[0]
-        self.forward = fused_forward(self.template)
+        # Dropout draws from the trial's CPU stream: seeded per trial on the CPU only (on CUDA it is the
+        # device's, shared), so there alone can members draw what they would alone.
+        cpu = self.members[0].p.device.type == "cpu"
+        self.streams = fused.Streams([m.rng for m in self.members]) if cpu else None
+        self.forward = fused_forward(self.template, self.streams)
         self.rows = [_rows(self.members[0].p, m.p) for m in self.members]  # into the first member's data
         self.stacked: list[StackedOptimizer] = []
         self.alone: list[int] = []  # members whose own torch optimizer steps them
@@ -257,6 +265,7 @@ class _Stack:
         such a param, which a stacked update cannot, so its members then step alone."""
         x = self.members[0].p.data.x_train[:2]
         params = [t for t in self.params.values() if t.requires_grad]
+        streams = None if self.streams is None else list(self.streams.states)  # the probe's draws are not theirs
         try:
             out = self.forward(self.params, {k: v.clone() for k, v in self.buffers.items()},
                                x.expand(len(self.members), *x.shape))
@@ -266,8 +275,11 @@ class _Stack:
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
-            how = "torch.func.vmap" if fused.forward_of(self.template) is None else "study.fused's layers"
+            how = "torch.func.vmap" if fused.forward_of(self.template, self.streams) is None else "study.fused's layers"
             raise CannotFuse(f"the model cannot run under {how}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if streams is not None:
+                self.streams.states = streams
 
     def optimizer_step(self) -> None:
         for update in self.stacked:
@@ -281,6 +293,9 @@ class _Stack:
     def sync(self) -> None:
         for update in self.stacked:
             update.sync()
+        if self.streams is not None:
+            for m, rng in zip(self.members, self.streams.states, strict=True):
+                m.rng = rng
 
     def release(self, staying: list[_Member] | None = None) -> None:
         """Give each member parameters and optimizer state of its own again (the stack changes or goes),
@@ -327,6 +342,7 @@ def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
     # was after its last step (BatchNorm's statistics are put back from this copy), so that run_population
     # can retry the step with fewer members.
     before = {k: v.clone() for k, v in stack.buffers.items()}
+    streams = None if stack.streams is None else list(stack.streams.states)
     try:
         with members[0].p.autocast():
             logits = stack.forward(stack.params, stack.buffers, data.x_train[idx])  # [K, B, C]
@@ -338,6 +354,8 @@ def _step(stack: _Stack, idx: torch.Tensor, loss_sums: torch.Tensor) -> None:
     except torch.OutOfMemoryError:
         for name, saved in before.items():
             stack.buffers[name].copy_(saved)
+        if streams is not None:
+            stack.streams.states = streams
         raise _TooMany from None
     stack.optimizer_step()
     losses = losses.detach()
@@ -481,7 +499,7 @@ def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_los
         model, optimizer = saved
         m.checkpoints.save(m.epoch, {
             "model": model, "optimizer": optimizer, "scheduler": p.sched.state_dict(), "scaler": p.scaler.state_dict(),
-            "rng": torch.get_rng_state(), "epoch": m.epoch, "iteration": m.it, "history": p.history,
+            "rng": m.rng, "epoch": m.epoch, "iteration": m.it, "history": p.history,
             "start_loss": start_loss, "config": p.cfg.to_dict()})
     if m.on_epoch:
         m.on_epoch(p.history)

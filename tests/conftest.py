@@ -82,6 +82,15 @@ def net(input_shape, n_classes, delay=None):
 """
 
 
+def dropout_mlp(input_shape, n_classes, width=16):
+    """A user's MLP with dropout after each hidden layer, by reference (`conftest:dropout_mlp`)."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), torch.nn.ReLU(),
+                               torch.nn.Dropout(0.3), torch.nn.Linear(width, width), torch.nn.Tanh(),
+                               torch.nn.Dropout(0.2), torch.nn.Linear(width, n_classes))
+
+
 @pytest.fixture
 def slow_space(tmp_path, write_space):
     """The synthetic space with a model that takes about 0.15 s per epoch, 8 epochs a trial."""

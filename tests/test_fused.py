@@ -1,3 +1,4 @@
+import math
 import re
 import warnings
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from study.fused import PER_SAMPLE, forward_of
+from study.fused import PER_SAMPLE, RANDOM, Streams, forward_of
 from study.models import ACTIVATIONS, MODELS
 
 K, B = 3, 5
@@ -171,6 +172,52 @@ class _Residual(nn.Sequential):  # a Sequential subclass may do anything in its 
 ])
 def test_other_models_are_left_to_vmap(model):
     assert forward_of(model) is None
+
+
+def _random(cls: type[nn.Module]) -> tuple[nn.Module, tuple[int, ...]]:
+    """A RANDOM layer at p = 0.4 (inplace where it can be) and a sample shape it takes."""
+    match = re.search(r"(\d)d$", cls.__name__)
+    shape = (3,) + (4,) * int(match.group(1)) if match else (3, 4) if "Feature" in cls.__name__ else (7,)
+    return cls(0.4, inplace=cls is nn.Dropout), shape
+
+
+@pytest.mark.parametrize("cls", RANDOM, ids=lambda c: c.__name__)
+def test_every_random_layer_draws_each_member_s_masks_from_its_own_stream_as_alone(cls):
+    """A member's dropout is the one its sequential run draws: its masks from its own CPU stream, bit for
+    bit, whatever the other members draw; the streams advance as alone, and torch's own is left as it was."""
+    layer, shape = _random(cls)
+
+    def make():  # Tanh first: an inplace dropout writes into its output, as into a hidden layer's
+        return nn.Sequential(nn.Tanh(), layer, nn.Flatten(), nn.Linear(math.prod(shape), 4))
+
+    torch.manual_seed(0)
+    models = [make() for _ in range(K)]
+    x = torch.randn(K, B, *shape)
+    seeds = [torch.Generator().manual_seed(10 + i).get_state() for i in range(K)]
+    streams = Streams(seeds)
+    params, buffers = stack_module_state(models)
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
+    caller = torch.get_rng_state()
+    logits = forward_of(models[0], streams)(leaves, buffers, x)
+    assert torch.equal(torch.get_rng_state(), caller)
+    logits.square().sum().backward()
+    for i, model in enumerate(models):  # alone, as run_sequential draws: torch's stream is the trial's
+        torch.set_rng_state(seeds[i])
+        alone = model(x[i])
+        alone.square().sum().backward()
+        assert torch.equal(streams.states[i], torch.get_rng_state()), i
+        torch.testing.assert_close(logits[i], alone, rtol=1e-6, atol=1e-7)
+        for name, param in model.named_parameters():
+            torch.testing.assert_close(leaves[name].grad[i], param.grad, rtol=1e-5, atol=1e-6, msg=name)
+    models[0].eval()  # evaluation draws nothing
+    before = list(streams.states)
+    forward_of(models[0], streams)(leaves, buffers, x)
+    assert all(torch.equal(a, b) for a, b in zip(streams.states, before, strict=True))
+
+
+def test_a_model_with_dropout_fuses_only_with_the_members_streams():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    assert forward_of(model) is None and forward_of(model, Streams([])) is not None
 
 
 def test_a_global_module_hook_leaves_every_model_to_vmap():

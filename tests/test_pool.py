@@ -4,6 +4,7 @@ import re
 import signal
 
 import pandas as pd
+import pytest
 
 from optuna.trial import TrialState
 
@@ -17,6 +18,15 @@ import torch
 def net(input_shape, n_classes):
     return torch.nn.Sequential(torch.nn.Linear(input_shape[0], 16), torch.nn.Dropout(0.2),
                                torch.nn.Linear(16, n_classes))
+
+
+class Noisy(torch.nn.Module):  # its own forward: vmap's to run, and vmap's dropout is not per member
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_shape[0], n_classes)
+
+    def forward(self, x):
+        return self.linear(torch.nn.functional.dropout(x, 0.2, self.training))
 """
 
 
@@ -109,9 +119,28 @@ def test_a_population_runs_a_confirmation_run_queued_twice_once_and_every_planne
     assert {TrialRecord.of(t).engine["name"] for t in runs if status_of(t) == "complete"} == {"population"}
 
 
+def test_a_sequential_model_with_dropout_trains_in_populations_and_stores_what_it_does_alone(tmp_path, write_space):
+    """Each member's dropout masks come from its own seeded stream, so both engines store the same values."""
+    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))
+    values = {}
+    for engine in ("sequential", "population"):
+        (tmp_path / engine).mkdir()
+        (tmp_path / engine / "dropmodel.py").write_text(DROPOUT_MODEL)
+        result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", engine, "--trials", "4",
+                          "--set", "study.confirm.seeds=0", "--no-report", "--checkpoint-dir", "ck",
+                          cwd=tmp_path / engine)
+        assert result.returncode == 0, result.stderr
+        ts = finished(trials(tmp_path / engine))
+        assert {(TrialRecord.of(t).engine or {}).get("name", "sequential") for t in ts} == {engine}
+        values[engine] = [list(t.intermediate_values.values()) for t in ts]
+    assert len(values["population"]) == 4
+    for seq, pop in zip(values["sequential"], values["population"], strict=True):
+        assert pop == pytest.approx(seq, rel=1e-5)
+
+
 def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, write_space):
     (tmp_path / "dropmodel.py").write_text(DROPOUT_MODEL)
-    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))
+    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:Noisy"))
     result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--trials", "3",
                       "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

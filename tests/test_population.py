@@ -188,6 +188,49 @@ def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg
 
 
+DROPOUT = "conftest:dropout_mlp"  # a user's model with dropout
+
+
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer):
+    """Each member's dropout draws from its own CPU stream, seeded by its trial as the sequential engine
+    seeds it: the same masks, so the same training, whatever the other members draw."""
+    lr = 3e-3 if optimizer == "adam" else 0.05
+    cfgs = [_cfg(i, model=DROPOUT, optimizer=optimizer, lr=lr) for i in range(3)]
+    for cfg, got in zip(cfgs, run_population([prepare(c, CPU) for c in cfgs]), strict=True):
+        want = _sequential(cfg)
+        a, b = _flat(want.model), _flat(got.model)
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5, cfg.seed
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history],
+                                                                    abs=1e-5)
+
+
+def test_a_dropout_member_s_checkpoint_holds_its_own_stream_for_either_engine_to_resume(tmp_path):
+    """Stopped mid-run, one member resumes alone and another in a new population; the masks of each go on
+    as in its uninterrupted run."""
+    cfgs = [_cfg(i, model=DROPOUT, optimizer="sgd_momentum", lr=0.05, budget=4) for i in range(2)]
+    fresh = _cfg(2, model=DROPOUT, optimizer="sgd_momentum", lr=0.05, budget=4)
+
+    def ck(i: int) -> Checkpoints:
+        return Checkpoints(tmp_path / f"t{i}", keep=3, identity={"trial": i})
+
+    def stop_at_second(history):
+        if history[-1]["epoch"] == 1:
+            raise KeyboardInterrupt  # a worker stopped mid-trial, after member 0's second checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_population([prepare(c, CPU, ck(i)) for i, c in enumerate(cfgs)], on_epoch=[stop_at_second, None],
+                       checkpoints=[ck(0), ck(1)])
+    alone = train(cfgs[0], CPU, checkpoints=ck(0))
+    retried = prepare(cfgs[1], CPU, ck(1))
+    together = run_population([retried, prepare(fresh, CPU)])
+    assert alone.resumed_from_epoch == 2 and retried.resumed_from_epoch == 1
+    for cfg, got in [(cfgs[0], alone), (cfgs[1], together[0]), (fresh, together[1])]:
+        want = _sequential(cfg)
+        assert [h["val_loss"] for h in got.history] == pytest.approx([h["val_loss"] for h in want.history],
+                                                                    abs=1e-5), cfg.seed
+
+
 @pytest.mark.parametrize("shuffle, budget", [(True, {}), (False, {}),
                                              (True, {"budget_unit": "samples", "budget": 500})])  # batches wrap
 def test_members_of_either_order_are_one_population_and_each_trains_as_alone(shuffle, budget):

@@ -2,7 +2,7 @@
 the study reach a good model sooner?
 
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap] [--checkpoints]
-                                          [--dropout P]
+                                          [--dropout P] [--batchnorm]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
     python -m benchmarks.bench_population --ops [--sizes 1 4 16 64]
@@ -14,7 +14,8 @@ printed: trials/min, microseconds per model-step (a step of one trial), and the 
 Validation, divergence checks and history are included; storage is not, and checkpoints only with
 --checkpoints (each trial saves one per epoch, as `study run` does). --vmap: each K also with the forward
 that any model gets (vmap over functional_call) instead of study.fused's layers. --dropout P: the MLP
-with dropout after each hidden layer, whose fused forward draws each member's masks from its own stream.
+with dropout after each hidden layer, whose fused forward draws each member's masks from its own stream;
+--batchnorm: with BatchNorm1d before each hidden activation.
 
 --to-target: the wall time until a study's best validation loss first reaches the target, the way a user
 runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
@@ -56,20 +57,25 @@ from study.population import run_population
 from study.trial import prepare
 
 
-def dropout_mlp(input_shape, n_classes, *, depth: int, width: int, activation: str, p: float) -> torch.nn.Module:
-    """The shipped MLP with dropout after each hidden layer's activation (--dropout)."""
+def variant_mlp(input_shape, n_classes, *, depth: int, width: int, activation: str, dropout: float | None,
+                batchnorm: bool) -> torch.nn.Module:
+    """The shipped MLP with BatchNorm before each hidden activation (--batchnorm) and dropout after it
+    (--dropout)."""
     from study.models import mlp
 
     layers = list(mlp(input_shape, n_classes, depth=depth, width=width, activation=activation))
-    for at in reversed(range(2, 2 * depth + 1, 2)):  # Flatten, then Linear, activation per hidden layer
-        layers.insert(at + 1, torch.nn.Dropout(p))
+    for at in reversed(range(1, 2 * depth, 2)):  # Flatten, then Linear, activation per hidden layer
+        if dropout is not None:
+            layers.insert(at + 2, torch.nn.Dropout(dropout))
+        if batchnorm:
+            layers.insert(at + 1, torch.nn.BatchNorm1d(width))
     return torch.nn.Sequential(*layers)
 
 
-def configs(n: int, dropout: float | None = None) -> list[TrialConfig]:
+def configs(n: int, dropout: float | None = None, batchnorm: bool = False) -> list[TrialConfig]:
     rng = random.Random(0)
-    model = {} if dropout is None else {"model": "benchmarks.bench_population:dropout_mlp",
-                                        "model_options": {"p": dropout}}
+    model = {} if dropout is None and not batchnorm else {"model": "benchmarks.bench_population:variant_mlp",
+                                                          "model_options": {"dropout": dropout, "batchnorm": batchnorm}}
     return [TrialConfig(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8,
                         schedule="cosine", optimizer=rng.choice(["sgd", "sgd_momentum", "adam"]),
                         lr=10 ** rng.uniform(-3, -1), momentum=0.9, init=rng.choice(["he", "xavier"]), seed=i)
@@ -231,6 +237,7 @@ def main() -> None:
     parser.add_argument("--vmap", action="store_true", help="each K with the vmap forward too")
     parser.add_argument("--ops", action="store_true", help="count the tensor ops per step instead of timing")
     parser.add_argument("--dropout", type=float, metavar="P", help="the MLP with dropout P after each hidden layer")
+    parser.add_argument("--batchnorm", action="store_true", help="the MLP with BatchNorm in each hidden layer")
     parser.add_argument("--checkpoints", action="store_true",
                         help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
@@ -244,7 +251,7 @@ def main() -> None:
     if args.ops:
         return ops_table(args, device)
     cache = DataCache()
-    cfgs = configs(args.trials, args.dropout)
+    cfgs = configs(args.trials, args.dropout, args.batchnorm)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)
 
     folder, runs = Path(tempfile.mkdtemp(prefix="bench-population-")), itertools.count()
@@ -265,7 +272,8 @@ def main() -> None:
     base = timed(sequential)
     print(f"{device}, {torch.get_num_threads()} threads, {args.trials} trials, {steps // args.trials} steps each"
           + (", a checkpoint per trial and epoch" if args.checkpoints else "")
-          + (f", dropout {args.dropout}" if args.dropout is not None else ""))
+          + (f", dropout {args.dropout}" if args.dropout is not None else "")
+          + (", BatchNorm" if args.batchnorm else ""))
     print(f"sequential:      {args.trials / base * 60:8.1f} trials/min {base / steps * 1e6:8.1f} us/model-step")
     for k in args.sizes:
         t = timed(lambda k=k: population(k))

@@ -13,11 +13,13 @@ al., MLSys 2021) fuses them.
 `torch.func.vmap(functional_call)` computes the same, but it re-enters its batching rules and
 functional_call's reparametrisation at every call: training `quick`'s MLP on 2 CPU cores
 (`python -m benchmarks.bench_population --vmap`, 2026-12-03), populations trained x1.3-1.5 faster
-written so at K = 4 and x1.1-1.4 at K = 16. It remains the path for every other model (BatchNorm,
-a user module with its own forward), and it is what catches models that cannot be fused.
+written so at K = 4 and x1.1-1.4 at K = 16. It remains the path for every other model (a user module
+with its own forward), and it is what catches models that cannot be fused.
 
 The members' batches travel as one [K * B, ...] tensor, so that a layer without parameters (an
-activation, a pooling, a flatten) runs once on all of them as it would on one member's batch.
+activation, a pooling, a flatten) runs once on all of them as it would on one member's batch. BatchNorm
+sees the members as groups of channels, as a convolution does: each channel's statistics are its
+member's batch's, and its running statistics the member's row of the stacked buffers.
 
 Dropout runs member by member, each drawing from its own CPU random stream (`Streams`): the masks a
 member's sequential run draws, bit for bit. vmap cannot do that (its randomness is "same" or
@@ -42,6 +44,7 @@ PER_SAMPLE: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
 )
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Layers that draw random numbers from torch's CPU stream: each member's from its own (Streams).
 RANDOM: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                                        nn.FeatureAlphaDropout)
@@ -85,8 +88,9 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward |
     def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         k = x.shape[0]
         h = x.flatten(0, 1)
+        state = {**params, **buffers}  # a module's params and buffers never share a name
         for layer in layers:
-            h = layer(params, h, k)
+            h = layer(state, h, k)
         return h.unflatten(0, (k, -1))
 
     return forward
@@ -123,6 +127,8 @@ def _layers(module: nn.Module, names: dict[nn.Module, str], streams: Streams | N
         return [_linear(names[module])]
     if type(module) in _CONV and module.padding_mode == "zeros":
         return [_conv(module, names[module])]
+    if type(module) in _NORM and module.momentum is not None:  # None: each member's own average factor
+        return [_batch_norm(module, names[module])]
     return None
 
 
@@ -163,3 +169,27 @@ def _conv(module: nn.Module, prefix: str) -> Layer:
         return out.unflatten(1, (k, w.shape[1])).transpose(0, 1).flatten(0, 1)
 
     return grouped
+
+
+def _batch_norm(module: nn.Module, prefix: str) -> Layer:
+    """Members as groups of channels of one batch_norm, as _conv has them: what BatchNorm's forward does
+    for each alone, its running statistics updated in place in its row of the stacked buffers."""
+    weight, bias, mean, var, count = (prefix + n for n in ("weight", "bias", "running_mean", "running_var",
+                                                           "num_batches_tracked"))
+
+    def norm(state: dict[str, torch.Tensor], h: torch.Tensor, k: int) -> torch.Tensor:
+        module._check_input_dim(h)  # a member's batch has as many dims
+        batch = h.shape[0] // k
+        x = h.unflatten(0, (k, batch)).transpose(0, 1).flatten(1, 2)  # [B, K * C, ...]
+        if module.training and module.track_running_stats and count in state:
+            state[count].add_(1)
+        tracked = not module.training or module.track_running_stats
+        m, v = (state.get(mean), state.get(var)) if tracked else (None, None)
+        w, b = state.get(weight), state.get(bias)
+        out = F.batch_norm(x, None if m is None else m.view(-1), None if v is None else v.view(-1),
+                           None if w is None else w.flatten(), None if b is None else b.flatten(),
+                           module.training or (state.get(mean) is None and state.get(var) is None),
+                           module.momentum, module.eps)
+        return out.unflatten(1, (k, -1)).transpose(0, 1).flatten(0, 1)
+
+    return norm

@@ -82,11 +82,13 @@ def net(input_shape, n_classes, delay=None):
 """
 
 
-def dropout_mlp(input_shape, n_classes, width=16):
-    """A user's MLP with dropout after each hidden layer, by reference (`conftest:dropout_mlp`)."""
+def dropout_mlp(input_shape, n_classes, width=16, batchnorm=False):
+    """A user's MLP with dropout after each hidden layer (and BatchNorm before its first activation), by
+    reference (`conftest:dropout_mlp`)."""
     import torch
 
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), torch.nn.ReLU(),
+    norm = [torch.nn.BatchNorm1d(width)] if batchnorm else []
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), *norm, torch.nn.ReLU(),
                                torch.nn.Dropout(0.3), torch.nn.Linear(width, width), torch.nn.Tanh(),
                                torch.nn.Dropout(0.2), torch.nn.Linear(width, n_classes))
 

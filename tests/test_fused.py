@@ -17,28 +17,37 @@ def _vmapped(template: nn.Module):
     return vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="error")
 
 
-def _both(make, shape: tuple[int, ...]):
-    """(fused, vmap) logits and gradients of K different members on K different batches."""
+def _both(make, shape: tuple[int, ...], mode: str = "train"):
+    """(fused, vmap) logits, gradients and buffers (running statistics) after one forward of K different
+    members on K different batches."""
     torch.manual_seed(0)
     models = [make() for _ in range(K)]
+    for model in models:
+        model.train(mode == "train")
+        for buf in model.buffers():  # running statistics of their own, as after training
+            if buf.is_floating_point():
+                buf.copy_(torch.rand_like(buf) + 0.5)
     params, buffers = stack_module_state(models)
     x = torch.randn(K, B, *shape)
     out = []
     for forward in (forward_of(models[0]), _vmapped(models[0])):
         leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-        logits = forward(leaves, buffers, x)
+        state = {k: v.clone() for k, v in buffers.items()}
+        logits = forward(leaves, state, x)
         logits.square().sum().backward()
-        out.append((logits.detach(), {k: v.grad for k, v in leaves.items()}))
+        out.append((logits.detach(), {k: v.grad for k, v in leaves.items()}, state))
     return out
 
 
 def _assert_same(fused, vmapped):
-    (a, grads_a), (b, grads_b) = fused, vmapped
+    (a, grads_a, bufs_a), (b, grads_b, bufs_b) = fused, vmapped
     assert a.shape == b.shape
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert grads_a.keys() == grads_b.keys()
+    assert grads_a.keys() == grads_b.keys() and bufs_a.keys() == bufs_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-5, msg=name)
+    for name in bufs_a:
+        torch.testing.assert_close(bufs_a[name], bufs_b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
@@ -132,9 +141,18 @@ def test_every_per_sample_layer_gives_vmaps_result(cls):
     pytest.param(lambda: _tied(nn.Linear(6, 6)), (6,), id="one layer used twice"),
     pytest.param(lambda: nn.Sequential(nn.Unflatten(1, (2, 8)), nn.Conv1d(2, 3, 3), nn.Flatten(1, -1),
                                        nn.Linear(18, 3)), (16,), id="unflatten"),
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)), (6,),
+                 id="batchnorm1d"),
+    pytest.param(lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4, momentum=0.3), nn.Flatten(),
+                                       nn.Linear(4 * 6, 3)), (2, 8), id="batchnorm1d-on-a-signal"),
+    pytest.param(lambda: nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4, affine=False), nn.Flatten(),
+                                       nn.Linear(4 * 16, 3)), (2, 6, 6), id="batchnorm2d-not-affine"),
+    pytest.param(lambda: nn.Sequential(nn.Conv3d(1, 2, 2), nn.BatchNorm3d(2, track_running_stats=False),
+                                       nn.Flatten(), nn.Linear(2 * 27, 3)), (1, 4, 4, 4), id="batchnorm3d-untracked"),
 ])
-def test_layer_options_give_vmaps_result(make, shape):
-    _assert_same(*_both(make, shape))
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_layer_options_give_vmaps_result(make, shape, mode):
+    _assert_same(*_both(make, shape, mode))
 
 
 def _tied(layer: nn.Module) -> nn.Module:
@@ -158,7 +176,8 @@ class _Residual(nn.Sequential):  # a Sequential subclass may do anything in its 
 
 
 @pytest.mark.parametrize("model", [
-    pytest.param(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), id="batchnorm: per-member statistics"),
+    pytest.param(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None)),
+                 id="batchnorm with a cumulative average: each member's factor"),
     pytest.param(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), id="dropout: random"),
     pytest.param(_Residual(nn.Linear(4, 4)), id="a Sequential subclass"),
     pytest.param(nn.Sequential(nn.Flatten(0), nn.Linear(4, 4)), id="flatten across the batch"),

@@ -191,12 +191,14 @@ def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_
 DROPOUT = "conftest:dropout_mlp"  # a user's model with dropout
 
 
-@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
-def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer):
+@pytest.mark.parametrize("optimizer, batchnorm", [("sgd_momentum", False), ("adam", False), ("sgd_momentum", True)])
+def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer, batchnorm):
     """Each member's dropout draws from its own CPU stream, seeded by its trial as the sequential engine
-    seeds it: the same masks, so the same training, whatever the other members draw."""
+    seeds it: the same masks, so the same training, whatever the other members draw (with BatchNorm too,
+    whose statistics are each member's own)."""
     lr = 3e-3 if optimizer == "adam" else 0.05
-    cfgs = [_cfg(i, model=DROPOUT, optimizer=optimizer, lr=lr) for i in range(3)]
+    cfgs = [_cfg(i, model=DROPOUT, model_options={"batchnorm": batchnorm}, optimizer=optimizer, lr=lr)
+            for i in range(3)]
     for cfg, got in zip(cfgs, run_population([prepare(c, CPU) for c in cfgs]), strict=True):
         want = _sequential(cfg)
         a, b = _flat(want.model), _flat(got.model)
@@ -285,16 +287,28 @@ def _with_batchnorm(cfg: TrialConfig) -> PreparedTrial:
     return _with_model(cfg, _batchnorm)
 
 
-def test_batchnorm_members_keep_their_own_running_statistics(tmp_path):
+class _Own(torch.nn.Module):
+    """A model with a forward of its own: vmap runs it (study.fused knows only Sequentials)."""
+
+    def __init__(self, body: torch.nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("make", [_batchnorm, lambda mlp: _Own(_batchnorm(mlp))], ids=["layers", "vmap"])
+def test_batchnorm_members_keep_their_own_running_statistics(tmp_path, make):
     cfgs = [_cfg(i, optimizer="sgd_momentum", lr=0.05) for i in range(3)]
     cks = [Checkpoints(tmp_path / f"t{i}", keep=1) for i in range(3)]
-    fused = run_population([_with_batchnorm(c) for c in cfgs], checkpoints=cks)
+    fused = run_population([_with_model(c, make) for c in cfgs], checkpoints=cks)
     for ck, got in zip(cks, fused, strict=True):  # the last checkpoint: the final state, int64 counts too
         saved, final = ck.latest()["model"], got.model.state_dict()
         assert saved.keys() == final.keys()
         assert all(saved[k].dtype == v.dtype and torch.equal(saved[k], v) for k, v in final.items())
     for cfg, got in zip(cfgs, fused, strict=True):
-        want = _sequential(cfg, make=_batchnorm)
+        want = _sequential(cfg, make=make)
         norm_got = next(m for m in got.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
         norm_want = next(m for m in want.model.modules() if isinstance(m, torch.nn.BatchNorm1d))
         assert int(norm_got.num_batches_tracked) == int(norm_want.num_batches_tracked) > 0

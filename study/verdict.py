@@ -74,9 +74,9 @@ def interval(values: Sequence[float], bounds: tuple[float, float] = UNBOUNDED) -
     mean = float(np.mean(values)) if len(values) else math.nan
     if len(values) < 2:
         return mean, math.nan, math.nan
-    sem = float(stats.sem(values))
-    if sem == 0:
+    if max(values) == min(values):  # no spread (scipy's sem would warn of precision loss)
         return mean, mean, mean
+    sem = float(stats.sem(values))
     low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sem)
     return mean, max(float(low), bounds[0]), min(float(high), bounds[1])
 
@@ -86,8 +86,13 @@ def welch(a: Sequence[float], b: Sequence[float]) -> float:
 
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    if max(a) == min(a) and max(b) == min(b):  # no spread at all: equal means tie, others separate
+    flat_a, flat_b = max(a) == min(a), max(b) == min(b)
+    if flat_a and flat_b:  # no spread at all: equal means tie, others separate
         return 1.0 if a[0] == b[0] else 0.0
+    if flat_a or flat_b:  # one variance 0: Welch's test is the other arm's one-sample t-test against that
+        # value (t and df, n - 1, reduce to it exactly), which scipy computes without a precision warning
+        constant, other = (a[0], b) if flat_a else (b[0], a)
+        return float(stats.ttest_1samp(other, constant).pvalue)
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 

@@ -35,6 +35,28 @@ def test_interval_is_the_t_interval_of_the_mean():
     assert math.isnan(interval([0.1])[1])
 
 
+def test_an_arm_without_spread_is_tested_as_welch_tests_it_and_warns_of_nothing():
+    """Seeds that all give one value (a deterministic config) have variance 0: Welch's t and its degrees of
+    freedom then reduce to the other arm's one-sample t-test, which scipy runs without the precision-loss
+    RuntimeWarning that its two-sample test prints to the user's terminal for such data."""
+    import warnings
+
+    from scipy import stats
+
+    from study.verdict import welch
+
+    flat, spread = [0.5, 0.5, 0.5], [0.1, 0.2, 0.15, 0.12]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = welch(flat, spread), welch(spread, flat), interval(flat)
+        v = compare({"flat": flat, "spread": spread}, "minimize")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = stats.ttest_ind(flat, spread, equal_var=False).pvalue
+    assert got[0] == got[1] == pytest.approx(want, rel=1e-9) and got[2] == (0.5, 0.5, 0.5)
+    assert v["pairs"][0]["p"] == pytest.approx(want, rel=1e-9)
+
+
 @pytest.mark.parametrize("metric, values, clipped", [
     ("val_loss", [0.05, 0.3], (0.0, None)),  # t with 1 df: [-1.41, 1.76]
     ("val_loss", [0.1, 0.11, 2.3], (0.0, None)),  # one seed of three diverged: [-2.1, 3.8]

@@ -19,7 +19,9 @@ with its own forward), and it is what catches models that cannot be fused.
 The members' batches travel as one [K * B, ...] tensor, so that a layer without parameters (an
 activation, a pooling, a flatten) runs once on all of them as it would on one member's batch. BatchNorm
 sees the members as groups of channels, as a convolution does: each channel's statistics are its
-member's batch's, and its running statistics the member's row of the stacked buffers.
+member's batch's, and its running statistics the member's row of the stacked buffers. LayerNorm and
+GroupNorm normalise each sample alone, so they run once on all samples, then scale and shift each
+member's by its own weight and bias.
 
 Dropout runs member by member, each drawing from its own CPU random stream (`Streams`): the masks a
 member's sequential run draws, bit for bit. vmap cannot do that (its randomness is "same" or
@@ -129,6 +131,12 @@ def _layers(module: nn.Module, names: dict[nn.Module, str], streams: Streams | N
         return [_conv(module, names[module])]
     if type(module) in _NORM and module.momentum is not None:  # None: each member's own average factor
         return [_batch_norm(module, names[module])]
+    if type(module) is nn.LayerNorm:
+        return [_sample_norm(lambda h: F.layer_norm(h, module.normalized_shape, None, None, module.eps),
+                             names[module], lambda h: h.dim() - len(module.normalized_shape))]
+    if type(module) is nn.GroupNorm:
+        return [_sample_norm(lambda h: F.group_norm(h, module.num_groups, None, None, module.eps),
+                             names[module], lambda h: 1)]
     return None
 
 
@@ -191,5 +199,31 @@ def _batch_norm(module: nn.Module, prefix: str) -> Layer:
                            module.training or (state.get(mean) is None and state.get(var) is None),
                            module.momentum, module.eps)
         return out.unflatten(1, (k, -1)).transpose(0, 1).flatten(0, 1)
+
+    return norm
+
+
+def _sample_norm(normalise: Callable[[torch.Tensor], torch.Tensor], prefix: str,
+                 at: Callable[[torch.Tensor], int]) -> Layer:
+    """A norm of each sample alone (LayerNorm, GroupNorm): normalise(h) on all the members' samples at
+    once, then each member's samples times its weight plus its bias, which lie along h's dims from at(h)
+    on (LayerNorm: its normalised shape, the last dims; GroupNorm: the channels, dim 1)."""
+    weight, bias = prefix + "weight", prefix + "bias"
+
+    def norm(state: dict[str, torch.Tensor], h: torch.Tensor, k: int) -> torch.Tensor:
+        start = at(h)
+        if start < 1:
+            raise ValueError("a norm across the batch mixes the members' samples")
+        out = normalise(h).unflatten(0, (k, -1))  # [K, B, ...]
+        w, b = state.get(weight), state.get(bias)  # [K, *shape] each, or None
+        shape = next((t.shape[1:] for t in (w, b) if t is not None), None)
+        if shape is None:
+            return out.flatten(0, 1)
+        view = (k, 1, *[1] * (start - 1), *shape, *[1] * (h.dim() - start - len(shape)))
+        if w is not None:
+            out = out * w.view(view)
+        if b is not None:
+            out = out + b.view(view)
+        return out.flatten(0, 1)
 
     return norm

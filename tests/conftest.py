@@ -82,12 +82,12 @@ def net(input_shape, n_classes, delay=None):
 """
 
 
-def dropout_mlp(input_shape, n_classes, width=16, batchnorm=False):
-    """A user's MLP with dropout after each hidden layer (and BatchNorm before its first activation), by
-    reference (`conftest:dropout_mlp`)."""
+def dropout_mlp(input_shape, n_classes, width=16, norm=None):
+    """A user's MLP with dropout after each hidden layer (and, with norm "batch" or "layer", that norm before
+    its first activation), by reference (`conftest:dropout_mlp`)."""
     import torch
 
-    norm = [torch.nn.BatchNorm1d(width)] if batchnorm else []
+    norm = {None: [], "batch": [torch.nn.BatchNorm1d(width)], "layer": [torch.nn.LayerNorm(width)]}[norm]
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), *norm, torch.nn.ReLU(),
                                torch.nn.Dropout(0.3), torch.nn.Linear(width, width), torch.nn.Tanh(),
                                torch.nn.Dropout(0.2), torch.nn.Linear(width, n_classes))

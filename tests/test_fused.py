@@ -149,6 +149,16 @@ def test_every_per_sample_layer_gives_vmaps_result(cls):
                                        nn.Linear(4 * 16, 3)), (2, 6, 6), id="batchnorm2d-not-affine"),
     pytest.param(lambda: nn.Sequential(nn.Conv3d(1, 2, 2), nn.BatchNorm3d(2, track_running_stats=False),
                                        nn.Flatten(), nn.Linear(2 * 27, 3)), (1, 4, 4, 4), id="batchnorm3d-untracked"),
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 3)), (6,),
+                 id="layernorm"),
+    pytest.param(lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.LayerNorm((4, 6), bias=False), nn.Flatten(),
+                                       nn.Linear(4 * 6, 3)), (2, 8), id="layernorm-of-two-dims-without-bias"),
+    pytest.param(lambda: nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5, elementwise_affine=False), nn.Linear(5, 3)),
+                 (4, 6), id="layernorm-not-affine-on-a-sequence"),
+    pytest.param(lambda: nn.Sequential(nn.Conv2d(2, 6, 3), nn.GroupNorm(3, 6), nn.Flatten(), nn.Linear(6 * 16, 3)),
+                 (2, 6, 6), id="groupnorm"),
+    pytest.param(lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4, affine=False), nn.Flatten(),
+                                       nn.Linear(4 * 6, 3)), (2, 8), id="groupnorm-not-affine"),
 ])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_layer_options_give_vmaps_result(make, shape, mode):
@@ -232,6 +242,15 @@ def test_every_random_layer_draws_each_member_s_masks_from_its_own_stream_as_alo
     before = list(streams.states)
     forward_of(models[0], streams)(leaves, buffers, x)
     assert all(torch.equal(a, b) for a, b in zip(streams.states, before, strict=True))
+
+
+def test_a_layernorm_across_the_batch_is_refused_when_it_runs():
+    """Over (batch, features) a LayerNorm mixes a member's samples, as alone; fused it would mix the members'
+    too. Only the input shows it, so the forward raises, and the population's probe makes that CannotFuse."""
+    model = nn.Sequential(nn.LayerNorm((B, 4)))
+    params, buffers = stack_module_state([model] * K)
+    with pytest.raises(ValueError, match="across the batch"):
+        forward_of(model)(params, buffers, torch.randn(K, B, 4))
 
 
 def test_a_model_with_dropout_fuses_only_with_the_members_streams():

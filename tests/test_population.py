@@ -191,14 +191,14 @@ def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_
 DROPOUT = "conftest:dropout_mlp"  # a user's model with dropout
 
 
-@pytest.mark.parametrize("optimizer, batchnorm", [("sgd_momentum", False), ("adam", False), ("sgd_momentum", True)])
-def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer, batchnorm):
+@pytest.mark.parametrize("optimizer, norm", [("sgd_momentum", None), ("adam", None), ("sgd_momentum", "batch"),
+                                             ("adam", "layer")])
+def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer, norm):
     """Each member's dropout draws from its own CPU stream, seeded by its trial as the sequential engine
-    seeds it: the same masks, so the same training, whatever the other members draw (with BatchNorm too,
-    whose statistics are each member's own)."""
+    seeds it: the same masks, so the same training, whatever the other members draw (with a BatchNorm too,
+    whose statistics are each member's own, or a LayerNorm, whose weight and bias are)."""
     lr = 3e-3 if optimizer == "adam" else 0.05
-    cfgs = [_cfg(i, model=DROPOUT, model_options={"batchnorm": batchnorm}, optimizer=optimizer, lr=lr)
-            for i in range(3)]
+    cfgs = [_cfg(i, model=DROPOUT, model_options={"norm": norm}, optimizer=optimizer, lr=lr) for i in range(3)]
     for cfg, got in zip(cfgs, run_population([prepare(c, CPU) for c in cfgs]), strict=True):
         want = _sequential(cfg)
         a, b = _flat(want.model), _flat(got.model)

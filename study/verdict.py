@@ -278,7 +278,9 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
               for arm, ofs in arms.items()}
     groups = {name: v or first[of] for name, (of, _, v) in judged.items()}
     values = {name: finite_values(group) for name, group in groups.items()}
-    failed = {name: why for name, group in groups.items() if (why := _failure(group))}
+    # an arm judged by its first runs fails as its candidate does (own), without a second look
+    fails = {name: _failure(v) if v else own[of]["fails"] for name, (of, _, v) in judged.items()}
+    failed = {name: why for name, why in fails.items() if why}
     out = compare(values, direction, failed, bounds)
     out["confirmed"] = [{"trial": of, **stats} for of, stats in own.items()]
     if len(scientific) > 1:

@@ -241,8 +241,6 @@ def main() -> None:
     parser.add_argument("--checkpoints", action="store_true",
                         help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
-    if args.vmap and args.dropout is not None:
-        parser.error("--vmap with --dropout: vmap cannot draw each member's masks from its own stream")
     device = torch.device(args.device)
     if args.to_target is not None:
         return target_table(args, device)

@@ -23,9 +23,10 @@ member's batch's, and its running statistics the member's row of the stacked buf
 GroupNorm normalise each sample alone, so they run once on all samples, then scale and shift each
 member's by its own weight and bias.
 
-Dropout runs member by member, each drawing from its own CPU random stream (`Streams`): the masks a
-member's sequential run draws, bit for bit. vmap cannot do that (its randomness is "same" or
-"different" for all), so a model with dropout fuses here or not at all.
+Dropout draws each member's masks from its own CPU random stream (`Streams`): the masks a member's
+sequential run draws, bit for bit. nn.Dropout's are drawn member by member and multiplied in at once
+(as `study.vmapped` feeds them to a model under vmap, whose own randomness is one mode for all); the
+other random layers run member by member.
 """
 from __future__ import annotations
 
@@ -58,6 +59,23 @@ class Streams:
 
     def __init__(self, states: list[torch.Tensor]):
         self.states = list(states)
+
+    def dropout_masks(self, calls: list[tuple[float, tuple[int, ...], torch.dtype]]) -> tuple[torch.Tensor, ...]:
+        """For each of a step's dropout calls (p, one member's input shape, dtype), in the order the forward
+        makes them, the members' masks [K, *shape]: member i's from states[i], as F.dropout draws them alone
+        on the CPU (empty_like(input).bernoulli_(1 - p), divided by 1 - p, then multiplied in). One multiply
+        by the stacked masks then serves all members; torch's own stream is given back as it was."""
+        caller = torch.get_rng_state()
+        drawn: list[list[torch.Tensor]] = []
+        try:
+            for i in range(len(self.states)):
+                torch.set_rng_state(self.states[i])
+                drawn.append([torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
+                              for p, shape, dtype in calls])
+                self.states[i] = torch.get_rng_state()
+        finally:
+            torch.set_rng_state(caller)
+        return tuple(torch.stack(masks) for masks in zip(*drawn, strict=True))
 
     def each(self, module: nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
         """module applied to each member's samples of h ([K * B, ...]) from that member's stream; torch's
@@ -123,6 +141,8 @@ def _layers(module: nn.Module, names: dict[nn.Module, str], streams: Streams | N
         return layers
     if _per_sample(module):
         return [lambda params, h, k: module(h)]
+    if type(module) is nn.Dropout and streams is not None:
+        return [_dropout(module, streams)]
     if type(module) in RANDOM and streams is not None:  # in eval mode the identity, and no draw
         return [lambda params, h, k: streams.each(module, h, k) if module.training else module(h)]
     if type(module) is nn.Linear:
@@ -227,3 +247,16 @@ def _sample_norm(normalise: Callable[[torch.Tensor], torch.Tensor], prefix: str,
         return out.flatten(0, 1)
 
     return norm
+
+
+def _dropout(module: nn.Dropout, streams: Streams) -> Layer:
+    """Each member's mask drawn from its own stream, then one multiply for all (Streams.dropout_masks)."""
+    def dropout(params: dict[str, torch.Tensor], h: torch.Tensor, k: int) -> torch.Tensor:
+        if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
+            return h
+        if module.p == 1:
+            return h * torch.zeros((), dtype=h.dtype, device=h.device)
+        (masks,) = streams.dropout_masks([(module.p, (h.shape[0] // k, *h.shape[1:]), h.dtype)])
+        return h * masks.flatten(0, 1)
+
+    return dropout

@@ -44,9 +44,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
-from study import fused, interrupts
+from study import fused, interrupts, vmapped
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
@@ -153,16 +153,9 @@ def _probe_step(p: PreparedTrial) -> None:
 
 def fused_forward(template: torch.nn.Module, streams: fused.Streams | None = None) -> fused.Forward:
     """The members' forward over stacked parameters: layer by layer where study.fused knows every layer
-    (the shipped MLP and CNN; with dropout, given the members' `streams`), else vmap over functional_call
-    (any model that runs under vmap)."""
-    forward = fused.forward_of(template, streams)
-    if forward is not None:
-        return forward
-
-    def one(params, buffers, x):
-        return functional_call(template, (params, buffers), (x,))
-
-    return vmap(one, randomness="error")  # random ops inside the model cannot be per member here
+    (the shipped MLP and CNN), else vmap over functional_call (any model that runs under vmap); either
+    draws each member's dropout masks from its own stream, where the members' `streams` are given."""
+    return fused.forward_of(template, streams) or vmapped.forward_of(template, streams)
 
 
 def _free(device: torch.device) -> int:

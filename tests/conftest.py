@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import subprocess
@@ -82,15 +83,34 @@ def net(input_shape, n_classes, delay=None):
 """
 
 
-def dropout_mlp(input_shape, n_classes, width=16, norm=None):
+def dropout_mlp(input_shape, n_classes, width=16, norm=None, own_forward=False):
     """A user's MLP with dropout after each hidden layer (and, with norm "batch" or "layer", that norm before
-    its first activation), by reference (`conftest:dropout_mlp`)."""
+    its first activation), by reference (`conftest:dropout_mlp`); with own_forward, a module whose forward
+    calls it (which vmap runs, where study.fused runs the Sequential)."""
     import torch
 
     norm = {None: [], "batch": [torch.nn.BatchNorm1d(width)], "layer": [torch.nn.LayerNorm(width)]}[norm]
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), *norm, torch.nn.ReLU(),
+    body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), *norm, torch.nn.ReLU(),
                                torch.nn.Dropout(0.3), torch.nn.Linear(width, width), torch.nn.Tanh(),
                                torch.nn.Dropout(0.2), torch.nn.Linear(width, n_classes))
+    return _own()(body) if own_forward else body
+
+
+@functools.cache
+def _own():
+    """One class for every call (stack_module_state wants the members' classes the same), made on first use
+    so that importing conftest does not import torch."""
+    import torch
+
+    class Own(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x)
+
+    return Own
 
 
 @pytest.fixture

@@ -20,7 +20,17 @@ def net(input_shape, n_classes):
                                torch.nn.Linear(16, n_classes))
 
 
-class Noisy(torch.nn.Module):  # its own forward: vmap's to run, and vmap's dropout is not per member
+class Net(torch.nn.Module):  # its own forward, which vmap runs, fed each member's masks
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(input_shape[0], 16), torch.nn.Linear(16, n_classes)
+        self.dropout = torch.nn.Dropout(0.2)
+
+    def forward(self, x):
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+class Noisy(torch.nn.Module):  # F.dropout in its forward: no module to feed, and vmap's is not per member
     def __init__(self, input_shape, n_classes):
         super().__init__()
         self.linear = torch.nn.Linear(input_shape[0], n_classes)
@@ -119,9 +129,10 @@ def test_a_population_runs_a_confirmation_run_queued_twice_once_and_every_planne
     assert {TrialRecord.of(t).engine["name"] for t in runs if status_of(t) == "complete"} == {"population"}
 
 
-def test_a_sequential_model_with_dropout_trains_in_populations_and_stores_what_it_does_alone(tmp_path, write_space):
+@pytest.mark.parametrize("model", ["net", "Net"], ids=["sequential", "own forward"])
+def test_a_model_with_dropout_trains_in_populations_and_stores_what_it_does_alone(tmp_path, write_space, model):
     """Each member's dropout masks come from its own seeded stream, so both engines store the same values."""
-    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: dropmodel:net"))
+    space = write_space(SYNTH_SPACE.replace("name: mlp", f"name: dropmodel:{model}"))
     values = {}
     for engine in ("sequential", "population"):
         (tmp_path / engine).mkdir()

@@ -191,14 +191,16 @@ def test_a_resumed_member_joins_fresh_ones_and_each_trains_as_it_does_alone(tmp_
 DROPOUT = "conftest:dropout_mlp"  # a user's model with dropout
 
 
-@pytest.mark.parametrize("optimizer, norm", [("sgd_momentum", None), ("adam", None), ("sgd_momentum", "batch"),
-                                             ("adam", "layer")])
-def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer, norm):
+@pytest.mark.parametrize("optimizer, options", [
+    ("sgd_momentum", {}), ("adam", {}), ("sgd_momentum", {"norm": "batch"}), ("adam", {"norm": "layer"}),
+    ("adam", {"own_forward": True}), ("sgd_momentum", {"own_forward": True, "norm": "batch"})])
+def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(optimizer, options):
     """Each member's dropout draws from its own CPU stream, seeded by its trial as the sequential engine
     seeds it: the same masks, so the same training, whatever the other members draw (with a BatchNorm too,
-    whose statistics are each member's own, or a LayerNorm, whose weight and bias are)."""
+    whose statistics are each member's own, or a LayerNorm, whose weight and bias are), in study.fused's
+    layers and, for a model with a forward of its own, under vmap."""
     lr = 3e-3 if optimizer == "adam" else 0.05
-    cfgs = [_cfg(i, model=DROPOUT, model_options={"norm": norm}, optimizer=optimizer, lr=lr) for i in range(3)]
+    cfgs = [_cfg(i, model=DROPOUT, model_options=options, optimizer=optimizer, lr=lr) for i in range(3)]
     for cfg, got in zip(cfgs, run_population([prepare(c, CPU) for c in cfgs]), strict=True):
         want = _sequential(cfg)
         a, b = _flat(want.model), _flat(got.model)
@@ -207,11 +209,13 @@ def test_members_with_dropout_draw_their_own_masks_and_train_as_they_do_alone(op
                                                                     abs=1e-5)
 
 
-def test_a_dropout_member_s_checkpoint_holds_its_own_stream_for_either_engine_to_resume(tmp_path):
+@pytest.mark.parametrize("own_forward", [False, True], ids=["layers", "vmap"])
+def test_a_dropout_member_s_checkpoint_holds_its_own_stream_for_either_engine_to_resume(tmp_path, own_forward):
     """Stopped mid-run, one member resumes alone and another in a new population; the masks of each go on
     as in its uninterrupted run."""
-    cfgs = [_cfg(i, model=DROPOUT, optimizer="sgd_momentum", lr=0.05, budget=4) for i in range(2)]
-    fresh = _cfg(2, model=DROPOUT, optimizer="sgd_momentum", lr=0.05, budget=4)
+    kw = dict(model=DROPOUT, model_options={"own_forward": own_forward}, optimizer="sgd_momentum", lr=0.05, budget=4)
+    cfgs = [_cfg(i, **kw) for i in range(2)]
+    fresh = _cfg(2, **kw)
 
     def ck(i: int) -> Checkpoints:
         return Checkpoints(tmp_path / f"t{i}", keep=3, identity={"trial": i})

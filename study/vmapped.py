@@ -1,0 +1,121 @@
+"""A population's forward for any model that runs under `torch.func.vmap` (a user module with a forward of
+its own, as pytorch/examples' MNIST `Net` is): vmap over functional_call, with each member's `nn.Dropout`
+masks drawn outside vmap from its own CPU stream, as alone.
+
+    >>> import torch
+    >>> from torch.func import stack_module_state
+    >>> from study.fused import Streams
+    >>> class Net(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc1, self.drop, self.fc2 = torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3)
+    ...     def forward(self, x):
+    ...         return self.fc2(self.drop(torch.relu(self.fc1(x))))
+    >>> models = [Net() for _ in range(2)]
+    >>> params, buffers = stack_module_state(models)
+    >>> streams = Streams([torch.Generator().manual_seed(s).get_state() for s in (7, 8)])
+    >>> forward_of(models[0], streams)(params, buffers, torch.randn(2, 5, 4)).shape   # [members, batch, classes]
+    torch.Size([2, 5, 3])
+
+vmap draws random numbers for all members at once ("same" or "different" randomness), never from each
+member's own stream, so dropout inside vmap cannot give the masks a member's sequential run draws. Here
+the model's `nn.Dropout` modules are fed masks instead: drawn before each step, member by member, from its
+stream, exactly as `F.dropout` draws them alone on the CPU (`empty_like(input).bernoulli_(1 - p)`, divided
+by 1 - p, then multiplied in), in the order the forward calls the modules. Their inputs' shapes are
+recorded once, under vmap, at two batch sizes: a dropout whose input does not lead with the batch is not
+fed, and the model then trains alone. Other random layers, and `F.dropout` called in a forward, make
+vmap raise, and the model trains alone too.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from study.fused import Forward, Streams
+
+
+class _Fed:
+    """The template's nn.Dropout modules while a fed forward runs: their forwards replaced by one that
+    records its input's shape (`recording`) or multiplies in the next mask of `masks`."""
+
+    def __init__(self, modules: list[nn.Dropout]):
+        self.modules = modules
+        self.recording: list[tuple[nn.Dropout, torch.Size, torch.dtype]] | None = None
+        self.masks: list[torch.Tensor] = []
+
+    def _forward(self, module: nn.Dropout):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
+                return x
+            if module.p == 1:
+                return x * torch.zeros((), dtype=x.dtype, device=x.device)
+            if self.recording is not None:
+                self.recording.append((module, x.shape, x.dtype))
+                return x
+            return x * self.masks.pop(0)
+        return forward
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The modules' forwards replaced, and given back after (the template is a member's own model)."""
+        own = [m.__dict__.get("forward") for m in self.modules]
+        for m in self.modules:
+            m.forward = self._forward(m)
+        try:
+            yield
+        finally:
+            for m, forward in zip(self.modules, own, strict=True):
+                del m.forward
+                if forward is not None:
+                    m.forward = forward
+
+
+def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
+    """forward(params, buffers, x) of stacked members like `template` under vmap, x and the result
+    [K, B, ...]; the template's nn.Dropout modules fed each member's masks from `streams` where given."""
+    fed = _Fed([m for m in template.modules() if type(m) is nn.Dropout])
+
+    def one(params, buffers, masks, x):
+        fed.masks = list(masks)
+        return functional_call(template, (params, buffers), (x,))
+
+    batched = vmap(one, randomness="error")
+    if not fed.modules or streams is None:
+        return lambda params, buffers, x: batched(params, buffers, (), x)
+    calls: list[tuple[nn.Dropout, torch.Size, torch.dtype]] = []  # per sample: recorded at the first call
+
+    def forward(params, buffers, x):
+        with fed.installed():
+            if not template.training:
+                return batched(params, buffers, (), x)
+            if not calls:
+                calls.extend(_calls(fed, batched, params, buffers, x))
+            return batched(params, buffers, streams.dropout_masks(
+                [(module.p, (x.shape[1], *shape), dtype) for module, shape, dtype in calls]), x)
+
+    return forward
+
+
+def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[tuple[nn.Dropout, torch.Size, torch.dtype]]:
+    """The fed modules' calls in the order the forward makes them, each with one sample's input shape and
+    its dtype; recorded at batch sizes 2 and 3 (copies of the first sample, on copies of the buffers), so
+    that each input is seen to lead with the batch."""
+    seen = []
+    for n in (2, 3):
+        fed.recording = []
+        try:
+            with torch.no_grad():
+                batched(params, {k: v.clone() for k, v in buffers.items()}, (), x[:, :1].expand(-1, n, *x.shape[2:]))
+            seen.append(fed.recording)
+        finally:
+            fed.recording = None
+    two, three = seen
+    if len(two) != len(three) or any(a[0] is not b[0] or a[1][1:] != b[1][1:] or (a[1][:1], b[1][:1]) != ((2,), (3,))
+                                     for a, b in zip(two, three, strict=True)):
+        raise ValueError("an nn.Dropout whose input does not lead with the batch cannot be fed its masks")
+    return [(module, shape[1:], dtype) for module, shape, dtype in two]
+

@@ -51,6 +51,18 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Layers that draw random numbers from torch's CPU stream: each member's from its own (Streams).
 RANDOM: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                                        nn.FeatureAlphaDropout)
+# The dropouts whose masks Streams draws, with the dims of the batched input a channel dropout takes.
+MASKED: dict[type[nn.Module], int | None] = {nn.Dropout: None, nn.Dropout1d: 3, nn.Dropout2d: 4, nn.Dropout3d: 5}
+
+
+def noise_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of the noise that module's F.dropout (or dropout1d/2d/3d) draws for one member's input of
+    `shape`, batch first: the input's own, or (batch, channels, 1, ...) for a channel dropout; None for an
+    input a channel dropout treats otherwise (unbatched, or of dims it only warns about)."""
+    dims = MASKED[type(module)]
+    if dims is None:
+        return tuple(shape)
+    return (shape[0], shape[1], *[1] * (dims - 2)) if len(shape) == dims else None
 
 
 class Streams:
@@ -61,10 +73,10 @@ class Streams:
         self.states = list(states)
 
     def dropout_masks(self, calls: list[tuple[float, tuple[int, ...], torch.dtype]]) -> tuple[torch.Tensor, ...]:
-        """For each of a step's dropout calls (p, one member's input shape, dtype), in the order the forward
+        """For each of a step's dropout calls (p, one member's noise_shape, dtype), in the order the forward
         makes them, the members' masks [K, *shape]: member i's from states[i], as F.dropout draws them alone
-        on the CPU (empty_like(input).bernoulli_(1 - p), divided by 1 - p, then multiplied in). One multiply
-        by the stacked masks then serves all members; torch's own stream is given back as it was."""
+        on the CPU (noise of that shape, bernoulli_(1 - p), divided by 1 - p, then multiplied in). One
+        multiply by the stacked masks then serves all members; torch's own stream is given back as it was."""
         caller = torch.get_rng_state()
         drawn: list[list[torch.Tensor]] = []
         try:
@@ -141,7 +153,7 @@ def _layers(module: nn.Module, names: dict[nn.Module, str], streams: Streams | N
         return layers
     if _per_sample(module):
         return [lambda params, h, k: module(h)]
-    if type(module) is nn.Dropout and streams is not None:
+    if type(module) in MASKED and streams is not None:
         return [_dropout(module, streams)]
     if type(module) in RANDOM and streams is not None:  # in eval mode the identity, and no draw
         return [lambda params, h, k: streams.each(module, h, k) if module.training else module(h)]
@@ -249,14 +261,17 @@ def _sample_norm(normalise: Callable[[torch.Tensor], torch.Tensor], prefix: str,
     return norm
 
 
-def _dropout(module: nn.Dropout, streams: Streams) -> Layer:
+def _dropout(module: nn.Module, streams: Streams) -> Layer:
     """Each member's mask drawn from its own stream, then one multiply for all (Streams.dropout_masks)."""
     def dropout(params: dict[str, torch.Tensor], h: torch.Tensor, k: int) -> torch.Tensor:
         if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
             return h
+        shape = noise_shape(module, (h.shape[0] // k, *h.shape[1:]))
+        if shape is None:  # an input the channel dropout treats its own way: its own call for each member
+            return streams.each(module, h, k)
         if module.p == 1:
             return h * torch.zeros((), dtype=h.dtype, device=h.device)
-        (masks,) = streams.dropout_masks([(module.p, (h.shape[0] // k, *h.shape[1:]), h.dtype)])
+        (masks,) = streams.dropout_masks([(module.p, shape, h.dtype)])
         return h * masks.flatten(0, 1)
 
     return dropout

@@ -1,6 +1,7 @@
 """A population's forward for any model that runs under `torch.func.vmap` (a user module with a forward of
-its own, as pytorch/examples' MNIST `Net` is): vmap over functional_call, with each member's `nn.Dropout`
-masks drawn outside vmap from its own CPU stream, as alone.
+its own, as pytorch/examples' MNIST `Net` is): vmap over functional_call, with each member's dropout
+masks (`nn.Dropout` and its 1d, 2d and 3d channel kinds) drawn outside vmap from its own CPU stream, as
+alone.
 
     >>> import torch
     >>> from torch.func import stack_module_state
@@ -19,12 +20,13 @@ masks drawn outside vmap from its own CPU stream, as alone.
 
 vmap draws random numbers for all members at once ("same" or "different" randomness), never from each
 member's own stream, so dropout inside vmap cannot give the masks a member's sequential run draws. Here
-the model's `nn.Dropout` modules are fed masks instead: drawn before each step, member by member, from its
-stream, exactly as `F.dropout` draws them alone on the CPU (`empty_like(input).bernoulli_(1 - p)`, divided
-by 1 - p, then multiplied in), in the order the forward calls the modules. Their inputs' shapes are
-recorded once, under vmap, at two batch sizes: a dropout whose input does not lead with the batch is not
-fed, and the model then trains alone. Other random layers, and `F.dropout` called in a forward, make
-vmap raise, and the model trains alone too.
+the model's dropout modules are fed masks instead: drawn before each step, member by member, from its
+stream, exactly as `F.dropout` draws them alone on the CPU (noise of the input's shape, or (batch,
+channels, 1, ...) for a channel dropout, `bernoulli_(1 - p)`, divided by 1 - p, then multiplied in), in
+the order the forward calls the modules. Their inputs' shapes are recorded once, under vmap, at two batch
+sizes: a dropout whose input does not lead with the batch, or a channel dropout of an unbatched input, is
+not fed, and the model then trains alone. Other random layers (the alpha dropouts), and `F.dropout`
+called in a forward, make vmap raise, and the model trains alone too.
 """
 from __future__ import annotations
 
@@ -35,19 +37,19 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from study.fused import Forward, Streams
+from study.fused import MASKED, Forward, Streams, noise_shape
 
 
 class _Fed:
-    """The template's nn.Dropout modules while a fed forward runs: their forwards replaced by one that
-    records its input's shape (`recording`) or multiplies in the next mask of `masks`."""
+    """The template's dropout modules (fused.MASKED) while a fed forward runs: their forwards replaced by
+    one that records its input's shape (`recording`) or multiplies in the next mask of `masks`."""
 
-    def __init__(self, modules: list[nn.Dropout]):
+    def __init__(self, modules: list[nn.Module]):
         self.modules = modules
-        self.recording: list[tuple[nn.Dropout, torch.Size, torch.dtype]] | None = None
+        self.recording: list[tuple[nn.Module, torch.Size, torch.dtype]] | None = None
         self.masks: list[torch.Tensor] = []
 
-    def _forward(self, module: nn.Dropout):
+    def _forward(self, module: nn.Module):
         def forward(x: torch.Tensor) -> torch.Tensor:
             if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
                 return x
@@ -76,8 +78,8 @@ class _Fed:
 
 def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
     """forward(params, buffers, x) of stacked members like `template` under vmap, x and the result
-    [K, B, ...]; the template's nn.Dropout modules fed each member's masks from `streams` where given."""
-    fed = _Fed([m for m in template.modules() if type(m) is nn.Dropout])
+    [K, B, ...]; the template's dropout modules fed each member's masks from `streams` where given."""
+    fed = _Fed([m for m in template.modules() if type(m) in MASKED])
 
     def one(params, buffers, masks, x):
         fed.masks = list(masks)
@@ -86,7 +88,7 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
     batched = vmap(one, randomness="error")
     if not fed.modules or streams is None:
         return lambda params, buffers, x: batched(params, buffers, (), x)
-    calls: list[tuple[nn.Dropout, torch.Size, torch.dtype]] = []  # per sample: recorded at the first call
+    calls: list[Call] = []  # recorded at the first call
 
     def forward(params, buffers, x):
         with fed.installed():
@@ -100,10 +102,13 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
     return forward
 
 
-def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[tuple[nn.Dropout, torch.Size, torch.dtype]]:
-    """The fed modules' calls in the order the forward makes them, each with one sample's input shape and
-    its dtype; recorded at batch sizes 2 and 3 (copies of the first sample, on copies of the buffers), so
-    that each input is seen to lead with the batch."""
+Call = tuple[nn.Module, tuple[int, ...], torch.dtype]  # a dropout module, one sample's noise shape, its dtype
+
+
+def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[Call]:
+    """The fed modules' calls in the order the forward makes them, each with the shape of one sample's noise
+    (fused.noise_shape) and its dtype; recorded at batch sizes 2 and 3 (copies of the first sample, on
+    copies of the buffers), so that each input is seen to lead with the batch."""
     seen = []
     for n in (2, 3):
         fed.recording = []
@@ -116,6 +121,9 @@ def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[tuple[n
     two, three = seen
     if len(two) != len(three) or any(a[0] is not b[0] or a[1][1:] != b[1][1:] or (a[1][:1], b[1][:1]) != ((2,), (3,))
                                      for a, b in zip(two, three, strict=True)):
-        raise ValueError("an nn.Dropout whose input does not lead with the batch cannot be fed its masks")
-    return [(module, shape[1:], dtype) for module, shape, dtype in two]
+        raise ValueError("a dropout whose input does not lead with the batch cannot be fed its masks")
+    noise = [noise_shape(module, tuple(shape)) for module, shape, _ in two]
+    if None in noise:
+        raise ValueError("a channel dropout of an input it does not take batched cannot be fed its masks")
+    return [(module, shape[1:], dtype) for (module, _, dtype), shape in zip(two, noise, strict=True)]
 

@@ -253,6 +253,23 @@ def test_a_layernorm_across_the_batch_is_refused_when_it_runs():
         forward_of(model)(params, buffers, torch.randn(K, B, 4))
 
 
+def test_a_channel_dropout_of_an_input_it_treats_its_own_way_runs_each_member_s_own_call():
+    """F.dropout2d takes a 2-d input as one unbatched image (and warns): no mask of ours would be its, so each
+    member calls the module itself, on its own stream."""
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(6, 4), nn.Dropout2d(0.5), nn.Linear(4, 3)) for _ in range(K)]
+    x = torch.randn(K, B, 6)
+    streams = Streams([torch.Generator().manual_seed(i).get_state() for i in range(K)])
+    params, buffers = stack_module_state(models)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's deprecation of 2-d input to dropout2d
+        logits = forward_of(models[0], streams)(params, buffers, x)
+        for i, model in enumerate(models):
+            torch.manual_seed(i)
+            torch.testing.assert_close(logits[i], model(x[i]), rtol=1e-6, atol=1e-7)
+            assert torch.equal(streams.states[i], torch.get_rng_state())
+
+
 def test_a_model_with_dropout_fuses_only_with_the_members_streams():
     model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
     assert forward_of(model) is None and forward_of(model, Streams([])) is not None

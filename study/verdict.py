@@ -208,8 +208,16 @@ def confirmed(verdict: dict | None, number: int) -> str | None:
     >>> v = {"confirmed": [{"trial": 7, **_stats([0.1, 0.12, 0.11], "chance on 2 of 3 seeds")}]}
     >>> confirmed(v, 7)
     '0.11 [0.0852, 0.135] over 3 seeds; it fails (chance on 2 of 3 seeds)'
+
+    Where it is the candidate of an arm whose seeds are a lottery (`lotteries`), that is said too: the
+    search crowned it on one seed that its others do not bear out.
     """
-    return next((over_seeds(row) for row in (verdict or {}).get("confirmed", []) if row["trial"] == number), None)
+    row = next((row for row in (verdict or {}).get("confirmed", []) if row["trial"] == number), None)
+    if row is None:
+        return None
+    lottery = any(arm.get("lottery") and arm["candidate"] == number for arm in verdict.get("arms", []))
+    return over_seeds(row) + ("; a lottery: its seeds disagree far more than the other arms' (see the warnings)"
+                              if lottery else "")
 
 
 def over_seeds(row: dict) -> str:
@@ -298,6 +306,9 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
     out["warnings"] += spread_warnings(out["arms"])
+    chaotic = lotteries(out["arms"])
+    for row in out["arms"]:
+        row["lottery"] = row["label"] in chaotic  # for verdict.json's readers, and confirmed()
     out["warnings"] += [f"{r['label']}: chosen among {r['chosen_from']} candidates by their own seeds and not yet "
                         "retrained with fresh ones (its verification runs), so its interval flatters it"
                         for r in out["arms"] if r["chosen_from"] > 1 and not r["verified"]]
@@ -305,24 +316,37 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
 
 
 def spread_warnings(arms: Sequence[dict]) -> list[str]:
-    """An arm whose seeds disagree far more than the other arms' do: its result depends on the seed more
-    than on the arm, so its mean describes a lottery. Far more: its sd is `SPREAD` times the others' pooled
-    sd, and an F-test of its variance against theirs gives p < SPREAD_ALPHA, Bonferroni-corrected over the
-    arms. Positive values are compared on a log scale (relative spread): an arm at a loss of 0.8 spreads
-    more than one at 0.1 without being chaotic. Arms that fail have their own line and are left out.
+    """A line for each arm of `lotteries`, with its spread and the test.
 
     >>> arms = [("he", [0.2, 0.21, 0.19]), ("xavier", [0.18, 0.2, 0.22]), ("orth", [0.18, 0.25, 2.88])]
     >>> print(*spread_warnings([{"label": a, "values": v, "fails": None} for a, v in arms]))
     orth: its seeds' relative spread is 19x the other arms' (values 0.18 to 2.88, F-test p = 8.9e-05):
     its result depends on the seed, as where training is chaotic, more than on the arm
     """
+    found, out = lotteries(arms), []
+    for r in arms:
+        if r["label"] in found:
+            ratio, p, relative = found[r["label"]]
+            out.append(f"{r['label']}: its seeds' {'relative ' * relative}spread is {ratio:.0f}x the other arms' "
+                       f"(values {_g(min(r['values']))} to {_g(max(r['values']))}, F-test p = {_p(p)}): its result "
+                       "depends on the seed, as where training is chaotic, more than on the arm")
+    return out
+
+
+def lotteries(arms: Sequence[dict]) -> dict[str, tuple[float, float, bool]]:
+    """The arms whose seeds disagree far more than the other arms' do, each with (how many times the others'
+    sd its sd is, the test's p, whether on the log scale): its result depends on the seed more than on the
+    arm, so its mean describes a lottery. Far more: its sd is `SPREAD` times the others' pooled sd, and an
+    F-test of its variance against theirs gives p < SPREAD_ALPHA, Bonferroni-corrected over the arms.
+    Positive values are compared on a log scale (relative spread): an arm at a loss of 0.8 spreads more than
+    one at 0.1 without being chaotic. Arms that fail have their own line and are left out."""
     import numpy as np
     from scipy import stats
 
     rows = [r for r in arms if len(r["values"]) >= 2 and not r["fails"]]
     positive = all(v > 0 for r in rows for v in r["values"])
     var = {r["label"]: float(np.var(np.log(r["values"]) if positive else r["values"], ddof=1)) for r in rows}
-    out = []
+    out = {}
     for r in rows:
         others = [(var[o["label"]], len(o["values"]) - 1) for o in rows if o is not r]
         df = sum(d for _, d in others)
@@ -332,9 +356,7 @@ def spread_warnings(arms: Sequence[dict]) -> list[str]:
         ratio = var[r["label"]] / pooled
         p = min(1.0, float(stats.f.sf(ratio, len(r["values"]) - 1, df)) * len(rows))
         if ratio > SPREAD ** 2 and p < SPREAD_ALPHA:
-            out.append(f"{r['label']}: its seeds' {'relative ' * positive}spread is {math.sqrt(ratio):.0f}x the "
-                       f"other arms' (values {_g(min(r['values']))} to {_g(max(r['values']))}, F-test p = {_p(p)}): "
-                       "its result depends on the seed, as where training is chaotic, more than on the arm")
+            out[r["label"]] = (math.sqrt(ratio), p, positive)
     return out
 
 

@@ -201,3 +201,13 @@ def test_the_arms_table_says_which_arm_was_chosen_among_candidates_and_judged_by
     arms = T.verdict_data(two_of_a)[0].set_index("arm")
     assert arms.loc["a", ["chosen_among", "verified", "confirms_trial", "n"]].tolist() == [2, "yes", 2, 3]
     assert arms.loc["b", ["chosen_among", "verified"]].tolist() == [1, "no"]
+
+
+def test_the_arms_table_marks_a_lottery_where_there_is_one():
+    calm = records.StudyRecord.of(confirmed_study({0: (0.2, 0.21, 0.19), 1: (0.26, 0.25, 0.27)})).verdict
+    assert "lottery" not in T.verdict_data(calm)[0]
+    chaotic = records.StudyRecord.of(confirmed_study(
+        {0: [0.2, 0.21, 0.19], 1: [0.18, 0.2, 0.22], 2: [0.25, 0.23, 0.24], 3: [0.18, 0.25, 2.88]},
+        searched=(("a", 0.2), ("b", 0.2), ("c", 0.22), ("d", 0.18)))).verdict
+    assert T.verdict_data(chaotic)[0].set_index("arm")["lottery"].to_dict() == {"a": "no", "b": "no", "c": "no",
+                                                                               "d": "yes"}

@@ -16,7 +16,8 @@ from conftest import confirmed_study
 from study import records
 from study.config import load_config
 from study.runner import run_study
-from study.verdict import boundary_warnings, compare, coverage_warnings, decide, holm, interval, spread_warnings
+from study.verdict import (boundary_warnings, compare, confirmed, coverage_warnings, decide, holm, interval,
+                           spread_warnings)
 
 
 def test_holm_matches_its_definition():
@@ -211,9 +212,15 @@ def test_an_arm_whose_seeds_disagree_far_more_than_the_others_is_named():
     agree within 0.05. Its interval is wide either way; the warning says why."""
     study = confirmed_study({0: [0.2, 0.21, 0.19], 1: [0.18, 0.2, 0.22], 2: [0.25, 0.23, 0.24], 3: [0.18, 0.25, 2.88]},
                             searched=(("a", 0.2), ("b", 0.2), ("c", 0.22), ("d", 0.18)))
-    warnings = records.StudyRecord.of(study).verdict["warnings"]
+    verdict = records.StudyRecord.of(study).verdict
+    warnings = verdict["warnings"]
     assert [w.split(":")[0] for w in warnings if "spread" in w] == ["d"]
     assert "values 0.18 to 2.88" in next(w for w in warnings if w.startswith("d:"))
+    assert [a["label"] for a in verdict["arms"] if a["lottery"]] == ["d"]
+    # the search's best trial (d's, 0.18 on one seed) is the lottery's: where its confirmation is shown
+    # (the summary, the report), so is that
+    assert records.best_trial(study).number == 3 and "a lottery" in confirmed(verdict, 3)
+    assert "lottery" not in confirmed(verdict, 0)
 
 
 def _flagged(arms: "np.ndarray") -> bool:

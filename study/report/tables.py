@@ -328,7 +328,10 @@ def verdict_data(verdict: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
                           "search_best (one seed)": a["search_value"], "confirms_trial": a["candidate"],
                           # how many candidates it was chosen among (top > 1): its n seeds are then fresh ones
                           **({"chosen_among": a.get("chosen_from", 1), "verified": "yes" if a.get("verified") else "no"}
-                             if any(b.get("chosen_from", 1) > 1 for b in verdict["arms"]) else {})}
+                             if any(b.get("chosen_from", 1) > 1 for b in verdict["arms"]) else {}),
+                          # its seeds disagree far more than the others' (verdict.lotteries): the warnings say how
+                          **({"lottery": "yes" if a.get("lottery") else "no"}
+                             if any(b.get("lottery") for b in verdict["arms"]) else {})}
                          for a in verdict["arms"]])
     pairs = pd.DataFrame([{"a": p["a"], "b": p["b"], "difference": p["difference"], "p": p["p"],
                            "p_holm": p["p_holm"], "separated": "yes" if p["separated"] else "no"}

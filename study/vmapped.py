@@ -39,6 +39,8 @@ from torch.func import functional_call, vmap
 
 from study.fused import MASKED, Forward, Streams, noise_shape
 
+Call = tuple[nn.Module, tuple[int, ...], torch.dtype]  # a dropout module, one sample's noise shape, its dtype
+
 
 class _Fed:
     """The template's dropout modules (fused.MASKED) while a fed forward runs: their forwards replaced by
@@ -100,9 +102,6 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
                 [(module.p, (x.shape[1], *shape), dtype) for module, shape, dtype in calls]), x)
 
     return forward
-
-
-Call = tuple[nn.Module, tuple[int, ...], torch.dtype]  # a dropout module, one sample's noise shape, its dtype
 
 
 def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[Call]:

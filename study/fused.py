@@ -23,7 +23,7 @@ member's batch's, and its running statistics the member's row of the stacked buf
 GroupNorm normalise each sample alone, so they run once on all samples, then scale and shift each
 member's by its own weight and bias.
 
-Dropout draws each member's masks from its own CPU random stream (`Streams`): the masks a member's
+Dropout draws each member's masks from its own CPU random stream (`study.streams`): the masks a member's
 sequential run draws, bit for bit. nn.Dropout's are drawn member by member and multiplied in at once
 (as `study.vmapped` feeds them to a model under vmap, whose own randomness is one mode for all); the
 other random layers run member by member.
@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from study.streams import MASKED, RANDOM, Streams, noise_shape
 
 Layer = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
 Forward = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -48,62 +50,6 @@ PER_SAMPLE: tuple[type[nn.Module], ...] = (
 )
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# Layers that draw random numbers from torch's CPU stream: each member's from its own (Streams).
-RANDOM: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                                       nn.FeatureAlphaDropout)
-# The dropouts whose masks Streams draws, with the dims of the batched input a channel dropout takes.
-MASKED: dict[type[nn.Module], int | None] = {nn.Dropout: None, nn.Dropout1d: 3, nn.Dropout2d: 4, nn.Dropout3d: 5}
-
-
-def noise_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The shape of the noise that module's F.dropout (or dropout1d/2d/3d) draws for one member's input of
-    `shape`, batch first: the input's own, or (batch, channels, 1, ...) for a channel dropout; None for an
-    input a channel dropout treats otherwise (unbatched, or of dims it only warns about)."""
-    dims = MASKED[type(module)]
-    if dims is None:
-        return tuple(shape)
-    return (shape[0], shape[1], *[1] * (dims - 2)) if len(shape) == dims else None
-
-
-class Streams:
-    """Each member's CPU random stream, as torch.get_rng_state() holds it (a trial seeds its own: see
-    trial.seeded). A random layer draws member i's samples from states[i] and advances it."""
-
-    def __init__(self, states: list[torch.Tensor]):
-        self.states = list(states)
-
-    def dropout_masks(self, calls: list[tuple[float, tuple[int, ...], torch.dtype]]) -> tuple[torch.Tensor, ...]:
-        """For each of a step's dropout calls (p, one member's noise_shape, dtype), in the order the forward
-        makes them, the members' masks [K, *shape]: member i's from states[i], as F.dropout draws them alone
-        on the CPU (noise of that shape, bernoulli_(1 - p), divided by 1 - p, then multiplied in). One
-        multiply by the stacked masks then serves all members; torch's own stream is given back as it was."""
-        caller = torch.get_rng_state()
-        drawn: list[list[torch.Tensor]] = []
-        try:
-            for i in range(len(self.states)):
-                torch.set_rng_state(self.states[i])
-                drawn.append([torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
-                              for p, shape, dtype in calls])
-                self.states[i] = torch.get_rng_state()
-        finally:
-            torch.set_rng_state(caller)
-        return tuple(torch.stack(masks) for masks in zip(*drawn, strict=True))
-
-    def each(self, module: nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
-        """module applied to each member's samples of h ([K * B, ...]) from that member's stream; torch's
-        own stream is given back as it was."""
-        caller = torch.get_rng_state()
-        try:
-            out, n = [], h.shape[0] // k
-            for i in range(k):  # a slice each, not chunk(): an inplace dropout may write into it
-                torch.set_rng_state(self.states[i])
-                out.append(module(h[i * n:(i + 1) * n]))
-                self.states[i] = torch.get_rng_state()
-        finally:
-            torch.set_rng_state(caller)
-        return torch.cat(out)
-
-
 def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward | None:
     """forward(params, buffers, x) of stacked members like `template`, x and the result [K, B, ...];
     None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers,

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch.func import stack_module_state
 
 from study import fused, interrupts, vmapped
+from study.streams import Streams
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
@@ -151,7 +152,7 @@ def _probe_step(p: PreparedTrial) -> None:
     loss.backward()
 
 
-def fused_forward(template: torch.nn.Module, streams: fused.Streams | None = None) -> fused.Forward:
+def fused_forward(template: torch.nn.Module, streams: Streams | None = None) -> fused.Forward:
     """The members' forward over stacked parameters: layer by layer where study.fused knows every layer
     (the shipped MLP and CNN), else vmap over functional_call (any model that runs under vmap); either
     draws each member's dropout masks from its own stream, where the members' `streams` are given."""
@@ -231,7 +232,7 @@ class _Stack:
         # Dropout draws from the trial's CPU stream: seeded per trial on the CPU only (on CUDA it is the
         # device's, shared), so there alone can members draw what they would alone.
         cpu = self.members[0].p.device.type == "cpu"
-        self.streams = fused.Streams([m.rng for m in self.members]) if cpu else None
+        self.streams = Streams([m.rng for m in self.members]) if cpu else None
         self.forward = fused_forward(self.template, self.streams)
         self.rows = [_rows(self.members[0].p, m.p) for m in self.members]  # into the first member's data
         self.stacked: list[StackedOptimizer] = []

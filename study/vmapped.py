@@ -5,7 +5,7 @@ alone.
 
     >>> import torch
     >>> from torch.func import stack_module_state
-    >>> from study.fused import Streams
+    >>> from study.streams import Streams
     >>> class Net(torch.nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
@@ -37,13 +37,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from study.fused import MASKED, Forward, Streams, noise_shape
+from study.fused import Forward
+from study.streams import MASKED, Streams, noise_shape
 
 Call = tuple[nn.Module, tuple[int, ...], torch.dtype]  # a dropout module, one sample's noise shape, its dtype
 
 
 class _Fed:
-    """The template's dropout modules (fused.MASKED) while a fed forward runs: their forwards replaced by
+    """The template's dropout modules (streams.MASKED) while a fed forward runs: their forwards replaced by
     one that records its input's shape (`recording`) or multiplies in the next mask of `masks`."""
 
     def __init__(self, modules: list[nn.Module]):
@@ -106,7 +107,7 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
 
 def _calls(fed: _Fed, batched, params, buffers, x: torch.Tensor) -> list[Call]:
     """The fed modules' calls in the order the forward makes them, each with the shape of one sample's noise
-    (fused.noise_shape) and its dtype; recorded at batch sizes 2 and 3 (copies of the first sample, on
+    (streams.noise_shape) and its dtype; recorded at batch sizes 2 and 3 (copies of the first sample, on
     copies of the buffers), so that each input is seen to lead with the batch."""
     seen = []
     for n in (2, 3):

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from study.fused import PER_SAMPLE, RANDOM, Streams, forward_of
+from study.fused import PER_SAMPLE, forward_of
+from study.streams import RANDOM, Streams
 from study.models import ACTIVATIONS, MODELS
 
 K, B = 3, 5

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import stack_module_state
 
-from study.fused import Streams
+from study.streams import Streams
 from study.vmapped import forward_of
 
 K, B = 3, 5

@@ -152,6 +152,13 @@ def _probe_step(p: PreparedTrial) -> None:
     loss.backward()
 
 
+# Why a model's random numbers cannot be drawn per member, by whether the members have streams of their
+# own (on the CPU they do: see study.streams).
+_RANDOM_FIX = {False: "only nn.Dropout modules and their 1d, 2d and 3d kinds can, not F.dropout in a forward "
+                      "or another random op",
+               True: "on CUDA, dropout draws from the device's shared stream, not the trial's"}
+
+
 def fused_forward(template: torch.nn.Module, streams: Streams | None = None) -> fused.Forward:
     """The members' forward over stacked parameters: layer by layer where study.fused knows every layer
     (the shipped MLP and CNN), else vmap over functional_call (any model that runs under vmap); either
@@ -270,7 +277,11 @@ class _Stack:
             raise
         except Exception as exc:
             how = "torch.func.vmap" if fused.forward_of(self.template, self.streams) is None else "study.fused's layers"
-            raise CannotFuse(f"the model cannot run under {how}: {type(exc).__name__}: {exc}") from None
+            why = f"the model cannot run under {how}: {type(exc).__name__}: {exc}"
+            if "randomness" in str(exc):  # vmap's: a random op it cannot draw per member
+                why = (f"the model draws random numbers under {how} that cannot be drawn per member: "
+                       + _RANDOM_FIX[self.streams is None])
+            raise CannotFuse(why) from None
         finally:
             if streams is not None:
                 self.streams.states = streams

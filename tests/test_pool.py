@@ -158,6 +158,7 @@ def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, 
     for t in finished(trials(tmp_path)):
         engine = TrialRecord.of(t).engine
         assert engine["name"] == "sequential" and "vmap" in engine["reason"]
+        assert "only nn.Dropout modules" in engine["reason"]  # F.dropout in its forward: what would fuse
 
 
 def test_a_killed_population_worker_s_trials_are_retried_from_their_checkpoints(tmp_path, slow_space):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.streams import MASKED, RANDOM, Streams, noise_shape
+from study.streams import MASKED, RANDOM, Streams, noise_shape, undrawn
 
 Layer = Callable[[dict[str, torch.Tensor], torch.Tensor, int], torch.Tensor]
 Forward = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
@@ -210,13 +210,11 @@ def _sample_norm(normalise: Callable[[torch.Tensor], torch.Tensor], prefix: str,
 def _dropout(module: nn.Module, streams: Streams) -> Layer:
     """Each member's mask drawn from its own stream, then one multiply for all (Streams.dropout_masks)."""
     def dropout(params: dict[str, torch.Tensor], h: torch.Tensor, k: int) -> torch.Tensor:
-        if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
-            return h
+        if (out := undrawn(module, h)) is not None:
+            return out
         shape = noise_shape(module, (h.shape[0] // k, *h.shape[1:]))
         if shape is None:  # an input the channel dropout treats its own way: its own call for each member
             return streams.each(module, h, k)
-        if module.p == 1:
-            return h * torch.zeros((), dtype=h.dtype, device=h.device)
         (masks,) = streams.dropout_masks([(module.p, shape, h.dtype)])
         return h * masks.flatten(0, 1)
 

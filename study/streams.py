@@ -34,6 +34,16 @@ def noise_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...] | 
     return (shape[0], shape[1], *[1] * (dims - 2)) if len(shape) == dims else None
 
 
+def undrawn(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """What module's dropout returns for x where it draws nothing: x in eval mode or at p = 0, zeros at
+    p = 1 (F.dropout's own shortcuts); None where it draws a mask."""
+    if not module.training or module.p == 0:
+        return x
+    if module.p == 1:
+        return x * torch.zeros((), dtype=x.dtype, device=x.device)
+    return None
+
+
 class Streams:
     """Each member's CPU random stream, as torch.get_rng_state() holds it (a trial seeds its own: see
     trial.seeded). A random layer draws member i's samples from states[i] and advances it."""

@@ -38,7 +38,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from study.fused import Forward
-from study.streams import MASKED, Streams, noise_shape
+from study.streams import MASKED, Streams, noise_shape, undrawn
 
 Call = tuple[nn.Module, tuple[int, ...], torch.dtype]  # a dropout module, one sample's noise shape, its dtype
 
@@ -54,10 +54,8 @@ class _Fed:
 
     def _forward(self, module: nn.Module):
         def forward(x: torch.Tensor) -> torch.Tensor:
-            if not module.training or module.p == 0:  # F.dropout returns its input and draws nothing
-                return x
-            if module.p == 1:
-                return x * torch.zeros((), dtype=x.dtype, device=x.device)
+            if (out := undrawn(module, x)) is not None:
+                return out
             if self.recording is not None:
                 self.recording.append((module, x.shape, x.dtype))
                 return x
@@ -94,9 +92,9 @@ def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward:
     calls: list[Call] = []  # recorded at the first call
 
     def forward(params, buffers, x):
+        if not template.training:  # evaluation: nn.Dropout draws nothing, and needs no feeding
+            return batched(params, buffers, (), x)
         with fed.installed():
-            if not template.training:
-                return batched(params, buffers, (), x)
             if not calls:
                 calls.extend(_calls(fed, batched, params, buffers, x))
             return batched(params, buffers, streams.dropout_masks(

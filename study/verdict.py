@@ -305,8 +305,8 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["warnings"] += coverage_warnings(trained, candidates, scientific)
     out["warnings"] += [f"{r['label']}: only {r['n']} confirmed seed(s), too few for an interval"
                         for r in out["arms"] if r["n"] < 2 and not r["fails"]]
-    out["warnings"] += spread_warnings(out["arms"])
     chaotic = lotteries(out["arms"])
+    out["warnings"] += _spread_lines(out["arms"], chaotic)
     for row in out["arms"]:
         row["lottery"] = row["label"] in chaotic  # for verdict.json's readers, and confirmed()
     out["warnings"] += [f"{r['label']}: chosen among {r['chosen_from']} candidates by their own seeds and not yet "
@@ -323,7 +323,11 @@ def spread_warnings(arms: Sequence[dict]) -> list[str]:
     orth: its seeds' relative spread is 19x the other arms' (values 0.18 to 2.88, F-test p = 8.9e-05):
     its result depends on the seed, as where training is chaotic, more than on the arm
     """
-    found, out = lotteries(arms), []
+    return _spread_lines(arms, lotteries(arms))
+
+
+def _spread_lines(arms: Sequence[dict], found: dict[str, tuple[float, float, bool]]) -> list[str]:
+    out = []
     for r in arms:
         if r["label"] in found:
             ratio, p, relative = found[r["label"]]

@@ -25,8 +25,8 @@ import optuna
 import torch
 
 from study import interrupts
-from study.threads import held as threads_held
 from study.config import StudyConfig
+from study.threads import held as threads_held
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
 _CONTEXT = multiprocessing.get_context("forkserver")

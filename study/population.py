@@ -47,12 +47,12 @@ import torch.nn.functional as F
 from torch.func import stack_module_state
 
 from study import fused, interrupts, vmapped
-from study.streams import Streams
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
 from study.metrics import EVAL_BATCH, evaluate, metrics_of, nll
 from study.stacked import StackedOptimizer, flatten, kind_of
+from study.streams import Streams
 
 # The settings that shape the graph and the data: members of one population agree on all of them.
 # (`order` only arranges the same training rows: see _rows.)

@@ -175,7 +175,7 @@ class PooledRounds:
 
         prepared, on_epochs, checkpoints = map(list, zip(*(joined(held, p) for held, p in group), strict=True))
         p = prepared[0]
-        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads, members=len(group))
+        choose_threads(p, self.ctx.threads, self.ctx.fixed_threads, members=len(group))
         try:
             run_population(prepared, on_epochs, checkpoints, on_done=lambda i, outcome: self._tell(members[i], outcome),
                            refill=refill, on_shrink=shrink, capacity=self.size)
@@ -199,7 +199,7 @@ class PooledRounds:
 
     def _alone(self, held: _Held, p, reason: str) -> None:
         records.write(held.trial, engine={"name": "sequential", "reason": reason})
-        choose_threads(p.model, p.cfg.batch_size, self.ctx.threads, self.ctx.fixed_threads)
+        choose_threads(p, self.ctx.threads, self.ctx.fixed_threads)
         try:
             with seeded(p.cfg.seed):  # as trial.train: its random ops seeded by the trial
                 result = run_sequential(p, held.attempt.on_epoch, held.attempt.checkpoints)

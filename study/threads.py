@@ -1,36 +1,60 @@
 """Intra-op threads for a trial, chosen from its work: a small network's step is too short for threads
 to pay, and on a busy machine they contend with everything else for the cores.
 
-    >>> for_work(params=9_000, batch=64, allowed=8)          # quick's MLP: one thread
-    1
-    >>> for_work(params=300_000, batch=64, allowed=8)        # a 512-wide MLP: every allowed thread
-    8
+    >>> import torch; from study.models import build_model
+    >>> mlp = build_model("mlp", (64,), 10, depth=2, width=64, activation="relu")         # quick's MLP
+    >>> cnn = build_model("cnn", (40,), 10, depth=3, width=32, activation="relu", kernel_size=5)   # lecture's
+    >>> work(mlp, torch.zeros(64, 64)), work(cnn, torch.zeros(64, 40))      # flops of a batch of 64
+    (1130496, 20684800)
+    >>> for_work(1130496, allowed=8), for_work(20684800, allowed=8)
+    (1, 8)
 
-The threshold is measured (2 idle cores, Adam, MLPs of width 64 to 2048): at params x batch = 5.7e5 one
-thread took 290 us a step against 336 us with two; at 2.3e6 two threads won (371 against 442 us), and
-from 2e7 they ran 1.5-1.8x faster. `--threads N` fixes the count; `--jobs N` divides the cores.
+A step's work is its forward pass's matmul and convolution flops (torch.utils.flop_counter): for an MLP
+about 2 x params x batch, for a CNN far more than its parameters say, since each kernel slides over the
+whole signal (lecture's CNN above has 12,106 parameters). The threshold is measured: `python -m
+benchmarks.bench_threads`, whose figures README quotes. `--threads N` fixes the count; `--jobs N`
+divides the cores.
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
-SMALL_WORK = 2_000_000  # parameters x batch size below which one thread is as fast or faster
+SMALL_WORK = 4_000_000  # forward flops per step below which one thread is as fast or faster
 
 
-def for_work(params: int, batch: int, allowed: int) -> int:
-    return 1 if params * batch < SMALL_WORK else max(1, allowed)
+def for_work(flops: int, allowed: int) -> int:
+    return 1 if flops < SMALL_WORK else max(1, allowed)
 
 
-def choose(model, batch: int, allowed: int | None, fixed: bool, members: int = 1) -> None:
-    """Set torch's intra-op threads for a trial of `model` at `batch`, or a population of `members` such
-    trials, whose fused step does their work at once (allowed None: leave them as they are)."""
+def work(model, batch) -> int:
+    """The matmul and convolution flops of `model`'s forward pass over `batch`, counted by
+    torch.utils.flop_counter on one real forward: in eval mode, without grad and in a fork of torch's CPU
+    random stream, so that the model's statistics and the trial's stream are left as they were."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), FlopCounterMode(display=False) as counter:
+            model(batch)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return counter.get_total_flops()
+
+
+def choose(p, allowed: int | None, fixed: bool, members: int = 1) -> None:
+    """Set torch's intra-op threads for a prepared trial `p` (engine.PreparedTrial), or a population of
+    `members` such trials, whose fused step does their work at once (allowed None: leave them as they are)."""
     import torch
 
     if allowed is None:
         return
-    params = sum(p.numel() for p in model.parameters())
-    torch.set_num_threads(allowed if fixed else for_work(params * members, batch, allowed))
+    if not fixed:
+        allowed = for_work(work(p.model, p.data.x_train[:p.cfg.batch_size]) * members, allowed)
+    torch.set_num_threads(allowed)
 
 
 @contextlib.contextmanager

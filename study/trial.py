@@ -92,7 +92,7 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     with seeded(cfg.seed):
         p = prepare(cfg, device, checkpoints, cache)
         if device.type == "cpu":
-            choose_threads(p.model, cfg.batch_size, *threads)  # (allowed, fixed by --threads)
+            choose_threads(p, *threads)  # (allowed, fixed by --threads)
         return run_sequential(p, on_epoch, checkpoints)
 
 

@@ -1,32 +1,73 @@
-"""Intra-op threads chosen from a trial's work: one for a small network, the worker's share otherwise."""
+"""Intra-op threads chosen from a trial's work, its forward pass's flops: one for a small network, the
+worker's share otherwise."""
+import os
+
+import pytest
 import torch
+from torch import nn
 
 from study.config import load_config
+from study.models import build_model
 from study.runner import run_study
-from study.threads import SMALL_WORK, for_work
+from study.threads import SMALL_WORK, for_work, work
 
 
 def test_small_work_runs_on_one_thread():
-    assert for_work(params=SMALL_WORK // 64 - 1, batch=64, allowed=4) == 1
-    assert for_work(params=SMALL_WORK // 64, batch=64, allowed=4) == 4
+    assert for_work(SMALL_WORK - 1, allowed=4) == 1
+    assert for_work(SMALL_WORK, allowed=4) == 4
 
 
-def test_a_run_gives_a_small_trial_one_thread_unless_threads_fixes_them(tmp_path, synth_space, monkeypatch):
+def test_work_counts_what_a_step_computes_not_the_parameters():
+    mlp = build_model("mlp", (8,), 3, depth=1, width=16, activation="relu")
+    assert work(mlp, torch.zeros(32, 8)) == 2 * 32 * (8 * 16 + 16 * 3)   # a multiply and an add per weight
+    cnn = build_model("cnn", (8,), 3, depth=2, width=64, activation="relu", kernel_size=5)
+    conv = 64 * 5 * 8 + 64 * 64 * 5 * 4  # each kernel over every position: 8, then 4 after the pooling
+    assert work(cnn, torch.zeros(32, 8)) == 2 * 32 * (conv + 64 * 2 * 3)
+    params = sum(p.numel() for p in cnn.parameters())
+    assert params * 32 < SMALL_WORK // 2 < work(cnn, torch.zeros(32, 8)), "few parameters, much work"
+
+
+class Noise(nn.Module):
+    """A user's layer that draws random numbers in evaluation too."""
+
+    def forward(self, x):
+        return x + torch.rand_like(x)
+
+
+def test_work_leaves_the_model_and_the_random_stream_as_they_were():
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), Noise(), nn.Linear(16, 3))
+    model[2].eval()  # a user's own choice of mode for one layer, kept
+    modes = [m.training for m in model.modules()]
+    stats = model[1].running_mean.clone(), model[1].num_batches_tracked.clone()
+    batch = torch.randn(4, 8)
+    rng = torch.get_rng_state()
+    assert work(model, batch) > 0
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(model[1].running_mean, stats[0]) and torch.equal(model[1].num_batches_tracked, stats[1])
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize("model, expected", [("{name: mlp, depth: 1, width: 16}", 1),
+                                             ("{name: cnn, depth: 2, width: 64, kernel_size: 5}", 4)])
+def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_path, synth_space, monkeypatch,
+                                                                           model, expected):
+    """The MLP and the CNN have about as many parameters; the CNN's convolutions do 20x the MLP's work."""
     seen = []
-    original = torch.nn.Module.__call__
+    original = torch.Tensor.backward
 
-    def spy(self, *args, **kwargs):  # the threads each forward pass runs with
+    def spy(self, *args, **kwargs):  # the threads each training step runs with
         seen.append(torch.get_num_threads())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    monkeypatch.setattr(torch.Tensor, "backward", spy)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the worker's share: all of 4 cores
     before = torch.get_num_threads()
     try:
-        for fixed, expected in ((None, 1), (2, 2)):
+        for fixed, want in ((None, expected), (2, 2)):
             seen.clear()
-            cfg = load_config(str(synth_space), ["study.n_trials=1", f"study.name=t{fixed}"])
+            cfg = load_config(str(synth_space), ["study.n_trials=1", f"study.name=t{fixed}", f"model={model}"])
             run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", torch.device("cpu"), checkpoint_root=tmp_path / "ck",
                       quiet=True, threads=fixed)
-            assert seen and set(seen) == {expected}, (fixed, set(seen))
+            assert seen and set(seen) == {want}, (fixed, set(seen))
     finally:
         torch.set_num_threads(before)

@@ -46,11 +46,12 @@ def work(model, batch) -> int:
 
 
 def choose(p, allowed: int | None, fixed: bool, members: int = 1) -> None:
-    """Set torch's intra-op threads for a prepared trial `p` (engine.PreparedTrial), or a population of
-    `members` such trials, whose fused step does their work at once (allowed None: leave them as they are)."""
+    """Set torch's intra-op threads for a prepared trial `p` (engine.PreparedTrial) on the CPU, or a
+    population of `members` such trials, whose fused step does their work at once (allowed None, or a
+    trial on another device, whose steps run there: leave them as they are)."""
     import torch
 
-    if allowed is None:
+    if allowed is None or p.device.type != "cpu":
         return
     if not fixed:
         allowed = for_work(work(p.model, p.data.x_train[:p.cfg.batch_size]) * members, allowed)

@@ -91,8 +91,7 @@ def train(cfg: TrialConfig, device: torch.device, *, on_epoch: Callable[[list[di
     model's dropout) is seeded by the trial and forked from the caller's, which it leaves as it was."""
     with seeded(cfg.seed):
         p = prepare(cfg, device, checkpoints, cache)
-        if device.type == "cpu":
-            choose_threads(p, *threads)  # (allowed, fixed by --threads)
+        choose_threads(p, *threads)  # (allowed, fixed by --threads)
         return run_sequential(p, on_epoch, checkpoints)
 
 

@@ -1,6 +1,7 @@
 """Intra-op threads chosen from a trial's work, its forward pass's flops: one for a small network, the
 worker's share otherwise."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from study.config import load_config
 from study.models import build_model
 from study.runner import run_study
-from study.threads import SMALL_WORK, for_work, work
+from study.threads import SMALL_WORK, choose, for_work, held, work
 
 
 def test_small_work_runs_on_one_thread():
@@ -25,6 +26,15 @@ def test_work_counts_what_a_step_computes_not_the_parameters():
     assert work(cnn, torch.zeros(32, 8)) == 2 * 32 * (conv + 64 * 2 * 3)
     params = sum(p.numel() for p in cnn.parameters())
     assert params * 32 < SMALL_WORK // 2 < work(cnn, torch.zeros(32, 8)), "few parameters, much work"
+
+
+def test_a_trial_on_another_device_leaves_the_threads_as_they_are():
+    """Its steps run on the device; the population engine chose CPU threads for CUDA trials until 2026-12-07."""
+    with held(1):
+        choose(SimpleNamespace(device=torch.device("cuda")), allowed=3, fixed=True)
+        assert torch.get_num_threads() == 1
+        choose(SimpleNamespace(device=torch.device("cpu")), allowed=3, fixed=True)
+        assert torch.get_num_threads() == 3
 
 
 class Noise(nn.Module):

@@ -7,8 +7,8 @@
     epoch 0
     epoch 1
     >>> sorted(result.final)
-    ['epoch', 'iteration', 'lr', 'samples', 'train_loss', 'val_accuracy', 'val_f1', 'val_loss', 'val_precision',
-     'val_recall', 'wall_time']
+    ['epoch', 'iteration', 'lr', 'samples', 'threads', 'train_loss', 'val_accuracy', 'val_f1', 'val_loss',
+     'val_precision', 'val_recall', 'wall_time']
 
 An engine takes prepared trials and calls back once per epoch with the trial's history; the callback may
 raise to stop the trial (pruning). A batched engine that trains several prepared trials as one fused
@@ -113,9 +113,7 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
 
         metrics = evaluate(model, data.x_val, data.y_val, autocast)
         train_loss = loss_sum.item() / max(1, n_steps)
-        record = {"epoch": epoch, "iteration": it, "samples": budget.samples_at(it), "train_loss": train_loss,
-                  **metrics, "lr": sched.get_last_lr()[0], "wall_time": time.perf_counter() - clock}
-        history.append(record)
+        history.append(epoch_record(epoch, it, budget, train_loss, metrics, sched.get_last_lr()[0], clock))
         reason = _divergence(train_loss, metrics["val_loss"], float(start_loss), cfg.divergence_factor)
         if reason:
             raise Diverged(reason, it, history)
@@ -127,6 +125,14 @@ def run_sequential(p: PreparedTrial, on_epoch: Callable[[list[dict]], None] | No
         if on_epoch:
             on_epoch(history)
     return TrainResult(model, history, budget, p.resumed_from_epoch)
+
+
+def epoch_record(epoch: int, it: int, budget: Budget, train_loss: float, metrics: dict[str, float], lr: float,
+                 clock: float) -> dict[str, Any]:
+    """One epoch's entry in a trial's history, as either engine stores it."""
+    return {"epoch": epoch, "iteration": it, "samples": budget.samples_at(it), "train_loss": train_loss, **metrics,
+            "lr": lr, "wall_time": time.perf_counter() - clock,
+            "threads": torch.get_num_threads()}  # on a CPU, a chaotic config's result can depend on them
 
 
 def _divergence(train_loss: float, val_loss: float, start_loss: float, factor: float) -> str | None:

@@ -49,7 +49,7 @@ from torch.func import stack_module_state
 from study import fused, interrupts, vmapped
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
-from study.engine import Diverged, PreparedTrial, TrainResult, _divergence
+from study.engine import Diverged, PreparedTrial, TrainResult, _divergence, epoch_record
 from study.metrics import EVAL_BATCH, evaluate, metrics_of, nll
 from study.stacked import StackedOptimizer, flatten, kind_of
 from study.streams import Streams
@@ -493,9 +493,7 @@ def _end_epoch(m: _Member, metrics: dict[str, float], loss_sum: float, start_los
     metrics come from _validate, the losses from _losses, the states to save from _saved_states)."""
     p = m.p
     train_loss = loss_sum / max(1, m.steps)
-    record = {"epoch": m.epoch, "iteration": m.it, "samples": m.p.budget.samples_at(m.it), "train_loss": train_loss,
-              **metrics, "lr": p.sched.get_last_lr()[0], "wall_time": time.perf_counter() - m.clock}
-    p.history.append(record)
+    p.history.append(epoch_record(m.epoch, m.it, p.budget, train_loss, metrics, p.sched.get_last_lr()[0], m.clock))
     m.loss_sum, m.steps = None, 0
     reason = _divergence(train_loss, metrics["val_loss"], start_loss, p.cfg.divergence_factor)
     if reason:

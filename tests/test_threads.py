@@ -3,12 +3,14 @@ worker's share otherwise."""
 import os
 from types import SimpleNamespace
 
+import optuna
 import pytest
 import torch
 from torch import nn
 
 from study.config import load_config
 from study.models import build_model
+from study.records import TrialRecord
 from study.runner import run_study
 from study.threads import SMALL_WORK, choose, for_work, held, work
 
@@ -57,11 +59,18 @@ def test_work_leaves_the_model_and_the_random_stream_as_they_were():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-@pytest.mark.parametrize("model, expected", [("{name: mlp, depth: 1, width: 16}", 1),
-                                             ("{name: cnn, depth: 2, width: 64, kernel_size: 5}", 4)])
+MLP = "{name: mlp, depth: 1, width: 16}"  # 11,000 flops a step
+CNN = "{name: cnn, depth: 2, width: 64, kernel_size: 5}"  # 5.4 million from 21,315 parameters (x batch: 0.7)
+NARROW_CNN = "{name: cnn, depth: 2, width: 32, kernel_size: 5}"  # 1.4 million: 4.2 for a population of 3
+
+
+@pytest.mark.parametrize("model, engine, expected", [(MLP, "sequential", 1), (CNN, "sequential", 4),
+                                                     (NARROW_CNN, "sequential", 1), (NARROW_CNN, "population", 4),
+                                                     (MLP, "population", 1)])
 def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_path, synth_space, monkeypatch,
-                                                                           model, expected):
-    """The MLP and the CNN have about as many parameters; the CNN's convolutions do 20x the MLP's work."""
+                                                                           model, engine, expected):
+    """A population's fused step does all its members' work at once. Each epoch's record says what it
+    trained on."""
     seen = []
     original = torch.Tensor.backward
 
@@ -75,9 +84,14 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
     try:
         for fixed, want in ((None, expected), (2, 2)):
             seen.clear()
-            cfg = load_config(str(synth_space), ["study.n_trials=1", f"study.name=t{fixed}", f"model={model}"])
-            run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", torch.device("cpu"), checkpoint_root=tmp_path / "ck",
-                      quiet=True, threads=fixed)
+            cfg = load_config(str(synth_space), ["study.n_trials=3", f"study.name=t{fixed}", f"model={model}",
+                                                 f"study.engine={engine}", "study.population=3"])
+            storage = f"sqlite:///{tmp_path / 's.db'}"
+            run_study(cfg, storage, torch.device("cpu"), checkpoint_root=tmp_path / "ck", quiet=True, threads=fixed)
             assert seen and set(seen) == {want}, (fixed, set(seen))
+            trials = optuna.load_study(study_name=f"t{fixed}", storage=storage).trials
+            assert {TrialRecord.of(t).engine["name"] if TrialRecord.of(t).engine else "sequential"
+                    for t in trials} == {engine}
+            assert {h["threads"] for t in trials for h in TrialRecord.of(t).history} == {want}
     finally:
         torch.set_num_threads(before)

@@ -2,7 +2,7 @@
 the study reach a good model sooner?
 
     python -m benchmarks.bench_population [--device cuda] [--trials 64] [--sizes 1 4 16 64] [--vmap] [--checkpoints]
-                                          [--dropout P] [--batchnorm]
+                                          [--dropout P] [--batchnorm] [--cnn DEPTH WIDTH]
     python -m benchmarks.bench_population --to-target 0.1 [--sizes 4 16] [--seeds 3]
     python -m benchmarks.bench_population --compile [--sizes 16 64]
     python -m benchmarks.bench_population --ops [--sizes 1 4 16 64]
@@ -15,7 +15,8 @@ Validation, divergence checks and history are included; storage is not, and chec
 --checkpoints (each trial saves one per epoch, as `study run` does). --vmap: each K also with the forward
 that any model gets (vmap over functional_call) instead of study.fused's layers. --dropout P: the MLP
 with dropout after each hidden layer, whose fused forward draws each member's masks from its own stream;
---batchnorm: with BatchNorm1d before each hidden activation.
+--batchnorm: with BatchNorm1d before each hidden activation. --cnn DEPTH WIDTH: lecture's 1-D CNN (kernel 5)
+on MNIST-1D at batch 64 for 8 epochs instead of the MLP.
 
 --to-target: the wall time until a study's best validation loss first reaches the target, the way a user
 runs it (run_study: a fresh SQLite file, the shipped sampler and pruner, checkpoints, no confirmation
@@ -72,12 +73,19 @@ def variant_mlp(input_shape, n_classes, *, depth: int, width: int, activation: s
     return torch.nn.Sequential(*layers)
 
 
-def configs(n: int, dropout: float | None = None, batchnorm: bool = False) -> list[TrialConfig]:
+# --cnn: lecture's 1-D CNN on MNIST-1D for 8 epochs (depth and width: --cnn's values)
+CNN = dict(dataset="mnist1d", data_options={"num_samples": 5000}, model="cnn", kernel_size=5, batch_size=64, budget=8)
+
+
+def configs(n: int, dropout: float | None = None, batchnorm: bool = False,
+            cnn: tuple[int, int] | None = None) -> list[TrialConfig]:
     rng = random.Random(0)
     model = {} if dropout is None and not batchnorm else {"model": "benchmarks.bench_population:variant_mlp",
                                                           "model_options": {"dropout": dropout, "batchnorm": batchnorm}}
-    return [TrialConfig(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8,
-                        schedule="cosine", optimizer=rng.choice(["sgd", "sgd_momentum", "adam"]),
+    shape = dict(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8)
+    if cnn:
+        shape = dict(CNN, depth=cnn[0], width=cnn[1])
+    return [TrialConfig(**shape, schedule="cosine", optimizer=rng.choice(["sgd", "sgd_momentum", "adam"]),
                         lr=10 ** rng.uniform(-3, -1), momentum=0.9, init=rng.choice(["he", "xavier"]), seed=i)
             for i in range(n)]
 
@@ -238,6 +246,8 @@ def main() -> None:
     parser.add_argument("--ops", action="store_true", help="count the tensor ops per step instead of timing")
     parser.add_argument("--dropout", type=float, metavar="P", help="the MLP with dropout P after each hidden layer")
     parser.add_argument("--batchnorm", action="store_true", help="the MLP with BatchNorm in each hidden layer")
+    parser.add_argument("--cnn", type=int, nargs=2, metavar=("DEPTH", "WIDTH"),
+                        help="lecture's 1-D CNN on MNIST-1D instead of the MLP")
     parser.add_argument("--checkpoints", action="store_true",
                         help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
@@ -249,7 +259,7 @@ def main() -> None:
     if args.ops:
         return ops_table(args, device)
     cache = DataCache()
-    cfgs = configs(args.trials, args.dropout, args.batchnorm)
+    cfgs = configs(args.trials, args.dropout, args.batchnorm, args.cnn)
     steps = sum(prepare(c, device, cache=cache).budget.total_iters for c in cfgs)
 
     folder, runs = Path(tempfile.mkdtemp(prefix="bench-population-")), itertools.count()
@@ -271,7 +281,8 @@ def main() -> None:
     print(f"{device}, {torch.get_num_threads()} threads, {args.trials} trials, {steps // args.trials} steps each"
           + (", a checkpoint per trial and epoch" if args.checkpoints else "")
           + (f", dropout {args.dropout}" if args.dropout is not None else "")
-          + (", BatchNorm" if args.batchnorm else ""))
+          + (", BatchNorm" if args.batchnorm else "")
+          + (f", lecture's CNN {args.cnn[0]} deep and {args.cnn[1]} wide" if args.cnn else ""))
     print(f"sequential:      {args.trials / base * 60:8.1f} trials/min {base / steps * 1e6:8.1f} us/model-step")
     for k in args.sizes:
         t = timed(lambda k=k: population(k))

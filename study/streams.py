@@ -14,8 +14,12 @@ share, so there is no stream of a member's own to keep.
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 # Layers that draw random numbers from torch's CPU stream: each member's from its own (Streams).
 RANDOM: tuple[type[nn.Module], ...] = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -56,28 +60,27 @@ class Streams:
         makes them, the members' masks [K, *shape]: member i's from states[i], as F.dropout draws them alone
         on the CPU (noise of that shape, bernoulli_(1 - p), divided by 1 - p, then multiplied in). One
         multiply by the stacked masks then serves all members; torch's own stream is given back as it was."""
-        caller = torch.get_rng_state()
-        drawn: list[list[torch.Tensor]] = []
-        try:
-            for i in range(len(self.states)):
-                torch.set_rng_state(self.states[i])
-                drawn.append([torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
-                              for p, shape, dtype in calls])
-                self.states[i] = torch.get_rng_state()
-        finally:
-            torch.set_rng_state(caller)
+        drawn = self._each_member(lambda i: [torch.empty(shape, dtype=dtype).bernoulli_(1 - p).div_(1 - p)
+                                             for p, shape, dtype in calls])
         return tuple(torch.stack(masks) for masks in zip(*drawn, strict=True))
 
     def each(self, module: nn.Module, h: torch.Tensor, k: int) -> torch.Tensor:
         """module applied to each member's samples of h ([K * B, ...]) from that member's stream; torch's
         own stream is given back as it was."""
+        n = h.shape[0] // k
+        # a slice each, not chunk(): an inplace dropout may write into it
+        return torch.cat(self._each_member(lambda i: module(h[i * n:(i + 1) * n])))
+
+    def _each_member(self, draw: Callable[[int], T]) -> list[T]:
+        """draw(i) for each member i with torch's CPU stream set to states[i], which it advances; torch's
+        own stream is given back as it was."""
         caller = torch.get_rng_state()
+        out = []
         try:
-            out, n = [], h.shape[0] // k
-            for i in range(k):  # a slice each, not chunk(): an inplace dropout may write into it
+            for i in range(len(self.states)):
                 torch.set_rng_state(self.states[i])
-                out.append(module(h[i * n:(i + 1) * n]))
+                out.append(draw(i))
                 self.states[i] = torch.get_rng_state()
         finally:
             torch.set_rng_state(caller)
-        return torch.cat(out)
+        return out

@@ -50,6 +50,8 @@ PER_SAMPLE: tuple[type[nn.Module], ...] = (
 )
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def forward_of(template: nn.Module, streams: Streams | None = None) -> Forward | None:
     """forward(params, buffers, x) of stacked members like `template`, x and the result [K, B, ...];
     None unless `template` is an nn.Sequential (nested ones too) of Linear, Conv and PER_SAMPLE layers,
@@ -174,7 +176,7 @@ def _batch_norm(module: nn.Module, prefix: str) -> Layer:
         w, b = state.get(weight), state.get(bias)
         out = F.batch_norm(x, None if m is None else m.view(-1), None if v is None else v.view(-1),
                            None if w is None else w.flatten(), None if b is None else b.flatten(),
-                           module.training or (state.get(mean) is None and state.get(var) is None),
+                           module.training or (m is None and v is None),  # eval without stats: the batch's
                            module.momentum, module.eps)
         return out.unflatten(1, (k, -1)).transpose(0, 1).flatten(0, 1)
 

@@ -80,11 +80,13 @@ CNN = dict(dataset="mnist1d", data_options={"num_samples": 5000}, model="cnn", k
 def configs(n: int, dropout: float | None = None, batchnorm: bool = False,
             cnn: tuple[int, int] | None = None) -> list[TrialConfig]:
     rng = random.Random(0)
-    model = {} if dropout is None and not batchnorm else {"model": "benchmarks.bench_population:variant_mlp",
-                                                          "model_options": {"dropout": dropout, "batchnorm": batchnorm}}
-    shape = dict(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8)
     if cnn:
         shape = dict(CNN, depth=cnn[0], width=cnn[1])
+    else:
+        model = {} if dropout is None and not batchnorm else {
+            "model": "benchmarks.bench_population:variant_mlp",
+            "model_options": {"dropout": dropout, "batchnorm": batchnorm}}
+        shape = dict(dataset="digits", **{"model": "mlp", **model}, depth=2, width=64, batch_size=64, budget=8)
     return [TrialConfig(**shape, schedule="cosine", optimizer=rng.choice(["sgd", "sgd_momentum", "adam"]),
                         lr=10 ** rng.uniform(-3, -1), momentum=0.9, init=rng.choice(["he", "xavier"]), seed=i)
             for i in range(n)]
@@ -251,6 +253,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", action="store_true",
                         help="every trial saves a checkpoint each epoch, as `study run` does (in a temporary folder)")
     args = parser.parse_args()
+    if args.cnn and (args.dropout is not None or args.batchnorm):
+        parser.error("--dropout and --batchnorm vary the MLP, not --cnn's CNN")
     device = torch.device(args.device)
     if args.to_target is not None:
         return target_table(args, device)

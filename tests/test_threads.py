@@ -90,8 +90,7 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
             run_study(cfg, storage, torch.device("cpu"), checkpoint_root=tmp_path / "ck", quiet=True, threads=fixed)
             assert seen and set(seen) == {want}, (fixed, set(seen))
             trials = optuna.load_study(study_name=f"t{fixed}", storage=storage).trials
-            assert {TrialRecord.of(t).engine["name"] if TrialRecord.of(t).engine else "sequential"
-                    for t in trials} == {engine}
+            assert {(TrialRecord.of(t).engine or {}).get("name", "sequential") for t in trials} == {engine}
             assert {h["threads"] for t in trials for h in TrialRecord.of(t).history} == {want}
     finally:
         torch.set_num_threads(before)

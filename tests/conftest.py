@@ -93,12 +93,13 @@ def dropout_mlp(input_shape, n_classes, width=16, norm=None, own_forward=False):
     body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], width), *norm, torch.nn.ReLU(),
                                torch.nn.Dropout(0.3), torch.nn.Linear(width, width), torch.nn.Tanh(),
                                torch.nn.Dropout(0.2), torch.nn.Linear(width, n_classes))
-    return _own()(body) if own_forward else body
+    return own_forward_class()(body) if own_forward else body
 
 
 @functools.cache
-def _own():
-    """One class for every call (stack_module_state wants the members' classes the same), made on first use
+def own_forward_class():
+    """A module whose forward calls its body: vmap runs it, where study.fused runs the Sequential body.
+    One class for every call (stack_module_state wants the members' classes the same), made on first use
     so that importing conftest does not import torch."""
     import torch
 

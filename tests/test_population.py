@@ -6,7 +6,7 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import scalar_reads
+from conftest import own_forward_class, scalar_reads
 from study.checkpoints import Checkpoints
 from study.config import TrialConfig
 from study.engine import Diverged, PreparedTrial, TrainResult, run_sequential
@@ -291,18 +291,7 @@ def _with_batchnorm(cfg: TrialConfig) -> PreparedTrial:
     return _with_model(cfg, _batchnorm)
 
 
-class _Own(torch.nn.Module):
-    """A model with a forward of its own: vmap runs it (study.fused knows only Sequentials)."""
-
-    def __init__(self, body: torch.nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return self.body(x)
-
-
-@pytest.mark.parametrize("make", [_batchnorm, lambda mlp: _Own(_batchnorm(mlp))], ids=["layers", "vmap"])
+@pytest.mark.parametrize("make", [_batchnorm, lambda mlp: own_forward_class()(_batchnorm(mlp))], ids=["layers", "vmap"])
 def test_batchnorm_members_keep_their_own_running_statistics(tmp_path, make):
     cfgs = [_cfg(i, optimizer="sgd_momentum", lr=0.05) for i in range(3)]
     cks = [Checkpoints(tmp_path / f"t{i}", keep=1) for i in range(3)]

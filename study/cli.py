@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=_positive_int, default=1,
                      help="worker processes on this machine sharing the study's target (default: 1)")
     run.add_argument("--threads", type=_positive_int, metavar="N",
-                     help="intra-op threads per worker (default: one for a trial too small to gain from more, "
-                          "else the worker's share of the cores)")
+                     help="intra-op threads per worker (default: study.threads, else one for a trial too small "
+                          "to gain from more and the worker's share of the cores for a larger one)")
     run.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
                      help="a running trial's heartbeat; a worker silent for 3x this is taken for dead and its "
                           "trial retried (default: 10)")

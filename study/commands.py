@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides += [("training.seed", args.seed), ("study.sampler.seed", args.seed)]
     overrides += [(f"study.confirm.{k}", getattr(args, k)) for k in ("top", "seeds") if getattr(args, k) is not None]
-    for flag, key in (("engine", "study.engine"), ("population", "study.population")):
+    for flag, key in (("engine", "study.engine"), ("population", "study.population"), ("threads", "study.threads")):
         if getattr(args, flag) is not None:
             overrides.append((key, getattr(args, flag)))
     device = resolve_device(args.device)  # before anything touches the storage
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = auto_lr(cfg, storage, device)
     interrupts.check()
     summary = run_study(cfg, storage, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet,
-                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale,
-                        threads=args.threads)
+                        jobs=args.jobs, heartbeat_s=args.heartbeat, retry_stale=args.retry_stale)
     say(summary.text())
     interrupts.check()  # Ctrl-C as the run ended: the study is stored; the rerun writes the report
     from study.dashboard import upload_checkpoint

@@ -219,6 +219,7 @@ class StudySettings:
     max_iters: int = 10**9  # planned iterations a trial may have; raise it to opt in to longer trials
     engine: str = "auto"  # auto | sequential | population (trials that share a graph train as one model)
     population: int | None = None  # trials per population; None: chosen per phase and device (engines.py)
+    threads: int | None = None  # intra-op threads per worker; None: by the trial's size (threads.py)
     # Fair arms (the combinations of scientific values): each gets at least `balance` of an equal share of
     # the search trials, and the pruner compares a trial only with its own arm's, at equal samples seen.
     balance: float = 1.0

@@ -70,6 +70,15 @@ class TrialRecord:
         """The last epoch's record, or {} before the first epoch."""
         return self.history[-1] if self.history else {}
 
+    @property
+    def threads(self) -> int | None:
+        """The intra-op threads it trained on, where a CPU trained it on one count (a chaotic config's
+        result depends on it); None on another device, where a resumed trial's epochs differ, or where its
+        history does not say (recorded since 2026-12-07)."""
+        counts = {epoch.get("threads") for epoch in self.history}
+        on_cpu = str(self.provenance.get("device", "cpu")).startswith("cpu")
+        return counts.pop() if on_cpu and len(counts) == 1 and None not in counts else None
+
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrialRecord))
 

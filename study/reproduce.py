@@ -16,8 +16,9 @@ disagree), `leader.yaml` beside it retrains the leader's candidate.
     >>> type(model).__name__
     'Sequential'
 
-`python -m study run reports/<study>/best.yaml` trains that one config again, with its seed: on the CPU
-it reaches the same validation loss.
+`python -m study run reports/<study>/best.yaml` trains that one config again, with its seed and, on a CPU,
+the thread count it trained on (study.threads): it reaches the same validation loss, bit for bit where it
+trained alone.
 """
 from __future__ import annotations
 
@@ -40,17 +41,19 @@ def best_space(study: optuna.Study) -> dict[str, Any] | None:
 
 def trial_space(study: optuna.Study, trial: optuna.trial.FrozenTrial, role: str) -> dict[str, Any] | None:
     """Trial's resolved config as a space named <study>-<role>-<number>; None for a trial without one."""
-    config = TrialRecord.of(trial).config
-    if not config:
+    record = TrialRecord.of(trial)
+    if not record.config:
         return None
     sections: dict[str, dict] = {"data": {}, "model": {}, "training": {}}
     for name, field in KNOBS.items():
-        if name in config:
-            sections[field.metadata["section"]][field.metadata["yaml"] or name] = config[name]
+        if name in record.config:
+            sections[field.metadata["section"]][field.metadata["yaml"] or name] = record.config[name]
+    # On a CPU the sums' blocking follows the thread count: the same count gives the same numbers.
+    threads = {} if record.threads is None else {"threads": record.threads}
     return {"study": {"name": f"{study.study_name}-{role}-{trial.number}",
                       "question": f"Trial {trial.number} of study {study.study_name!r}, retrained as it ran.",
                       "metric": StudyRecord.of(study).metric, "n_trials": 1, "sampler": {"name": "random", "seed": 0},
-                      "pruner": {"name": "none"}, "confirm": {"seeds": 0}},
+                      "pruner": {"name": "none"}, "confirm": {"seeds": 0}, **threads},
             **sections, "params": {}}
 
 
@@ -63,7 +66,7 @@ def write_best(study: optuna.Study, folder: Path, best: optuna.trial.FrozenTrial
         path.unlink(missing_ok=True)
         return None
     header = (f"# Question: trial {best.number} of study {study.study_name!r} ({record_value(best)}), every "
-              "setting fixed.\n# Retrain it: python -m study run <this file>\n")
+              f"setting fixed.\n# Retrain it: python -m study run <this file>\n{_alone(best)}")
     return _write(path, header, space)
 
 
@@ -83,7 +86,8 @@ def write_leader(study: optuna.Study, folder: Path, verdict: dict | None, best: 
         return None
     header = (f"# Question: trial {trial.number} of study {study.study_name!r} ({record_value(trial)}), the "
               f"candidate of {arm['label']!r}, which leads the verdict\n# with {over_seeds(arm)}; "
-              "every setting fixed, its search seed included.\n# Retrain it: python -m study run <this file>\n")
+              f"every setting fixed, its search seed included.\n# Retrain it: python -m study run <this file>\n"
+              f"{_alone(trial)}")
     return _write(path, header, space)
 
 
@@ -94,6 +98,16 @@ def other_leader(verdict: dict | None, best: int | None) -> dict | None:
 
     arm = leader(verdict)
     return arm if arm is not None and best is not None and arm["candidate"] != best else None
+
+
+def _alone(trial: optuna.trial.FrozenTrial) -> str:
+    """A header line for a trial trained in a population: alone, it is the same computation but for the
+    order in which batched and single matmuls add."""
+    engine = TrialRecord.of(trial).engine or {}
+    if engine.get("name") != "population":
+        return ""
+    return (f"# It trained in a population of {engine.get('size', '?')}, as one fused model: retrained alone, its "
+            "numbers agree up to float\n# rounding, which a chaotic config can carry as far as a new seed does.\n")
 
 
 def _write(path: Path, header: str, space: dict) -> Path:

@@ -166,11 +166,12 @@ def _quiet_optuna() -> None:
 
 def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, checkpoint_root: Path,
               quiet: bool = False, jobs: int = 1, heartbeat_s: int = HEARTBEAT_S,
-              retry_stale: bool = False, search: bool = True, threads: int | None = None) -> RunSummary:
+              retry_stale: bool = False, search: bool = True) -> RunSummary:
     """Run `jobs` worker processes on the study, or this process alone for jobs=1: the search to its
-    target, then the confirmation runs (search=False: those alone, on what the search has found). `threads`
-    fixes each worker's intra-op threads (default: a small trial takes one, a larger one its worker's share
-    of the cores). Ctrl-C and SIGTERM stop every worker at its next step; then KeyboardInterrupt is raised."""
+    target, then the confirmation runs (search=False: those alone, on what the search has found).
+    cfg.study.threads fixes each worker's intra-op threads (None: a small trial takes one, a larger one its
+    worker's share of the cores). Ctrl-C and SIGTERM stop every worker at its next step; then
+    KeyboardInterrupt is raised."""
     _quiet_optuna()
     started = time.monotonic()
     if jobs > 1:
@@ -187,7 +188,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             retried = stale.retry_stale(study)
             notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")
         run = functools.partial(_run_phase, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root,
-                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study, threads=threads)
+                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study)
         stopped = run(cfg) if search else None
         timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
         finished = count(study) if search else cfg.study.n_trials
@@ -217,10 +218,9 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
 
 
 def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
-               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search",
-               threads: int | None = None) -> str | None:
+               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search") -> str | None:
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
-    bar = None
+    bar, threads = None, cfg.study.threads
     done = count(study, phase=phase)
     # a confirmation phase's K and line count the runs left (a second round, a resumed phase), not its total
     left = cfg if phase == "search" else dataclasses.replace(

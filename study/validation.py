@@ -228,7 +228,7 @@ class Validator:
     def study(self, raw: Any, params: dict[str, Param]) -> StudySettings:
         allowed = ("name", "question", "metric", "direction", "n_trials", "timeout", "sampler", "pruner",
                    "scientific", "max_initial_failures", "checkpoints", "max_iters", "engine", "population",
-                   "confirm", "balance")
+                   "threads", "confirm", "balance")
         s = self.mapping("study", raw, allowed)
         out: dict[str, Any] = {"name": s.get("name", self.stem)}
         out["name"] = self.wrap("study.name", out["name"], check_study_name)
@@ -250,6 +250,8 @@ class Validator:
                 out[k] = self.wrap(f"study.{k}", s[k], Interval(int, low, None))
         if s.get("timeout") is not None:
             out["timeout"] = self.wrap("study.timeout", s["timeout"], Interval(float, 0, None, "neither"))
+        if s.get("threads") is not None:
+            out["threads"] = self.wrap("study.threads", s["threads"], Interval(int, 1, None))
         if "checkpoints" in s:
             ck = self.mapping("study.checkpoints", s["checkpoints"], ("keep", "keep_best"))
             if "keep" in ck:

@@ -167,6 +167,8 @@ BAD = [
     (f"study:\n  name: {'n' * 201}\n", "study.name", "at most 200 characters"),
     ("study:\n  name: 7\n", "study.name", "non-empty string"),
     ("study:\n  max_iters: 0\n", "study.max_iters", "integer >= 1"),
+    ("study:\n  threads: 0\n", "study.threads", "integer >= 1"),
+    ("study:\n  threads: two\n", "study.threads", "integer >= 1"),
     # hyperparameters searched where nothing uses them
     ("params:\n  momentum: {type: float, low: 0.5, high: 0.9}\n", "params.momentum",
      "searched, but optimizer adam does not use momentum; make it conditional: when: {optimizer: [sgd_momentum]}"),

@@ -30,6 +30,18 @@ def test_a_field_outside_the_schema_is_refused_before_anything_is_written():
         records.write_study(study, colour="red")
 
 
+@pytest.mark.parametrize("device, counts, expected", [
+    ("cpu", (2, 2), 2),
+    ("cpu", (1, 2), None),  # resumed on another count: no one count reproduces it
+    ("cuda:0", (2, 2), None),  # threads do not reach a GPU's sums
+    ("cpu", (None, None), None),  # recorded before threads were
+])
+def test_a_trials_threads_are_the_one_count_its_epochs_trained_on_a_cpu(device, counts, expected):
+    history = [{"epoch": e} | ({} if n is None else {"threads": n}) for e, n in enumerate(counts)]
+    assert TrialRecord(provenance={"device": device}, history=history).threads == expected
+    assert TrialRecord().threads is None
+
+
 def test_a_trial_of_another_era_with_attrs_that_are_not_set_reads_as_the_defaults():
     t = create_trial(state=TrialState.FAIL, user_attrs={"history": None, "unrelated": 1})
     assert TrialRecord.of(t) == TrialRecord()

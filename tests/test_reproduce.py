@@ -9,8 +9,10 @@ from conftest import confirmed_study, make_study
 from study.commands import write_report
 from study.config import load_config
 from study.report import build_report
+from study.records import TrialRecord
 from study.reproduce import load_best, trial_space
 from study.runner import run_study
+from study.threads import held
 
 
 def test_best_yaml_retrains_the_best_trial_to_the_same_validation_loss(tmp_path, synth_space):
@@ -29,6 +31,31 @@ def test_best_yaml_retrains_the_best_trial_to_the_same_validation_loss(tmp_path,
     state = torch.load(first.study_dir / "best.pt", weights_only=True)
     assert state["trial"] == best.number
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), state["model"].values(), strict=True))
+
+
+def test_best_yaml_retrains_on_the_threads_its_trial_trained_on_to_the_same_bits(tmp_path, synth_space):
+    """On a CPU the sums' blocking follows the thread count, and a chaotic config carries the difference
+    as far as a new seed does. By their size these trials would get one thread; study.threads gave them two,
+    and best.yaml fixes it too."""
+    cfg = load_config(str(synth_space), ["study.n_trials=2", "study.threads=2"])
+    with held():
+        first = run_study(cfg, f"sqlite:///{tmp_path / 'a.db'}", torch.device("cpu"),
+                          checkpoint_root=tmp_path / "ck", quiet=True)
+        page = build_report(first.study, tmp_path / "reports")
+        assert yaml.safe_load((page.parent / "best.yaml").read_text())["study"]["threads"] == 2
+        again = run_study(load_config(str(page.parent / "best.yaml")), f"sqlite:///{tmp_path / 'b.db'}",
+                          torch.device("cpu"), checkpoint_root=tmp_path / "ck", quiet=True)
+    assert TrialRecord.of(again.study.trials[0]).threads == 2 == TrialRecord.of(first.study.best_trial).threads
+    assert again.study.trials[0].value == first.study.best_value
+
+
+def test_best_yaml_of_a_population_member_says_that_alone_it_agrees_up_to_float_rounding(tmp_path, synth_space):
+    cfg = load_config(str(synth_space), ["study.n_trials=2", "study.engine=population", "study.population=2"])
+    first = run_study(cfg, f"sqlite:///{tmp_path / 'a.db'}", torch.device("cpu"), checkpoint_root=tmp_path / "ck",
+                      quiet=True)
+    text = (build_report(first.study, tmp_path / "reports").parent / "best.yaml").read_text()
+    assert "# It trained in a population of 2, as one fused model: retrained alone, its numbers agree up to " \
+           "float\n# rounding" in text
 
 
 def test_any_trial_s_space_retrains_it_to_the_same_validation_loss(tmp_path, synth_space):

@@ -85,9 +85,10 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
         for fixed, want in ((None, expected), (2, 2)):
             seen.clear()
             cfg = load_config(str(synth_space), ["study.n_trials=3", f"study.name=t{fixed}", f"model={model}",
-                                                 f"study.engine={engine}", "study.population=3"])
+                                                 f"study.engine={engine}", "study.population=3",
+                                                 f"study.threads={'null' if fixed is None else fixed}"])
             storage = f"sqlite:///{tmp_path / 's.db'}"
-            run_study(cfg, storage, torch.device("cpu"), checkpoint_root=tmp_path / "ck", quiet=True, threads=fixed)
+            run_study(cfg, storage, torch.device("cpu"), checkpoint_root=tmp_path / "ck", quiet=True)
             assert seen and set(seen) == {want}, (fixed, set(seen))
             trials = optuna.load_study(study_name=f"t{fixed}", storage=storage).trials
             assert {(TrialRecord.of(t).engine or {}).get("name", "sequential") for t in trials} == {engine}

@@ -53,7 +53,8 @@ def test_a_population_run_reaches_exactly_its_target_and_stores_what_a_sequentia
         assert len(record.history) == 3 and sorted(t.intermediate_values) == [0, 1, 2]
         assert record.config["dataset"] == "synthetic" and record.budget["total_iters"] > 0
     assert len({TrialRecord.of(t).engine["population"] for t in counted}) == 1  # refilled, not restarted
-    assert "the population engine (6 trials)" in (tmp_path / "reports" / "synth" / "index.html").read_text()
+    page = (tmp_path / "reports" / "synth" / "index.html").read_text()
+    assert "the population engine (6 trials, cpu, 1 thread)" in page
 
 
 def _page_lines(page) -> list[str]:
@@ -81,7 +82,8 @@ def test_a_study_trained_either_way_gives_the_same_report_but_for_the_engine_lin
     durations = {f"{v:.4g}" for frame in frames.values() for v in frame["duration_s"]}
     assert len(pages["sequential"]) == len(pages["population"])
     differ = [(a, b) for a, b in zip(pages["sequential"], pages["population"], strict=True) if a != b]
-    assert ("the sequential engine (6 trials)", "the population engine (6 trials)") in differ
+    assert ("the sequential engine (6 trials, cpu, 1 thread)", "the population engine (6 trials, cpu, 1 thread)") \
+        in differ
     for a, b in differ:
         assert (a.endswith(" s mean") or "load_best(" in a or "engine" in a or {a, b} <= durations), (a, b)
 

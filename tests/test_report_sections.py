@@ -1,6 +1,7 @@
 """The registered sections: each applies to a study that varies everything, and the page is their order."""
 import re
 
+import pandas as pd
 import pytest
 
 from conftest import confirmed_study, make_study
@@ -86,6 +87,32 @@ def test_the_summary_says_which_engine_trained_each_phase():
     line = dict(summary(ReportContext.of(study, T.trials_frame(study))).summary)["trained by"]
     assert line == ("search: the sequential engine (4 trials); "
                     "confirmation runs: the population engine (3 trials), the sequential engine (1 trial)")
+
+
+def test_the_engine_line_says_where_trials_trained_and_the_table_shows_threads_where_they_differ():
+    """On a CPU the thread count can move a chaotic config's result: the summary says it per engine and
+    device, and the trials table shows the column where trials differ in it."""
+    import optuna
+
+    from study import records
+    from study.records import TrialRecord
+    from study.report.sections import all_trials, summary
+
+    study = make_study(1)
+    template = study.trials[0]
+    for device, threads in (("cpu", 1), ("cpu", 2), ("cpu", 2), ("cuda:0", 4)):
+        history = [{**epoch, "threads": threads} for epoch in TrialRecord.of(template).history]
+        attrs = {**template.user_attrs, **records.attrs(provenance={"device": device}, history=history)}
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, params=template.params,
+                                                  distributions=template.distributions, user_attrs=attrs,
+                                                  value=template.value))
+    ctx = ReportContext.of(study, T.trials_frame(study))
+    assert dict(summary(ctx).summary)["trained by"] == (
+        "the sequential engine (1 trial, cpu, 1 thread), the sequential engine (2 trials, cpu, 2 threads), "
+        "the sequential engine (1 trial, cuda:0), the sequential engine (1 trial)")
+    table = all_trials(ctx).tables[0]["html"]
+    assert "<th>device</th>" in table and "<th>threads</th>" in table
+    assert ctx.every["threads"].tolist()[1:] == [1, 2, 2, pd.NA] and ctx.every["device"].tolist()[-1] == "cuda:0"
 
 
 def _timed(spans: list[tuple[float, float, float]]) -> tuple:

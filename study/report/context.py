@@ -77,7 +77,7 @@ class ReportContext:
     finished: pd.DataFrame  # complete, pruned and diverged trials
     every: pd.DataFrame  # search trials and confirmation runs (the trials table)
     verdict: dict | None  # from the confirmation runs (verdict.py), or None
-    engines: dict[str, Counter]  # phase ("search", "confirm") -> engine name -> finished trials it trained
+    engines: dict[str, Counter]  # phase ("search", "confirm") -> (engine, device, threads) -> finished trials
 
     @classmethod
     def of(cls, study: optuna.Study, trials: pd.DataFrame,
@@ -105,11 +105,13 @@ class ReportContext:
 
 
 def engines_of(raw: list[optuna.trial.FrozenTrial]) -> dict[str, Counter]:
-    """Which engine trained the finished trials of each phase (trials from before engines were recorded:
-    sequential, the only one there was)."""
+    """Which engine trained the finished trials of each phase, on which device and, on a CPU, how many
+    threads (trials from before engines were recorded: sequential, the only one there was; None where a
+    record does not say)."""
     used: dict[str, Counter] = {}
     for t in raw:
         if status_of(t) in FINISHED:
             record = TrialRecord.of(t)
-            used.setdefault(record.phase, Counter())[(record.engine or {}).get("name", "sequential")] += 1
+            how = ((record.engine or {}).get("name", "sequential"), record.provenance.get("device"), record.threads)
+            used.setdefault(record.phase, Counter())[how] += 1
     return used

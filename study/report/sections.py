@@ -92,13 +92,20 @@ def _engines(ctx: ReportContext) -> str:
     """How the finished trials were trained, per phase: the one line in which a population run's report
     differs from a sequential run's."""
     def each(used: Counter) -> str:
-        return ", ".join(f"the {name} engine ({n} trial{'s' * (n != 1)})" for name, n in sorted(used.items()))
+        return ", ".join(f"the {name} engine ({', '.join(_on(n, device, threads))})"
+                         for (name, device, threads), n in sorted(used.items(), key=str))
 
     phases = [(title, ctx.engines[phase]) for phase, title in (("search", "search"), ("confirm", "confirmation runs"))
               if phase in ctx.engines]
     if [title for title, _ in phases] == ["search"]:
         return each(phases[0][1])
     return "; ".join(f"{title}: {each(used)}" for title, used in phases) or "no finished trial"
+
+
+def _on(n: int, device: str | None, threads: int | None) -> list[str]:
+    """`n trials`, and where they trained: a CPU's thread count can move a chaotic config's result."""
+    threads_ = [] if threads is None else [f"{threads} thread{'s' * (threads != 1)}"]
+    return [f"{n} trial{'s' * (n != 1)}", *([device] if device else []), *threads_]
 
 
 def _trial_time(durations: pd.Series, busy: float) -> str:
@@ -359,8 +366,10 @@ MAX_TABLE_ROWS = 2000  # a page with a row per trial of a 100,000-trial study wo
 
 
 def all_trials(ctx: ReportContext) -> Section:
-    shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, "val_accuracy", "val_f1", "error",
-             "diverged"]
+    ran = ctx.every[ctx.every["status"] != "waiting"]
+    where = [k for k in ("device", "threads") if ran[k].astype(str).nunique() > 1]  # either can move a result
+    shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, *where, "val_accuracy", "val_f1",
+             "error", "diverged"]
     shown.insert(2, "phase") if ctx.verdict else None
     table = ctx.every[list(dict.fromkeys(shown))]
     if len(table) <= MAX_TABLE_ROWS:

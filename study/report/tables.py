@@ -75,7 +75,8 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
             "number": t.number, "status": status_of(t), "phase": record.phase,
             "confirms": (record.confirm or {}).get("of"), "value": _final_value(t), "duration_s": duration,
             "epochs": len(history), "total_iters": budget.get("total_iters"),
-            "samples_seen": budget.get("samples_seen"),
+            "samples_seen": budget.get("samples_seen"), "device": record.provenance.get("device"),
+            "threads": record.threads,
         }
         row.update({k: cfg.get(k, t.params.get(k)) for k in CONFIG_COLUMNS})
         row.update({k: v for k, v in t.params.items() if is_option(k)})  # model.options.NAME, data.options.NAME
@@ -85,10 +86,10 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
         row["diverged"] = (record.diverged or {}).get("reason", "")
         rows.append(row)
     columns = ["number", "status", "phase", "confirms", "value", "duration_s", "epochs", "total_iters", "samples_seen",
-               *CONFIG_COLUMNS, "train_loss", *METRICS, "error", "diverged"]
+               "device", "threads", *CONFIG_COLUMNS, "train_loss", *METRICS, "error", "diverged"]
     columns += sorted(options)
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"number": int, "confirms": "Int64"}) if len(frame) else frame
+    return frame.astype({"number": int, "confirms": "Int64", "threads": "Int64"}) if len(frame) else frame
 
 
 def busy_seconds(trials: Trials) -> float:
@@ -119,7 +120,8 @@ def history_frame(trials: Trials) -> pd.DataFrame:
         status = status_of(t)
         for epoch in TrialRecord.of(t).history:
             rows.append({"number": t.number, "status": status, **epoch})
-    columns = ["number", "status", "epoch", "iteration", "samples", "train_loss", *METRICS, "lr", "wall_time"]
+    columns = ["number", "status", "epoch", "iteration", "samples", "train_loss", *METRICS, "lr", "wall_time",
+               "threads"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -92,7 +92,7 @@ def _engines(ctx: ReportContext) -> str:
     """How the finished trials were trained, per phase: the one line in which a population run's report
     differs from a sequential run's."""
     def each(used: Counter) -> str:
-        return ", ".join(f"the {name} engine ({', '.join(_on(n, device, threads))})"
+        return ", ".join(f"the {name} engine ({_on(n, device, threads)})"
                          for (name, device, threads), n in sorted(used.items(), key=str))
 
     phases = [(title, ctx.engines[phase]) for phase, title in (("search", "search"), ("confirm", "confirmation runs"))
@@ -102,10 +102,14 @@ def _engines(ctx: ReportContext) -> str:
     return "; ".join(f"{title}: {each(used)}" for title, used in phases) or "no finished trial"
 
 
-def _on(n: int, device: str | None, threads: int | None) -> list[str]:
-    """`n trials`, and where they trained: a CPU's thread count can move a chaotic config's result."""
-    threads_ = [] if threads is None else [f"{threads} thread{'s' * (threads != 1)}"]
-    return [f"{n} trial{'s' * (n != 1)}", *([device] if device else []), *threads_]
+def _on(n: int, device: str | None, threads: int | None) -> str:
+    """"n trials", and where they trained: a CPU's thread count can move a chaotic config's result."""
+    where = [f"{n} trial{'s' * (n != 1)}"]
+    if device:
+        where.append(device)
+    if threads is not None:
+        where.append(f"{threads} thread{'s' * (threads != 1)}")
+    return ", ".join(where)
 
 
 def _trial_time(durations: pd.Series, busy: float) -> str:

@@ -44,3 +44,5 @@ step 60 bench.log python3 -m benchmarks.bench_trial --device cuda --repeats 3
 step 45 bench.log python3 -m benchmarks.bench_population --device cpu --trials 32 --sizes 1 16 32
 # issue 11's "torch.compile of the fused step when it pays (measure)": on this CPU it did not (README)
 step 90 bench.log python3 -m benchmarks.bench_population --device cuda --compile --sizes 64
+# the machine's 16 CPU cores: whether a thread count between 1 and all pays (threads.py gives all; measured on 2 cores)
+step 60 bench.log python3 -m benchmarks.bench_threads --rounds 3 --counts 2 4 8 16

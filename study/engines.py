@@ -80,15 +80,16 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1, gr
         unused = f"; population {s.population} unused" if s.population else ""
         return EnginePlan("sequential", 1, f"asked for{unused}")
     n = -(-s.n_trials // jobs)  # each worker's share
+    trials = f"{n} trial{'s' * (n != 1)}"
     each = f" for each of {jobs} workers" if jobs > 1 else ""
     if s.population:
         size, why = s.population, f"{s.population} asked for"
     elif phase == "search":
         size = min(device_size(device), max(1, n // ROUNDS))
-        why = (f"auto: {n} trials{each}, asked {size} at a time so that the sampler learns from {ROUNDS} rounds"
+        why = (f"auto: {trials}{each}, asked {size} at a time so that the sampler learns from {ROUNDS} rounds"
                if size < device_size(device) else f"auto: the {device.type} sweet spot")
     else:
-        size, why = min(device_size(device), n), f"auto: {n} confirmation runs{each}"
+        size, why = min(device_size(device), n), f"auto: {n} confirmation run{'s' * (n != 1)}{each}"
         if graphs and graphs > 1:
             why += f" of {graphs} graphs, a population holding one graph's runs"
     if s.engine == "population":  # asked for: at least two at once
@@ -98,7 +99,7 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1, gr
     if cfg.defaults.precision == "fp16" and device.type == "cuda":
         return EnginePlan("sequential", 1, "auto: fp16 needs a loss scaler per trial; bf16 or fp32 fuse")
     if phase == "search" and size < MIN_SEARCH_SIZE and not s.population:
-        return EnginePlan("sequential", 1, f"auto: {n} trials{each} would be asked {size} at a time, too few for a "
+        return EnginePlan("sequential", 1, f"auto: {trials}{each} would be asked {size} at a time, too few for a "
                                            f"population to pay in a search (it does from {MIN_SEARCH_SIZE})")
     if size < 2:
         return EnginePlan("sequential", 1, "auto: one run")

@@ -43,6 +43,7 @@ from study.records import best_trial
 from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
 from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
+from study.threads import oversubscribed
 from study.trial import TrialContext, run_trial
 from study.worker import POLL_S, Worker, count
 
@@ -174,6 +175,9 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     KeyboardInterrupt is raised."""
     _quiet_optuna()
     started = time.monotonic()
+    crowded = oversubscribed(cfg.study.threads, jobs, os.cpu_count()) if device.type == "cpu" else None
+    if crowded and not quiet:
+        say(f"warning: {crowded}")  # now, while stopping costs nothing; the summary repeats it
     if jobs > 1:
         from study.parallel import start_server
 
@@ -183,7 +187,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
         ctx = context(cfg, study, device, checkpoint_root)
         records.write_study(study, checkpoint_dir=str(ctx.checkpoint_dir))
-        notes = []
+        notes = [crowded] if crowded else []
         if retry_stale and not has_heartbeat(storage):
             retried = stale.retry_stale(study)
             notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")

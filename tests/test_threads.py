@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import call_cli
 from study.config import load_config
 from study.models import build_model
 from study.records import TrialRecord
 from study.runner import run_study
-from study.threads import SMALL_WORK, choose, for_work, held, work
+from study.threads import SMALL_WORK, choose, for_work, held, oversubscribed, work
 
 
 def test_small_work_runs_on_one_thread():
@@ -95,3 +96,30 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
             assert {h["threads"] for t in trials for h in TrialRecord.of(t).history} == {want}
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("count, jobs, expected", [
+    (None, 1, None), (2, 1, None), (1, 2, None),  # by the rule, or within the cores
+    (3, 1, "study.threads is 3, more than this machine's 2 cores"),
+    (2, 2, "study.threads is 2 on each of 2 workers, more than this machine's 2 cores"),
+])
+def test_fixed_threads_beyond_the_cores_are_named_with_the_count_that_fits(count, jobs, expected):
+    said = oversubscribed(count, jobs, cores=2)
+    assert said == expected if expected is None else said.startswith(expected)
+    if said:
+        assert said.endswith(f"--threads {2 // jobs} is faster, its sums in another order")
+
+
+def test_a_run_warns_at_once_and_in_its_summary_when_its_threads_crowd_the_cores(tmp_path, synth_space,
+                                                                                  monkeypatch):
+    """A best.yaml from a larger machine fixes its count: retraining it there is exact, and here slow
+    (a short lecture trial: 6 s on 2 threads, 33 s on 8, on 2 cores)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    result = call_cli("run", str(synth_space), "--trials", "1", "--threads", "3", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    warned = [i for i, line in enumerate(lines) if line.startswith("warning: study.threads is 3, more than")]
+    assert len(warned) == 2 and warned[0] == 0 and lines[warned[1] - 1].startswith("  params:")
+    fits = call_cli("run", str(synth_space), "--trials", "1", "--threads", "2", "--no-report", "--study-name", "b",
+                    cwd=tmp_path)
+    assert fits.returncode == 0 and "study.threads" not in fits.stdout

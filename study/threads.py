@@ -38,16 +38,16 @@ def for_work(flops: int, allowed: int) -> int:
     return 1 if flops < SMALL_WORK else max(1, allowed)
 
 
-def oversubscribed(count: int | None, jobs: int, cores: int | None) -> str | None:
+def oversubscribed(count: int | None, jobs: int, usable: int) -> str | None:
     """Why `count` fixed threads (study.threads) on each of `jobs` workers is slow here, where it is more
     than the cores: threads that take turns on a core wait for each other at every op (a short lecture
     trial retrained in 6 s on 2 threads, 33 s on 8, on 2 cores). None where it fits."""
-    if count is None or cores is None or count * jobs <= cores:
+    if count is None or count * jobs <= usable:
         return None
     on = "" if jobs == 1 else f" on each of {jobs} workers"
-    return (f"study.threads is {count}{on}, more than this machine's {cores} cores: the trials add their sums as "
-            f"{count} threads do, but threads that take turns on a core can make each step several times slower; "
-            f"--threads {max(1, cores // jobs)} is faster, its sums in another order")
+    return (f"study.threads is {count}{on}, more than the {usable} cores this process may use: the trials add "
+            f"their sums as {count} threads do, but threads that take turns on a core can make each step several "
+            f"times slower; --threads {max(1, usable // jobs)} is faster, its sums in another order")
 
 
 def work(model, batch) -> int:

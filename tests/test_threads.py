@@ -101,11 +101,11 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
 
 @pytest.mark.parametrize("count, jobs, expected", [
     (None, 1, None), (2, 1, None), (1, 2, None),  # by the rule, or within the cores
-    (3, 1, "study.threads is 3, more than this machine's 2 cores"),
-    (2, 2, "study.threads is 2 on each of 2 workers, more than this machine's 2 cores"),
+    (3, 1, "study.threads is 3, more than the 2 cores this process may use"),
+    (2, 2, "study.threads is 2 on each of 2 workers, more than the 2 cores this process may use"),
 ])
 def test_fixed_threads_beyond_the_cores_are_named_with_the_count_that_fits(count, jobs, expected):
-    said = oversubscribed(count, jobs, cores=2)
+    said = oversubscribed(count, jobs, usable=2)
     assert said == expected if expected is None else said.startswith(expected)
     if said:
         assert said.endswith(f"--threads {2 // jobs} is faster, its sums in another order")
@@ -119,7 +119,7 @@ def test_a_run_warns_at_once_and_in_its_summary_when_its_threads_crowd_the_cores
     result = call_cli("run", str(synth_space), "--trials", "1", "--threads", "3", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    warned = [i for i, line in enumerate(lines) if line.startswith("warning: study.threads is 3, more than")]
+    warned = [i for i, line in enumerate(lines) if line.startswith("warning: study.threads is 3, more than the 2")]
     assert len(warned) == 2 and warned[0] == 0 and lines[warned[1] - 1].startswith("  params:")
     fits = call_cli("run", str(synth_space), "--trials", "1", "--threads", "2", "--no-report", "--study-name", "b",
                     cwd=tmp_path)

@@ -18,20 +18,19 @@ divides the cores.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterator
 
 SMALL_WORK = 4_000_000  # forward flops per step below which one thread is as fast or faster
 
 
 def cores() -> int:
-    """The cores this process may run on: its CPU affinity (taskset, a container's or a cluster job's
-    cpuset), not the machine's count, which would put several threads on each core it may use (a short
-    lecture trial under `taskset -c 0` on 2 cores: 13.8 s on 2 threads, 5.2 s on 1)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
+    """The cores this process may use: joblib's count, which takes its CPU affinity (taskset, a container's
+    or a cluster job's cpuset) and a cgroup's CPU quota (docker --cpus, Kubernetes limits) into account. The
+    machine's count would put several threads on each core it may use (a short lecture trial under
+    `taskset -c 0` on 2 cores: 13.8 s on 2 threads, 5.2 s on 1)."""
+    import joblib
+
+    return joblib.cpu_count()
 
 
 def for_work(flops: int, allowed: int) -> int:

@@ -5,6 +5,7 @@ Each imports what it needs when it runs, so that `study --help` and `study space
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -137,9 +138,9 @@ def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
         page = build_report(study, out, artifact_dir=artifact_dir)
         say(f"report: {page}")
         if (page.parent / "best.yaml").is_file():
-            say(f"reproduce the best trial: python -m study run {page.parent / 'best.yaml'}")
+            say(f"reproduce the best trial: python -m study run {shlex.quote(str(page.parent / 'best.yaml'))}")
         if (page.parent / "leader.yaml").is_file():
-            say(f"reproduce the verdict's leader: python -m study run {page.parent / 'leader.yaml'}")
+            say(f"reproduce the verdict's leader: python -m study run {shlex.quote(str(page.parent / 'leader.yaml'))}")
     except OSError as exc:
         print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
         return False

@@ -133,5 +133,5 @@ def load_best(path: Path | str, device: torch.device | str = "cpu") -> torch.nn.
 
 
 SNIPPET = """from study.reproduce import load_best
-model = load_best("{path}")   # the best trial's network, its final weights, in eval mode
+model = load_best({path})   # the best trial's network, its final weights, in eval mode
 logits = model(x)              # x preprocessed as in training (the split's training statistics)"""

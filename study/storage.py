@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shlex
 import sqlite3
 import threading
 import time
@@ -172,6 +173,7 @@ def _prepare_sqlite(path: str) -> None:
 
 
 def dashboard_command(url: str) -> str:
+    """The command that opens the study, quoted for a shell: a path may hold spaces."""
     if is_proxy(url):  # optuna-dashboard's own command line does not speak gRPC; ours passes it the proxy
-        return f"python -m study dashboard --storage {url}"
-    return f"optuna-dashboard {url}"
+        return f"python -m study dashboard --storage {shlex.quote(url)}"
+    return f"optuna-dashboard {shlex.quote(url)}"

@@ -383,3 +383,27 @@ def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path, synth_space):
     text = out.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "3/3" in text and "trial    0 " in text
+
+
+def test_the_commands_a_run_prints_survive_a_shell_where_paths_hold_spaces_and_quotes(tmp_path, synth_space):
+    """Copied into a shell (or, for load_best, into Python), each printed command names the very file."""
+    import ast
+    import html
+    import re
+    import shlex
+
+    folder = tmp_path / 'my "studies", Bob\'s'
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'it s.db'}"
+    result = call_cli("run", str(synth_space), "--storage", url, "--trials", "2", "-q", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    said = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line and line[0] != " ")
+    assert shlex.split(said["dashboard"]) == ["optuna-dashboard", url]
+    command = shlex.split(said["reproduce the best trial"])
+    assert command[:4] == ["python", "-m", "study", "run"] and Path(command[4]).is_file() and len(command) == 5
+    page = Path(said["report"])
+    code = html.unescape(re.search(r"(from study\.reproduce import load_best.*?)</code>", page.read_text(),
+                                   re.S).group(1))
+    call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
+                "load_best")
+    assert Path(call.args[0].value).is_file() and "Bob's" in call.args[0].value

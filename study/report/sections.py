@@ -12,9 +12,9 @@ Section(s), or None where it does not apply. Adding a section is one function ad
 """
 from __future__ import annotations
 
-from collections import Counter
-
+import json
 import math
+from collections import Counter
 from typing import Any, Callable
 
 import pandas as pd
@@ -150,7 +150,7 @@ def summary(ctx: ReportContext) -> Section:
                                                   f"{arm['candidate']}, the candidate of {arm['label']}, which "
                                                   "leads the verdict)"))
     if ctx.record.checkpoint_dir:
-        s.code = SNIPPET.format(path=f"{ctx.record.checkpoint_dir}/best.pt")
+        s.code = SNIPPET.format(path=json.dumps(f"{ctx.record.checkpoint_dir}/best.pt"))  # a Python string literal
     test = ctx.record.test
     if test and test.get("trial") == ctx.best:
         s.summary.append(("test (best trial only)", ", ".join(f"{k.removeprefix('test_')} {_fmt(v)}"

@@ -26,7 +26,7 @@ import torch
 
 from study import interrupts
 from study.config import StudyConfig
-from study.threads import cores, held as threads_held
+from study.threads import held as threads_held, share
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
 _CONTEXT = multiprocessing.get_context("forkserver")
@@ -80,7 +80,7 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     results = _CONTEXT.SimpleQueue()
     fixed = threads is not None  # --threads; else each worker's share of the cores, for trials big enough
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
-                  heartbeat_s=heartbeat_s, threads=threads or max(1, cores() // jobs),
+                  heartbeat_s=heartbeat_s, threads=threads or share(jobs),
                   timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed, wake=_CONTEXT.Event())
     procs = [_CONTEXT.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(1, jobs)]

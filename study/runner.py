@@ -42,7 +42,7 @@ from study.records import best_trial
 from study.storage import HEARTBEAT_S, has_heartbeat, open_storage
 from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
-from study.threads import cores, oversubscribed
+from study.threads import oversubscribed, share
 from study.trial import TrialContext, run_trial
 from study.worker import POLL_S, Worker, count
 
@@ -123,7 +123,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
     # N workers share the cores instead of fighting over them; a small trial takes one (threads.py).
-    ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root), threads=threads or cores(),
+    ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root), threads=threads or share(),
                               fixed_threads=fixed_threads)
     if fixed_threads or threads:
         torch.set_num_threads(ctx.threads)
@@ -174,7 +174,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     KeyboardInterrupt is raised."""
     _quiet_optuna()
     started = time.monotonic()
-    crowded = oversubscribed(cfg.study.threads, jobs, cores()) if device.type == "cpu" else None
+    crowded = oversubscribed(cfg.study.threads, jobs) if device.type == "cpu" else None
     if crowded and not quiet:
         say(f"warning: {crowded}")  # now, while stopping costs nothing; the summary repeats it
     if jobs > 1:

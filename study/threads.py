@@ -13,11 +13,12 @@ A step's work is its forward pass's matmul and convolution flops (torch.utils.fl
 about 2 x params x batch, for a CNN far more than its parameters say, since each kernel slides over the
 whole signal (lecture's CNN above has 12,106 parameters). The threshold is measured: `python -m
 benchmarks.bench_threads`, whose figures README quotes. `--threads N` fixes the count; `--jobs N`
-divides the cores.
+divides the cores this process may use (share); OMP_NUM_THREADS, where set, caps a worker's part.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 SMALL_WORK = 4_000_000  # forward flops per step below which one thread is as fast or faster
@@ -33,14 +34,24 @@ def cores() -> int:
     return joblib.cpu_count()
 
 
+def share(jobs: int = 1) -> int:
+    """The most intra-op threads one of `jobs` workers gives a trial, unless --threads fixes them: its part
+    of the cores this process may use, and no more than OMP_NUM_THREADS where the user set it (the usual cap
+    on a process's threads, which torch itself reads)."""
+    part = max(1, cores() // jobs)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(part, int(cap)) if cap.isdigit() and int(cap) > 0 else part
+
+
 def for_work(flops: int, allowed: int) -> int:
     return 1 if flops < SMALL_WORK else max(1, allowed)
 
 
-def oversubscribed(count: int | None, jobs: int, usable: int) -> str | None:
+def oversubscribed(count: int | None, jobs: int, usable: int | None = None) -> str | None:
     """Why `count` fixed threads (study.threads) on each of `jobs` workers is slow here, where it is more
     than the cores: threads that take turns on a core wait for each other at every op (a short lecture
     trial retrained in 6 s on 2 threads, 33 s on 8, on 2 cores). None where it fits."""
+    usable = cores() if usable is None else usable
     if count is None or count * jobs <= usable:
         return None
     on = "" if jobs == 1 else f" on each of {jobs} workers"

@@ -12,7 +12,7 @@ from conftest import call_cli
 from study.config import load_config
 from study.models import build_model
 from study.records import TrialRecord
-from study import runner
+from study import threads
 from study.runner import run_study
 from study.threads import SMALL_WORK, choose, for_work, held, oversubscribed, work
 
@@ -81,7 +81,8 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "backward", spy)
-    monkeypatch.setattr(runner, "cores", lambda: 4)  # the worker's share: all of 4 cores
+    monkeypatch.setattr(threads, "cores", lambda: 4)  # the worker's share: all of 4 cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a user's cap (below)
     before = torch.get_num_threads()
     try:
         for fixed, want in ((None, expected), (2, 2)):
@@ -115,7 +116,7 @@ def test_a_run_warns_at_once_and_in_its_summary_when_its_threads_crowd_the_cores
                                                                                   monkeypatch):
     """A best.yaml from a larger machine fixes its count: retraining it there is exact, and here slow
     (a short lecture trial: 6 s on 2 threads, 33 s on 8, on 2 cores)."""
-    monkeypatch.setattr(runner, "cores", lambda: 2)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
     result = call_cli("run", str(synth_space), "--trials", "1", "--threads", "3", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -140,3 +141,21 @@ def test_a_trial_takes_the_cores_this_process_may_use_not_the_machines(tmp_path,
     finally:
         os.sched_setaffinity(0, allowed)
     assert {h["threads"] for h in TrialRecord.of(study.trials[0]).history} == {1}  # its work alone would take all
+
+
+@pytest.mark.parametrize("omp, expected", [(None, 4), ("1", 1), ("3", 3), ("8", 4), ("4,2", 4)])
+def test_omp_num_threads_caps_a_trials_threads_as_it_caps_torchs(tmp_path, synth_space, monkeypatch, omp, expected):
+    """OMP_NUM_THREADS is how a user (or a cluster's job script) keeps one process to a few threads, and
+    torch reads it at import; the runner's own count, set per trial, would override it. A nested value
+    ("4,2") is not a cap."""
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads.share() == expected and threads.share(jobs=2) == min(2, expected)
+    cfg = load_config(str(synth_space), ["study.n_trials=1", f"model={CNN}", "study.confirm.seeds=0"])
+    with held():
+        study = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", torch.device("cpu"),
+                          checkpoint_root=tmp_path / "ck", quiet=True).study
+    assert TrialRecord.of(study.trials[0]).threads == expected

@@ -157,11 +157,12 @@ def open_existing(storage_url: str | None):
 
 def list_studies(args: argparse.Namespace) -> int:
     from study.catalog import summaries
+    from study.storage import shown
 
     url, storage = open_existing(args.storage)
     rows = summaries(storage)
     if not rows:
-        say(f"no studies in {printable(url)}")
+        say(f"no studies in {printable(shown(url))}")
     for r in rows:
         best = "no complete trial"
         if r["best_trial"] is not None:
@@ -180,18 +181,20 @@ def stored_study(storage_url: str | None, study_name: str | None):
     import optuna
 
     from study.errors import ConfigError
+    from study.storage import shown
 
     url, storage = open_existing(storage_url)
     names = optuna.get_all_study_names(storage)
-    shown = ", ".join(map(printable, names))
+    stored = ", ".join(map(printable, names))
     name = study_name
     if name is None:
         if len(names) != 1:
             raise ConfigError("--study-name", "study-name", None,
-                              f"the storage holds {len(names)} studies ({shown or 'none'}); name one")
+                              f"the storage holds {len(names)} studies ({stored or 'none'}); name one")
         name = names[0]
     if name not in names:
-        raise ConfigError("--study-name", "study-name", name, f"no such study in {printable(url)}; stored: {shown}")
+        raise ConfigError("--study-name", "study-name", name,
+                          f"no such study in {printable(shown(url))}; stored: {stored}")
     return url, optuna.load_study(study_name=name, storage=storage)
 
 
@@ -269,10 +272,11 @@ def serve_storage(args: argparse.Namespace) -> int:
 def dashboard(args: argparse.Namespace) -> int:
     from study.dashboard import serve
     from study.ports import HOST, check_port
+    from study.storage import shown
 
     check_port(args.port)
     url, storage = open_existing(args.storage)
-    print(f"optuna-dashboard for {url} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    print(f"optuna-dashboard for {printable(shown(url))} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
     try:
         serve(storage, args.port, args.artifact_dir)
     except KeyboardInterrupt:

@@ -104,14 +104,14 @@ def serve_storage(url: str, host: str, port: int) -> None:
     """`study serve-storage`: check the storage and the port (input errors), then serve until Ctrl-C."""
     from study.errors import ConfigError, printable
     from study.ports import check_port
-    from study.storage import check_storage, is_rdb
+    from study.storage import check_storage, is_rdb, shown
 
     if not is_rdb(url):  # Optuna's proxy serves RDB storages only (optuna/optuna#6084)
-        raise ConfigError("--storage", "storage", url,
+        raise ConfigError("--storage", "storage", shown(url),
                           "the gRPC proxy serves a database storage (postgresql://, mysql://, sqlite:///)")
     check_port(port, host)
     storage = check_storage(url)
-    print(f"gRPC storage proxy for {printable(url)} at grpc://{host}:{port} "
+    print(f"gRPC storage proxy for {printable(shown(url))} at grpc://{host}:{port} "
           "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
     try:
         serve(storage, host, port)

@@ -147,9 +147,9 @@ def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = F
         storage = existing_storage(url) if must_exist else open_storage(url, heartbeat_s)
     except Exception as exc:  # SQLAlchemy, the driver and the file system each raise their own
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("--storage", "storage", url, f"cannot open the storage: {first_line}") from None
+        raise ConfigError("--storage", "storage", shown(url), f"cannot open the storage: {first_line}") from None
     if storage is None:
-        raise ConfigError("--storage", "storage", url, "no such storage (run a study first)")
+        raise ConfigError("--storage", "storage", shown(url), "no such storage (run a study first)")
     return storage
 
 
@@ -172,8 +172,27 @@ def _prepare_sqlite(path: str) -> None:
             con.execute("PRAGMA journal_mode=WAL")
 
 
+def shown(url: str) -> str:
+    """`url` as it may be printed: a password in it replaced by ***, as SQLAlchemy renders it, so that no
+    log or terminal keeps it. A URL without one comes back as it is.
+
+    >>> shown("postgresql://me:s3cret@db.example:5432/studies"), shown("sqlite:///study.db")
+    ('postgresql://me:***@db.example:5432/studies', 'sqlite:///study.db')
+    """
+    if "@" not in url or "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads: nothing it could call a password
+        return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
 def dashboard_command(url: str) -> str:
-    """The command that opens the study, quoted for a shell: a path may hold spaces."""
+    """The command that opens the study, quoted for a shell (a path may hold spaces); a password is left
+    out (shown): the user puts it back or lets the driver find it (PGPASSWORD, ~/.pgpass)."""
     if is_proxy(url):  # optuna-dashboard's own command line does not speak gRPC; ours passes it the proxy
-        return f"python -m study dashboard --storage {shlex.quote(url)}"
-    return f"optuna-dashboard {shlex.quote(url)}"
+        return f"python -m study dashboard --storage {shlex.quote(shown(url))}"
+    return f"optuna-dashboard {shlex.quote(shown(url))}"

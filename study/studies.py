@@ -32,6 +32,7 @@ from study.errors import ConfigError
 from study.paths import is_uid
 from study.pruners import PEER_PRUNERS, SharedRead, make_pruner
 from study.samplers import make_sampler
+from study.storage import shown
 
 CREATE_WAIT_S = 30.0  # how long a worker waits for another to finish creating the study it joins
 # The sections whose change makes a stored study a different experiment.
@@ -64,7 +65,7 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
     stored = _wait_for_creator(study)
     if stored.experiment and stored.experiment != experiment:
         key, was, now = first_difference(stored.experiment, experiment)
-        raise ConfigError(storage_url, "study.name", s.name,
+        raise ConfigError(shown(storage_url), "study.name", s.name,
                           f"a study of this name with a different search space is already stored ({key} is "
                           f"{was!r} there, {now!r} here); choose another --study-name")
     if stored.uid is None:  # made by a version of study without identities

@@ -83,3 +83,21 @@ def test_a_queued_trial_is_taken_by_exactly_one_worker(tmp_path, kind, request):
         assert p.returncode == 0, err
         popped += out.split()
     assert len(popped) == 60 and len(set(popped)) == 60
+
+
+def test_a_storage_password_is_never_printed(tmp_path, synth_space, pg_url):
+    """Logs of runs outlive them. The server trusts 127.0.0.1, so any password connects; each place that
+    prints the URL (the summary's dashboard command, the errors that name the storage) shows *** instead."""
+    url = pg_url.replace("postgres@", "postgres:s3cret-Token@")
+    ran = call_cli("run", str(synth_space), "--storage", url, "--trials", "1", "--no-report", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert f"dashboard: optuna-dashboard '{url.replace('s3cret-Token', '***')}'" in ran.stdout
+    missing = call_cli("report", "--storage", url, "--study-name", "nope", cwd=tmp_path)
+    other = tmp_path / "other.yaml"
+    other.write_text(synth_space.read_text().replace("n_samples: 160", "n_samples: 161"))
+    changed = call_cli("run", str(other), "--storage", url, "--trials", "1", cwd=tmp_path)
+    gone = call_cli("list", "--storage", url.rsplit("/", 1)[0] + "/no_such_db_here", cwd=tmp_path)
+    for result, says in ((missing, "no such study in"), (changed, "different search space"),
+                         (gone, "cannot open the storage")):
+        assert result.returncode == 2 and says in result.stderr and "postgres:***@" in result.stderr, result.stderr
+    assert not any("s3cret" in r.stdout + r.stderr for r in (ran, missing, changed, gone))

@@ -26,7 +26,7 @@ import torch
 
 from study import interrupts
 from study.config import StudyConfig
-from study.threads import held as threads_held, share
+from study.threads import held as threads_held
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
 _CONTEXT = multiprocessing.get_context("forkserver")
@@ -72,16 +72,14 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,
-                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search",
-                 threads: int | None = None) -> str | None:
+                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search") -> str | None:
     """This process is worker 0, at once; the other jobs-1 fork from the server as soon as it has
     imported torch and the rest (a spawned worker paid that import, seconds, in every phase)."""
     start_server()
     results = _CONTEXT.SimpleQueue()
-    fixed = threads is not None  # --threads; else each worker's share of the cores, for trials big enough
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
-                  heartbeat_s=heartbeat_s, threads=threads or share(jobs),
-                  timeout=cfg.study.timeout, phase=phase, fixed_threads=fixed, wake=_CONTEXT.Event())
+                  heartbeat_s=heartbeat_s, timeout=cfg.study.timeout, jobs=jobs, phase=phase,
+                  wake=_CONTEXT.Event())  # each worker's threads: study.threads, else its share (run_worker)
     procs = [_CONTEXT.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(1, jobs)]
     starter = threading.Thread(target=_start, args=(procs,), daemon=True)  # start() waits for the server

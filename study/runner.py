@@ -113,19 +113,19 @@ def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: 
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
-               quiet: bool, heartbeat_s: int = HEARTBEAT_S, threads: int | None = None, bar: Any = None,
-               timeout: float | None = None, worker: int = 0, phase: str = "search",
-               fixed_threads: bool = False, wake: Any = None) -> str | None:
-    """Work on the study until its target is met; returns why it stopped early, if it did. `wake`: the
-    Event that --jobs N's workers share (worker.py)."""
+               quiet: bool, heartbeat_s: int = HEARTBEAT_S, bar: Any = None, timeout: float | None = None,
+               worker: int = 0, jobs: int = 1, phase: str = "search", wake: Any = None) -> str | None:
+    """Work on the study until its target is met; returns why it stopped early, if it did. `jobs`: the
+    workers sharing this machine's cores; `wake`: the Event that --jobs N's workers share (worker.py)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     _quiet_optuna()
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
     # N workers share the cores instead of fighting over them; a small trial takes one (threads.py).
-    ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root), threads=threads or share(),
-                              fixed_threads=fixed_threads)
-    if fixed_threads or threads:
+    fixed = cfg.study.threads is not None  # --threads: exactly that many, whatever a trial's size
+    ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root),
+                              threads=cfg.study.threads or share(jobs), fixed_threads=fixed)
+    if fixed or jobs > 1:
         torch.set_num_threads(ctx.threads)
     worker = worker_for(cfg, study, ctx, quiet, bar, phase, wake)
     if cfg.study.engine == "auto" or not cfg.study.population:
@@ -223,7 +223,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
 def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
                jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search") -> str | None:
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
-    bar, threads = None, cfg.study.threads
+    bar = None
     done = count(study, phase=phase)
     # a confirmation phase's K and line count the runs left (a second round, a resumed phase), not its total
     left = cfg if phase == "search" else dataclasses.replace(
@@ -241,12 +241,11 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     try:
         if jobs == 1:
             return run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                              bar=bar, timeout=cfg.study.timeout, phase=phase, threads=threads,
-                              fixed_threads=threads is not None)
+                              bar=bar, timeout=cfg.study.timeout, phase=phase)
         from study.parallel import run_parallel
 
         return run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
-                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase, threads=threads)
+                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase)
     finally:
         if bar is not None:
             bar.close()

@@ -47,11 +47,11 @@ def for_work(flops: int, allowed: int) -> int:
     return 1 if flops < SMALL_WORK else max(1, allowed)
 
 
-def oversubscribed(count: int | None, jobs: int, usable: int | None = None) -> str | None:
+def oversubscribed(count: int | None, jobs: int) -> str | None:
     """Why `count` fixed threads (study.threads) on each of `jobs` workers is slow here, where it is more
     than the cores: threads that take turns on a core wait for each other at every op (a short lecture
     trial retrained in 6 s on 2 threads, 33 s on 8, on 2 cores). None where it fits."""
-    usable = cores() if usable is None else usable
+    usable = cores()
     if count is None or count * jobs <= usable:
         return None
     on = "" if jobs == 1 else f" on each of {jobs} workers"

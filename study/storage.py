@@ -11,6 +11,7 @@ Optuna's gRPC proxy in front of an RDB storage (proxy.py), with a heartbeat of i
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import random
 import shlex
@@ -18,6 +19,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Iterator
 
@@ -84,7 +86,21 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
             time.sleep(0.2 + random.random())
     if url.startswith("sqlite:///"):
         _serialise_sqlite(storage.engine)
+        _open_sqlite.add(storage.engine)
     return storage
+
+
+# SQLite engines still open in this process. The last connection to close merges the WAL into the file
+# and deletes it; a process that exits with its pooled connections open (nothing collects them: cli.entry
+# freezes the heap) leaves the study's latest commits in study.db-wal, and a study.db copied without it
+# holds none of them.
+_open_sqlite: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_sqlite() -> None:
+    for engine in list(_open_sqlite):
+        engine.dispose()
 
 
 def _serialise_sqlite(engine) -> None:

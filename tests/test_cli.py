@@ -28,6 +28,10 @@ def test_run_end_to_end_then_resume(tmp_path, synth_space):
     lines = [line for line in first.stdout.splitlines() if line.startswith("trial ")]
     assert len(lines) == 3 and all(" complete " in line for line in lines)  # one line per finished trial
     assert "\r" not in first.stderr and "3/3" not in first.stderr  # a log gets no progress bar
+    # The file alone holds the study: a copy of s.db, sent or committed without s.db-wal, loses nothing.
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "s.db").write_bytes(db.read_bytes())
+    assert len(load(tmp_path / "copy" / "s.db").get_trials()) == 3
     study = load(db)
     trials = study.get_trials()
     assert [t.number for t in trials] == [0, 1, 2]

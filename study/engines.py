@@ -64,7 +64,7 @@ class EnginePlan:
     def line(self) -> str:
         if self.engine == "sequential":
             return f"sequential engine, one trial at a time ({self.why})"
-        return f"population engine, {self.size} trials at a time ({self.why})"
+        return f"population engine, {self.size} trial{'s' * (self.size != 1)} at a time ({self.why})"
 
 
 def device_size(device: torch.device) -> int:
@@ -93,7 +93,12 @@ def choose(cfg: StudyConfig, device: torch.device, phase: str, jobs: int = 1, gr
         if graphs and graphs > 1:
             why += f" of {graphs} graphs, a population holding one graph's runs"
     if s.engine == "population":  # asked for: at least two at once
-        return EnginePlan("population", max(size, min(2, n)), why if not s.population else "asked for")
+        if s.population:
+            return EnginePlan("population", size, "asked for")
+        if size < min(2, n):
+            return EnginePlan("population", 2, f"asked for; at least 2, where auto would ask {trials}{each} "
+                                               f"{size} at a time")
+        return EnginePlan("population", size, why)
     if device.type not in ("cpu", "cuda"):
         return EnginePlan("sequential", 1, f"auto: populations are tested on cpu and cuda, not {device.type}")
     if cfg.defaults.precision == "fp16" and device.type == "cuda":

@@ -91,8 +91,13 @@ def test_what_the_user_asks_for_wins():
     assert both.line() == "sequential engine, one trial at a time (asked for; population 8 unused)"
     forced = choose(_with(load_config("lecture"), engine="population", population=8), CPU, "search")
     assert (forced.engine, forced.size, forced.why) == ("population", 8, "asked for")
+    one = choose(_with(cfg, engine="population", population=1), CPU, "search")  # a K the user names is kept
+    assert one.line() == "population engine, 1 trial at a time (asked for)"
     assert choose(_with(cfg, population=3), CPU, "search").size == 3
     assert choose(_with(cfg, engine="population", n_trials=3), CPU, "search").size == 2  # never a population of 1
+    # and its line says so, not that the trials are asked one at a time
+    assert choose(_with(cfg, engine="population", n_trials=6), CPU, "search").line() == \
+        "population engine, 2 trials at a time (asked for; at least 2, where auto would ask 6 trials 1 at a time)"
 
 
 def test_other_devices_train_one_at_a_time_unless_asked():

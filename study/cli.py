@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a shipped space (see `study spaces`) or a path to a YAML file (default: quick)")
     run.add_argument("--trials", type=_positive_int, help="finished trials the study should reach in total")
     run.add_argument("--timeout", type=_seconds, help="stop starting trials after this many seconds")
-    run.add_argument("--storage", help="sqlite:///file.db, postgresql://..., grpc://HOST:PORT (study serve-storage) "
-                                       "or a journal file path (default: sqlite:///study.db in the current directory)")
+    run.add_argument("--storage", help="sqlite:///file.db, postgresql://..., grpc://HOST:PORT (study serve-storage), "
+                                       "redis://HOST:PORT/DB or a journal file path "
+                                       "(default: sqlite:///study.db in the current directory)")
     run.add_argument("--study-name", help="default: study.name from the YAML")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     run.add_argument("--engine", choices=("auto", "sequential", "population"),
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="if this folder exists, the best checkpoint and the report's figures are uploaded to it "
                           "as Optuna artifacts for optuna-dashboard (default: ./artifacts)")
     run.add_argument("--retry-stale", action="store_true",
-                     help="on a storage without a heartbeat (journal file): fail the trials that a dead worker "
+                     help="on a storage without a heartbeat (journal file, Redis): fail the trials that a dead worker "
                           "left running and queue them again (only when no other worker runs them)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 

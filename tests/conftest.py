@@ -194,6 +194,30 @@ def pg_url():
             admin.execute(f'DROP DATABASE "{name}"')
 
 
+@pytest.fixture
+def redis_url():
+    """An empty database of the real Redis server, claimed for this test and emptied afterwards. Redis has
+    no CREATE DATABASE: of its numbered databases (16 by default) the test takes the first that holds no
+    key, by setting a claim key that only one process can set. No server is a failure, never a skip."""
+    import uuid
+
+    import redis
+
+    claim, token = "study-test:claim", uuid.uuid4().hex
+    for db in range(1, 16):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if client.set(claim, token, nx=True):
+            if client.dbsize() == 1:
+                break
+            client.delete(claim)  # someone else's data: not ours to empty
+    else:
+        pytest.fail("no empty Redis database at 127.0.0.1:6379")
+    try:
+        yield f"redis://127.0.0.1:6379/{db}"
+    finally:
+        client.flushdb()
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     path = [str(ROOT), extra.pop("PYTHONPATH", ""), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)),

@@ -1,6 +1,8 @@
-"""A journal-file storage has no heartbeat: a killed run's trials stay RUNNING. A rerun says so and exits
-non-zero; `--retry-stale` fails and re-queues them, and the retries resume from their checkpoints."""
+"""Journal storages (a file, Redis) have no heartbeat: a killed run's trials stay RUNNING. A rerun says so
+and exits non-zero; `--retry-stale` fails and re-queues them, and the retries resume from their checkpoints."""
 import signal
+
+import pytest
 
 from optuna.trial import TrialState
 
@@ -9,8 +11,10 @@ from study.storage import existing_storage
 from study.records import TrialRecord
 
 
-def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_stale(tmp_path, slow_space):
-    journal = str(tmp_path / "journal.log")
+@pytest.mark.parametrize("kind", ["file", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_stale(tmp_path, slow_space, kind,
+                                                                                     request):
+    journal = str(tmp_path / "journal.log") if kind == "file" else request.getfixturevalue("redis_url")
     first = start(slow_space, tmp_path, "--trials", "3", "-q", storage=journal)
     wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0002.pt", first)
     first.send_signal(signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Storages: the embedded SQLite default, Optuna's journal file, and a real PostgreSQL server."""
+"""Storages: the embedded SQLite default, Optuna's journal file, and real PostgreSQL and Redis servers."""
 import sqlite3
 import subprocess
 import sys
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import call_cli, cli_env
+from conftest import call_cli, cli_env, run_cli
 from study.records import TrialRecord
 from study.storage import existing_storage, has_heartbeat, open_storage
 
@@ -26,6 +26,20 @@ def test_journal_file_storage_runs_a_study(tmp_path, synth_space):
     study = optuna.load_study(study_name="synth", storage=existing_storage(str(tmp_path / "journal.log")))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
     assert f"dashboard: optuna-dashboard {tmp_path / 'journal.log'}" in result.stdout
+
+
+@pytest.mark.redis
+def test_two_workers_share_one_redis_study(tmp_path, synth_space, redis_url):
+    """Optuna's Redis journal, as the table of README's "What survives what" names it: `--jobs 2` reaches
+    the exact target, and the dashboard command and `list` take the same URL."""
+    result = run_cli("run", str(synth_space), "--storage", redis_url, "--trials", "4", "--jobs", "2", "-q",
+                     "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"dashboard: optuna-dashboard {redis_url}" in result.stdout
+    trials = optuna.load_study(study_name="synth", storage=open_storage(redis_url)).get_trials()
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == 4
+    listed = call_cli("list", "--storage", redis_url, cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.startswith("synth ")
 
 
 def test_reading_never_creates_a_storage(tmp_path):
@@ -67,11 +81,13 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres),
+                                  pytest.param("redis", marks=pytest.mark.redis)])
 def test_a_queued_trial_is_taken_by_exactly_one_worker(tmp_path, kind, request):
     """Queued trials (interrupted ones, retries) are popped by workers racing each other; each must be
     run once. SQLite's driver reads outside a transaction unless told otherwise."""
-    url = f"sqlite:///{tmp_path / 'pop.db'}" if kind == "sqlite" else request.getfixturevalue("pg_url")
+    url = {"sqlite": f"sqlite:///{tmp_path / 'pop.db'}", "postgresql": "pg_url", "redis": "redis_url"}[kind]
+    url = request.getfixturevalue(url) if kind != "sqlite" else url
     study = optuna.create_study(study_name="pop", storage=open_storage(url))
     for i in range(60):
         study.enqueue_trial({"x": i})

@@ -72,13 +72,14 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *, quiet: bool,
-                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, phase: str = "search") -> str | None:
+                 jobs: int, heartbeat_s: int, bar: Any, study: optuna.Study, deadline: float | None = None,
+                 phase: str = "search") -> str | None:
     """This process is worker 0, at once; the other jobs-1 fork from the server as soon as it has
     imported torch and the rest (a spawned worker paid that import, seconds, in every phase)."""
     start_server()
     results = _CONTEXT.SimpleQueue()
     kwargs = dict(cfg=cfg, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root, quiet=quiet,
-                  heartbeat_s=heartbeat_s, timeout=cfg.study.timeout, jobs=jobs, phase=phase,
+                  heartbeat_s=heartbeat_s, deadline=deadline, jobs=jobs, phase=phase,
                   wake=_CONTEXT.Event())  # each worker's threads: study.threads, else its share (run_worker)
     procs = [_CONTEXT.Process(target=_worker_main, args=(results, i, kwargs), name=f"study-worker-{i}")
              for i in range(1, jobs)]

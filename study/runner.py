@@ -113,11 +113,11 @@ def worker_for(cfg: StudyConfig, study: optuna.Study, ctx: TrialContext, quiet: 
 
 
 def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpoint_root: Path, *,
-               quiet: bool, heartbeat_s: int = HEARTBEAT_S, bar: Any = None, timeout: float | None = None,
+               quiet: bool, heartbeat_s: int = HEARTBEAT_S, bar: Any = None, deadline: float | None = None,
                worker: int = 0, jobs: int = 1, phase: str = "search", wake: Any = None) -> str | None:
-    """Work on the study until its target is met; returns why it stopped early, if it did. `jobs`: the
-    workers sharing this machine's cores; `wake`: the Event that --jobs N's workers share (worker.py)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Work on the study until its target is met or `deadline` (time.monotonic(), the same clock in every
+    process of a machine) has passed; returns why it stopped early, if it did. `jobs`: the workers sharing
+    this machine's cores; `wake`: the Event that --jobs N's workers share (worker.py)."""
     _quiet_optuna()
     storage = open_storage(storage_url, heartbeat_s)
     study = create_or_load(cfg, storage, storage_url, worker)
@@ -173,7 +173,8 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
     worker's share of the cores). Ctrl-C and SIGTERM stop every worker at its next step; then
     KeyboardInterrupt is raised."""
     _quiet_optuna()
-    started = time.monotonic()
+    # --timeout counts from the command's start, for every phase and every worker
+    deadline = None if cfg.study.timeout is None else time.monotonic() + cfg.study.timeout
     crowded = oversubscribed(cfg.study.threads, jobs) if device.type == "cpu" else None
     if crowded and not quiet:
         say(f"warning: {crowded}")  # now, while stopping costs nothing; the summary repeats it
@@ -191,9 +192,9 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             retried = stale.retry_stale(study)
             notes.append(f"--retry-stale: failed and re-queued {len(retried)} trial(s) {retried}")
         run = functools.partial(_run_phase, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root,
-                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study)
+                                quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study, deadline=deadline)
         stopped = run(cfg) if search else None
-        timed_out = cfg.study.timeout is not None and time.monotonic() - started >= cfg.study.timeout
+        timed_out = deadline is not None and time.monotonic() >= deadline
         finished = count(study) if search else cfg.study.n_trials
         if finished >= cfg.study.n_trials and stopped:
             notes.append(stopped)  # e.g. a worker was killed, but others finished the study
@@ -211,9 +212,10 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             while stopped is None and len(grown := confirm.queue(study, s.confirm_top, s.confirm_seeds,
                                                                  s.confirm_vary_split, cfg.defaults.seed)) > len(runs):
                 runs = grown
-                left = None if s.timeout is None else max(1e-3, s.timeout - (time.monotonic() - started))
-                stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs), timeout=left)),
+                stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs))),
                               phase="confirm")
+        if deadline is not None and time.monotonic() >= deadline:
+            notes += _cut_short(study, cfg, search)
         _record_verdict(study)
         notes += _record_diagnostics(study, cfg)
         notes += _keep_best_weights(study, ctx)
@@ -221,7 +223,8 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
 
 
 def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, checkpoint_root: Path, quiet: bool,
-               jobs: int, heartbeat_s: int, study: optuna.Study, phase: str = "search") -> str | None:
+               jobs: int, heartbeat_s: int, study: optuna.Study, deadline: float | None,
+               phase: str = "search") -> str | None:
     """One phase's workers (the search's, then the confirmation runs'), with a progress bar on a terminal."""
     bar = None
     done = count(study, phase=phase)
@@ -241,15 +244,29 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
     try:
         if jobs == 1:
             return run_worker(cfg, storage_url, device, checkpoint_root, quiet=quiet, heartbeat_s=heartbeat_s,
-                              bar=bar, timeout=cfg.study.timeout, phase=phase)
+                              bar=bar, deadline=deadline, phase=phase)
         from study.parallel import run_parallel
 
         return run_parallel(cfg, storage_url, device, checkpoint_root, quiet=quiet, jobs=jobs,
-                            heartbeat_s=heartbeat_s, bar=bar, study=study, phase=phase)
+                            heartbeat_s=heartbeat_s, bar=bar, study=study, deadline=deadline, phase=phase)
     finally:
         if bar is not None:
             bar.close()
         interrupts.check()
+
+
+def _cut_short(study: optuna.Study, cfg: StudyConfig, search: bool) -> list[str]:
+    """What --timeout left undone, for the summary: a timeout is no failure, but a study short of its
+    target should not pass for a finished one."""
+    left = []
+    if search and (done := count(study)) < cfg.study.n_trials:
+        left.append(f"the search holds {done} of {cfg.study.n_trials} finished trials")
+    if waiting := count(study, states=(TrialState.WAITING,), phase="confirm"):
+        left.append(f"{waiting} confirmation run{'s' * (waiting != 1)} did not start")
+    if not left:
+        return []
+    return [f"timeout: no trial started after {cfg.study.timeout:g} s; {' and '.join(left)}; the same command "
+            "adds the rest"]
 
 
 def confirms(cfg: StudyConfig) -> bool:

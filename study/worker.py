@@ -93,6 +93,7 @@ class Worker:
     # --jobs N: an Event the workers of one machine share. A worker that finds the target met sets it, so
     # that the idle ones look again at once instead of at their next poll.
     wake: Any = None
+    deadline: float | None = None  # time.monotonic() after which no trial starts (--timeout); run() sets it
 
     def _taken(self) -> list[FrozenTrial]:
         return _of_phase(self.study.get_trials(deepcopy=False, states=TAKEN_STATES), self.phase)
@@ -102,6 +103,8 @@ class Worker:
         return self._room(self._taken())
 
     def _room(self, taken: list[FrozenTrial]) -> int:
+        if self.out_of_time():  # a population asks for its refills here, between the worker's own looks
+            return 0
         waiting = sum(t.state == TrialState.WAITING for t in taken)
         return waiting + (max(0, self.target - len(taken)) if self.phase == "search" else 0)
 
@@ -201,11 +204,16 @@ class Worker:
         if self.wake is not None:
             self.wake.set()
 
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
     def run(self, deadline: float | None = None, run_some: Callable[[], None] | None = None) -> None:
-        """Until the target is met: `run_some` (default: run_one) whenever the target has room."""
+        """Until the target is met, or `deadline` (time.monotonic()) has passed: `run_some` (default:
+        run_one) whenever the target has room. A trial that started before the deadline finishes."""
+        self.deadline = deadline
         beats = has_heartbeat(self.study._storage)
         idle = 0  # looks in a row that found nothing to run
-        while self.stopped is None and (deadline is None or time.monotonic() < deadline):
+        while self.stopped is None and not self.out_of_time():
             interrupts.check()
             if beats:
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again

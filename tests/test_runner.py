@@ -64,6 +64,22 @@ def test_an_interrupted_run_marks_its_trial_and_the_rerun_resumes_it(tmp_path, s
     assert TrialRecord.of(ts[1]).resumed["from_trial"] == 0 and TrialRecord.of(ts[1]).resumed["from_epoch"] >= 2
 
 
+@pytest.mark.parametrize("engine", ["sequential", "population"])
+def test_no_trial_starts_after_the_timeout(tmp_path, slow_space, engine):
+    """--timeout stops starting trials; those running finish. A population refills its slots between the
+    worker's own looks, and once ran a whole 400-trial search past a 3 s timeout."""
+    result = call_cli("run", str(slow_space), *RERUN, "--trials", "40", "--timeout", "2", "--engine", engine,
+                      "--population", "4", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr  # a timeout is what was asked for, not a failure
+    ts = trials(tmp_path)
+    done = len(finished(ts))
+    assert 0 < done < 40 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ts)
+    starts = [t.datetime_start.timestamp() for t in ts]
+    assert max(starts) - min(starts) < 2 + 0.25  # the clock starts before the first trial, with the command
+    assert (f"warning: timeout: no trial started after 2 s; the search holds {done} of 40 finished trials; "
+            "the same command adds the rest") in result.stdout
+
+
 def test_surplus_trials_are_failed_when_asked_for_and_not_counted(tmp_path, synth_space):
     """A trial asked for when the target is already taken fails as surplus at once, before any training,
     and no summary counts it."""

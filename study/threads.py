@@ -48,10 +48,15 @@ def for_work(flops: int, allowed: int) -> int:
 
 
 def oversubscribed(count: int | None, jobs: int) -> str | None:
-    """Why `count` fixed threads (study.threads) on each of `jobs` workers is slow here, where it is more
-    than the cores: threads that take turns on a core wait for each other at every op (a short lecture
-    trial retrained in 6 s on 2 threads, 33 s on 8, on 2 cores). None where it fits."""
+    """Why `jobs` workers, or `count` fixed threads (study.threads) on each, are slow here, where they are
+    more than the cores: threads that take turns on a core wait for each other at every op (a short
+    lecture trial retrained in 6 s on 2 threads, 33 s on 8, on 2 cores), and workers that take turns
+    gain nothing (quick --trials 64 took 12.7-13.5 s with --jobs 8, 9.7-10.4 s with --jobs 2, on 2 cores).
+    None where they fit."""
     usable = cores()
+    if jobs > usable:  # at one thread each, as many as fit: the count can then be no remedy
+        return (f"--jobs {jobs} is more workers than the {usable} cores this process may use: they take turns "
+                f"on them, each a process with torch of its own; --jobs {usable} fits")
     if count is None or count * jobs <= usable:
         return None
     on = "" if jobs == 1 else f" on each of {jobs} workers"

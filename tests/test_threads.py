@@ -104,13 +104,15 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
     (None, 1, None), (2, 1, None), (1, 2, None),  # by the rule, or within the cores
     (3, 1, "study.threads is 3, more than the 2 cores this process may use"),
     (2, 2, "study.threads is 2 on each of 2 workers, more than the 2 cores this process may use"),
+    (None, 3, "--jobs 3 is more workers than the 2 cores"), (1, 4, "--jobs 4 is more workers than the 2 cores"),
 ])
 def test_fixed_threads_beyond_the_cores_are_named_with_the_count_that_fits(monkeypatch, count, jobs, expected):
     monkeypatch.setattr(threads, "cores", lambda: 2)
     said = oversubscribed(count, jobs)
     assert said == expected if expected is None else said.startswith(expected)
-    if said:
-        assert said.endswith(f"--threads {2 // jobs} is faster, its sums in another order")
+    if said:  # what fits instead: never the count or the workers that were given
+        fits = "--jobs 2 fits" if jobs > 2 else f"--threads {2 // jobs} is faster, its sums in another order"
+        assert said.endswith(fits)
 
 
 def test_a_run_warns_at_once_and_in_its_summary_when_its_threads_crowd_the_cores(tmp_path, synth_space,

@@ -30,8 +30,18 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+def _there(path: str, kind: str = "file") -> Path:
+    """`path`, or the error that says where a relative one was looked for: in the current folder, as every
+    path of the command line is, not beside the space's file."""
+    found = Path(path)
+    if not (found.is_dir() if kind == "folder" else found.is_file()):
+        where = "" if found.is_absolute() else f" in the current folder, {os.getcwd()}"
+        raise ValueError(f"no {kind} {path!r}{where}")
+    return found
+
+
 def npz(path: str) -> tuple:
-    with np.load(path, allow_pickle=False) as f:  # never unpickle a data file
+    with np.load(_there(path), allow_pickle=False) as f:  # never unpickle a data file
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
             raise ValueError(f"{path} has no array {missing[0]!r} (it holds: {', '.join(f.files) or 'nothing'})")
@@ -45,7 +55,7 @@ def npz(path: str) -> tuple:
 def table(path: str, target: str = "target") -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
-    frame = pd.read_parquet(path) if Path(path).suffix == ".parquet" else pd.read_csv(path)
+    frame = pd.read_parquet(_there(path)) if Path(path).suffix == ".parquet" else pd.read_csv(_there(path))
     if target not in frame.columns:
         raise ValueError(f"{path} has no column {target!r} (columns: {', '.join(map(str, frame.columns))}); "
                          "name the label column with data.options.target")
@@ -65,8 +75,8 @@ def imagefolder(root: str, size: int = 32, grayscale: bool = False) -> tuple[np.
     from study.data import CACHE_DIR
     from study.files import atomic_write
 
-    folder = Path(root)
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    folder = _there(root, "folder")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"{root} must hold one folder of images per class (root/<class>/<image>)")
     files = [(i, f) for i, c in enumerate(classes) for f in sorted((folder / c).iterdir())

@@ -1,5 +1,7 @@
 """Datasets from files, without code: npz (with its own test split), csv, parquet and image folders,
 each made small in a temporary folder and trained on through the normal pipeline."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,3 +75,16 @@ def test_a_missing_file_or_column_is_one_line_before_the_study(tmp_path, write_s
     result = call_cli("run", str(space), "--storage", "sqlite:///s.db", cwd=tmp_path)
     assert result.returncode == 2 and "data.options" in result.stderr and "missing.npz" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "s.db").exists()
+    # where a relative path was looked for: the current folder, which need not be the space's
+    assert f"no file 'missing.npz' in the current folder, {tmp_path}" in result.stderr
+
+
+@pytest.mark.parametrize("kind, loader, missing", [("file", npz, "x.npz"), ("file", table, "x.csv"),
+                                                   ("file", table, "x.parquet"), ("folder", imagefolder, "imgs")])
+def test_a_missing_data_path_says_where_it_was_looked_for(tmp_path, monkeypatch, kind, loader, missing):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(f"no {kind} '{missing}' in the current folder, {tmp_path}")):
+        loader(missing)
+    with pytest.raises(ValueError) as absolute:  # an absolute path is where it was looked for
+        loader(str(tmp_path / missing))
+    assert str(absolute.value) == f"no {kind} '{tmp_path / missing}'"

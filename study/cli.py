@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--storage", help="default: sqlite:///study.db in the current directory")
     confirm.add_argument("--study-name", help="needed when the storage holds more than one study")
     confirm.add_argument("--vary-split", action="store_true", help="vary the data split's seed with the seed")
+    confirm.add_argument("--timeout", type=_seconds,
+                         help="start no run after this many seconds (a --timeout of the `run` that made the study "
+                              "was that command's own)")
     confirm.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     confirm.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default: 1)")
     confirm.add_argument("--checkpoint-dir", type=Path, default=Path("checkpoints"))

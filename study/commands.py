@@ -238,7 +238,8 @@ def confirm(args: argparse.Namespace) -> int:
     if not record.space:
         raise ConfigError("--study-name", "study-name", study.study_name,
                           "was not made by `study run`: it has no search space to confirm")
-    overrides = [("study.name", study.study_name)] + [
+    # a stored timeout was the budget of the `run` command that made the study, not this command's
+    overrides = [("study.name", study.study_name), ("study.timeout", args.timeout)] + [
         (f"study.confirm.{k}", getattr(args, k)) for k in ("top", "seeds") if getattr(args, k) is not None]
     if args.vary_split:
         overrides.append(("study.confirm.vary_split", True))

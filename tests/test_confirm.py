@@ -180,6 +180,18 @@ def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_ver
     assert all(arm["n"] == 3 for arm in stored["arms"] if not arm["fails"])
 
 
+def test_study_confirm_on_a_search_short_of_its_target_says_so_and_confirms_nothing(tmp_path, synth_space):
+    """Its candidates are not final: one found later could win its arm. It used to exit 0 in silence."""
+    cut = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "3", "--timeout", "1e-6",
+                   "--no-report", cwd=tmp_path)
+    assert cut.returncode == 0 and "the search holds 0 of 3 finished trials" in cut.stdout
+    result = call_cli("confirm", "--storage", "sqlite:///s.db", "--seeds", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert ("stopped: the study holds 0 of 3 finished trials of its search, which must reach them before its arms "
+            "are confirmed; `study run` with its space and name finishes the search, then confirms") in result.stdout
+    assert trials(tmp_path) == []
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--storage", "sqlite:///missing.db"], "no such storage"),
     (["--seeds", "0"], "must be an integer >= 1"),

@@ -72,7 +72,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
     if url.startswith("sqlite:///"):
         _prepare_sqlite(url.removeprefix("sqlite:///"))
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(5):
         try:
@@ -80,8 +80,12 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=_retry_unless_queued)
             break
-        except (IntegrityError, ProgrammingError):  # workers starting together race to create the tables
-            if attempt == 4:
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            # Workers starting together race to create the tables, which the loser finds made: PostgreSQL
+            # raises one of the first two, SQLite "table ... already exists". Any other OperationalError
+            # (no such folder, no server) is the user's to see at once.
+            lost_race = not isinstance(exc, OperationalError) or "already exists" in str(exc)
+            if attempt == 4 or not lost_race:
                 raise
             time.sleep(0.2 + random.random())
     if url.startswith("sqlite:///"):

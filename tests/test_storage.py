@@ -2,6 +2,8 @@
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import optuna
 import pytest
@@ -17,6 +19,34 @@ def test_sqlite_default_is_wal_with_a_heartbeat(tmp_path):
     assert has_heartbeat(storage)
     with sqlite3.connect(tmp_path / "x.db") as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_workers_that_create_one_sqlite_file_at_once_all_open_it(tmp_path):
+    """Two `study run` in two terminals on a fresh folder: each finds no tables and creates them, and the
+    slower one used to stop with SQLite's "table studies already exists". Here the file exists and a
+    writer holds its lock, so that every opener has looked and found no tables before any creates them."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with sqlite3.connect(tmp_path / "new.db") as con:
+        con.execute("PRAGMA journal_mode=WAL")
+    holder = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    errors = []
+
+    def open_it():
+        try:
+            open_storage(url)
+        except Exception as exc:
+            errors.append(exc)
+
+    openers = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in openers:
+        t.start()
+    time.sleep(1.5)  # each has read the empty schema and waits for the write lock
+    holder.execute("COMMIT")
+    for t in openers:
+        t.join(timeout=60)
+    assert errors == []
+    assert optuna.get_all_study_summaries(open_storage(url)) == []
 
 
 def test_journal_file_storage_runs_a_study(tmp_path, synth_space):

@@ -149,9 +149,11 @@ class PooledRounds:
             return
         pid = f"{os.getpid()}-{next(_ids)}"
         members: list[_Held] = []  # by slot index, as run_population numbers them
+        prepared_of: dict[int, object] = {}  # id(held): its prepared trial, refills' too
 
         def joined(held: _Held, p) -> tuple:
             members.append(held)
+            prepared_of[id(held)] = p
             records.write(held.trial, engine={"name": "population", "population": pid, "size": self.size})
             return p, held.attempt.on_epoch, held.attempt.checkpoints
 
@@ -179,11 +181,11 @@ class PooledRounds:
         try:
             run_population(prepared, on_epochs, checkpoints, on_done=lambda i, outcome: self._tell(members[i], outcome),
                            refill=refill, on_shrink=shrink, capacity=self.size)
-        except CannotFuse as exc:
+        except CannotFuse as exc:  # before any step: each member, refills too, as it joined
             self.unfusable = str(exc)  # the model is the same for every trial of the study
             say(f"sequential engine from now on: {exc}")
-            for held, p in group:
-                self._alone(held, p, str(exc))
+            for held in [held for held in members if held in self.held]:  # not one told already (a finished retry)
+                self._alone(held, prepared_of[id(held)], str(exc))
 
     def _fit(self, group: list) -> list:
         """On CUDA, K as the device's free memory allows (population.fitting), before the first population

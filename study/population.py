@@ -68,7 +68,8 @@ class _TooMany(Exception):
 
 class CannotFuse(Exception):
     """The model does not run under vmap (random ops, data-dependent control flow): train these trials
-    one by one. Raised before any step, so nothing has changed."""
+    one by one. run_population raises it only while none of the members left has stepped: they are
+    unchanged."""
 
 
 def fusion_key(p: PreparedTrial) -> str:
@@ -576,6 +577,13 @@ def run_population(members: list[PreparedTrial],
             if on_shrink:
                 on_shrink(size)
             continue
+        except Exception as exc:
+            if isinstance(exc, CannotFuse) and all(m.it == m.p.iteration for m in state if not m.done):
+                raise  # before any step of those left: they are unchanged, for the caller to train one by one
+            # A fused step failed (a user's forward raised). Whose doing, no one can tell, so each member ends
+            # with it, its measured epochs kept, and the study goes on.
+            for m in active:
+                m.outcome, m.done = exc, True
         for m in active:
             if m.done and on_done:
                 on_done(m.index, m.outcome)

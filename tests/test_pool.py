@@ -163,6 +163,44 @@ def test_a_model_that_cannot_run_under_vmap_trains_alone_and_says_why(tmp_path, 
         assert "only nn.Dropout modules" in engine["reason"]  # F.dropout in its forward: what would fuse
 
 
+FAILING_MODEL = """\
+import torch
+
+steps = 0
+
+
+class Failing(torch.nn.Module):  # runs under vmap, then raises in its fifth training step
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_shape[0], n_classes)
+
+    def forward(self, x):
+        global steps
+        if torch.is_grad_enabled():
+            steps += 1
+            if steps > 4:
+                raise RuntimeError("boom in step " + str(steps))
+        return self.linear(x)
+"""
+
+
+def test_a_fused_step_that_raises_fails_its_members_and_the_study_goes_on(tmp_path, write_space):
+    """As a trial that raises does in the sequential engine: each member fails with the error stored, and
+    max_initial_failures stops the run. It used to end the command with a traceback, its trials left running."""
+    (tmp_path / "failing.py").write_text(FAILING_MODEL)
+    space = write_space(SYNTH_SPACE.replace("name: mlp", "name: failing:Failing"))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--engine", "population", "--population",
+                      "4", "--trials", "20", "--no-report", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "stopped: 8 trials in a row failed; last error: RuntimeError: boom in step" in result.stdout
+    ts = trials(tmp_path)
+    assert len(ts) == 8 and all(t.state == TrialState.FAIL for t in ts)
+    assert all(TrialRecord.of(t).error.startswith("RuntimeError: boom in step") for t in ts)
+    # the first population fails in its fifth step; the next one's probe finds the model failing, before any
+    # step, so its members train one by one, and fail there
+    assert [TrialRecord.of(t).engine["name"] for t in ts] == ["population"] * 4 + ["sequential"] * 4
+
+
 def test_a_killed_population_worker_s_trials_are_retried_from_their_checkpoints(tmp_path, slow_space):
     first = start(slow_space, tmp_path, "--trials", "3", "-q", "--engine", "population", "--population", "3")
     wait_for(tmp_path, "checkpoints/synth-*/trial-2/epoch-0002.pt", first)

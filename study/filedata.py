@@ -41,7 +41,8 @@ def _there(path: str, kind: str = "file") -> Path:
 
 
 def npz(path: str) -> tuple:
-    with np.load(_there(path), allow_pickle=False) as f:  # never unpickle a data file
+    found = _there(path)
+    with np.load(found, allow_pickle=False) as f:  # never unpickle a data file
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
             raise ValueError(f"{path} has no array {missing[0]!r} (it holds: {', '.join(f.files) or 'nothing'})")

@@ -234,3 +234,13 @@ def main(argv: list[str] | None = None) -> int:
 
         silence_stdout()
         return 0
+    except Exception as exc:  # a storage that fails mid-command (full, or its server gone): one line, no traceback
+        from study.storage import default_storage, failure, shown
+
+        url = getattr(args, "storage", None) or default_storage()
+        said = failure(exc, url)
+        if said is None:
+            raise
+        print(f"error: the storage {shown(url)} failed: {said}. What it stored before is kept: rerun the command "
+              "once it works again.", file=sys.stderr)
+        return 1

@@ -26,6 +26,7 @@ import torch
 
 from study import interrupts
 from study.config import StudyConfig
+from study.storage import failure
 from study.threads import held as threads_held
 
 _JOIN_S = 0.2  # how often the parent looks for a stop request while it waits
@@ -47,8 +48,10 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         results.put((worker, "interrupted", None))
     except BaseException as exc:
-        results.put((worker, "error", f"{type(exc).__name__}: {exc}"))
-        raise
+        said = failure(exc, kwargs["storage_url"])
+        results.put((worker, "error", said or f"{type(exc).__name__}: {exc}"))
+        if said is None:  # the storage's failure is the parent's to say; anything else keeps its traceback
+            raise
 
 
 def start_server() -> None:
@@ -134,7 +137,7 @@ def _own_worker(kwargs: dict[str, Any]) -> tuple[str, str | None]:
             interrupts.request(interrupts.requested() or "SIGINT")  # the other workers stop too
             return "interrupted", None
         except Exception as exc:  # the others finish the study
-            return "error", f"{type(exc).__name__}: {exc}"
+            return "error", failure(exc, kwargs["storage_url"]) or f"{type(exc).__name__}: {exc}"
 
 
 def _terminate(procs: list) -> None:

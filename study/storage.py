@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import random
 import shlex
 import sqlite3
 import threading
 import time
+import traceback
 import warnings
 import weakref
 from pathlib import Path
@@ -145,7 +147,11 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[N
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
+                if failure(exc) is None:  # write stops it and says why; a thread's traceback would only repeat it
+                    raise
             if stop.wait(storage.get_heartbeat_interval()):
                 return
 
@@ -190,6 +196,29 @@ def _prepare_sqlite(path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(path, timeout=120) as con:
             con.execute("PRAGMA journal_mode=WAL")
+
+
+def failure(exc: BaseException, url: str | None = None) -> str | None:
+    """What the storage's driver said, in one line, where `exc` is the failure of the storage at `url` (a
+    disk or a quota that is full, a server gone); None for any other error. Optuna's wrapper of a failed
+    commit names no cause ("... e.g. exceeding max length"): the driver's own error is the one under it."""
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kinds: tuple = (optuna.exceptions.StorageInternalError, SQLAlchemyError, RedisError)
+    if url and is_proxy(url):
+        import grpc
+
+        kinds += (grpc.RpcError,)
+    # a journal file that cannot be written: an OSError raised in Optuna's storage code, not some other file's
+    journal = isinstance(exc, OSError) and any(f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.f_code.co_filename
+                                               for frame, _ in traceback.walk_tb(exc.__traceback__))
+    if not journal and not isinstance(exc, kinds):
+        return None
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def shown(url: str) -> str:

@@ -170,7 +170,8 @@ def tmpfs(folder: Path, options: str):
     try:
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=True)
+        # lazily: the test's own process may still hold a file there open (a storage's pooled connection)
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
 
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres")

@@ -1,4 +1,5 @@
 """Storages: the embedded SQLite default, Optuna's journal file, and real PostgreSQL and Redis servers."""
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import call_cli, cli_env, run_cli
+from conftest import call_cli, cli_env, finished, run_cli, tmpfs
 from study.records import TrialRecord
 from study.storage import existing_storage, has_heartbeat, open_storage
 
@@ -47,6 +48,27 @@ def test_workers_that_create_one_sqlite_file_at_once_all_open_it(tmp_path):
         t.join(timeout=60)
     assert errors == []
     assert optuna.get_all_study_summaries(open_storage(url)) == []
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a heartbeat's traceback
+def test_a_storage_that_fills_up_stops_the_run_with_one_line_and_the_rerun_resumes(tmp_path, synth_space):
+    """SQLite's "database or disk is full" came as Optuna's StorageInternalError, whose own words name no cause
+    ("... e.g. exceeding max length"), under a traceback."""
+    with tmpfs(tmp_path / "full", "size=2m") as folder:
+        url = f"sqlite:///{folder / 's.db'}"
+        args = ("run", str(synth_space), "--storage", url, "--heartbeat", "1", "-q", "--no-report")
+        first = run_cli(*args, "--trials", "1", cwd=tmp_path)  # a process: its exit folds the WAL into s.db
+        assert first.returncode == 0, first.stderr
+        filler = folder / "filler"
+        filler.write_bytes(bytes(shutil.disk_usage(folder).free - 48 * 1024))  # room to open it, not to go on
+        full = call_cli(*args, "--trials", "3", cwd=tmp_path)
+        assert full.returncode == 1 and full.stderr == (
+            f"error: the storage {url} failed: database or disk is full. What it stored before is kept: rerun the "
+            "command once it works again.\n")
+        filler.unlink()
+        again = call_cli(*args, "--trials", "3", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert len(finished(optuna.load_study(study_name="synth", storage=url).get_trials())) == 3
 
 
 def test_journal_file_storage_runs_a_study(tmp_path, synth_space):

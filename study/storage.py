@@ -64,9 +64,9 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
 
         return optuna.storages.JournalStorage(JournalRedisBackend(url))
     if not is_rdb(url):
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+        from study.journal import JournalFile
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+        return optuna.storages.JournalStorage(JournalFile(url))
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we install; older SQLAlchemy would look for psycopg2 instead.
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

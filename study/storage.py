@@ -217,6 +217,8 @@ def failure(exc: BaseException, url: str | None = None) -> str | None:
         return None
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    if callable(getattr(exc, "details", None)):  # gRPC's: its str() is a multi-line repr
+        return f"{exc.code().name}: {exc.details()}"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

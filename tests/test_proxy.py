@@ -2,13 +2,15 @@
 workers on `--storage grpc://`, and the load simulation of many workers, directly and through it."""
 import signal
 import socket
+import subprocess
+import sys
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from benchmarks.bench_workers import proxy, simulate
-from conftest import call_cli, finished, run_cli, start, wait_for
+from benchmarks.bench_workers import free_port, proxy, simulate
+from conftest import call_cli, cli_env, finished, run_cli, start, wait_for
 from study.proxy import parse_url
 from study.records import TrialRecord
 
@@ -62,6 +64,24 @@ def test_a_worker_killed_behind_the_proxy_has_its_trial_found_by_the_heartbeat_a
     assert ts[0].state == TrialState.FAIL and len(finished(ts)) == 2  # failed by the heartbeat, retried
     retry = next(t for t in ts if TrialRecord.of(t).resumed)
     assert TrialRecord.of(retry).resumed["from_trial"] == 0 and retry.params == ts[0].params
+
+
+def test_a_proxy_that_goes_away_mid_run_stops_the_run_with_one_line(tmp_path, slow_space, pg_url):
+    """gRPC's error is a repr many lines long; the one line names its status and details."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "study", "serve-storage", "--storage", pg_url, "--port",
+                               str(port)], env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "gRPC storage proxy" in server.stdout.readline()
+        url = f"grpc://127.0.0.1:{port}"
+        run = start(slow_space, tmp_path, "--trials", "2", "-q", storage=url)
+        wait_for(tmp_path, "checkpoints/synth-*/trial-0/epoch-0001.pt", run)
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: the storage {url} failed: UNAVAILABLE: ") and len(err.splitlines()) == 1, err
 
 
 def test_a_grpc_url_with_no_proxy_behind_it_is_one_line_and_exit_2(tmp_path, synth_space):

@@ -38,11 +38,23 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(exc.errno, f"no space left on device: cannot write {path}") from None
-        if isinstance(exc, RuntimeError) and "No space left on device" in str(exc):  # torch.save's own error
+        if _disk_full(exc):
             raise DiskFull(errno.ENOSPC, f"no space left on device: cannot write {path}") from None
         raise
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether a write failed for lack of space. torch.save says so in its own words when the disk is full
+    to begin with, and as "unexpected pos 704 vs 598" when it fills part-way, over the OSError it met."""
+    for _ in range(8):  # the chain of exceptions raised while handling others, not a loop
+        if exc is None:
+            return False
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, RuntimeError) and "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def atomic_write_text(path: Path, text: str) -> None:

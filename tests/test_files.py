@@ -30,6 +30,21 @@ def test_a_write_to_a_full_disk_says_so_and_leaves_no_temporary_file(full_disk):
     assert _leftovers(full_disk) == []
 
 
+def test_a_checkpoint_that_fills_the_disk_part_way_says_so_too(tmp_path):
+    """torch.save's error is then "unexpected pos 704 vs 598", over the OSError it met."""
+    import shutil
+
+    import torch
+
+    from study.files import atomic_write
+
+    with tmpfs(tmp_path / "part", "size=256k") as folder:
+        (folder / "filler").write_bytes(bytes(shutil.disk_usage(folder).free - 20_000))
+        with pytest.raises(DiskFull, match=f"^no space left on device: cannot write {folder}/epoch.pt$"):
+            atomic_write(folder / "epoch.pt", lambda f: torch.save({"w": torch.zeros(20_000)}, f))
+        assert _leftovers(folder) == []
+
+
 def test_checkpoints_on_a_full_disk_fail_the_trials_plainly_and_the_study_stays_consistent(tmp_path, synth_space,
                                                                                            full_disk):
     result = call_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--checkpoint-dir", str(full_disk),

@@ -46,7 +46,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
 def _disk_full(exc: BaseException | None) -> bool:
     """Whether a write failed for lack of space. torch.save says so in its own words when the disk is full
     to begin with, and as "unexpected pos 704 vs 598" when it fills part-way, over the OSError it met."""
-    for _ in range(8):  # the chain of exceptions raised while handling others, not a loop
+    for _ in range(8):  # down the chain of causes and contexts, a link or two in practice
         if exc is None:
             return False
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -25,12 +25,13 @@ CHUNK = 1 << 16
 class JournalFile(JournalFileBackend):
     def __init__(self, path: str) -> None:
         super().__init__(path, lock_obj=JournalFileOpenLock(path))  # creates the file if it is not there
-        with get_lock_file(self._lock):
-            fd = os.open(self._file_path, os.O_RDWR)
+        if _whole_lines(path) < os.path.getsize(path):  # rare: a writer was killed mid-write
             try:
-                os.ftruncate(fd, _whole_lines(fd))
-            finally:
-                os.close(fd)
+                with get_lock_file(self._lock):
+                    with open(path, "r+b") as f:  # again under the lock: a writer may have been mid-line
+                        f.truncate(_whole_lines(path))
+            except PermissionError:  # a file this user may only read: no append can continue the part-line
+                pass
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
@@ -50,15 +51,15 @@ class JournalFile(JournalFileBackend):
                 os.close(fd)
 
 
-def _whole_lines(fd: int) -> int:
-    """The file's length up to the end of its last complete line."""
-    end = os.fstat(fd).st_size
-    while end > 0:
-        chunk = os.pread(fd, min(CHUNK, end), end - min(CHUNK, end))
-        if chunk.endswith(b"\n") and end == os.fstat(fd).st_size:
-            return end  # the usual case: nothing to cut
-        cut = chunk.rfind(b"\n")
-        if cut >= 0:
-            return end - len(chunk) + cut + 1
-        end -= len(chunk)
+def _whole_lines(path: str) -> int:
+    """The file's length up to the end of its last complete line, read from its end."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        while end > 0:
+            f.seek(end - min(CHUNK, end))
+            chunk = f.read(min(CHUNK, end))
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return end - len(chunk) + cut + 1
+            end -= len(chunk)
     return 0

@@ -202,8 +202,8 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         elif stopped is None and not timed_out and finished < cfg.study.n_trials:
             stopped = f"the study holds {finished} of {cfg.study.n_trials} finished trials"
             if not search:  # `study confirm`: the arms' candidates are not final before the search is
-                stopped += " of its search, which must reach them before its arms are confirmed; `study run` with " \
-                           "its space and name finishes the search, then confirms"
+                stopped += (" of its search, which must reach them before its arms are confirmed; `study run` with "
+                            "its space and name finishes the search, then confirms")
         if stopped is None and not timed_out and confirms(cfg) and confirm.is_ready(study, cfg.study.n_trials):
             s, runs = cfg.study, []
             mode = confirm.varies_split(records.StudyRecord.of(study).confirm_plan)

@@ -315,6 +315,9 @@ class Validator:
                 if size > GRID_LIMIT:
                     raise self.error(f"params.{name}", f"{n} values", f"the grid would hold more than {GRID_LIMIT} "
                                      "points; use a larger step or another sampler")
+            if s.n_trials > size:  # past it, the grid sampler runs its points again
+                raise self.error("study.n_trials", s.n_trials, f"the grid holds {size} point{'s' * (size != 1)}, "
+                                 f"each run once: ask for {size} trials or fewer")
             grid = {n: p.grid() for n, p in params.items()}
         try:
             make_sampler(s.sampler, s.sampler_seed, s.sampler_options, grid)

@@ -160,6 +160,10 @@ BAD = [
      "  width: {type: int, low: 1, high: 1000000000}\n", "params.width", "more than 100000 points"),
     ("study:\n  sampler: grid\nparams:\n  lr: {type: float, low: 0.1, high: 1.0, step: 1.0e-12}\n"
      "  momentum: {choices: [0.9], when: {optimizer: [sgd_momentum]}}\n", "params.lr", "more than 100000 points"),
+    # a target past the grid's points, which the grid sampler would run again
+    ("study:\n  sampler: grid\n  n_trials: 5\nparams:\n  lr: {choices: [0.01, 0.1]}\n"
+     "  momentum: {choices: [0.9], when: {optimizer: [sgd_momentum]}}\n", "study.n_trials",
+     "the grid holds 4 points, each run once: ask for 4 trials or fewer"),
     # study names
     ("study:\n  name: \"a\\x1b[31mb\"\n", "study.name", "control characters"),
     ("study:\n  name: \"a\\0b\"\n", "study.name", "control characters"),

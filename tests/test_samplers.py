@@ -21,6 +21,17 @@ def test_every_sampler_runs_a_study(tmp_path, synth_space, name):
     assert summary.counts()["complete"] == 3
 
 
+def test_a_grid_search_runs_every_point_once_to_its_end(tmp_path, synth_space):
+    """Optuna's GridSampler stops the study as its last point is told, which only optimize() allows: an
+    ask-and-tell run of a whole grid ended there in a RuntimeError."""
+    cfg = load_config(str(synth_space), ["study.sampler={name: grid, seed: 0}", "study.n_trials=8", *GRID])
+    summary = run_study(cfg, f"sqlite:///{tmp_path / 's.db'}", torch.device("cpu"), checkpoint_root=tmp_path,
+                        quiet=True)
+    trials = summary.study.get_trials()
+    assert summary.counts()["complete"] == 8 and summary.stopped is None
+    assert sorted(t.system_attrs["grid_id"] for t in trials) == list(range(8))  # 2 optimizers x 2 lrs x 2 momenta
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in PRUNERS])
 def test_every_pruner_builds_with_its_defaults_and_runs(tmp_path, synth_space, name):
     assert isinstance(make_pruner(name, {}), optuna.pruners.BasePruner)

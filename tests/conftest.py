@@ -199,18 +199,23 @@ def pg_url():
 def redis_url():
     """An empty database of the real Redis server, claimed for this test and emptied afterwards. Redis has
     no CREATE DATABASE: of its numbered databases (16 by default) the test takes the first that holds no
-    key, by setting a claim key that only one process can set. No server is a failure, never a skip."""
+    key, or only what a killed test of ours left (marked), by setting a claim key that only one process
+    can set. No server is a failure, never a skip."""
     import uuid
 
     import redis
 
-    claim, token = "study-test:claim", uuid.uuid4().hex
+    claim, mark, token = "study-test:claim", "study-test:mark", uuid.uuid4().hex
     for db in range(1, 16):
         client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-        if client.set(claim, token, nx=True):
-            if client.dbsize() == 1:
-                break
-            client.delete(claim)  # someone else's data: not ours to empty
+        if not client.set(claim, token, nx=True, ex=3600):  # another test's, for the hour one may take
+            continue
+        if client.dbsize() == 1 or client.exists(mark):
+            client.flushdb()
+            client.set(claim, token, ex=3600)
+            client.set(mark, 1)
+            break
+        client.delete(claim)  # someone else's data: not ours to empty
     else:
         pytest.fail("no empty Redis database at 127.0.0.1:6379")
     try:

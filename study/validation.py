@@ -288,6 +288,9 @@ class Validator:
         for i, name in enumerate(scientific):
             if name not in params:
                 raise self.error(f"study.scientific[{i}]", name, f"must be a searched param: {', '.join(params)}")
+            if params[name].grid_size() is None:  # every trial its own arm, each confirmed with its own seeds
+                raise self.error(f"study.scientific[{i}]", name, "is continuous, so each trial would be an arm of its "
+                                 "own; a scientific param compares a few values: give it choices or a step")
         out["scientific"] = tuple(scientific)
         settings = StudySettings(**out)
         self.strategies(settings, params)

@@ -139,6 +139,7 @@ BAD = [
     ("study:\n  n_trials: 0\n", "study.n_trials", "integer >= 1"),
     ("study:\n  metric: val_auc\n", "study.metric", "must be one of val_loss"),
     ("study:\n  scientific: [width]\n", "study.scientific[0]", "must be a searched param"),
+    ("study:\n  scientific: [lr]\n", "study.scientific[0]", "is continuous, so each trial would be an arm"),
     ("study:\n  sampler: grid\n", "params.lr", "grid search needs"),
     # non-finite numbers, wherever a number is read
     ("training:\n  lr: .inf\n", "training.lr", "must be a finite number"),

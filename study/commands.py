@@ -176,8 +176,9 @@ def list_studies(args: argparse.Namespace) -> int:
     return 0
 
 
-def stored_study(storage_url: str | None, study_name: str | None):
-    """The one study of an existing storage, or the one named: (url, study); one clear line otherwise."""
+def stored_study(storage_url: str | None, study_name: str | None, flag: str = "--study-name"):
+    """The one study of an existing storage, or the one named (by `flag`): (url, study); one clear line
+    otherwise."""
     import optuna
 
     from study.errors import ConfigError
@@ -193,8 +194,7 @@ def stored_study(storage_url: str | None, study_name: str | None):
                               f"the storage holds {len(names)} studies ({stored or 'none'}); name one")
         name = names[0]
     if name not in names:
-        raise ConfigError("--study-name", "study-name", name,
-                          f"no such study in {printable(shown(url))}; stored: {stored}")
+        raise ConfigError(flag, flag.lstrip("-"), name, f"no such study in {printable(shown(url))}; stored: {stored}")
     return url, optuna.load_study(study_name=name, storage=storage)
 
 
@@ -218,7 +218,7 @@ def compare(args: argparse.Namespace) -> int:
     """`report --compare A B ...`: one page with the studies side by side."""
     from study.report.compare import build_comparison
 
-    studies = [stored_study(args.storage, name)[1] for name in dict.fromkeys(args.compare)]
+    studies = [stored_study(args.storage, name, "--compare")[1] for name in dict.fromkeys(args.compare)]
     say(f"report: {build_comparison(studies, args.out)}")
     return 0
 

@@ -16,6 +16,7 @@ def test_two_studies_side_by_side_with_their_best_values_settings_and_curves(tmp
 
     missing = call_cli("report", "--storage", url, "--compare", "adam-ish", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no such study" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("error: --compare: compare: no such study")  # the flag that named it
 
 
 def test_a_study_s_confirmation_runs_are_counted_apart_from_its_search():

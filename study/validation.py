@@ -8,6 +8,7 @@ names the file (and `--set`), the dotted key and the value.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Callable, Mapping
 
@@ -293,7 +294,12 @@ class Validator:
                                  "own; a scientific param compares a few values: give it choices or a step")
         out["scientific"] = tuple(scientific)
         settings = StudySettings(**out)
-        self.strategies(settings, params)
+        points = self.strategies(settings, params)
+        if points is not None and "n_trials" not in s:  # a grid's default target: each of its points once
+            settings = dataclasses.replace(settings, n_trials=points)
+        elif points is not None and settings.n_trials > points:  # past it, the grid sampler runs points again
+            raise self.error("study.n_trials", settings.n_trials, f"the grid holds {points} point"
+                             f"{'s' * (points != 1)}, each run once: ask for {points} trials or fewer")
         return settings
 
     def wrap(self, key: str, value: Any, check: Callable[[Any], Any]) -> Any:
@@ -302,8 +308,9 @@ class Validator:
         except ValueError as exc:
             raise self.error(key, value, str(exc)) from None
 
-    def strategies(self, s: StudySettings, params: dict[str, Param]) -> None:
-        """Build the sampler and pruner once, so that bad options fail here and not mid-study."""
+    def strategies(self, s: StudySettings, params: dict[str, Param]) -> int | None:
+        """Build the sampler and pruner once, so that bad options fail here and not mid-study. Returns the
+        grid's points for the grid sampler, else None."""
         from study.pruners import make_pruner
         from study.samplers import make_sampler
 
@@ -318,9 +325,6 @@ class Validator:
                 if size > GRID_LIMIT:
                     raise self.error(f"params.{name}", f"{n} values", f"the grid would hold more than {GRID_LIMIT} "
                                      "points; use a larger step or another sampler")
-            if s.n_trials > size:  # past it, the grid sampler runs its points again
-                raise self.error("study.n_trials", s.n_trials, f"the grid holds {size} point{'s' * (size != 1)}, "
-                                 f"each run once: ask for {size} trials or fewer")
             grid = {n: p.grid() for n, p in params.items()}
         try:
             make_sampler(s.sampler, s.sampler_seed, s.sampler_options, grid)
@@ -330,3 +334,4 @@ class Validator:
             make_pruner(s.pruner, s.pruner_options)
         except (TypeError, ValueError) as exc:
             raise self.error("study.pruner.options", s.pruner_options, str(exc)) from None
+        return size if s.sampler == "grid" else None

@@ -81,6 +81,14 @@ def test_grid_space_lists_every_value(write_space):
                                 "momentum": pytest.approx([0.5, 0.7, 0.9])}
 
 
+def test_a_grid_search_without_a_target_runs_each_of_its_points_once(write_space):
+    path = write_space(_merge(SYNTH_SPACE, "study:\n  sampler: grid\nparams:\n  lr: {choices: [0.01, 0.1, 0.3]}\n"
+                              "  momentum: {choices: [0.9], when: {optimizer: [sgd_momentum]}}\n")
+                       .replace("  n_trials: 3\n", ""))
+    assert load_config(str(path)).study.n_trials == 6  # 2 optimizers x 3 lrs, not the default 20
+    assert load_config(str(path), [("study.n_trials", 4)]).study.n_trials == 4
+
+
 def test_every_knob_has_a_section_and_an_inspectable_constraint():
     for name, f in KNOBS.items():
         assert f.metadata["section"] in ("data", "model", "training"), name

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         from study.storage import default_storage, failure, shown
 
         url = getattr(args, "storage", None) or default_storage()
-        said = failure(exc, url)
+        said = failure(exc)
         if said is None:
             raise
         print(f"error: the storage {shown(url)} failed: {said}. What it stored before is kept: rerun the command "

@@ -48,7 +48,7 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         results.put((worker, "interrupted", None))
     except BaseException as exc:
-        said = failure(exc, kwargs["storage_url"])
+        said = failure(exc)
         results.put((worker, "error", said or f"{type(exc).__name__}: {exc}"))
         if said is None:  # the storage's failure is the parent's to say; anything else keeps its traceback
             raise
@@ -137,7 +137,7 @@ def _own_worker(kwargs: dict[str, Any]) -> tuple[str, str | None]:
             interrupts.request(interrupts.requested() or "SIGINT")  # the other workers stop too
             return "interrupted", None
         except Exception as exc:  # the others finish the study
-            return "error", failure(exc, kwargs["storage_url"]) or f"{type(exc).__name__}: {exc}"
+            return "error", failure(exc) or f"{type(exc).__name__}: {exc}"
 
 
 def _terminate(procs: list) -> None:

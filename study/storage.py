@@ -17,6 +17,7 @@ import os
 import random
 import shlex
 import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -198,17 +199,15 @@ def _prepare_sqlite(path: str) -> None:
             con.execute("PRAGMA journal_mode=WAL")
 
 
-def failure(exc: BaseException, url: str | None = None) -> str | None:
-    """What the storage's driver said, in one line, where `exc` is the failure of the storage at `url` (a
-    disk or a quota that is full, a server gone); None for any other error. Optuna's wrapper of a failed
-    commit names no cause ("... e.g. exceeding max length"): the driver's own error is the one under it."""
+def failure(exc: BaseException) -> str | None:
+    """What the storage's driver said, in one line, where `exc` is a storage's failure (a disk or a quota
+    that is full, a server gone); None for any other error. Optuna's wrapper of a failed commit names no
+    cause ("... e.g. exceeding max length"): the driver's own error is the one under it."""
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
     kinds: tuple = (optuna.exceptions.StorageInternalError, SQLAlchemyError, RedisError)
-    if url and is_proxy(url):
-        import grpc
-
+    if (grpc := sys.modules.get("grpc")) is not None:  # the proxy's client; no gRPC error without it
         kinds += (grpc.RpcError,)
     # a journal file that cannot be written: an OSError raised in Optuna's storage code, not some other file's
     journal = isinstance(exc, OSError) and any(f"{os.sep}optuna{os.sep}storages{os.sep}" in frame.f_code.co_filename

@@ -148,12 +148,10 @@ class PooledRounds:
                 self._alone(held, p, reason or "a population of one")
             return
         pid = f"{os.getpid()}-{next(_ids)}"
-        members: list[_Held] = []  # by slot index, as run_population numbers them
-        prepared_of: dict[int, object] = {}  # id(held): its prepared trial, refills' too
+        slots: list[tuple[_Held, object]] = []  # (held, prepared) by slot index, as run_population numbers them
 
         def joined(held: _Held, p) -> tuple:
-            members.append(held)
-            prepared_of[id(held)] = p
+            slots.append((held, p))
             records.write(held.trial, engine={"name": "population", "population": pid, "size": self.size})
             return p, held.attempt.on_epoch, held.attempt.checkpoints
 
@@ -179,13 +177,13 @@ class PooledRounds:
         p = prepared[0]
         choose_threads(p, self.ctx.threads, self.ctx.fixed_threads, members=len(group))
         try:
-            run_population(prepared, on_epochs, checkpoints, on_done=lambda i, outcome: self._tell(members[i], outcome),
-                           refill=refill, on_shrink=shrink, capacity=self.size)
+            run_population(prepared, on_epochs, checkpoints, refill=refill, on_shrink=shrink, capacity=self.size,
+                           on_done=lambda i, outcome: self._tell(slots[i][0], outcome))
         except CannotFuse as exc:  # before any step: each member, refills too, as it joined
             self.unfusable = str(exc)  # the model is the same for every trial of the study
             say(f"sequential engine from now on: {exc}")
-            for held in [held for held in members if held in self.held]:  # not one told already (a finished retry)
-                self._alone(held, prepared_of[id(held)], str(exc))
+            for held, p in [(held, p) for held, p in slots if held in self.held]:  # not one told (a finished retry)
+                self._alone(held, p, str(exc))
 
     def _fit(self, group: list) -> list:
         """On CUDA, K as the device's free memory allows (population.fitting), before the first population

@@ -173,8 +173,7 @@ def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = F
     try:
         storage = existing_storage(url) if must_exist else open_storage(url, heartbeat_s)
     except Exception as exc:  # SQLAlchemy, the driver and the file system each raise their own
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("--storage", "storage", shown(url), f"cannot open the storage: {first_line}") from None
+        raise ConfigError("--storage", "storage", shown(url), f"cannot open the storage: {_first_line(exc)}") from None
     if storage is None:
         raise ConfigError("--storage", "storage", shown(url), "no such storage (run a study first)")
     return storage
@@ -218,6 +217,11 @@ def failure(exc: BaseException) -> str | None:
         exc = exc.__cause__
     if callable(getattr(exc, "details", None)):  # gRPC's: its str() is a multi-line repr
         return f"{exc.code().name}: {exc.details()}"
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line (a driver's goes on with its SQL and a link), or its type where it says nothing."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

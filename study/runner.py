@@ -218,7 +218,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
                 stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs))),
                               phase="confirm")
         if deadline is not None and time.monotonic() >= deadline:
-            notes += _cut_short(study, cfg, search)
+            notes += _cut_short(study, cfg, finished if search else None)
         _record_verdict(study)
         notes += _record_diagnostics(study, cfg)
         notes += _keep_best_weights(study, ctx)
@@ -258,12 +258,13 @@ def _run_phase(cfg: StudyConfig, *, storage_url: str, device: torch.device, chec
         interrupts.check()
 
 
-def _cut_short(study: optuna.Study, cfg: StudyConfig, search: bool) -> list[str]:
+def _cut_short(study: optuna.Study, cfg: StudyConfig, searched: int | None) -> list[str]:
     """What --timeout left undone, for the summary: a timeout is no failure, but a study short of its
-    target should not pass for a finished one."""
+    target should not pass for a finished one. `searched`: the search's finished trials, None for `study
+    confirm`, which runs no search."""
     left = []
-    if search and (done := count(study)) < cfg.study.n_trials:
-        left.append(f"the search holds {done} of {cfg.study.n_trials} finished trials")
+    if searched is not None and searched < cfg.study.n_trials:
+        left.append(f"the search holds {searched} of {cfg.study.n_trials} finished trials")
     if waiting := count(study, states=(TrialState.WAITING,), phase="confirm"):
         left.append(f"{waiting} confirmation run{'s' * (waiting != 1)} did not start")
     if not left:

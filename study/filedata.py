@@ -56,7 +56,8 @@ def npz(path: str) -> tuple:
 def table(path: str, target: str = "target") -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
-    frame = pd.read_parquet(_there(path)) if Path(path).suffix == ".parquet" else pd.read_csv(_there(path))
+    found = _there(path)
+    frame = pd.read_parquet(found) if found.suffix == ".parquet" else pd.read_csv(found)
     if target not in frame.columns:
         raise ValueError(f"{path} has no column {target!r} (columns: {', '.join(map(str, frame.columns))}); "
                          "name the label column with data.options.target")

@@ -171,6 +171,10 @@ def _storage_args(parser: argparse.ArgumentParser) -> None:
 
 def entry() -> int:
     """`study` and `python -m study`: main(), then an exit that skips collecting what the run leaves."""
+    # A terminal or pipe whose encoding lacks a character of a study name or a path (PYTHONIOENCODING=ascii,
+    # a latin-1 locale) gets it escaped, as stderr already has it, not a UnicodeEncodeError mid-command.
+    if sys.stdout is not None:  # None where the shell closed it (`>&-`): print() then writes nothing
+        sys.stdout.reconfigure(errors="backslashreplace")
     code = main()
     # The interpreter's last garbage collections walk every object torch, scikit-learn, pandas and Optuna
     # made: about 1 s of a 9 s `quick` run here (0.2 s frozen). The process ends anyway; atexit handlers,

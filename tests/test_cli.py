@@ -342,6 +342,16 @@ def test_list_prints_names_with_escape_sequences_safely(tmp_path, capsys):
     assert "\x1b" not in err and "stored: evil\\x1b" in err
 
 
+def test_a_terminal_that_cannot_encode_a_study_name_gets_it_escaped(tmp_path):
+    """`study list` on a non-ASCII name, under PYTHONIOENCODING=ascii, ended in a UnicodeEncodeError."""
+    from conftest import run_cli
+
+    optuna.create_study(study_name="naïve ✓", storage=f"sqlite:///{tmp_path / 's.db'}")
+    result = run_cli("list", "--storage", "sqlite:///s.db", cwd=tmp_path, PYTHONIOENCODING="ascii")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("na\\xefve \\u2713 ") and result.stderr == ""
+
+
 def test_run_piped_into_head_exits_quietly_and_still_writes_the_report(tmp_path, synth_space):
     from conftest import cli_env
 

@@ -22,6 +22,9 @@ def check_port(port: int, host: str = HOST) -> None:
     """Refuse a port that is taken now, or a host this machine cannot listen on: one line, not a server's
     traceback later."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind: a port a stopped server left in TIME_WAIT is free to them, and was refused here
+        # for a minute after each stop. A port something listens on is still refused.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

@@ -70,3 +70,16 @@ def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Itera
             yield
     finally:
         _requested = None
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt, as Ctrl-C does. For a server, which has no safe
+    point to wait for: killed by SIGTERM's default, it skipped its cleanup and the interpreter's exit, and left
+    a SQLite study's writes in the -wal file beside it."""
+    with installed(_interrupt, (signal.SIGTERM,)):
+        yield

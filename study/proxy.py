@@ -103,6 +103,7 @@ def open_proxy(url: str, heartbeat_s: int,
 def serve_storage(url: str, host: str, port: int) -> None:
     """`study serve-storage`: check the storage and the port (input errors), then serve until Ctrl-C."""
     from study.errors import ConfigError, printable
+    from study.interrupts import terminated_as_interrupted
     from study.ports import check_port
     from study.storage import check_storage, is_rdb, shown
 
@@ -114,7 +115,8 @@ def serve_storage(url: str, host: str, port: int) -> None:
     print(f"gRPC storage proxy for {printable(shown(url))} at grpc://{host}:{port} "
           "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
     try:
-        serve(storage, host, port)
+        with terminated_as_interrupted():
+            serve(storage, host, port)
     except KeyboardInterrupt:
         pass
 

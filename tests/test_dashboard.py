@@ -23,26 +23,30 @@ def get(url: str):
         return json.load(response)
 
 
+def start_dashboard(cwd, port: int) -> tuple[subprocess.Popen, list]:
+    """`study dashboard` on cwd's s.db, once it answers, with the studies it lists."""
+    dashboard = subprocess.Popen([sys.executable, "-m", "study", "dashboard", "--storage", "sqlite:///s.db",
+                                  "--port", str(port)], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 90  # its imports take seconds, more on a loaded machine
+    while True:
+        try:
+            return dashboard, get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        except OSError:
+            assert dashboard.poll() is None, dashboard.stdout.read()
+            assert time.monotonic() < end, "the dashboard never answered"
+            time.sleep(0.1)
+
+
 def test_dashboard_reads_a_running_study(tmp_path, slow_space):
     # Create the storage with one trial, then read it through the dashboard while two workers add more
     # (slow ones: each trial takes about a second, so the reader sees the study grow).
     assert call_cli("run", str(slow_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
                     cwd=tmp_path).returncode == 0
     port = free_port()
-    dashboard = subprocess.Popen([sys.executable, "-m", "study", "dashboard", "--storage", "sqlite:///s.db",
-                                  "--port", str(port)], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+    dashboard, studies = start_dashboard(tmp_path, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        end = time.monotonic() + 90  # its imports take seconds, more on a loaded machine
-        while True:
-            try:
-                studies = get(f"{base}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                assert dashboard.poll() is None, dashboard.stdout.read()
-                assert time.monotonic() < end, "the dashboard never answered"
-                time.sleep(0.1)
         assert [s["study_name"] for s in studies] == ["synth"]
         run = subprocess.Popen([sys.executable, "-m", "study", "run", str(slow_space), "--storage", "sqlite:///s.db",
                                 "--trials", "4", "--jobs", "2", "-q", "--no-report"],
@@ -73,6 +77,24 @@ def test_dashboard_reads_a_running_study(tmp_path, slow_space):
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=10)
+
+
+def test_a_dashboard_stopped_by_sigterm_closes_the_storage_and_restarts_on_its_port(tmp_path, synth_space):
+    """SIGTERM's default ended the server without the interpreter's exit, which left the study's writes in
+    s.db-wal (a copy of s.db alone held none of them). And the port it left in TIME_WAIT was refused for a
+    minute by the check before a restart, though the server itself would bind it."""
+    # a process of its own, which closes the file as it exits (call_cli's would hold it open in this one)
+    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "2", "-q", "--no-report",
+                   cwd=tmp_path).returncode == 0
+    port = free_port()
+    for _ in range(2):
+        dashboard, studies = start_dashboard(tmp_path, port)
+        assert [s["study_name"] for s in studies] == ["synth"]
+        assert (tmp_path / "s.db-wal").exists()  # SQLite's, while a connection is open
+        dashboard.terminate()
+        assert dashboard.wait(timeout=30) == 0
+        assert "Traceback" not in dashboard.stdout.read()
+        assert not (tmp_path / "s.db-wal").exists()
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])

@@ -84,6 +84,27 @@ def test_a_proxy_that_goes_away_mid_run_stops_the_run_with_one_line(tmp_path, sl
     assert err.startswith(f"error: the storage {url} failed: UNAVAILABLE: ") and len(err.splitlines()) == 1, err
 
 
+def test_a_proxy_stopped_by_sigterm_exits_cleanly_and_leaves_its_sqlite_file_whole(tmp_path, synth_space):
+    """SIGTERM's default ended the proxy without the interpreter's exit: the study's writes stayed in s.db-wal,
+    and a copy of s.db alone held none of them."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "study", "serve-storage", "--storage", "sqlite:///s.db",
+                               "--port", str(port)], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "gRPC storage proxy" in server.stdout.readline()
+        assert call_cli("run", str(synth_space), "--storage", f"grpc://127.0.0.1:{port}", "--trials", "2", "-q",
+                        "--no-report", cwd=tmp_path).returncode == 0
+        assert (tmp_path / "s.db-wal").exists()  # SQLite's, while the proxy's connections are open
+    finally:
+        server.terminate()
+        code = server.wait(timeout=30)
+    assert code == 0 and "Traceback" not in server.stdout.read()
+    assert not (tmp_path / "s.db-wal").exists()
+    (tmp_path / "copy.db").write_bytes((tmp_path / "s.db").read_bytes())
+    assert len(_trials(f"sqlite:///{tmp_path / 'copy.db'}")) == 2
+
+
 def test_a_grpc_url_with_no_proxy_behind_it_is_one_line_and_exit_2(tmp_path, synth_space):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -133,9 +133,14 @@ def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
     another trial, the verdict's leader; a failed write (a full disk) is one error line, not a crash: the
     study is stored, only the page is missing."""
     from study.report import build_report
+    from study.report.page import NoteNotSaved
 
+    note = None
     try:
-        page = build_report(study, out, artifact_dir=artifact_dir)
+        try:
+            page = build_report(study, out, artifact_dir=artifact_dir)
+        except NoteNotSaved as exc:
+            page, note = exc.page, str(exc)
         say(f"report: {page}")
         if (page.parent / "best.yaml").is_file():
             say(f"reproduce the best trial: python -m study run {shlex.quote(str(page.parent / 'best.yaml'))}")
@@ -144,6 +149,9 @@ def write_report(study, out: Path, artifact_dir: Path | None) -> bool:
     except OSError as exc:
         print(f"error: the report was not written: {exc.strerror or exc}", file=sys.stderr)
         return False
+    if note is not None:
+        print(f"warning: the report is written, but the storage took no dashboard note linking it: {note}",
+              file=sys.stderr)
     return True
 
 

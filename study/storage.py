@@ -182,12 +182,30 @@ def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = F
 def existing_storage(url: str) -> optuna.storages.BaseStorage | None:
     """Open `url` only if it already holds data: a file storage that is not there is None, not created."""
     if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if not Path(path).is_file():
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
             return None
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            return _read_only_sqlite(path)
     elif not is_rdb(url) and not url.startswith(("redis://", "grpc://")) and not Path(url).is_file():
         return None
     return open_storage(url)
+
+
+def _read_only_sqlite(path: Path) -> optuna.storages.RDBStorage:
+    """A study file this process may only read (another user's, on a read-only mount), opened read-only: the
+    usual opening puts it in WAL mode and takes the write lock for each transaction, which failed with
+    "attempt to write a readonly database". SQLite reads a WAL file read-only where its -shm is there (a
+    writer has it open, or was killed); with neither -wal nor -shm beside it, in a folder it may not write,
+    only as immutable, which is what the file is while no one has it open."""
+    from urllib.parse import quote
+
+    in_use = any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    query = "mode=ro" if in_use else "mode=ro&immutable=1"
+    storage = optuna.storages.RDBStorage(f"sqlite:///file:{quote(str(path.resolve()))}?{query}&uri=true",
+                                         engine_kwargs={"connect_args": {"timeout": 120}})
+    _open_sqlite.add(storage.engine)
+    return storage
 
 
 def _prepare_sqlite(path: str) -> None:

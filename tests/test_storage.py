@@ -71,6 +71,27 @@ def test_a_storage_that_fills_up_stops_the_run_with_one_line_and_the_rerun_resum
         assert len(finished(optuna.load_study(study_name="synth", storage=url).get_trials())) == 3
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_study_this_process_may_only_read_is_listed_and_reported_unchanged(tmp_path, synth_space, kind):
+    """A study file on a read-only mount (or another user's): SQLite's was opened for writing, which failed with
+    "attempt to write a readonly database"; a report over a journal file wrote its files and then said it was
+    not written, when only the dashboard note failed."""
+    with tmpfs(tmp_path / "ro", "size=4m") as folder:
+        url = f"sqlite:///{folder / 's.db'}" if kind == "sqlite" else str(folder / "journal.log")
+        made = run_cli("run", str(synth_space), "--storage", url, "-q", "--no-report", cwd=tmp_path)  # closed at exit
+        assert made.returncode == 0, made.stderr
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        files = {f.name: f.read_bytes() for f in folder.iterdir()}
+        listed = call_cli("list", "--storage", url, cwd=tmp_path)
+        assert listed.returncode == 0 and listed.stdout.startswith("synth "), listed.stderr
+        assert "3 complete" in listed.stdout
+        reported = call_cli("report", "--storage", url, "--out", "out", cwd=tmp_path)
+        assert reported.returncode == 0, reported.stderr
+        assert reported.stderr.startswith("warning: the report is written, but the storage took no dashboard note")
+        assert (tmp_path / "out" / "synth" / "index.html").is_file()
+        assert {f.name: f.read_bytes() for f in folder.iterdir()} == files
+
+
 def test_journal_file_storage_runs_a_study(tmp_path, synth_space):
     result = call_cli("run", str(synth_space), "--storage", str(tmp_path / "journal.log"), "-q", "--no-report",
                       cwd=tmp_path)

@@ -23,6 +23,7 @@ from study.paths import child
 from study.report import tables as T
 from study.report.context import ReportContext, Section
 from study.report.sections import build_sections
+from study.storage import failure
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True)
 
@@ -50,8 +51,22 @@ def build_report(study: optuna.Study, out_root: Path, artifact_dir: Path | None 
     best = records.best_trial(study)  # once, for both files
     write_best(study, folder, best)
     write_leader(study, folder, ctx.verdict, best, raw)
-    attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
+    try:
+        attach_to_dashboard(study, folder / "index.html", sections, verdict, artifact_dir)
+    except Exception as exc:
+        if (said := failure(exc)) is None:
+            raise
+        raise NoteNotSaved(folder / "index.html", said) from None
     return folder / "index.html"
+
+
+class NoteNotSaved(Exception):
+    """The report's files are written, but the storage took no note for the dashboard: it may only be read
+    here (another user's file, a read-only mount), or it failed."""
+
+    def __init__(self, page: Path, why: str):
+        super().__init__(why)
+        self.page = page
 
 
 def render(**page) -> str:

@@ -1,7 +1,8 @@
-"""Ctrl-C and SIGTERM as a request to stop at the next safe point, not an exception at a random line.
+"""Ctrl-C, SIGTERM and a terminal's hang-up as a request to stop at the next safe point, not an exception at
+a random line.
 
     >>> import os
-    >>> with handled():                             # SIGINT and SIGTERM set a flag instead of raising
+    >>> with handled():                             # SIGINT, SIGTERM and SIGHUP set a flag instead of raising
     ...     os.kill(os.getpid(), signal.SIGTERM)
     ...     try:
     ...         check()                             # raises here, between two training steps
@@ -11,13 +12,16 @@
 
 A KeyboardInterrupt raised in the middle of a storage write could leave a trial running forever; a
 flag read between steps and between trials cannot. A second signal raises at once, for a user who
-really means it. Worker processes of `--jobs N` ignore SIGINT and stop on their parent's SIGTERM, so
-that a terminal's Ctrl-C, sent to the whole process group, is handled once, by the parent.
+really means it. Worker processes of `--jobs N` ignore SIGINT and SIGHUP and stop on their parent's
+SIGTERM, so that a terminal's Ctrl-C or hang-up, sent to the whole process group, is handled once, by the
+parent.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import stat
 import threading
 from typing import Any, Iterator
 
@@ -41,9 +45,23 @@ def request(name: str) -> None:
 
 def _on_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
+    _detach_hung_up_terminal()  # a --jobs worker learns of a hang-up by its parent's SIGTERM
     if _requested is not None:
         raise KeyboardInterrupt(name)  # asked twice: stop now
     request(name)
+
+
+def _detach_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they are a terminal that hung up (SIGHUP: the terminal or
+    the ssh session closed): a write there fails with EIO, which would break off the stop half-way. A hung-up
+    terminal is a character device that isatty() no longer takes for a terminal; a live one, a file and a
+    pipe are kept."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):  # a closed fd: nothing to point
+            if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
 
 
 @contextlib.contextmanager
@@ -62,9 +80,11 @@ def installed(handler: Any, signals: tuple[int, ...]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Within the block, `signals` request a stop."""
+def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Within the block, `signals` request a stop. A SIGHUP (the terminal or ssh session closed) killed the
+    command where it stood, its trials left running; one that the process ignores (`nohup`) stays ignored."""
     global _requested
+    signals = tuple(s for s in signals if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN)
     try:
         with installed(_on_signal, signals):
             yield

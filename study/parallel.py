@@ -5,7 +5,8 @@
 This process is worker 0 and starts training at once. The others are forked by multiprocessing's
 forkserver, which imports torch and the rest once, beside worker 0, and serves every phase of the run:
 spawned workers paid seconds of imports each, in each phase, which 16 short trials never paid back.
-Workers ignore SIGINT, so that a terminal's Ctrl-C (sent to the whole process group) is handled once, here:
+Workers ignore SIGINT and SIGHUP, so that a terminal's Ctrl-C or hang-up (sent to the whole process group) is
+handled once, here:
 the parent interrupts its own trial and sends each worker SIGTERM, each interrupts its trial the
 documented way (failed, marked, queued again), and the parent waits for all of them before it raises
 KeyboardInterrupt. `kill PARENT` (SIGTERM) does the same.
@@ -37,9 +38,13 @@ WORKER_IMPORTS = ("study.runner", "sklearn.model_selection", "sklearn.datasets",
                   "study.preloaded")  # last: freezes what the others loaded
 
 
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)  # sent by a terminal to its whole foreground process group
+
+
 def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
-    # Forked from the server with its SIGINT handler: a terminal's Ctrl-C is the parent's to handle.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Forked from the server with its handlers: a terminal's Ctrl-C or hang-up is the parent's to handle.
+    for terminal_signal in TERMINAL_SIGNALS:
+        signal.signal(terminal_signal, signal.SIG_IGN)
     from study.runner import run_worker
 
     try:
@@ -58,16 +63,17 @@ def start_server() -> None:
     """Start the server that forks the workers, importing what they need once while this process goes on;
     it serves every phase of the run. Idempotent."""
     _CONTEXT.set_forkserver_preload(list(WORKER_IMPORTS))
-    # The server is born ignoring SIGINT, a disposition that exec keeps: a terminal's Ctrl-C is the parent's
-    # to handle, and raised in the server's preloads it printed a traceback. The parent blocks SIGINT
-    # meanwhile, so that a Ctrl-C in those milliseconds waits for its own handler instead of being lost.
-    with _sigint_blocked(), interrupts.installed(signal.SIG_IGN, (signal.SIGINT,)):
+    # The server is born ignoring SIGINT and SIGHUP, a disposition that exec keeps: a terminal's Ctrl-C or
+    # hang-up is the parent's to handle, and raised in the server's preloads it printed a traceback. The
+    # parent blocks them meanwhile, so that one in those milliseconds waits for its own handler instead of
+    # being lost.
+    with _blocked(), interrupts.installed(signal.SIG_IGN, TERMINAL_SIGNALS):
         forkserver.ensure_running()
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _blocked() -> Iterator[None]:
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
     try:
         yield
     finally:

@@ -8,7 +8,8 @@ Optuna appends a batch of log lines with one buffered write. Cut short (a full d
 mid-write), it leaves part of a line, and the next append, by any process, continues that line: it no
 longer parses ("Expecting ',' delimiter"), Optuna refuses every line after it, and the study is lost.
 Here an append that fails is undone, and opening the file drops a part-line that a killed writer left.
-Both hold Optuna's own lock, so a concurrent writer's line is never cut.
+Both hold Optuna's own lock, so a concurrent writer's line is never cut. A file that is no journal is
+refused, untouched.
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.storages.journal._file import get_lock_file  # the lock protocol must be Optuna's own
 
 CHUNK = 1 << 16
+HEAD = b'{"op_code":'  # how every line of Optuna's journal begins: json.dumps of {"op_code": ..., ...}
 
 
 class JournalFile(JournalFileBackend):
     def __init__(self, path: str) -> None:
+        _refuse_other_files(path)
         super().__init__(path, lock_obj=JournalFileOpenLock(path))  # creates the file if it is not there
         if _whole_lines(path) < os.path.getsize(path):  # rare: a writer was killed mid-write
             try:
@@ -49,6 +52,20 @@ class JournalFile(JournalFileBackend):
                     raise
             finally:
                 os.close(fd)
+
+
+def _refuse_other_files(path: str) -> None:
+    """A file that is there and is no journal is refused before anything opens it for writing: a study.db
+    passed without sqlite:///, or any other file, had its "part-line" cut, and a SQLite study was lost."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HEAD))
+    except (FileNotFoundError, IsADirectoryError):  # a new journal, or the error Optuna's opening gives
+        return
+    if head != HEAD[:len(head)]:  # an empty file, or a first line cut short, is still a journal
+        if head.startswith(b"SQLite"):
+            raise ValueError(f"{path} is a SQLite database, not a journal file: pass sqlite:///{path}")
+        raise ValueError(f"{path} is not an Optuna journal file (it begins {head!r}); it was left as it is")
 
 
 def _whole_lines(path: str) -> int:

@@ -201,6 +201,8 @@ def test_spaces_lists_every_shipped_space_with_its_question(tmp_path):
 # (argv after `run`, a fragment of the one-line message)
 BAD_ARGS = [
     (["no-such-space"], "no shipped space or YAML file of that name"),
+    (["{dir}/missing.yaml"], "SPACE: no such file"),
+    (["{dir}"], "SPACE: is a folder, not a YAML file"),
     (["{space}", "--set", "training.lr"], "expected dotted.key=value"),
     (["{space}", "--set", "training.batch_size=0"], "training.batch_size: must be an integer >= 1"),
     (["{space}", "--set", "model.init=zeros"], "model.init: must be one of"),
@@ -221,7 +223,7 @@ BAD_ARGS = [
 @pytest.mark.parametrize("argv,fragment", BAD_ARGS)
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, synth_space, capsys, argv, fragment):
     db = tmp_path / "never.db"
-    argv = [a.replace("{space}", str(synth_space)) for a in argv]
+    argv = [a.replace("{space}", str(synth_space)).replace("{dir}", str(tmp_path)) for a in argv]
     code = main(["run", *argv, "--storage", f"sqlite:///{db}", "--checkpoint-dir", str(tmp_path / "ck")])
     err = capsys.readouterr().err
     assert code == 2

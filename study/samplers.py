@@ -11,6 +11,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
+
 class GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid, less its stop and with failed points run again.
 

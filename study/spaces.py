@@ -110,7 +110,8 @@ def space_path(space: str) -> Path:
     path = Path(space)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise ConfigError(space, "SPACE", space, "is a folder, not a YAML file" if path.is_dir() else "no such file")
+            problem = "is a folder, not a YAML file" if path.is_dir() else "no such file"
+            raise ConfigError(space, "SPACE", space, problem)
         return path
     hint = difflib.get_close_matches(space, shipped, n=1)
     raise ConfigError("search space", "SPACE", space,

@@ -21,6 +21,7 @@ trials of either order see the same values (and fuse into one population, `train
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -146,6 +147,20 @@ class Splits:
 def load_dataset(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(X float32, y int64) from a registered dataset or a user callable, checked against the contract."""
     return _load_dataset(name, json.dumps(options, sort_keys=True))[:2]
+
+
+def fingerprint(name: str, options: dict[str, Any]) -> str | None:
+    """A digest of the data a user's file or callable gives, to tell when it changed under a study; None for
+    the generated datasets, which their options and versions fix (as float arithmetic does not always, across
+    machines, bit for bit)."""
+    if name in ("digits", "mnist1d", "synthetic"):
+        return None
+    x, y, test = _load_dataset(name, json.dumps(options, sort_keys=True))
+    digest = hashlib.sha256()
+    for array in (x, y, *(test or ())):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:16]
 
 
 def given_test(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

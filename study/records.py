@@ -210,6 +210,7 @@ class StudyRecord:
     dataset: str = "?"
     model: str = "?"
     experiment: dict[str, Any] = field(default_factory=dict)  # what must match for a rerun to join it
+    data_digest: str | None = None  # the user's data as the study was made with it (data.fingerprint)
     checkpoint_dir: str = ""
     test: dict[str, Any] | None = None  # the best trial on the test split (evaluation.py)
     confirm_plan: list[dict[str, Any]] | None = None  # the confirmation runs, planned once (confirm.py)

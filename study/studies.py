@@ -28,6 +28,7 @@ import optuna
 from study import records
 from study.arms import BalancedArms, PerArm
 from study.config import StudyConfig
+from study.data import fingerprint
 from study.errors import ConfigError
 from study.paths import is_uid
 from study.pruners import PEER_PRUNERS, SharedRead, make_pruner
@@ -45,6 +46,7 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
     experiment. Exactly one process creates it; the others wait for its attributes."""
     s = cfg.study
     experiment = {k: cfg.raw.get(k) for k in _EXPERIMENT_KEYS}
+    data = fingerprint(cfg.defaults.dataset, cfg.defaults.data_options)
     pruner = _pruner(cfg)
     try:
         study = optuna.create_study(storage=storage, study_name=s.name, direction=s.direction,
@@ -56,9 +58,10 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
         with warnings.catch_warnings():  # experimental in Optuna since 3.2, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([s.metric])  # optuna-dashboard names the objective, not "Objective 0"
+        # `experiment` last: a joining worker waits for it, then finds the rest written
         records.write_study(study, space=cfg.raw, source=cfg.source, question=s.question, metric=s.metric,
                             scientific=list(cfg.scientific), dataset=cfg.defaults.dataset,
-                            model=cfg.defaults.model, experiment=experiment)
+                            model=cfg.defaults.model, data_digest=data, experiment=experiment)
         if cfg.lr_range is not None:
             records.write_study(study, lr_range=cfg.lr_range)
         return study
@@ -68,6 +71,14 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
         raise ConfigError(shown(storage_url), "study.name", s.name,
                           f"a study of this name with a different search space is already stored ({key} is "
                           f"{was!r} there, {now!r} here); choose another --study-name")
+    if stored.data_digest is not None and data is not None and stored.data_digest != data:
+        # Same space, other data: its trials would be compared with trials trained on what the data was.
+        raise ConfigError(shown(storage_url), "data", cfg.defaults.data_options or cfg.defaults.dataset,
+                          f"the data has changed since study {s.name!r} was made (digest {stored.data_digest} "
+                          f"there, {data} here): its trials would be compared with trials of other data; restore "
+                          "the data, or choose another --study-name")
+    if stored.data_digest is None and data is not None:  # made before studies kept their data's digest
+        records.write_study(study, data_digest=data)
     if stored.uid is None:  # made by a version of study without identities
         records.write_study(study, uid=uuid.uuid4().hex)
     study.sampler = _sampler(cfg, worker, len(study.get_trials(deepcopy=False)))

@@ -67,6 +67,30 @@ def test_a_study_trains_on_a_csv_file_from_the_command_line(tmp_path, write_spac
     assert len(trials(tmp_path)) == 2
 
 
+def test_a_study_whose_data_file_changed_is_not_joined(tmp_path, write_space):
+    """The same space on other data joined the study: its new trials were ranked against trials of the old data."""
+    from conftest import SYNTH_SPACE, call_cli, run_cli, trials
+
+    rng = np.random.default_rng(2)
+    y = np.arange(120) % 3
+    frame = pd.DataFrame({"a": rng.normal(size=120) + y, "b": rng.normal(size=120), "target": y})
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
+                                            "name: csv\n  options: {path: data.csv}"))
+    args = ("run", str(space), "--storage", "sqlite:///s.db", "--no-report", "-q")
+    assert call_cli(*args, "--trials", "1", cwd=tmp_path).returncode == 0
+    assert call_cli(*args, "--trials", "2", cwd=tmp_path).returncode == 0  # the same data: the study goes on
+    frame.loc[0, "a"] += 1.0  # one value edited
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    result = run_cli(*args, "--trials", "3", cwd=tmp_path)  # a process: this one caches what it loaded
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(r"error: sqlite:///s\.db: data: the data has changed since study 'synth' was made \(digest "
+                        r"[0-9a-f]{16} there, [0-9a-f]{16} here\): its trials would be compared with trials of other "
+                        r"data; restore the data, or choose another --study-name \(got \{'path': 'data\.csv'\}\)\n",
+                        result.stderr), result.stderr
+    assert len(trials(tmp_path)) == 2
+
+
 def test_a_missing_file_or_column_is_one_line_before_the_study(tmp_path, write_space):
     from conftest import SYNTH_SPACE, call_cli
 

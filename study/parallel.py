@@ -27,6 +27,7 @@ import torch
 
 from study import interrupts
 from study.config import StudyConfig
+from study.errors import ConfigError
 from study.storage import failure
 from study.threads import held as threads_held
 
@@ -52,6 +53,8 @@ def _worker_main(results: Any, worker: int, kwargs: dict[str, Any]) -> None:
             results.put((worker, "done", run_worker(**kwargs, worker=worker)))
     except KeyboardInterrupt:
         results.put((worker, "interrupted", None))
+    except ConfigError as exc:  # bad input that this worker alone met (data that differ from the study's): one line
+        results.put((worker, "error", f"error: {exc}"))
     except BaseException as exc:
         said = failure(exc)
         results.put((worker, "error", said or f"{type(exc).__name__}: {exc}"))

@@ -27,6 +27,7 @@ import optuna
 
 from study import records
 from study.arms import BalancedArms, PerArm
+from study.callables import is_reference
 from study.config import StudyConfig
 from study.data import fingerprint
 from study.errors import ConfigError
@@ -73,10 +74,12 @@ def create_or_load(cfg: StudyConfig, storage: optuna.storages.BaseStorage, stora
                           f"{was!r} there, {now!r} here); choose another --study-name")
     if stored.data_digest is not None and data is not None and stored.data_digest != data:
         # Same space, other data: its trials would be compared with trials trained on what the data was.
+        unseeded = " (a dataset function must give the same data at each call: seed it)" if is_reference(
+            cfg.defaults.dataset) else ""
         raise ConfigError(shown(storage_url), "data", cfg.defaults.data_options or cfg.defaults.dataset,
                           f"the data has changed since study {s.name!r} was made (digest {stored.data_digest} "
                           f"there, {data} here): its trials would be compared with trials of other data; restore "
-                          "the data, or choose another --study-name")
+                          f"the data, or choose another --study-name{unseeded}")
     if stored.data_digest is None and data is not None:  # made before studies kept their data's digest
         records.write_study(study, data_digest=data)
     if stored.uid is None:  # made by a version of study without identities

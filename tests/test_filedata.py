@@ -1,5 +1,6 @@
 """Datasets from files, without code: npz (with its own test split), csv, parquet and image folders,
 each made small in a temporary folder and trained on through the normal pipeline."""
+import os
 import re
 
 import numpy as np
@@ -112,3 +113,29 @@ def test_a_missing_data_path_says_where_it_was_looked_for(tmp_path, monkeypatch,
     with pytest.raises(ValueError) as absolute:  # an absolute path is where it was looked for
         loader(str(tmp_path / missing))
     assert str(absolute.value) == f"no {kind} '{tmp_path / missing}'"
+
+
+UNSEEDED = """\
+import numpy as np
+
+
+def load():  # unseeded: other data at each call, so in each process
+    x, y = np.random.randn(120, 4), np.arange(120) % 3
+    return x + y[:, None], y
+"""
+
+
+def test_a_worker_whose_dataset_function_gives_other_data_stops_with_one_line(tmp_path, write_space):
+    """Each `--jobs` worker loads the data itself: an unseeded dataset function gave each its own, and their
+    trials were ranked together. The worker that meets other data stops; the others train the study."""
+    from conftest import SYNTH_SPACE, call_cli, trials
+
+    (tmp_path / "unseeded.py").write_text(UNSEEDED)
+    space = write_space(SYNTH_SPACE.replace("name: synthetic\n  options: {n_samples: 160, n_features: 8, n_classes: 3}",
+                                            "name: unseeded:load"))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "3", "--jobs", "2", "-q",
+                      "--no-report", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"warning: worker 1: error: sqlite:///s\.db: data: the data has changed since study 'synth' was "
+                     r"made .*\(a dataset function must give the same data at each call: seed it\)", result.stdout)
+    assert {t.user_attrs["worker"]["pid"] for t in trials(tmp_path)} == {os.getpid()}  # worker 0: this process

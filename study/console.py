@@ -4,11 +4,15 @@
     trial 3 complete
 
 Once the reader of a pipe has gone, stdout is pointed at /dev/null and the run goes on quietly: the
-study, its checkpoints and its report are still written, and no BrokenPipeError reaches the user.
+study, its checkpoints and its report are still written, and no BrokenPipeError reaches the user. So
+once the terminal has hung up (SIGHUP), whose writes fail with EIO.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import stat
 import sys
 
 
@@ -17,6 +21,10 @@ def say(text: str) -> None:
         print(text, flush=True)
     except BrokenPipeError:
         silence_stdout()
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        detach_hung_up_terminal()  # a --jobs worker's line, written before its parent's SIGTERM reached it
 
 
 def silence_stdout() -> None:
@@ -27,3 +35,15 @@ def silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     finally:
         os.close(devnull)
+
+
+def detach_hung_up_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they are a terminal that hung up (its window or ssh session
+    closed): a write there fails with EIO, which would break off the stop half-way. A hung-up terminal is a
+    character device that isatty() no longer takes for a terminal; a live one, a file and a pipe are kept."""
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):  # a closed fd: nothing to point
+            if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)

@@ -19,11 +19,11 @@ parent.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import stat
 import threading
 from typing import Any, Iterator
+
+from study.console import detach_hung_up_terminal
 
 _requested: str | None = None
 
@@ -45,23 +45,10 @@ def request(name: str) -> None:
 
 def _on_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    _detach_hung_up_terminal()  # a --jobs worker learns of a hang-up by its parent's SIGTERM
+    detach_hung_up_terminal()  # a --jobs worker learns of a hang-up by its parent's SIGTERM
     if _requested is not None:
         raise KeyboardInterrupt(name)  # asked twice: stop now
     request(name)
-
-
-def _detach_hung_up_terminal() -> None:
-    """Point stdout and stderr at /dev/null where they are a terminal that hung up (SIGHUP: the terminal or
-    the ssh session closed): a write there fails with EIO, which would break off the stop half-way. A hung-up
-    terminal is a character device that isatty() no longer takes for a terminal; a live one, a file and a
-    pipe are kept."""
-    for fd in (1, 2):
-        with contextlib.suppress(OSError):  # a closed fd: nothing to point
-            if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, fd)
-                os.close(devnull)
 
 
 @contextlib.contextmanager

@@ -69,24 +69,29 @@ def installed(handler: Any, signals: tuple[int, ...]) -> Iterator[None]:
 @contextlib.contextmanager
 def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """Within the block, `signals` request a stop. A SIGHUP (the terminal or ssh session closed) killed the
-    command where it stood, its trials left running; one that the process ignores (`nohup`) stays ignored."""
+    command where it stood, its trials left running."""
     global _requested
-    signals = tuple(s for s in signals if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN)
     try:
-        with installed(_on_signal, signals):
+        with installed(_on_signal, _not_ignored(signals)):
             yield
     finally:
         _requested = None
 
 
+def _not_ignored(signals: tuple[int, ...]) -> tuple[int, ...]:
+    """`signals`, less a SIGHUP that the process ignores: `nohup` asked for that."""
+    return tuple(s for s in signals if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    detach_hung_up_terminal()
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
 def terminated_as_interrupted() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt, as Ctrl-C does. For a server, which has no safe
-    point to wait for: killed by SIGTERM's default, it skipped its cleanup and the interpreter's exit, and left
-    a SQLite study's writes in the -wal file beside it."""
-    with installed(_interrupt, (signal.SIGTERM,)):
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does. For a server, which has
+    no safe point to wait for: killed by their default, it skipped its cleanup and the interpreter's exit, and
+    left a SQLite study's writes in the -wal file beside it."""
+    with installed(_interrupt, _not_ignored((signal.SIGTERM, signal.SIGHUP))):
         yield

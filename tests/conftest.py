@@ -5,9 +5,13 @@ import contextlib
 import functools
 import io
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -129,6 +133,55 @@ def start(space: Path, cwd: Path, *args: str, session: bool = False, storage: st
                              "--heartbeat", "1", "--no-report", *args], cwd=cwd,
                             env=cli_env(PYTHONPATH=str(cwd), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=session)
+
+
+class OnTerminal:
+    """`python -m study ARGS` as the job of a terminal of its own (a pseudo-terminal), which it writes to;
+    closing the terminal hangs it up, as a closed window or ssh session does."""
+
+    def __init__(self, cwd: Path, *args: str):
+        argv = [sys.executable, "-m", "study", *args]
+        env = cli_env(PYTHONPATH=str(cwd))
+        self.pid, self.master = pty.fork()  # the child leads a new session, the terminal its controlling one
+        if self.pid == 0:
+            try:
+                os.chdir(cwd)
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.returncode, self.output, self.reading = None, bytearray(), True
+        self.reader = threading.Thread(target=self._read, daemon=True)  # a full terminal would block its writes
+        self.reader.start()
+
+    def _read(self) -> None:
+        while self.reading:
+            if select.select([self.master], [], [], 0.05)[0]:
+                try:
+                    self.output += os.read(self.master, 65536)
+                except OSError:  # the child has gone
+                    return
+
+    def poll(self) -> int | None:
+        if self.returncode is None and (done := os.waitpid(self.pid, os.WNOHANG))[0]:
+            self.returncode = os.waitstatus_to_exitcode(done[1])
+        return self.returncode
+
+    def communicate(self) -> tuple[str, str]:  # what wait helpers show when the run ended early
+        return self.output.decode(errors="replace"), ""
+
+    def hang_up(self) -> None:
+        """The terminal closes: the kernel signals the session's leader, and a shell its job's whole group."""
+        self.reading = False
+        self.reader.join()
+        os.close(self.master)
+        os.killpg(self.pid, signal.SIGHUP)
+
+    def wait(self, timeout: float) -> int:
+        end = time.monotonic() + timeout
+        while self.poll() is None:
+            assert time.monotonic() < end, "the run did not stop"
+            time.sleep(0.05)
+        return self.returncode
 
 
 # start()'s own flags, for the rerun of a killed or stopped run through call_cli.

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import call_cli, cli_env, run_cli, trials
+from conftest import OnTerminal, call_cli, cli_env, run_cli, trials
 from study.records import TrialRecord
 
 
@@ -95,6 +95,26 @@ def test_a_dashboard_stopped_by_sigterm_closes_the_storage_and_restarts_on_its_p
         assert dashboard.wait(timeout=30) == 0
         assert "Traceback" not in dashboard.stdout.read()
         assert not (tmp_path / "s.db-wal").exists()
+
+
+def test_a_dashboard_whose_terminal_hangs_up_closes_the_storage(tmp_path, synth_space):
+    """SIGHUP's default ended it without the interpreter's exit, as SIGTERM's did: the WAL stayed."""
+    assert run_cli("run", str(synth_space), "--storage", "sqlite:///s.db", "--trials", "1", "-q", "--no-report",
+                   cwd=tmp_path).returncode == 0
+    port = free_port()
+    dashboard = OnTerminal(tmp_path, "dashboard", "--storage", "sqlite:///s.db", "--port", str(port))
+    end = time.monotonic() + 90
+    while True:
+        try:
+            get(f"http://127.0.0.1:{port}/api/studies")  # a request: a log line to the terminal, which hangs up
+            break
+        except OSError:
+            assert dashboard.poll() is None and time.monotonic() < end, dashboard.communicate()[0]
+            time.sleep(0.1)
+    assert (tmp_path / "s.db-wal").exists()
+    dashboard.hang_up()
+    assert dashboard.wait(timeout=30) == 0
+    assert not (tmp_path / "s.db-wal").exists()
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])

@@ -1,17 +1,14 @@
 """`--jobs N` as a job scheduler and a terminal meet it: real processes, real signals, real SQLite."""
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from optuna.trial import TrialState
 
-from conftest import cli_env, finished, start, trials, wait_for
+from conftest import OnTerminal, cli_env, finished, start, trials, wait_for
 from study.records import TrialRecord
 
 
@@ -91,60 +88,11 @@ def test_ctrl_c_to_jobs_2_is_handled_once_by_the_parent(tmp_path, slow_space):
     _rerun_finishes(slow_space, tmp_path, N_SLOW)
 
 
-class OnTerminal:
-    """`study run` as the job of a terminal of its own (a pseudo-terminal), which it writes to; closing the
-    terminal hangs it up, as a closed window or ssh session does."""
-
-    def __init__(self, space, cwd, *args: str):
-        argv = [sys.executable, "-m", "study", "run", str(space), "--storage", "sqlite:///s.db", "--heartbeat", "1",
-                "--no-report", *args]
-        env = cli_env(PYTHONPATH=str(cwd))
-        self.pid, self.master = pty.fork()  # the child leads a new session, the terminal its controlling one
-        if self.pid == 0:
-            try:
-                os.chdir(cwd)
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.returncode, self.output, self.reading = None, bytearray(), True
-        self.reader = threading.Thread(target=self._read, daemon=True)  # a full terminal would block its writes
-        self.reader.start()
-
-    def _read(self) -> None:
-        while self.reading:
-            if select.select([self.master], [], [], 0.05)[0]:
-                try:
-                    self.output += os.read(self.master, 65536)
-                except OSError:  # the child has gone
-                    return
-
-    def poll(self) -> int | None:
-        if self.returncode is None and (done := os.waitpid(self.pid, os.WNOHANG))[0]:
-            self.returncode = os.waitstatus_to_exitcode(done[1])
-        return self.returncode
-
-    def communicate(self) -> tuple[str, str]:  # what wait helpers show when the run ended early
-        return self.output.decode(errors="replace"), ""
-
-    def hang_up(self) -> None:
-        """The terminal closes: the kernel signals the session's leader, and a shell its job's whole group."""
-        self.reading = False
-        self.reader.join()
-        os.close(self.master)
-        os.killpg(self.pid, signal.SIGHUP)
-
-    def wait(self, timeout: float) -> int:
-        end = time.monotonic() + timeout
-        while self.poll() is None:
-            assert time.monotonic() < end, "the run did not stop"
-            time.sleep(0.05)
-        return self.returncode
-
-
 def test_a_terminal_that_hangs_up_stops_jobs_2_as_ctrl_c_does(tmp_path, slow_space):
     """SIGHUP's default killed the run where it stood, its trials left running and its writes in s.db-wal;
     handled, the stop's lines to the hung-up terminal failed with EIO, and so did a worker's."""
-    run = OnTerminal(slow_space, tmp_path, "--trials", str(N_SLOW), "--jobs", "2")
+    run = OnTerminal(tmp_path, "run", str(slow_space), "--storage", "sqlite:///s.db", "--heartbeat", "1", "--no-report",
+                     "--trials", str(N_SLOW), "--jobs", "2")
     _wait_for_two_running_trials(tmp_path, run)
     run.hang_up()
     assert run.wait(timeout=60) == 130, run.communicate()[0]

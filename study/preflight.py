@@ -106,7 +106,8 @@ def check_data(cfg: StudyConfig) -> tuple[int, int, np.ndarray]:
 
 
 def check_model(cfg: StudyConfig, sample: np.ndarray, n_classes: int) -> None:
-    """Build the model and run two samples through it: its output must be one logit per class."""
+    """Build the model and run two samples through it: its output must be one finite logit per class, and it
+    must have parameters to train."""
     import torch
 
     from study.models import build_model
@@ -128,6 +129,14 @@ def check_model(cfg: StudyConfig, sample: np.ndarray, n_classes: int) -> None:
         raise ConfigError(cfg.source, "model.name", d.model,
                           f"the model must map a batch of {len(sample)} to logits of shape ({len(sample)}, "
                           f"{n_classes}) for {n_classes} classes; it returned {shape}")
+    # Either would fail or diverge every trial the same way, whatever the sampler proposed.
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(cfg.source, "model.name", d.model, "the model has no parameter to train (none, or "
+                          "each with requires_grad False): every trial would fail")
+    if not torch.isfinite(out).all():
+        raise ConfigError(cfg.source, "model.name", d.model, f"the model's logits for two training samples are "
+                          f"{out.flatten()[~torch.isfinite(out.flatten())][0].item()} before any training: every "
+                          "trial would diverge at once")
 
 
 def _extremes(cfg: StudyConfig, name: str) -> list:

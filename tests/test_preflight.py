@@ -46,6 +46,19 @@ def five_outputs(input_shape, n_classes):
 
 def not_a_module(input_shape, n_classes):
     return "a string"
+
+
+def frozen(input_shape, n_classes):  # a pretrained head with nothing left to train
+    return torch.nn.Linear(input_shape[0], n_classes).requires_grad_(False)
+
+
+class NanLogits(torch.nn.Module):
+    def __init__(self, input_shape, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(input_shape[0], n_classes)
+
+    def forward(self, x):
+        return self.linear(x) * float("nan")
 """
 
 
@@ -91,8 +104,11 @@ def test_a_bad_user_dataset_is_refused_before_the_study(tmp_path, write_space, d
 @pytest.mark.parametrize("model, fragments", [
     ("usercode:five_outputs", ["logits of shape (2, 3) for 3 classes", "returned (2, 5)"]),
     ("usercode:not_a_module", ["not a torch.nn.Module"]),
+    # each failed every trial, five of them before the run stopped, or diverged every trial, exit 0
+    ("usercode:frozen", ["the model has no parameter to train (none, or each with requires_grad False)"]),
+    ("usercode:NanLogits", ["the model's logits for two training samples are nan before any training"]),
 ])
-def test_a_user_model_whose_output_is_not_one_logit_per_class_is_refused(tmp_path, write_space, model, fragments):
+def test_a_user_model_that_cannot_train_is_refused(tmp_path, write_space, model, fragments):
     (tmp_path / "usercode.py").write_text(USER_CODE)
     space = write_space(SYNTH_SPACE.replace("name: mlp", f"name: {model}"))
     before = set(os.listdir(tmp_path))

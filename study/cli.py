@@ -56,8 +56,28 @@ def _port(text: str) -> int:
     return int(text)
 
 
+class _Version(argparse.Action):
+    """`study --version`: what a bug report needs, as every trial stores it (provenance.py); read only when
+    asked, since it runs git."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0,
+                         help="print the versions of study (and its git revision), torch, optuna, numpy, "
+                              "scikit-learn and Python, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from study.provenance import provenance
+
+        p = dict(provenance())
+        revision = p.pop("git_revision")
+        head = f"study {p.pop('study')}" + (f" (git {revision})" if revision != "unknown" else "")
+        print(f"{head}; " + ", ".join(f"{name} {version}" for name, version in p.items()))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="study", description="Hyperparameter studies of real PyTorch training runs.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run (or resume) a study over a search space")

@@ -1,4 +1,5 @@
 """The command line as a user meets it: real processes, a real SQLite storage, tiny synthetic data."""
+import re
 import signal
 import subprocess
 import sys
@@ -342,6 +343,16 @@ def test_list_prints_names_with_escape_sequences_safely(tmp_path, capsys):
     assert main(["report", "--storage", url, "--study-name", "x", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "stored: evil\\x1b" in err
+
+
+def test_version_names_what_a_bug_report_needs(tmp_path):
+    import torch
+
+    result = call_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert re.fullmatch(r"study \S+( \(git \w+\))?; python \S+, torch \S+, optuna \S+, numpy \S+, scikit-learn \S+\n",
+                        result.stdout), result.stdout
+    assert f"torch {torch.__version__}," in result.stdout
 
 
 def test_a_terminal_that_cannot_encode_a_study_name_gets_it_escaped(tmp_path):

@@ -217,6 +217,11 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
                 runs = grown
                 stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs))),
                               phase="confirm")
+        elif search and stopped is None and cfg.study.confirm_seeds > 0 and not cfg.scientific:
+            # confirm.seeds asks for what this space cannot give: said, rather than skipped in silence
+            notes.append(f"no confirmation runs: the space has no scientific param (study.scientific; by default its "
+                         f"categorical params) whose arms {cfg.study.confirm_seeds} fresh seeds would compare, so the "
+                         f"best trial's {cfg.study.metric} is one seed's, chosen for being best: optimistic")
         if deadline is not None and time.monotonic() >= deadline:
             notes += _cut_short(study, cfg, finished if search else None)
         _record_verdict(study)

@@ -131,6 +131,18 @@ def test_run_with_confirm_seeds_0_searches_only_and_a_later_run_confirms(tmp_pat
     assert "verdict (mean [95% interval] over seeds):" in confirmed.stdout
 
 
+def test_confirm_seeds_on_a_space_with_no_arms_says_it_confirms_nothing(tmp_path, write_space):
+    """It skipped the phase in silence, and its best trial's one-seed value stood as the answer."""
+    space = write_space(CONFIRMED.replace("  optimizer: {choices: [sgd_momentum, adam]}\n", "").replace(
+        "momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: [sgd_momentum]}}", "momentum: 0.9"))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not any(TrialRecord.of(t).confirm for t in trials(tmp_path))
+    assert ("warning: no confirmation runs: the space has no scientific param (study.scientific; by default its "
+            "categorical params) whose arms 2 fresh seeds would compare, so the best trial's val_loss is one seed's, "
+            "chosen for being best: optimistic\n") in result.stdout
+
+
 def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):
     (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
     space = write_space(CONFIRMED.replace("name: mlp", "name: slowmodel:net").replace("budget: 3", "budget: 8")

@@ -46,15 +46,25 @@ def request(name: str) -> None:
 def _on_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
     detach_hung_up_terminal()  # a --jobs worker learns of a hang-up by its parent's SIGTERM
+    _hung_up(signum)
     if _requested is not None:
         raise KeyboardInterrupt(name)  # asked twice: stop now
     request(name)
 
 
+def _hung_up(signum: int) -> None:
+    """A terminal hangs up once: a second SIGHUP (the kernel's to the foreground job, then the shell's to its
+    jobs) is its echo, not a user asking twice, and after the handler SIGHUP's default would kill the process
+    mid-stop. Ignored from then on; `installed` leaves it so."""
+    if signum == signal.SIGHUP:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def installed(handler: Any, signals: tuple[int, ...]) -> Iterator[None]:
-    """Within the block, `handler` handles `signals`; the previous handlers come back after it. Only the
-    main thread can own signal handlers: elsewhere this does nothing."""
+    """Within the block, `handler` handles `signals`; the previous handlers come back after it, where the
+    handler is still the one installed. Only the main thread can own signal handlers: elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -63,7 +73,8 @@ def installed(handler: Any, signals: tuple[int, ...]) -> Iterator[None]:
         yield
     finally:
         for s, old in previous.items():
-            signal.signal(s, old)
+            if signal.getsignal(s) is handler:
+                signal.signal(s, old)
 
 
 @contextlib.contextmanager
@@ -85,6 +96,7 @@ def _not_ignored(signals: tuple[int, ...]) -> tuple[int, ...]:
 
 def _interrupt(signum: int, frame: Any) -> None:
     detach_hung_up_terminal()
+    _hung_up(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

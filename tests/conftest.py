@@ -174,6 +174,7 @@ class OnTerminal:
         self.reading = False
         self.reader.join()
         os.close(self.master)
+        time.sleep(0.5)  # the shell's SIGHUP comes after the kernel's: a second one, which is no second request
         os.killpg(self.pid, signal.SIGHUP)
 
     def wait(self, timeout: float) -> int:

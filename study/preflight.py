@@ -17,6 +17,7 @@ found now, not after an hour of training.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,15 @@ def check_outputs(cfg: StudyConfig, checkpoint_root: Path, report_dir: Path | No
     if report_dir is not None:
         check_writable(report_dir, "--report-dir")
         check_inside(report_dir, cfg.study.name, "--report-dir")
-    folder = storage_folder(storage_url)
-    if folder is not None:
-        check_writable(folder, "--storage")
+    file = storage_file(storage_url)
+    if file is not None:
+        check_writable(file.parent, "--storage")
+        if file.is_file() and not os.access(file, os.W_OK):  # `list` and `report` open it read-only; a run writes
+            from study.storage import shown
+
+            raise ConfigError("--storage", "storage", shown(storage_url),
+                              f"{file} may only be read here (its permissions, or a read-only mount), and a run "
+                              "writes to it; `study list` and `study report` read it")
 
 
 def check_inside(root: Path, name: str, flag: str) -> None:
@@ -54,14 +61,14 @@ def check_inside(root: Path, name: str, flag: str) -> None:
         raise ConfigError(flag, flag.lstrip("-"), str(root / name), problem) from None
 
 
-def storage_folder(url: str) -> Path | None:
-    """The folder a file storage lives in (None for servers)."""
+def storage_file(url: str) -> Path | None:
+    """The file a file storage lives in (None for servers)."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
-        return None if path in ("", ":memory:") else Path(path).parent
+        return None if path in ("", ":memory:") else Path(path)
     if "://" in url:
         return None
-    return Path(url).parent
+    return Path(url)
 
 
 def check_options(cfg: StudyConfig) -> None:

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import SYNTH_SPACE, call_cli, tmpfs
+from conftest import SYNTH_SPACE, call_cli, run_cli, tmpfs
 
 USER_CODE = """\
 import numpy as np
@@ -147,6 +147,26 @@ def test_a_storage_folder_under_a_file_is_refused(tmp_path, synth_space):
             "--storage", "is not a folder")
     refused(call_cli("run", str(synth_space), "--storage", "afile/journal.log", cwd=tmp_path), tmp_path, before,
             "--storage", "is not a folder")
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///s.db", "s.log"])
+def test_a_storage_file_this_process_may_only_read_is_refused_by_run_and_confirm(tmp_path, synth_space, storage):
+    """Its folder writable, the file not (another user's, or here immutable): the run failed at its first write
+    with the storage-failure line, "rerun the command once it works again", exit 1, and a -wal and -shm left."""
+    file = tmp_path / storage.removeprefix("sqlite:///")
+    made = run_cli("run", str(synth_space), "--storage", storage, "--trials", "1", "-q", "--no-report", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    if subprocess.run(["chattr", "+i", str(file)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file immutable here (needs root, as CI has)")
+    try:
+        before = set(os.listdir(tmp_path))
+        for command in (("run", str(synth_space)), ("confirm", "--seeds", "1")):
+            refused(call_cli(*command, "--storage", storage, "--no-report", cwd=tmp_path), tmp_path, before,
+                    "--storage", f"{file.name} may only be read here (its permissions, or a read-only mount), and a run "
+                    "writes to it; `study list` and `study report` read it")
+        assert call_cli("list", "--storage", storage, cwd=tmp_path).returncode == 0
+    finally:
+        subprocess.run(["chattr", "-i", str(file)], check=True)
 
 
 def test_report_out_under_a_file_is_refused(tmp_path, synth_space):

@@ -30,9 +30,13 @@ def say(text: str) -> None:
 def silence_stdout() -> None:
     """Point stdout at /dev/null (what Python's docs advise on EPIPE), so later writes and the flush at
     exit do not fail again."""
+    _to_devnull(sys.stdout.fileno())
+
+
+def _to_devnull(fd: int) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
     finally:
         os.close(devnull)
 
@@ -44,6 +48,4 @@ def detach_hung_up_terminal() -> None:
     for fd in (1, 2):
         with contextlib.suppress(OSError):  # a closed fd: nothing to point
             if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, fd)
-                os.close(devnull)
+                _to_devnull(fd)

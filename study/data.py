@@ -146,16 +146,22 @@ class Splits:
 
 def load_dataset(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(X float32, y int64) from a registered dataset or a user callable, checked against the contract."""
-    return _load_dataset(name, json.dumps(options, sort_keys=True))[:2]
+    return _load_dataset(name, _key(options))[:2]
 
 
 def fingerprint(name: str, options: dict[str, Any]) -> str | None:
     """A digest of the data a user's file or callable gives, to tell when it changed under a study; None for
     the generated datasets, which their options and versions fix (as float arithmetic does not always, across
     machines, bit for bit)."""
-    if name in ("digits", "mnist1d", "synthetic"):
+    if name in DATASETS and name not in FILE_DATASETS:
         return None
-    x, y, test = _load_dataset(name, json.dumps(options, sort_keys=True))
+    return _fingerprint(name, _key(options))
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(name: str, options_json: str) -> str:
+    # once per process: create_or_load asks in every phase, and a --jobs parent asks again as worker 0
+    x, y, test = _load_dataset(name, options_json)
     digest = hashlib.sha256()
     for array in (x, y, *(test or ())):
         digest.update(f"{array.dtype.str}{array.shape}".encode())
@@ -165,7 +171,12 @@ def fingerprint(name: str, options: dict[str, Any]) -> str | None:
 
 def given_test(name: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """The test split a dataset ships (a 4-tuple return, e.g. an npz file's x_test and y_test), or None."""
-    return _load_dataset(name, json.dumps(options, sort_keys=True))[2]
+    return _load_dataset(name, _key(options))[2]
+
+
+def _key(options: dict[str, Any]) -> str:
+    """The loaders' cache key: a dict is not hashable."""
+    return json.dumps(options, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=4)

@@ -142,7 +142,7 @@ def check_model(cfg: StudyConfig, sample: np.ndarray, n_classes: int) -> None:
                           "each with requires_grad False): every trial would fail")
     if not torch.isfinite(out).all():
         raise ConfigError(cfg.source, "model.name", d.model, f"the model's logits for two training samples are "
-                          f"{out.flatten()[~torch.isfinite(out.flatten())][0].item()} before any training: every "
+                          f"{out[~torch.isfinite(out)][0].item()} before any training: every "
                           "trial would diverge at once")
 
 

@@ -45,17 +45,19 @@ def request(name: str) -> None:
 
 def _on_signal(signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
-    detach_hung_up_terminal()  # a --jobs worker learns of a hang-up by its parent's SIGTERM
-    _hung_up(signum)
+    _terminal_gone(signum)
     if _requested is not None:
         raise KeyboardInterrupt(name)  # asked twice: stop now
     request(name)
 
 
-def _hung_up(signum: int) -> None:
-    """A terminal hangs up once: a second SIGHUP (the kernel's to the foreground job, then the shell's to its
+def _terminal_gone(signum: int) -> None:
+    """What every stop signal's handler does first, where the terminal has hung up: its writes go to
+    /dev/null (a --jobs worker learns of a hang-up by its parent's SIGTERM), and SIGHUP is ignored from then
+    on. A terminal hangs up once: a second SIGHUP (the kernel's to the foreground job, then the shell's to its
     jobs) is its echo, not a user asking twice, and after the handler SIGHUP's default would kill the process
-    mid-stop. Ignored from then on; `installed` leaves it so."""
+    mid-stop; `installed` leaves it ignored."""
+    detach_hung_up_terminal()
     if signum == signal.SIGHUP:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
@@ -95,8 +97,7 @@ def _not_ignored(signals: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    detach_hung_up_terminal()
-    _hung_up(signum)
+    _terminal_gone(signum)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

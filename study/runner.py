@@ -44,7 +44,7 @@ from study.studies import create_or_load, study_uid
 from study.summary import RunSummary, trial_line
 from study.threads import oversubscribed, share
 from study.trial import TrialContext, run_trial
-from study.worker import POLL_S, Worker, count
+from study.worker import POLL_S, Worker, count, past
 
 
 def advance(bar: Any, study: optuna.Study, target: int, phase: str = "search") -> None:
@@ -194,7 +194,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         run = functools.partial(_run_phase, storage_url=storage_url, device=device, checkpoint_root=checkpoint_root,
                                 quiet=quiet, jobs=jobs, heartbeat_s=heartbeat_s, study=study, deadline=deadline)
         stopped = run(cfg) if search else None
-        timed_out = deadline is not None and time.monotonic() >= deadline
+        timed_out = past(deadline)
         finished = count(study)
         if finished >= cfg.study.n_trials and stopped:
             notes.append(stopped)  # e.g. a worker was killed, but others finished the study
@@ -222,7 +222,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
             notes.append(f"no confirmation runs: the space has no scientific param (study.scientific; by default its "
                          f"categorical params) whose arms {cfg.study.confirm_seeds} fresh seeds would compare, so the "
                          f"best trial's {cfg.study.metric} is one seed's, chosen for being best: optimistic")
-        if deadline is not None and time.monotonic() >= deadline:
+        if past(deadline):  # the confirmation runs may have met it
             notes += _cut_short(study, cfg, finished if search else None)
         _record_verdict(study)
         notes += _record_diagnostics(study, cfg)

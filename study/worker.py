@@ -205,7 +205,7 @@ class Worker:
             self.wake.set()
 
     def out_of_time(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        return past(self.deadline)
 
     def run(self, deadline: float | None = None, run_some: Callable[[], None] | None = None) -> None:
         """Until the target is met, or `deadline` (time.monotonic()) has passed: `run_some` (default:
@@ -239,3 +239,8 @@ class Worker:
                 idle += 1
             else:
                 self.stopped = stale.stale_message(running)
+
+
+def past(deadline: float | None) -> bool:
+    """Whether `deadline` (time.monotonic(), None for none) has passed."""
+    return deadline is not None and time.monotonic() >= deadline

@@ -162,8 +162,8 @@ def test_a_storage_file_this_process_may_only_read_is_refused_by_run_and_confirm
         before = set(os.listdir(tmp_path))
         for command in (("run", str(synth_space)), ("confirm", "--seeds", "1")):
             refused(call_cli(*command, "--storage", storage, "--no-report", cwd=tmp_path), tmp_path, before,
-                    "--storage", f"{file.name} may only be read here (its permissions, or a read-only mount), and a run "
-                    "writes to it; `study list` and `study report` read it")
+                    "--storage", f"{file.name} may only be read here (its permissions, or a read-only mount), and a "
+                    "run writes to it; `study list` and `study report` read it")
         assert call_cli("list", "--storage", storage, cwd=tmp_path).returncode == 0
     finally:
         subprocess.run(["chattr", "-i", str(file)], check=True)

@@ -28,12 +28,17 @@ def start_dashboard(cwd, port: int) -> tuple[subprocess.Popen, list]:
     dashboard = subprocess.Popen([sys.executable, "-m", "study", "dashboard", "--storage", "sqlite:///s.db",
                                   "--port", str(port)], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
+    return dashboard, answered(port, dashboard)
+
+
+def answered(port: int, dashboard) -> list:
+    """The studies that the dashboard at `port` lists, once it answers; it must not exit meanwhile."""
     end = time.monotonic() + 90  # its imports take seconds, more on a loaded machine
     while True:
         try:
-            return dashboard, get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+            return get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         except OSError:
-            assert dashboard.poll() is None, dashboard.stdout.read()
+            assert dashboard.poll() is None, dashboard.communicate()[0]
             assert time.monotonic() < end, "the dashboard never answered"
             time.sleep(0.1)
 
@@ -103,14 +108,7 @@ def test_a_dashboard_whose_terminal_hangs_up_closes_the_storage(tmp_path, synth_
                    cwd=tmp_path).returncode == 0
     port = free_port()
     dashboard = OnTerminal(tmp_path, "dashboard", "--storage", "sqlite:///s.db", "--port", str(port))
-    end = time.monotonic() + 90
-    while True:
-        try:
-            get(f"http://127.0.0.1:{port}/api/studies")  # a request: a log line to the terminal, which hangs up
-            break
-        except OSError:
-            assert dashboard.poll() is None and time.monotonic() < end, dashboard.communicate()[0]
-            time.sleep(0.1)
+    answered(port, dashboard)  # a request: a log line to the terminal, which hangs up
     assert (tmp_path / "s.db-wal").exists()
     dashboard.hang_up()
     assert dashboard.wait(timeout=30) == 0

@@ -102,6 +102,15 @@ def test_the_verdict_figure_puts_a_loss_on_a_log_axis_where_one_arm_would_flatte
     assert accuracy.axes[0].get_xscale() == "linear"
 
 
+def test_the_verdict_figure_keeps_every_arm_s_seeds_on_its_row():
+    """errorbar's autoscale shrank the rows: one arm's dots fell below its label, off its interval."""
+    for values in ({"the best config (trial 3)": [0.15, 0.2, 0.25]}, {"a": [0.1, 0.2], "b": [0.3, 0.4], "c": [1, 2]}):
+        ax = _verdict_axes(values).axes[0]
+        assert ax.get_ylim() == (len(values) - 0.5, -0.5)
+        for row, dots in enumerate(c.get_offsets() for c in ax.collections if len(c.get_offsets()) > 1):
+            assert all(abs(y - row) < 0.5 for _, y in dots)
+
+
 def test_every_metric_has_an_axis_label():
     from study.config import METRICS
 

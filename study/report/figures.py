@@ -359,6 +359,7 @@ def verdict_figure(seeds: pd.DataFrame, arms: pd.DataFrame, metric: str) -> Figu
     y = np.arange(len(order))
     err = np.array([arms["mean"] - arms["ci_low"], arms["ci_high"] - arms["mean"]])
     ax.errorbar(arms["mean"], y, xerr=np.nan_to_num(err), fmt="o", color="#1f77b4", capsize=4, label="mean, 95% CI")
+    ax.set_ylim(len(order) - 0.5, -0.5)  # the strip plot's rows, first on top: errorbar's autoscale would shrink one
     xlabel = METRIC_LABEL.get(metric, metric)
     shown = pd.concat([seeds["value"], arms["mean"], arms["ci_high"]])
     shown = shown[np.isfinite(shown)]

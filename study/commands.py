@@ -256,9 +256,6 @@ def confirm(args: argparse.Namespace) -> int:
         from study import lrfind
 
         cfg = lrfind.resolve(cfg, record.lr_range)
-    if not cfg.scientific:
-        raise ConfigError("--study-name", "study-name", study.study_name,
-                          "has no scientific params: there are no arms to confirm")
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir,
                     report_dir=None if args.no_report else args.report_dir, storage_url=url)
     interrupts.check()  # a stop asked for during the imports: before anything is written

@@ -1,7 +1,8 @@
 """Search, then confirm: after the search, each arm's best configs are retrained with fresh seeds, so that
 the verdict compares arms by what holds across seeds and not by one lucky run each.
 
-An arm is one combination of the study's scientific params' values (`init=he, activation=tanh`). Its
+An arm is one combination of the study's scientific params' values (`init=he, activation=tanh`); a space
+without scientific params is one arm, `()`, whose candidates are the search's best configs. Its
 candidates are its `top` best search trials, pruned ones included, ranked by the best value they
 reported (a trial the pruner stopped early may still be the arm's best config). Each candidate is
 retrained `seeds` times: confirmation runs are ordinary trials of the same storage, queued with the

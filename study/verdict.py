@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial
 
 from study.budget import scaled_lr
 from study.config import RANGES, Direction
-from study.confirm import arm_of, choose, confirmed_runs, finite_values
+from study.confirm import arm_of, best_reported, choose, confirmed_runs, finite_values
 from study.records import TrialRecord, status_of
 
 ALPHA = 0.05
@@ -260,9 +260,12 @@ def _failure(trials: list[FrozenTrial]) -> str | None:
                                     f"chance on {chance} of {n} seeds" if chance else "") if x)
 
 
-def label(arm: tuple, scientific: Sequence[str]) -> str:
+def label(arm: tuple, scientific: Sequence[str], candidate: int | None = None) -> str:
     """"adam" for one scientific param whose values are names, "shuffle=True" for other values, and
-    "he/tanh" for several params (the sentence then starts with "init/activation: ")."""
+    "he/tanh" for several params (the sentence then starts with "init/activation: "). A space without
+    scientific params has one arm, its best config: named by the trial it confirms, `candidate`."""
+    if not scientific:
+        return "the best config" + (f" (trial {candidate})" if candidate is not None else "")
     if len(scientific) > 1:
         return "/".join(map(str, arm))
     return arm[0] if isinstance(arm[0], str) else f"{scientific[0]}={arm[0]}"
@@ -282,7 +285,7 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     arms = choose(first, {of: arm_of(by_number[of], scientific) for of in first}, direction)
     # An arm is judged by its chosen candidate's verification runs where it chose among several (the first
     # runs chose it, so they would flatter it), else by its one candidate's first runs.
-    judged = {label(arm, scientific): (ofs[0], len(ofs), verify.get(ofs[0]) if len(ofs) > 1 else None)
+    judged = {label(arm, scientific, ofs[0]): (ofs[0], len(ofs), verify.get(ofs[0]) if len(ofs) > 1 else None)
               for arm, ofs in arms.items()}
     groups = {name: v or first[of] for name, (of, _, v) in judged.items()}
     values = {name: finite_values(group) for name, group in groups.items()}
@@ -293,6 +296,10 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
     out["confirmed"] = [{"trial": of, **stats} for of, stats in own.items()]
     if len(scientific) > 1:
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
+    if not scientific and not out["arms"][0]["fails"]:  # one arm: what its seeds say against the search's one
+        of = judged[out["arms"][0]["label"]][0]
+        out["sentence"] = (f"{out['sentence'][:-1]}, against {_g(best_reported(by_number[of], direction))} from "
+                           "the one search seed that chose it, which is optimistic.")
     for row in out["arms"]:
         of, among, verified = judged[row["label"]]
         row.update(candidate=of, search_value=by_number[of].value, chosen_from=among, verified=bool(verified),
@@ -378,7 +385,7 @@ def boundary_warnings(best: Sequence[FrozenTrial], scientific: Sequence[str]) ->
             at = (math.log(t.params[name]) - math.log(dist.low)) / (math.log(dist.high) - math.log(dist.low))
             if at < EDGE or at > 1 - EDGE:
                 side, bound = ("lower", dist.low) if at < EDGE else ("upper", dist.high)
-                out.append(f"{label(arm_of(t, scientific), scientific) if scientific else 'the best config'}: "
+                out.append(f"{label(arm_of(t, scientific), scientific, t.number)}: "
                            f"{name} = {t.params[name]:.3g} lies in the {side} 10% of its range "
                            f"[{dist.low:g}, {dist.high:g}]; widen the range {'down' if side == 'lower' else 'up'}"
                            f"ward past {bound:g}, the optimum may lie beyond it")

@@ -391,10 +391,11 @@ def make_study(n: int, *, storage=None, name: str = "made", statuses: tuple = ("
     return study
 
 
-def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verified: dict | None = None):
+def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verified: dict | None = None,
+                    scientific=("opt",)):
     """Search trials 0 (opt a, 0.2) and 1 (opt b, 0.25), or `searched` (opt, value) pairs; trial n confirmed
     with values_of[n] and verified with verified[n] (confirm.py's verification runs), a value over 2 at
-    chance accuracy (10 classes), as a seed that did not learn ends."""
+    chance accuracy (10 classes), as a seed that did not learn ends. `scientific=()`: a study of one arm."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -403,7 +404,7 @@ def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verifie
     from study.verdict import decide
 
     study = optuna.create_study()
-    records.write_study(study, scientific=["opt"], metric="val_loss")
+    records.write_study(study, scientific=list(scientific), metric="val_loss")
     dists = {"opt": CategoricalDistribution(list(dict.fromkeys(["a", "b"] + [opt for opt, _ in searched])))}
     for opt, value in searched:
         study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"opt": opt}, distributions=dists,
@@ -418,5 +419,5 @@ def confirmed_study(values_of: dict, searched=(("a", 0.2), ("b", 0.25)), verifie
             user_attrs=records.attrs(confirm=run, config=study.trials[of].user_attrs["config"],
                                      budget={"n_classes": 10},
                                      history=[{"epoch": 0, "val_accuracy": 0.1 if value > 2 else 0.9}])))
-    records.write_study(study, verdict=decide(records.trials(study), ["opt"], "minimize", "val_loss"))
+    records.write_study(study, verdict=decide(records.trials(study), list(scientific), "minimize", "val_loss"))
     return study

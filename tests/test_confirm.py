@@ -131,16 +131,36 @@ def test_run_with_confirm_seeds_0_searches_only_and_a_later_run_confirms(tmp_pat
     assert "verdict (mean [95% interval] over seeds):" in confirmed.stdout
 
 
-def test_confirm_seeds_on_a_space_with_no_arms_says_it_confirms_nothing(tmp_path, write_space):
-    """It skipped the phase in silence, and its best trial's one-seed value stood as the answer."""
-    space = write_space(CONFIRMED.replace("  optimizer: {choices: [sgd_momentum, adam]}\n", "").replace(
-        "momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: [sgd_momentum]}}", "momentum: 0.9"))
-    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "2", "--no-report", cwd=tmp_path)
+NO_ARMS = CONFIRMED.replace("  optimizer: {choices: [sgd_momentum, adam]}\n", "").replace(
+    "momentum: {type: float, low: 0.5, high: 0.9, when: {optimizer: [sgd_momentum]}}", "momentum: 0.9")
+
+
+def test_a_space_with_no_arms_confirms_its_best_config_and_sets_its_seeds_against_the_search_s_one(
+        tmp_path, write_space):
+    """A space of continuous params is one arm. Its phase used to be skipped, and its best trial's one-seed value,
+    chosen for being best, stood as the answer."""
+    space = write_space(NO_ARMS)
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "3", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert not any(TrialRecord.of(t).confirm for t in trials(tmp_path))
-    assert ("warning: no confirmation runs: the space has no scientific param (study.scientific; by default its "
-            "categorical params) whose arms 2 fresh seeds would compare, so the best trial's val_loss is one seed's, "
-            "chosen for being best: optimistic\n") in result.stdout
+    ts = trials(tmp_path)
+    runs = [t for t in ts if TrialRecord.of(t).confirm]
+    best = min((t for t in ts[:3] if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert [TrialRecord.of(t).confirm["of"] for t in runs] == [best.number] * 2  # top 1, seeds 2
+    verdict = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
+    (arm,) = verdict["arms"]
+    assert arm["label"] == f"the best config (trial {best.number})" and arm["values"] == [t.value for t in runs]
+    assert verdict["sentence"] == (f"the best config (trial {best.number}): {arm['mean']:.3g} [{arm['low']:.3g}, "
+                                   f"{arm['high']:.3g}] (n = 2), against {best.value:.3g} from the one search seed "
+                                   "that chose it, which is optimistic.")
+    assert f"verdict (mean [95% interval] over seeds): {verdict['sentence']}\n" in result.stdout
+    assert "no confirmation runs" not in result.stdout
+
+    # `study confirm` on such a stored study grows the plan as on one with arms (it used to refuse: "no arms")
+    more = call_cli("confirm", "--storage", "sqlite:///s.db", "--seeds", "3", "--no-report", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    (arm,) = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict[
+        "arms"]
+    assert arm["n"] == 3 and arm["candidate"] == best.number
 
 
 def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):

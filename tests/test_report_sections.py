@@ -172,3 +172,15 @@ def test_the_verdict_says_an_arm_chosen_among_several_candidates_is_judged_by_fr
                                searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)), verified={2: (0.24, 0.23, 0.25)})
     assert "several confirmed candidates, the one whose seeds gave the best mean was retrained with as many " \
         "fresh seeds, and the arm is judged by those alone" in paragraphs(two_of_a)
+
+
+def test_the_verdict_of_a_space_without_arms_describes_its_one_arm_and_no_tests():
+    from study.report.sections import answer
+
+    study = confirmed_study({0: (0.24, 0.26, 0.25)}, searched=(("a", 0.2), ("a", 0.3)), scientific=())
+    made = answer(ReportContext.of(study, T.trials_frame(study)))
+    text = " ".join(p["text"] for p in made.paragraphs)
+    assert text.startswith("the best config (trial 0): 0.25 [0.225, 0.275] (n = 3), against 0.2 from the one search "
+                           "seed that chose it, which is optimistic. The space has no scientific param")
+    assert "Pairs are compared" not in text and "separate the arms" not in made.figures[0].caption
+    assert len(made.tables) == 1  # the arm; no table of pairs

@@ -201,6 +201,21 @@ def test_decide_reads_the_confirmation_runs_and_keeps_the_search_value_beside_th
     assert decide(records.trials(optuna.create_study()), ["opt"], "minimize") is None
 
 
+def test_a_space_without_arms_is_one_arm_named_by_its_candidate_and_set_against_its_search_seed():
+    """Its candidate may be a pruned trial (ranked by the best value it reported, 0.2 here): no final value."""
+    pruned = create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.5, 1: 0.2, 2: 0.3},
+                          params={"lr": 0.01}, distributions={"lr": FloatDistribution(1e-4, 1.0, log=True)},
+                          user_attrs=records.attrs(config={"lr": 0.01}))
+    pruned.number = 0
+    runs = [_run(1 + k, "a", v, confirm={"of": 0, "seed": 100 + k}) for k, v in enumerate([0.31, 0.29, 0.33])]
+    v = decide([pruned, *runs], [], "minimize")
+    (arm,) = v["arms"]
+    assert (arm["label"], arm["candidate"], arm["n"], arm["arm"]) == ("the best config (trial 0)", 0, 3, {})
+    assert v["sentence"] == ("the best config (trial 0): 0.31 [0.26, 0.36] (n = 3), against 0.2 from the one "
+                             "search seed that chose it, which is optimistic.")
+    assert v["pairs"] == []
+
+
 def test_an_arm_at_chance_on_most_seeds_fails():
     study = _study_with_confirmations(accuracy_b=0.1)  # chance on 10 classes
     v = decide(records.trials(study), ["opt"], "minimize")

@@ -67,19 +67,25 @@ def answer(ctx: ReportContext) -> Section | None:
     v = ctx.verdict
     s = Section("verdict", "Verdict")
     s.say(v["sentence"])
-    s.say(f"Each arm is its best config, retrained with fresh seeds and never pruned: mean and {v['confidence']:.0%} "
-          f"t-interval over its n seeds. Pairs are compared by {v['test']} at alpha = {v['alpha']}. Group 1 is "
-          "the arm with the best mean and every arm the tests do not separate from it, group 2 the arms it is "
-          "ahead of, group 3 the arms that fail. The search's single-seed best is shown beside each mean: it "
-          "was chosen for being best, so it is optimistic.")
+    if not ctx.record.scientific:  # one arm: nothing to compare, an honest value to give
+        s.say(f"The space has no scientific param (study.scientific), so it has one arm: its best config, retrained "
+              f"with fresh seeds and never pruned: mean and {v['confidence']:.0%} t-interval over its n seeds. The "
+              "search's single-seed value is shown beside it: it was chosen for being best, so it is optimistic.")
+    else:
+        s.say(f"Each arm is its best config, retrained with fresh seeds and never pruned: mean and "
+              f"{v['confidence']:.0%} t-interval over its n seeds. Pairs are compared by {v['test']} at alpha = "
+              f"{v['alpha']}. Group 1 is the arm with the best mean and every arm the tests do not separate from it, "
+              "group 2 the arms it is ahead of, group 3 the arms that fail. The search's single-seed best is shown "
+              "beside each mean: it was chosen for being best, so it is optimistic.")
     if any(arm.get("chosen_from", 1) > 1 for arm in v["arms"]):  # top > 1
         s.say("Where an arm had several confirmed candidates, the one whose seeds gave the best mean was retrained "
               "with as many fresh seeds, and the arm is judged by those alone: seeds that chose it would flatter "
               "it.", note=True)
     arms, pairs = T.verdict_data(v)
     s.figure(F.verdict_figure(T.seed_values(v), arms, ctx.metric),
-             "Each dot is one confirmation seed; the bar is the arm's mean with its 95% interval. Overlapping "
-             "intervals and a Holm-corrected p above 0.05 mean the data do not separate the arms.")
+             "Each dot is one confirmation seed; the bar is the arm's mean with its 95% interval."
+             + (" Overlapping intervals and a Holm-corrected p above 0.05 mean the data do not separate the arms."
+                if len(v["arms"]) > 1 else ""))
     s.table(arms, "Arms, best group first")
     if len(pairs):
         s.table(pairs, "Every pair: Welch's t-test, p corrected by Holm's method")

@@ -26,8 +26,8 @@ from study import records, stale
 from study.config import StudyConfig
 from study.console import say
 from study.engine import PreparedTrial, run_sequential
+from study.heartbeat import heartbeat
 from study.population import CannotFuse, fitting, fusion_key, run_population, why_not
-from study.storage import heartbeat
 from study.threads import choose as choose_threads
 from study.trial import Attempt, TrialContext, prepare, seeded
 from study.worker import Worker

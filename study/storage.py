@@ -12,19 +12,16 @@ Optuna's gRPC proxy in front of an RDB storage (proxy.py), with a heartbeat of i
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import random
 import shlex
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 import warnings
 import weakref
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 
@@ -135,34 +132,6 @@ def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -
     before its worker was killed (e.g. Ctrl-C to --jobs workers)."""
     if not TrialRecord.of(trial).interrupted:
         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
-
-
-@contextlib.contextmanager
-def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat every interval while the block runs (RDB storages; a no-op for the
-    others): a worker that dies stops it, and the next worker fails and retries the trial."""
-    if not has_heartbeat(storage):
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
-                if failure(exc) is None:  # write stops it and says why; a thread's traceback would only repeat it
-                    raise
-            if stop.wait(storage.get_heartbeat_interval()):
-                return
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:

@@ -29,8 +29,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study import interrupts, records, stale
+from study.heartbeat import heartbeat
 from study.records import FINISHED_STATES, TAKEN_STATES
-from study.storage import has_heartbeat, heartbeat
+from study.storage import has_heartbeat
 
 POLL_S = 1.0  # the longest an idle worker waits before it looks again for trials to retry
 FIRST_POLL_S = 0.05  # its first wait, doubled each time: at a phase's end the others' last trials finish soon

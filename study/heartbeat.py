@@ -1,0 +1,78 @@
+"""Heartbeats of running trials: one thread per storage beats every trial the process holds, so that a
+population of 64 trials costs one thread, not 64 (each a stack, which `ulimit -v` can refuse).
+
+A worker that dies stops its heartbeats, and the next worker fails and retries its trials (storage.py);
+on storages without a heartbeat (journal files, Redis) holding a trial does nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Iterator
+
+import optuna
+
+from study.storage import failure, has_heartbeat
+
+
+class _Beats:
+    """The trials of one storage that this process holds, and the thread that beats them while any is held.
+    The lock is held through each round of beats: a trial let go gets no beat after `release` returns."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage):
+        self.storage = storage
+        self.trials: set[int] = set()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def hold(self, trial_id: int) -> None:
+        with self.lock:
+            self.trials.add(trial_id)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self.thread.start()
+            else:
+                self.wake.set()  # its first beat now, not an interval later
+
+    def release(self, trial_id: int) -> None:
+        with self.lock:
+            self.trials.discard(trial_id)
+            if not self.trials:
+                self.wake.set()  # the thread ends
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                self.wake.clear()  # under the lock: a trial held after this round wakes the next at once
+                if not self.trials:
+                    self.thread = None
+                    return
+                for trial_id in sorted(self.trials):
+                    try:
+                        self.storage.record_heartbeat(trial_id)
+                    except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
+                        if failure(exc) is None:  # write stops it and says why; a thread's traceback would only
+                            raise  # repeat it
+            self.wake.wait(self.storage.get_heartbeat_interval())
+
+
+_by_storage: weakref.WeakKeyDictionary[optuna.storages.BaseStorage, _Beats] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs (storages with a heartbeat; a no-op
+    for the others)."""
+    if not has_heartbeat(storage):
+        yield
+        return
+    with _registry_lock:
+        beats = _by_storage.setdefault(storage, _Beats(storage))
+    beats.hold(trial_id)
+    try:
+        yield
+    finally:
+        beats.release(trial_id)

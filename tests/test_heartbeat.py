@@ -1,0 +1,57 @@
+"""One heartbeat thread per storage beats every trial held; a trial let go is beaten no more, and a worker
+that holds none has no thread."""
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.storages._rdb import models
+
+from study.heartbeat import heartbeat
+from study.storage import open_storage
+
+
+def _beats(storage, trial_ids) -> dict[int, object]:
+    """Each trial's last recorded heartbeat (None: none yet), read from the storage's own table."""
+    with storage.scoped_session() as session:
+        return {t: getattr(models.TrialHeartbeatModel.where_trial_id(t, session), "heartbeat", None)
+                for t in trial_ids}
+
+
+def _threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "heartbeat"]
+
+
+def _until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_one_thread_beats_every_held_trial_and_ends_with_the_last(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_s=1)
+    study = optuna.create_study(storage=storage)
+    trials = [study.ask()._trial_id for _ in range(16)]
+    with heartbeat(storage, trials[0]):
+        held = [heartbeat(storage, t) for t in trials[1:]]
+        for block in held:
+            block.__enter__()
+        assert len(_threads()) == 1  # it was one thread per trial: 16
+        _until(lambda: None not in _beats(storage, trials).values())  # each beaten at once, not an interval later
+        first = _beats(storage, trials)
+        for block in held:
+            block.__exit__(None, None, None)
+        let_go = _beats(storage, trials[1:])
+        _until(lambda: _beats(storage, trials[:1]) != {trials[0]: first[trials[0]]})  # the held one beats on
+        assert _beats(storage, trials[1:]) == let_go  # the others no more
+        assert len(_threads()) == 1
+    _until(lambda: not _threads())
+
+
+def test_a_storage_without_a_heartbeat_starts_no_thread(tmp_path):
+    storage = open_storage(str(tmp_path / "journal.log"))
+    trial = optuna.create_study(storage=storage).ask()
+    with heartbeat(storage, trial._trial_id):
+        assert not _threads()

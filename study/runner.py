@@ -119,7 +119,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     process of a machine) has passed; returns why it stopped early, if it did. `jobs`: the workers sharing
     this machine's cores; `wake`: the Event that --jobs N's workers share (worker.py)."""
     _quiet_optuna()
-    storage = open_storage(storage_url, heartbeat_s)
+    storage = open_storage(storage_url, heartbeat_s, reached=True)
     study = create_or_load(cfg, storage, storage_url, worker)
     # N workers share the cores instead of fighting over them; a small trial takes one (threads.py).
     fixed = cfg.study.threads is not None  # --threads: exactly that many, whatever a trial's size
@@ -182,7 +182,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
         from study.parallel import start_server
 
         start_server()  # the workers' imports, beside this process's set-up
-    storage = open_storage(storage_url, heartbeat_s)
+    storage = open_storage(storage_url, heartbeat_s, reached=True)
     with interrupts.handled():
         study = create_or_load(cfg, storage, storage_url)  # once here, so that workers never race to create it
         ctx = context(cfg, study, device, checkpoint_root)

@@ -51,7 +51,9 @@ def is_proxy(url: str) -> bool:
     return url.startswith("grpc://")
 
 
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False) -> optuna.storages.BaseStorage:
+    """`reached`: this run has reached the storage before (its command checked it), so a server that does
+    not answer now is waited for, as for a restart (outages.py); else that fails at once."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if is_proxy(url):
         from study.proxy import open_proxy
@@ -65,6 +67,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
         from study.journal import JournalFile
 
         return optuna.storages.JournalStorage(JournalFile(url))
+    given = url
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we install; older SQLAlchemy would look for psycopg2 instead.
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -74,21 +77,33 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> optuna.storages.Ba
         engine_kwargs = {"connect_args": {"timeout": 120}}
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(5):
+    from study.outages import Outage, PatientStorage, lost_connection, ride_out
+
+    server = not url.startswith("sqlite:///")  # which may restart while the workers run
+    outage = Outage.of(shown(given), 3 * heartbeat_s)
+    races = 0
+    while True:
         try:
-            storage = optuna.storages.RDBStorage(
+            storage = (PatientStorage if server else optuna.storages.RDBStorage)(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                 heartbeat_stale_trial_callback=_retry_unless_queued)
             break
-        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+        except (IntegrityError, ProgrammingError, OperationalError, optuna.exceptions.StorageInternalError) as exc:
             # Workers starting together race to create the tables, which the loser finds made: PostgreSQL
-            # raises one of the first two, SQLite "table ... already exists". Any other OperationalError
-            # (no such folder, no server) is the user's to see at once.
-            lost_race = not isinstance(exc, OperationalError) or "already exists" in str(exc)
-            if attempt == 4 or not lost_race:
+            # raises one of the first two, SQLite "table ... already exists". Any other error (no such
+            # folder, no server) is the user's to see at once, unless the run reached the server before.
+            if isinstance(exc, (IntegrityError, ProgrammingError)) or "already exists" in str(exc):
+                races += 1
+                if races == 5:
+                    raise
+                time.sleep(0.2 + random.random())
+            elif not (server and reached and lost_connection(exc) and outage.waited(exc)):
                 raise
-            time.sleep(0.2 + random.random())
-    if url.startswith("sqlite:///"):
+    if server:
+        outage.answered()
+        storage.outage = outage
+        ride_out(storage.engine, outage)
+    else:
         _serialise_sqlite(storage.engine)
         _open_sqlite.add(storage.engine)
     return storage

@@ -55,7 +55,9 @@ def best_reported(trial: FrozenTrial, direction: str) -> float:
 
 def candidates(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: str,
                top: int) -> list[FrozenTrial]:
-    """Each arm's `top` best search trials, complete or pruned (not diverged), best arm first."""
+    """Each arm's `top` best configs, by their best search trial, complete or pruned (not diverged), best
+    arm first. A config trained twice (a grid point run again, a repeat) is one candidate: confirmed
+    twice, its seeds would count twice."""
     arms: dict[tuple, list[tuple[float, FrozenTrial]]] = {}
     for t in trials:
         if status_of(t) in ("complete", "pruned") and not TrialRecord.of(t).confirm:
@@ -63,9 +65,19 @@ def candidates(trials: Sequence[FrozenTrial], scientific: Sequence[str], directi
             if not math.isnan(value):
                 arms.setdefault(arm_of(t, scientific), []).append((value, t))
     sign = 1 if Direction(direction).ascending else -1
-    ranked = [sorted(group, key=lambda vt: (sign * vt[0], vt[1].number))[:top] for group in arms.values()]
+    ranked = [_distinct(sorted(group, key=lambda vt: (sign * vt[0], vt[1].number)))[:top] for group in arms.values()]
     ranked.sort(key=lambda group: (sign * group[0][0], group[0][1].number))
     return [t for group in ranked for _, t in group]
+
+
+def _distinct(ranked: list[tuple[float, FrozenTrial]]) -> list[tuple[float, FrozenTrial]]:
+    """The first (best) trial of each config in `ranked`."""
+    seen, out = set(), []
+    for value, t in ranked:
+        if (params := tuple(sorted(t.params.items()))) not in seen:
+            seen.add(params)
+            out.append((value, t))
+    return out
 
 
 def seed_for(of: int, k: int, base: int = 0) -> int:

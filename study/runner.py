@@ -274,9 +274,10 @@ def _cut_short(study: optuna.Study, cfg: StudyConfig, searched: int | None) -> l
 
 
 def confirms(cfg: StudyConfig) -> bool:
-    """Whether the study has a confirmation phase: seeds to retrain its arms' best configs with. A space
-    without scientific params is one arm, so its best config's confirmed value replaces one lucky seed's."""
-    return cfg.study.confirm_seeds > 0
+    """Whether the study has a confirmation phase: a search that chose configs, and seeds to retrain its
+    arms' best with. A space without scientific params is one arm, so its best config's confirmed value
+    replaces one lucky seed's; a space that searches nothing chose nothing."""
+    return cfg.study.confirm_seeds > 0 and bool(cfg.params)
 
 
 def _record_verdict(study: optuna.Study) -> None:

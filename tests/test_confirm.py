@@ -5,7 +5,7 @@ import signal
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import RERUN, SLOW_MODEL, SYNTH_SPACE, call_cli, confirmed_study, finished, start, trials, wait_for
@@ -19,10 +19,13 @@ CONFIRMED = SYNTH_SPACE.replace(
     "  pruner: {name: none}", "  pruner: {name: percentile, options: {percentile: 1.0, n_startup_trials: 1}}")
 
 
-def _trial(study, value, opt, intermediate=None, state=TrialState.COMPLETE):
+def _trial(study, value, opt, intermediate=None, state=TrialState.COMPLETE, lr=None):
+    """A search trial of arm `opt`, a config of its own unless `lr` makes it another's."""
+    lr = lr or 1e-3 * (1 + len(study.trials))
     study.add_trial(create_trial(state=state, value=value if state == TrialState.COMPLETE else None,
-                                 params={"opt": opt}, distributions={"opt": CategoricalDistribution(["a", "b"])},
-                                 intermediate_values=intermediate or {}))
+                                 params={"opt": opt, "lr": lr}, intermediate_values=intermediate or {},
+                                 distributions={"opt": CategoricalDistribution(["a", "b"]),
+                                                "lr": FloatDistribution(1e-4, 1.0, log=True)}))
 
 
 def test_candidates_are_each_arm_s_best_by_the_best_value_reported_pruned_ones_included():
@@ -38,6 +41,15 @@ def test_candidates_are_each_arm_s_best_by_the_best_value_reported_pruned_ones_i
     assert [r["of"] for r in runs] == [1, 1, 1, 3, 3, 3]
     assert len({r["seed"] for r in runs}) == 6 and all(r["split_seed"] == r["seed"] for r in runs)
     assert 0 not in {r["seed"] for r in runs}  # never the search's own seed
+
+
+def test_a_config_trained_twice_is_one_candidate():
+    """A grid point run again, or a space that searches nothing: its seeds would count twice in its arm."""
+    study = optuna.create_study()
+    for value, opt in [(0.20, "a"), (0.22, "a"), (0.25, "b")]:
+        _trial(study, value, opt, lr=0.01)
+    got = confirm.candidates(records.trials(study), [], "minimize", top=2)  # one arm: the configs a and b
+    assert [t.number for t in got] == [0, 2]
 
 
 def test_a_run_searches_then_confirms_each_arm_s_best_with_fresh_seeds_never_pruned(tmp_path, write_space):
@@ -161,6 +173,14 @@ def test_a_space_with_no_arms_confirms_its_best_config_and_sets_its_seeds_agains
     (arm,) = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict[
         "arms"]
     assert arm["n"] == 3 and arm["candidate"] == best.number
+
+
+def test_a_space_that_searches_nothing_has_nothing_to_confirm(tmp_path, write_space):
+    """Its trials are one config, chosen by nothing: seeds would only repeat it."""
+    space = write_space(NO_ARMS.replace("  lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}\n", ""))
+    result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "1", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(trials(tmp_path)) == 1 and "verdict" not in result.stdout
 
 
 def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):

@@ -18,10 +18,13 @@ from study.storage import failure, has_heartbeat
 
 class _Beats:
     """The trials of one storage that this process holds, and the thread that beats them while any is held.
-    The lock is held through each round of beats: a trial let go gets no beat after `release` returns."""
+    The lock is held through each round of beats: a trial let go gets no beat after `release` returns.
+    The storage is held weakly: as the value of its own weak key, a strong reference would keep it, its
+    engine and its pooled connections alive for good."""
 
     def __init__(self, storage: optuna.storages.BaseStorage):
-        self.storage = storage
+        self.storage = weakref.ref(storage)
+        self.interval = storage.get_heartbeat_interval()
         self.trials: set[int] = set()
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -46,16 +49,18 @@ class _Beats:
         while True:
             with self.lock:
                 self.wake.clear()  # under the lock: a trial held after this round wakes the next at once
-                if not self.trials:
+                storage = self.storage()
+                if not self.trials or storage is None:
                     self.thread = None
                     return
                 for trial_id in sorted(self.trials):
                     try:
-                        self.storage.record_heartbeat(trial_id)
+                        storage.record_heartbeat(trial_id)
                     except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
                         if failure(exc) is None:  # write stops it and says why; a thread's traceback would only
                             raise  # repeat it
-            self.wake.wait(self.storage.get_heartbeat_interval())
+            del storage  # not kept alive by the wait
+            self.wake.wait(self.interval)
 
 
 _by_storage: weakref.WeakKeyDictionary[optuna.storages.BaseStorage, _Beats] = weakref.WeakKeyDictionary()

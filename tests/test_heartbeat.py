@@ -1,7 +1,9 @@
-"""One heartbeat thread per storage beats every trial held; a trial let go is beaten no more, and a worker
-that holds none has no thread."""
+"""One heartbeat thread per storage beats every trial held; a trial let go is beaten no more, a worker
+that holds none has no thread, and a storage it beat for is not kept alive by it."""
+import gc
 import threading
 import time
+import weakref
 
 import optuna
 import pytest
@@ -55,3 +57,16 @@ def test_a_storage_without_a_heartbeat_starts_no_thread(tmp_path):
     trial = optuna.create_study(storage=storage).ask()
     with heartbeat(storage, trial._trial_id):
         assert not _threads()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_storage_once_beaten_for_is_let_go(tmp_path):
+    """It was kept for good, with its engine's pooled connections: PostgreSQL ran out of them ("too many
+    clients already") after a few dozen in-process runs."""
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_s=1)
+    study = optuna.create_study(storage=storage)
+    with heartbeat(storage, study.ask()._trial_id):
+        pass
+    gone = weakref.ref(storage)
+    del storage, study
+    _until(lambda: gc.collect() is not None and gone() is None)

@@ -53,9 +53,7 @@ class Outage:
             now = time.monotonic()
             if self.since is None:
                 self.since = now
-                while exc.__cause__ is not None:  # the driver's own words, under SQLAlchemy's and Optuna's
-                    exc = exc.__cause__
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                first = _said(exc)
                 say(f"warning: the storage {self.shown} does not answer ({first}); waiting up to "
                     f"{self.patience_s:g} s for it, as for a restart")
             elapsed = now - self.since
@@ -76,6 +74,17 @@ class Outage:
             if self.since is not None:
                 say(f"the storage {self.shown} answers again, after {time.monotonic() - self.since:.1f} s")
             self.since = None
+
+
+def _said(exc: BaseException) -> str:
+    """The first line of the driver's own words, under SQLAlchemy's and Optuna's."""
+    from sqlalchemy.exc import PendingRollbackError
+
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, PendingRollbackError):  # a session whose connection died earlier (Optuna caught that)
+        return "its connection was lost"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def ride_out(engine, outage: Outage) -> None:

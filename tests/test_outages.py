@@ -159,7 +159,7 @@ def test_a_repeatable_call_cut_under_its_statement_runs_again_and_a_trial_s_crea
     _later(1.0, cable.up)
     assert [t.number for t in raw.get_all_trials(study._study_id)] == [0]  # after the outage, as if none
     out = capsys.readouterr().out
-    assert "does not answer" in out and "answers again, after" in out
+    assert "does not answer (its connection was lost); waiting up to 3 s" in out and "answers again, after" in out
 
     # a trial's end may have been committed when its connection died: run twice, the second would fail
     (trial,) = raw.get_all_trials(study._study_id)

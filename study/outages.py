@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from typing import ClassVar
 
 import optuna
 
@@ -33,12 +34,18 @@ class Outage:
     """Since when a storage's server has not answered: one per server and process (`of`), shared by its
     storages and threads, so that an outage is said once, not by each."""
 
-    _known: dict[str, Outage] = {}
+    _known: ClassVar[dict[str, Outage]] = {}
 
     def __init__(self, shown: str, patience_s: float):
         self.shown, self.patience_s = shown, patience_s
         self.since: float | None = None
         self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # a storage is picklable (Optuna's multiprocessing); a lock is not
+        return {**self.__dict__, "lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
 
     @classmethod
     def of(cls, shown: str, patience_s: float) -> Outage:
@@ -62,12 +69,6 @@ class Outage:
             return False
         time.sleep(min(left, max(FIRST_WAIT_S, min(LONGEST_WAIT_S, elapsed / 2))))  # backoff, whatever the thread
         return True
-
-    def __getstate__(self) -> dict:  # a storage is picklable (Optuna's multiprocessing); a lock is not
-        return {**self.__dict__, "lock": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, lock=threading.Lock())
 
     def answered(self) -> None:
         with self.lock:

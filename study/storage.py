@@ -79,7 +79,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
 
     from study.outages import Outage, PatientStorage, lost_connection, ride_out
 
-    server = not url.startswith("sqlite:///")  # which may restart while the workers run
+    server = not url.startswith("sqlite:")  # which may restart while the workers run
     outage = Outage.of(shown(given), 3 * heartbeat_s)
     races = 0
     while True:

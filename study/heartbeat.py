@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
 from typing import Iterator
 
@@ -26,6 +27,7 @@ class _Beats:
         self.storage = weakref.ref(storage)
         self.interval = storage.get_heartbeat_interval()
         self.trials: set[int] = set()
+        self.fresh: set[int] = set()  # held since the last round: beaten at once, the others on their interval
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
@@ -33,6 +35,7 @@ class _Beats:
     def hold(self, trial_id: int) -> None:
         with self.lock:
             self.trials.add(trial_id)
+            self.fresh.add(trial_id)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
                 self.thread.start()
@@ -46,6 +49,7 @@ class _Beats:
                 self.wake.set()  # the thread ends
 
     def _run(self) -> None:
+        due = 0.0  # when every held trial is beaten next
         while True:
             with self.lock:
                 self.wake.clear()  # under the lock: a trial held after this round wakes the next at once
@@ -53,14 +57,21 @@ class _Beats:
                 if not self.trials or storage is None:
                     self.thread = None
                     return
-                for trial_id in sorted(self.trials):
+                # Woken early by a new trial, only the new ones: beating all K at each of K holds was K^2 writes
+                # as a population filled.
+                if (now := time.monotonic()) >= due:
+                    beat, due = set(self.trials), now + self.interval
+                else:
+                    beat = self.fresh & self.trials
+                self.fresh.clear()
+                for trial_id in sorted(beat):
                     try:
                         storage.record_heartbeat(trial_id)
                     except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
                         if failure(exc) is None:  # write stops it and says why; a thread's traceback would only
                             raise  # repeat it
             del storage  # not kept alive by the wait
-            self.wake.wait(self.interval)
+            self.wake.wait(max(0.0, due - time.monotonic()))
 
 
 _by_storage: weakref.WeakKeyDictionary[optuna.storages.BaseStorage, _Beats] = weakref.WeakKeyDictionary()

@@ -256,6 +256,10 @@ def confirm(args: argparse.Namespace) -> int:
         from study import lrfind
 
         cfg = lrfind.resolve(cfg, record.lr_range)
+    if not cfg.params:
+        raise ConfigError("--study-name", "study-name", study.study_name,
+                          "searches no params: its trials are one config, chosen by nothing, so there is nothing "
+                          "to confirm")
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir,
                     report_dir=None if args.no_report else args.report_dir, storage_url=url)
     interrupts.check()  # a stop asked for during the imports: before anything is written

@@ -181,6 +181,12 @@ def test_a_space_that_searches_nothing_has_nothing_to_confirm(tmp_path, write_sp
     result = call_cli("run", str(space), "--storage", "sqlite:///s.db", "--trials", "1", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(trials(tmp_path)) == 1 and "verdict" not in result.stdout
+    before = (tmp_path / "s.db").read_bytes()
+    asked = call_cli("confirm", "--storage", "sqlite:///s.db", "--seeds", "2", "--no-report", cwd=tmp_path)
+    assert asked.returncode == 2 and asked.stderr == (  # it ran nothing and said nothing, exit 0
+        "error: --study-name: study-name: searches no params: its trials are one config, chosen by nothing, so "
+        "there is nothing to confirm (got 'synth')\n")
+    assert (tmp_path / "s.db").read_bytes() == before
 
 
 def test_an_interrupted_confirmation_run_is_resumed_by_the_rerun(tmp_path, write_space):

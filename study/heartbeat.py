@@ -86,7 +86,7 @@ def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[N
         yield
         return
     with _registry_lock:
-        beats = _by_storage.setdefault(storage, _Beats(storage))
+        beats = _by_storage.get(storage) or _by_storage.setdefault(storage, _Beats(storage))
     beats.hold(trial_id)
     try:
         yield

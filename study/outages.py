@@ -25,6 +25,7 @@ import optuna
 
 from study import interrupts
 from study.console import say
+from study.storage import first_line
 
 FIRST_WAIT_S = 0.25
 LONGEST_WAIT_S = 4.0
@@ -85,7 +86,7 @@ def _said(exc: BaseException) -> str:
         exc = exc.__cause__
     if isinstance(exc, PendingRollbackError):  # a session whose connection died earlier (Optuna caught that)
         return "its connection was lost"
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first_line(exc)
 
 
 def ride_out(engine, outage: Outage) -> None:

@@ -80,7 +80,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
     from study.outages import Outage, PatientStorage, lost_connection, ride_out
 
     server = not url.startswith("sqlite:")  # which may restart while the workers run
-    outage = Outage.of(shown(given), 3 * heartbeat_s)
+    outage = Outage.of(shown(given), 3 * heartbeat_s) if server else None
     races = 0
     while True:
         try:
@@ -157,7 +157,7 @@ def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = F
     try:
         storage = existing_storage(url) if must_exist else open_storage(url, heartbeat_s)
     except Exception as exc:  # SQLAlchemy, the driver and the file system each raise their own
-        raise ConfigError("--storage", "storage", shown(url), f"cannot open the storage: {_first_line(exc)}") from None
+        raise ConfigError("--storage", "storage", shown(url), f"cannot open the storage: {first_line(exc)}") from None
     if storage is None:
         raise ConfigError("--storage", "storage", shown(url), "no such storage (run a study first)")
     return storage
@@ -219,10 +219,10 @@ def failure(exc: BaseException) -> str | None:
         exc = exc.__cause__
     if callable(getattr(exc, "details", None)):  # gRPC's: its str() is a multi-line repr
         return f"{exc.code().name}: {exc.details()}"
-    return _first_line(exc)
+    return first_line(exc)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """An error's first line (a driver's goes on with its SQL and a link), or its type where it says nothing."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

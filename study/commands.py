@@ -226,7 +226,13 @@ def compare(args: argparse.Namespace) -> int:
     """`report --compare A B ...`: one page with the studies side by side."""
     from study.report.compare import build_comparison
 
-    studies = [stored_study(args.storage, name, "--compare")[1] for name in dict.fromkeys(args.compare)]
+    from study.errors import ConfigError
+
+    names = list(dict.fromkeys(args.compare))
+    if len(names) < 2:  # a page of one study beside nothing: that study's own report is what was meant
+        raise ConfigError("--compare", "compare", args.compare,
+                          "names one study; give two or more, or `study report --study-name NAME` for one")
+    studies = [stored_study(args.storage, name, "--compare")[1] for name in names]
     say(f"report: {build_comparison(studies, args.out)}")
     return 0
 

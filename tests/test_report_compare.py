@@ -19,6 +19,17 @@ def test_two_studies_side_by_side_with_their_best_values_settings_and_curves(tmp
     assert missing.stderr.startswith("error: --compare: compare: no such study")  # the flag that named it
 
 
+def test_one_study_to_compare_is_refused_and_nothing_is_written(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_study(3, storage=url, name="only")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for names in (["only"], ["only", "only"]):
+        result = call_cli("report", "--storage", url, "--compare", *names, "--out", "out", cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: --compare: compare: names one study; give two or more")
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out/ folder, no page
+
+
 def test_a_study_s_confirmation_runs_are_counted_apart_from_its_search():
     import optuna
     from optuna.trial import TrialState, create_trial

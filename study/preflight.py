@@ -153,16 +153,34 @@ def _extremes(cfg: StudyConfig, name: str) -> list:
     return list(p.choices) if p.kind == "categorical" else [p.low, p.high]
 
 
+def _key(cfg: StudyConfig, name: str) -> str:
+    return f"params.{name}" if name in cfg.params else f"training.{name}"
+
+
+def _plans(cfg: StudyConfig, n_train: int) -> list[tuple[int, tuple]]:
+    """(total iterations, (unit, amount, batch size)) of each extreme trial the space can plan."""
+    extremes = itertools.product(*(_extremes(cfg, k) for k in ("budget_unit", "budget", "batch_size")))
+    return [(Budget.of(n_train, batch, unit, amount).total_iters, (unit, amount, batch))
+            for unit, amount, batch in extremes]
+
+
 def check_budget(cfg: StudyConfig, n_train: int) -> None:
-    """The longest trial the space can plan must stay within study.max_iters."""
-    worst, at = 0, None
-    for unit, amount, batch in itertools.product(*(_extremes(cfg, k) for k in ("budget_unit", "budget",
-                                                                                "batch_size"))):
-        iters = Budget.of(n_train, batch, unit, amount).total_iters
-        if iters > worst:
-            worst, at = iters, (unit, amount, batch)
+    """The longest trial the space can plan must stay within study.max_iters; no batch may be larger than
+    the training split, and no warmup as long as a whole trial."""
+    worst, (unit, amount, batch) = max(_plans(cfg, n_train), key=lambda plan: plan[0])
     if worst > cfg.study.max_iters:
-        unit, amount, batch = at
         raise ConfigError(cfg.source, "training.budget", amount,
                           f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
                           f"than study.max_iters ({cfg.study.max_iters:.3g}); raise study.max_iters to opt in")
+    # Either was trained as something else than the config that the trial stores says.
+    largest = max(_extremes(cfg, "batch_size"))
+    if largest > n_train:  # each step took the whole split (or wrapped it), and lr scaling scaled for the rest
+        raise ConfigError(cfg.source, _key(cfg, "batch_size"), largest,
+                          f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
+    warmup = cfg.params["warmup"].choices if "warmup" in cfg.params else [cfg.defaults.warmup]
+    longest = max(_extremes(cfg, "warmup_iters"))
+    shortest, (unit, amount, batch) = min(_plans(cfg, n_train), key=lambda plan: plan[0])
+    if True in warmup and longest >= shortest:  # the schedule cut it short, never reaching the lr
+        raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), longest,
+                          f"a warmup as long as a whole trial of {shortest} iterations ({amount} {unit} at batch "
+                          f"size {batch}): the trial would be all warmup; at most {shortest - 1}")

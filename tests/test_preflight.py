@@ -132,6 +132,41 @@ def test_a_budget_of_more_than_a_billion_iterations_needs_an_opt_in(tmp_path, wr
     check_budget(load_config(str(space), ["study.max_iters=3000000000"]), n_train=96)  # the opt-in
 
 
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path, write_space):
+    """It trained on the whole split each step while its config said otherwise, and linear lr scaling
+    scaled the lr for samples that were not there."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.replace("batch_size: 32", "batch_size: 97"))  # 160 samples: 96 train
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "training.batch_size",
+            "larger than the training split's 96 samples", "(got 97)")
+    searched = write_space(SYNTH_SPACE + "  batch_size: {choices: [32, 128]}\n", "searched.yaml")
+    refused(call_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {space.name, searched.name},
+            "params.batch_size", "(got 128)")
+    from study.config import load_config
+    from study.preflight import check_budget
+
+    check_budget(load_config(str(space), ["training.batch_size=96"]), n_train=96)  # the whole split is fine
+
+
+def test_a_warmup_as_long_as_a_whole_trial_is_refused(tmp_path, write_space):
+    """The schedule cut such a warmup to the trial's length: the trial was all warmup, while its config
+    named a warmup it never ran."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.replace("budget: 3", "budget: 3\n  warmup: true\n  warmup_iters: 9"))
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "training.warmup_iters",
+            "as long as a whole trial of 9 iterations (3 epochs at batch size 32)", "at most 8", "(got 9)")
+    # searched: the longest warmup against the shortest trial, where warmup may be on
+    searched = write_space(SYNTH_SPACE + "  batch_size: {choices: [16, 32]}\n  warmup: {choices: [false, true]}\n"
+                           "  warmup_iters: {type: int, low: 0, high: 9, when: {warmup: [true]}}\n", "searched.yaml")
+    refused(call_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {space.name, searched.name},
+            "params.warmup_iters", "a whole trial of 9 iterations")
+    from study.config import load_config
+    from study.preflight import check_budget
+
+    check_budget(load_config(str(space), ["training.warmup_iters=8"]), n_train=96)
+    check_budget(load_config(str(space), ["training.warmup=false"]), n_train=96)  # off: its length is unused
+
+
 @pytest.mark.parametrize("flag", ["--checkpoint-dir", "--report-dir"])
 def test_an_output_folder_under_a_file_is_refused_before_the_first_trial(tmp_path, synth_space, flag):
     (tmp_path / "afile").write_text("x")

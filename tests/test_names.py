@@ -17,7 +17,7 @@ SPACE = """\
 study: {name: placeholder, n_trials: 1, sampler: random, pruner: none}
 data: {name: synthetic, options: {n_samples: 60, n_features: 4, n_classes: 2}}
 model: {depth: 1, width: 4}
-training: {batch_size: 64, budget: 1}
+training: {batch_size: 36, budget: 1}
 """
 
 SPECIAL = ["../../etc/passwd", "a/b\\c", "..", ".", " ", "", "😀", "名前 / 이름", "\x00", "nul\x00inside",

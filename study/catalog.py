@@ -57,13 +57,14 @@ def status_counts(storage: optuna.storages.BaseStorage, study_id: int, phase: st
         of_phase = TrialModel.trial_id.in_(confirm) if phase == "confirm" else TrialModel.trial_id.notin_(confirm)
         states = dict(session.query(TrialModel.state, func.count()).filter(TrialModel.study_id == study_id, of_phase)
                       .group_by(TrialModel.state).all())
-        marks = dict(session.query(TrialUserAttributeModel.key, func.count())
-                     .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
-                     .filter(TrialModel.study_id == study_id, of_phase, TrialUserAttributeModel.key.in_(MARKS),
-                             TrialUserAttributeModel.value_json.notin_(["false", "null"]))
-                     .group_by(TrialUserAttributeModel.key).all())
+        marked = (session.query(TrialUserAttributeModel.key, TrialModel.state, func.count())
+                  .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
+                  .filter(TrialModel.study_id == study_id, of_phase, TrialUserAttributeModel.key.in_(list(MARKS)),
+                          TrialUserAttributeModel.value_json.notin_(["false", "null"]))
+                  .group_by(TrialUserAttributeModel.key, TrialModel.state).all())
     finally:
         session.close()
+    marks = {key: n for key, state, n in marked if MARKS[key] == state}  # a mark counts on its state only
     # Surplus and interrupted trials are failed ones, diverged ones pruned (records.status_of).
     return Counter({"complete": states.get(TrialState.COMPLETE, 0), "running": states.get(TrialState.RUNNING, 0),
                     "waiting": states.get(TrialState.WAITING, 0),

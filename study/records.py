@@ -49,7 +49,7 @@ class TrialRecord:
     error: str | None = None  # "ExceptionType: message" of a failed trial
     surplus: bool = False  # lost the race for the study's last slots; never trained
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; a retry was queued
-    stale: bool = False  # left running by a dead worker on a storage without a heartbeat; a retry was queued
+    stale: bool = False  # left running by a dead worker (found by the heartbeat, or --retry-stale); also interrupted
     worker: dict[str, Any] | None = None  # host, pid, process start time of the worker that ran it
     checkpoint_warnings: list[str] = field(default_factory=list)  # damaged or foreign checkpoints skipped
     engine: dict[str, Any] | None = None  # how it trained: {"name": "population", "population": id, "size": K}
@@ -150,8 +150,9 @@ def queue_retry(study: optuna.Study, trial: AnyTrial) -> None:
     study.enqueue_trial(trial.params, user_attrs=attrs(first_number=first_number(trial), **kept))
 
 
-# Marks in the order they take precedence over Optuna's state.
-MARKS = ("surplus", "interrupted", "diverged")
+# Marks in the order they take precedence over Optuna's state, each on the state it refines: a trial marked
+# dead by another worker whose own worker was only late, and told it, is what it was told.
+MARKS = {"surplus": TrialState.FAIL, "interrupted": TrialState.FAIL, "diverged": TrialState.PRUNED}
 _STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 # The statuses of a trial that ran to an end the study counts: its target, the report's comparisons.
@@ -163,8 +164,8 @@ TAKEN_STATES = (*FINISHED_STATES, TrialState.RUNNING, TrialState.WAITING)
 
 
 def status_of(trial: FrozenTrial) -> str:
-    for mark in MARKS:
-        if trial.user_attrs.get(mark):
+    for mark, state in MARKS.items():
+        if trial.state == state and trial.user_attrs.get(mark):
             return mark
     return _STATES[trial.state]
 

@@ -1,4 +1,6 @@
-"""Trials left RUNNING by a worker that is gone, on storages without a heartbeat (journal files).
+"""Trials left RUNNING by a worker that is gone: found by the heartbeat on RDB storages (fail_dead), and
+on storages without one (journal files) by `run --retry-stale` (retry_stale). Either way the trial is
+failed, marked `interrupted` and `stale`, and queued again, so that every storage counts it alike.
 
     >>> study = optuna.create_study()
     >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, pid, process start time
@@ -19,7 +21,7 @@ import socket
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from study import records
 from study.records import TrialRecord
@@ -73,12 +75,34 @@ def stale_message(running: list[optuna.trial.FrozenTrial]) -> str:
 def retry_stale(study: optuna.Study) -> list[int]:
     """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
     `stale`, and queue it again; return their numbers."""
-    retried = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if alive_here(t):
-            continue
-        records.queue_retry(study, t)
-        records.write_stored(study, t, interrupted=True, stale=True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        retried.append(t.number)
-    return retried
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not alive_here(t) and _fail_dead(study, t, records.queue_retry)]
+
+
+def fail_dead(study: optuna.Study) -> list[int]:
+    """On a storage with a heartbeat: Optuna's fail_stale_trials, with each trial marked before it is failed.
+    Unmarked, a dead worker's trial counted as failed, with no error, and the report took its span, which
+    ends when another worker found it dead (30 s or a day later), for training time. Its retry is the
+    storage's heartbeat callback (storage.py: at most MAX_RETRY). Returns the numbers failed here."""
+    storage = study._storage
+    retry = storage.get_heartbeat_stale_trial_callback() or (lambda study, trial: None)
+    return [t.number for t in map(storage.get_trial, storage._get_stale_trial_ids(study._study_id))
+            if _fail_dead(study, t, retry)]
+
+
+def _fail_dead(study: optuna.Study, trial: FrozenTrial, retry) -> bool:
+    """Mark `trial` interrupted and stale, fail it, and queue it again with retry(study, trial), unless its
+    worker queued it itself (interrupted, then killed before it could fail it). False where it ended
+    meanwhile: another worker failed it first, or its own worker, only late, told it (the marks then say
+    nothing: records.status_of reads them on failed trials only)."""
+    queued = TrialRecord.of(trial).interrupted
+    try:
+        if not queued:
+            records.write_stored(study, trial, interrupted=True, stale=True)
+        if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    if not queued:  # failed first, then queued: two workers that find it dead at once queue one retry
+        retry(study, trial)
+    return True

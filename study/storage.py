@@ -25,6 +25,7 @@ from pathlib import Path
 
 import optuna
 
+from study import records
 from study.records import TrialRecord
 
 DEFAULT_FILE = "study.db"  # the embedded default, in the current directory
@@ -58,7 +59,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
     if is_proxy(url):
         from study.proxy import open_proxy
 
-        return open_proxy(url, heartbeat_s, _retry_unless_queued)
+        return open_proxy(url, heartbeat_s, _retry_dead)
     if url.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
 
@@ -86,7 +87,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
         try:
             storage = (PatientStorage if server else optuna.storages.RDBStorage)(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                heartbeat_stale_trial_callback=_retry_unless_queued)
+                heartbeat_stale_trial_callback=_retry_dead)
             break
         except (IntegrityError, ProgrammingError, OperationalError, optuna.exceptions.StorageInternalError) as exc:
             # Workers starting together race to create the tables, which the loser finds made: PostgreSQL
@@ -142,11 +143,17 @@ def _serialise_sqlite(engine) -> None:
     engine.dispose()  # connections made before the listeners were attached
 
 
-def _retry_unless_queued(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a dead worker's trial again, unless it was interrupted: that one queued its retry itself
-    before its worker was killed (e.g. Ctrl-C to --jobs workers)."""
-    if not TrialRecord.of(trial).interrupted:
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+def _retry_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """The heartbeat's callback for a dead worker's trial (stale.fail_dead): queued again as an interrupted
+    trial is (its params, its first attempt's number, hence its checkpoints, and its phase), unless that
+    first attempt's tries have died more than MAX_RETRY times: one that kills its worker (out of memory)
+    would do so forever. Optuna's RetryHeartbeatStaleTrialCallback copied every user attr into the retry,
+    the dead try's marks and engine record too."""
+    first = records.first_number(trial)
+    deaths = sum(records.first_number(t) == first and TrialRecord.of(t).stale
+                 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+    if deaths <= MAX_RETRY:
+        records.queue_retry(study, trial)
 
 
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:

@@ -217,7 +217,7 @@ class Worker:
         while self.stopped is None and not self.out_of_time():
             interrupts.check()
             if beats:
-                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials: failed, queued again
+                stale.fail_dead(self.study)  # dead workers' trials: failed, marked, queued again
             trials = self._taken()
             runs = _runs(trials)
             finished = sum(t.state in FINISHED_STATES for t in runs)

@@ -23,12 +23,15 @@ def test_summaries_count_each_study_and_find_its_best(storage):
     for mark in ("surplus", "interrupted"):
         marked.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={mark: True}))
     marked.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"interrupted": False}))
+    # a mark counts on its own state only: a trial found dead whose worker was only late and told it
+    late = {"interrupted": True, "stale": True}
+    marked.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=99.0, user_attrs=late))
     optuna.create_study(study_name="empty", storage=storage)
     complete = [t for t in made.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value)  # computed here from the trials, not by the code under test
     assert [t.number for t in complete] == [0, 4, 5, 9]
     assert summaries(storage) == [
-        {"name": "a", "metric": "val_loss", "complete": 4, "pruned": 2, "diverged": 2, "failed": 3,
+        {"name": "a", "metric": "val_loss", "complete": 5, "pruned": 2, "diverged": 2, "failed": 3,
          "interrupted": 1, "running": 0, "waiting": 0,  # the surplus trial counts nowhere
          "best_trial": best.number, "best": best.value, "confirm": NO_RUNS},
         {"name": "empty", "metric": "val_loss", "complete": 0, "pruned": 0, "diverged": 0, "failed": 0,

@@ -38,14 +38,14 @@ def test_statuses_and_values():
     assert math.isnan(df["value"].iloc[3]) and df["error"].tolist()[3] == "boom"
 
 
-def _ran(spans: list[tuple[float, float]], **attrs) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials that ran from a to b seconds after a fixed instant."""
+def _ran(spans: list[tuple[float, float]], state=TrialState.COMPLETE, **attrs) -> list[optuna.trial.FrozenTrial]:
+    """Trials (complete, unless `state` says) that ran from a to b seconds after a fixed instant."""
     import datetime
 
     at = datetime.datetime(2026, 12, 3)
     trials = []
     for a, b in spans:
-        t = create_trial(state=TrialState.COMPLETE, value=1.0, user_attrs=attrs)
+        t = create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None, user_attrs=attrs)
         t.datetime_start, t.datetime_complete = (at + datetime.timedelta(seconds=x) for x in (a, b))
         trials.append(t)
     return trials
@@ -55,7 +55,19 @@ def test_busy_seconds_count_trials_that_ran_at_once_once_and_a_pause_not_at_all(
     assert T.busy_seconds(_ran([(0, 2), (2, 5), (5, 6)])) == 6  # one at a time: their sum
     assert T.busy_seconds(_ran([(0, 5), (1, 5), (0.5, 4), (6, 7)])) == 6  # four at once, then one
     assert T.busy_seconds(_ran([(0, 1), (86_400, 86_401)])) == 2  # resumed a day later
-    assert T.busy_seconds(_ran([(0, 1), (0, 9)], **records.attrs(surplus=True))) == 0  # never trained
+    assert T.busy_seconds(_ran([(0, 1), (0, 9)], TrialState.FAIL, **records.attrs(surplus=True))) == 0  # never trained
+
+
+def test_a_dead_worker_s_trial_counts_no_time():
+    """Its span ends when another worker found it dead (the heartbeat's grace later, or a day later with
+    --retry-stale), not when it stopped: no training time, and no time while any trial ran."""
+    dead = _ran([(0, 86_400)], TrialState.FAIL, **records.attrs(interrupted=True, stale=True))
+    retry = _ran([(86_400, 86_403)])
+    assert T.busy_seconds(dead + retry) == 3
+    assert math.isnan(T.trained_seconds(dead[0], records.TrialRecord.of(dead[0])))
+    interrupted = _ran([(0, 2)], TrialState.FAIL, **records.attrs(interrupted=True))  # Ctrl-C: its own end
+    assert T.busy_seconds(interrupted) == 2 and T.trained_seconds(interrupted[0], records.TrialRecord.of(
+        interrupted[0])) == 2
     assert T.busy_seconds([]) == 0
 
 

@@ -34,10 +34,13 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, slow_s
     out = second.stdout
     assert second.returncode == 0, second.stderr
     ts = trials(tmp_path)
-    assert ts[0].state == TrialState.FAIL  # found dead by the heartbeat
+    assert ts[0].state == TrialState.FAIL  # found dead by the heartbeat, and marked so, as a journal's are
+    assert TrialRecord.of(ts[0]).stale and records.status_of(ts[0]) == "interrupted"
+    assert "2 complete, 0 pruned, 0 diverged, 0 failed, 1 interrupted" in out  # not "1 failed", with no error
     assert len(finished(ts)) == 2
     retry = next(t for t in ts if TrialRecord.of(t).resumed)
     assert retry.state == TrialState.COMPLETE and retry.params == ts[0].params
+    assert not TrialRecord.of(retry).stale and records.status_of(retry) == "complete"  # the marks stay behind
     assert TrialRecord.of(retry).resumed["from_trial"] == 0 and TrialRecord.of(retry).resumed["from_epoch"] >= 3
     assert [h["epoch"] for h in TrialRecord.of(retry).history] == list(range(8))
     assert sorted(retry.intermediate_values) == list(range(8))

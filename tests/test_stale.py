@@ -59,3 +59,60 @@ def test_retry_stale_never_fails_a_trial_whose_worker_is_alive(tmp_path, slow_sp
     out, err = running.communicate(timeout=120)
     assert running.returncode == 0, err
     assert [t.state for t in trials(tmp_path, storage=existing_storage(journal))] == [TrialState.COMPLETE]
+
+
+def test_the_heartbeat_fails_a_dead_worker_s_trial_marked_and_queues_it_again_at_most_max_retry_times(
+        tmp_path, monkeypatch):
+    """stale.fail_dead, on a real SQLite storage with a 1 s heartbeat: a dead worker's trial is failed and
+    marked as a journal's is, and queued once; a trial its worker queued itself (interrupted) is not queued
+    twice; a late worker that tells its trial meanwhile keeps what it told; a trial whose tries keep dying is
+    given up after MAX_RETRY retries."""
+    import time
+
+    import optuna
+
+    from study import records, stale
+    from study.storage import MAX_RETRY, _retry_dead
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=1,
+                                         heartbeat_stale_trial_callback=_retry_dead)
+    study = optuna.create_study(storage=storage)
+
+    def die(*trials):  # their worker beats once, then is gone
+        for t in trials:
+            storage.record_heartbeat(t._trial_id)
+        time.sleep(2.2)
+
+    dead, late, interrupted = (study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(3))
+    records.write(interrupted, interrupted=True)
+    records.queue_retry(study, interrupted)  # its worker queued its retry, and was killed before it failed it
+    write = records.write_stored
+
+    def told_meanwhile(study_, trial, **fields):  # late's worker tells it between the mark and the fail
+        write(study_, trial, **fields)
+        if trial.number == late.number:
+            study.tell(late, 0.5)
+
+    monkeypatch.setattr(records, "write_stored", told_meanwhile)
+    die(dead, late, interrupted)
+    assert sorted(stale.fail_dead(study)) == [dead.number, interrupted.number]
+    monkeypatch.undo()
+    ts = study.get_trials()
+    assert [records.status_of(ts[t.number]) for t in (dead, late, interrupted)] == ["interrupted", "complete",
+                                                                                   "interrupted"]
+    assert TrialRecord.of(ts[dead.number]).stale and not TrialRecord.of(ts[interrupted.number]).stale
+    waiting = [t for t in ts if t.state == TrialState.WAITING]
+    assert sorted(records.first_number(t) for t in waiting) == [dead.number, interrupted.number]  # one each
+    assert all(not TrialRecord.of(t).interrupted and not TrialRecord.of(t).stale for t in waiting)
+    assert stale.fail_dead(study) == []  # a second look finds nothing and queues nothing
+
+    for death in range(2, MAX_RETRY + 2):  # the dead trial's retries die too
+        asked = [study.ask() for _ in range(2)] if death == 2 else [study.ask()]
+        retry = next(t for t in asked if records.first_number(t) == dead.number)
+        for other in asked:
+            if other is not retry:
+                study.tell(other, 0.5)
+        die(retry)
+        assert stale.fail_dead(study) == [retry.number]
+    queued = [t for t in study.get_trials() if t.state == TrialState.WAITING]
+    assert queued == []  # its first try and MAX_RETRY retries died: given up

@@ -55,10 +55,11 @@ def _final_value(t: optuna.trial.FrozenTrial) -> float:
 def trained_seconds(t: optuna.trial.FrozenTrial, record: TrialRecord) -> float:
     """How long the trial trained: its training clock at its last epoch (a retry's clock goes on from its
     checkpoint; none runs while an asked trial waits for a population of its graph), else its start-to-end
-    span (a trial that failed before its first epoch), else NaN."""
+    span (a trial that failed before its first epoch), else NaN: so for a dead worker's trial, whose span
+    ends when another worker found it dead."""
     if "wall_time" in record.final:
         return float(record.final["wall_time"])
-    if t.datetime_complete and t.datetime_start:
+    if t.datetime_complete and t.datetime_start and not record.stale:
         return (t.datetime_complete - t.datetime_start).total_seconds()
     return math.nan
 
@@ -95,9 +96,10 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
 def busy_seconds(trials: Trials) -> float:
     """The seconds during which at least one of the trials ran (the union of their start-to-end spans):
     the wall time their training took, where trials that ran at once (a population, --jobs) sum to more,
-    and a study resumed a day later does not count the day."""
-    spans = sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp())
-                   for t in _counted(trials) if t.datetime_start and t.datetime_complete)
+    and a study resumed a day later does not count the day. A dead worker's trial counts nothing: when it
+    stopped is not known, only when another worker found it dead (up to a day later, with --retry-stale)."""
+    spans = sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp()) for t in _counted(trials)
+                   if t.datetime_start and t.datetime_complete and not TrialRecord.of(t).stale)
     busy, start, end = 0.0, *(spans[0] if spans else (0.0, 0.0))
     for a, b in spans[1:]:
         if a > end:

@@ -21,12 +21,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Callable
 
 import optuna
 from optuna.storages import GrpcStorageProxy
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 BEAT_ATTR = "study:heartbeat"  # the trial system attr a worker bumps while it runs the trial
 CONNECT_S = 5.0  # how long a command waits for the proxy to answer before giving up
@@ -43,10 +42,9 @@ def parse_url(url: str) -> tuple[str, int]:
 class HeartbeatProxy(GrpcStorageProxy, BaseHeartbeat):
     """GrpcStorageProxy with a heartbeat carried in a trial system attr (see the module docstring)."""
 
-    def __init__(self, *, host: str, port: int, heartbeat_s: int,
-                 stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    def __init__(self, *, host: str, port: int, heartbeat_s: int) -> None:
         super().__init__(host=host, port=port)
-        self._interval, self._grace, self._callback = heartbeat_s, 3 * heartbeat_s, stale_callback
+        self._interval, self._grace = heartbeat_s, 3 * heartbeat_s
         self._beats: dict[int, int] = {}
         self._seen: dict[int, tuple[object, float]] = {}  # trial id -> (last counter seen, when it was first seen)
         self._lock = threading.Lock()
@@ -73,8 +71,8 @@ class HeartbeatProxy(GrpcStorageProxy, BaseHeartbeat):
     def get_heartbeat_interval(self) -> int:
         return self._interval
 
-    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
-        return self._callback
+    def get_heartbeat_stale_trial_callback(self) -> None:
+        return None  # stale.fail_dead fails, marks and retries a dead worker's trials itself
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -86,11 +84,10 @@ class HeartbeatProxy(GrpcStorageProxy, BaseHeartbeat):
         self._lock = threading.Lock()
 
 
-def open_proxy(url: str, heartbeat_s: int,
-               stale_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> HeartbeatProxy:
+def open_proxy(url: str, heartbeat_s: int) -> HeartbeatProxy:
     """A client of the proxy at `url`, once it answers; ConnectionError when it does not within CONNECT_S."""
     host, port = parse_url(url)
-    proxy = HeartbeatProxy(host=host, port=port, heartbeat_s=heartbeat_s, stale_callback=stale_callback)
+    proxy = HeartbeatProxy(host=host, port=port, heartbeat_s=heartbeat_s)
     try:
         proxy.wait_server_ready(timeout=CONNECT_S)
     except ConnectionError:

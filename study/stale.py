@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from typing import Any
 
 import optuna
@@ -76,33 +77,42 @@ def retry_stale(study: optuna.Study) -> list[int]:
     """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
     `stale`, and queue it again; return their numbers."""
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not alive_here(t) and _fail_dead(study, t, records.queue_retry)]
+            if not alive_here(t) and _fail_dead(study, t)]
+
+
+MAX_RETRY = 2  # a dead worker's trial is retried this often: one that kills its worker (out of memory) would forever
 
 
 def fail_dead(study: optuna.Study) -> list[int]:
     """On a storage with a heartbeat: Optuna's fail_stale_trials, with each trial marked before it is failed.
     Unmarked, a dead worker's trial counted as failed, with no error, and the report took its span, which
-    ends when another worker found it dead (30 s or a day later), for training time. Its retry is the
-    storage's heartbeat callback (storage.py: at most MAX_RETRY). Returns the numbers failed here."""
+    ends when another worker found it dead (30 s or a day later), for training time. Its retry is queued
+    as an interrupted trial's is (Optuna's callback copied every user attr into the retry, the dead try's
+    engine record too), unless its tries have died more than MAX_RETRY times: then it fails with that as
+    its error. Returns the numbers failed here."""
     storage = study._storage
-    retry = storage.get_heartbeat_stale_trial_callback() or (lambda study, trial: None)
-    return [t.number for t in map(storage.get_trial, storage._get_stale_trial_ids(study._study_id))
-            if _fail_dead(study, t, retry)]
+    dead = [storage.get_trial(i) for i in storage._get_stale_trial_ids(study._study_id)]
+    if not dead:
+        return []
+    deaths = Counter(records.first_number(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                     if TrialRecord.of(t).stale)
+    return [t.number for t in dead if _fail_dead(study, t, deaths[records.first_number(t)] + 1)]
 
 
-def _fail_dead(study: optuna.Study, trial: FrozenTrial, retry) -> bool:
-    """Mark `trial` interrupted and stale, fail it, and queue it again with retry(study, trial), unless its
-    worker queued it itself (interrupted, then killed before it could fail it). False where it ended
-    meanwhile: another worker failed it first, or its own worker, only late, told it (the marks then say
-    nothing: records.status_of reads them on failed trials only)."""
-    queued = TrialRecord.of(trial).interrupted
+def _fail_dead(study: optuna.Study, trial: FrozenTrial, deaths: int = 1) -> bool:
+    """Mark `trial` interrupted and stale, fail it, and queue it again, unless its worker queued it itself
+    (interrupted, then killed before it could fail it), or its tries have died more than MAX_RETRY times.
+    False where it ended meanwhile: another worker failed it first, or its own worker, only late, told it
+    (the marks then say nothing: records.status_of reads them on failed trials only)."""
+    queued, retry = TrialRecord.of(trial).interrupted, deaths <= MAX_RETRY
+    marks = {"interrupted": True} if retry else {"error": f"its worker died running it, {deaths} times; not retried"}
     try:
         if not queued:
-            records.write_stored(study, trial, interrupted=True, stale=True)
+            records.write_stored(study, trial, stale=True, **marks)
         if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    if not queued:  # failed first, then queued: two workers that find it dead at once queue one retry
-        retry(study, trial)
+    if retry and not queued:  # failed first, then queued: two workers that find it dead at once queue one retry
+        records.queue_retry(study, trial)
     return True

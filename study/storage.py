@@ -25,12 +25,9 @@ from pathlib import Path
 
 import optuna
 
-from study import records
-from study.records import TrialRecord
 
 DEFAULT_FILE = "study.db"  # the embedded default, in the current directory
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats; silence for 3x that marks it dead
-MAX_RETRY = 2  # a trial whose worker died is retried this often
 
 
 def default_storage() -> str:
@@ -59,7 +56,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
     if is_proxy(url):
         from study.proxy import open_proxy
 
-        return open_proxy(url, heartbeat_s, _retry_dead)
+        return open_proxy(url, heartbeat_s)
     if url.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
 
@@ -86,8 +83,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
     while True:
         try:
             storage = (PatientStorage if server else optuna.storages.RDBStorage)(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                heartbeat_stale_trial_callback=_retry_dead)
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s)
             break
         except (IntegrityError, ProgrammingError, OperationalError, optuna.exceptions.StorageInternalError) as exc:
             # Workers starting together race to create the tables, which the loser finds made: PostgreSQL
@@ -141,19 +137,6 @@ def _serialise_sqlite(engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     engine.dispose()  # connections made before the listeners were attached
-
-
-def _retry_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """The heartbeat's callback for a dead worker's trial (stale.fail_dead): queued again as an interrupted
-    trial is (its params, its first attempt's number, hence its checkpoints, and its phase), unless that
-    first attempt's tries have died more than MAX_RETRY times: one that kills its worker (out of memory)
-    would do so forever. Optuna's RetryHeartbeatStaleTrialCallback copied every user attr into the retry,
-    the dead try's marks and engine record too."""
-    first = records.first_number(trial)
-    deaths = sum(records.first_number(t) == first and TrialRecord.of(t).stale
-                 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-    if deaths <= MAX_RETRY:
-        records.queue_retry(study, trial)
 
 
 def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = False) -> optuna.storages.BaseStorage:

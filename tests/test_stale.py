@@ -66,16 +66,15 @@ def test_the_heartbeat_fails_a_dead_worker_s_trial_marked_and_queues_it_again_at
     """stale.fail_dead, on a real SQLite storage with a 1 s heartbeat: a dead worker's trial is failed and
     marked as a journal's is, and queued once; a trial its worker queued itself (interrupted) is not queued
     twice; a late worker that tells its trial meanwhile keeps what it told; a trial whose tries keep dying is
-    given up after MAX_RETRY retries."""
+    given up after MAX_RETRY retries, failed with that as its error."""
     import time
 
     import optuna
 
     from study import records, stale
-    from study.storage import MAX_RETRY, _retry_dead
+    from study.stale import MAX_RETRY
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=1,
-                                         heartbeat_stale_trial_callback=_retry_dead)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(storage=storage)
 
     def die(*trials):  # their worker beats once, then is gone
@@ -114,5 +113,8 @@ def test_the_heartbeat_fails_a_dead_worker_s_trial_marked_and_queues_it_again_at
                 study.tell(other, 0.5)
         die(retry)
         assert stale.fail_dead(study) == [retry.number]
-    queued = [t for t in study.get_trials() if t.state == TrialState.WAITING]
-    assert queued == []  # its first try and MAX_RETRY retries died: given up
+    ts = study.get_trials()
+    assert [t for t in ts if t.state == TrialState.WAITING] == []  # its first try and MAX_RETRY retries died
+    last = ts[retry.number]
+    assert records.status_of(last) == "failed" and TrialRecord.of(last).stale  # given up, and says why
+    assert records.error_of(last) == f"its worker died running it, {MAX_RETRY + 1} times; not retried"

@@ -1,6 +1,7 @@
 """Trials left RUNNING by a worker that is gone: found by the heartbeat on RDB storages (fail_dead), and
 on storages without one (journal files) by `run --retry-stale` (retry_stale). Either way the trial is
-failed, marked `interrupted` and `stale`, and queued again, so that every storage counts it alike.
+failed, marked `interrupted` and `stale`, and queued again, so that every storage counts it alike (the
+heartbeat gives up on a trial whose tries died more than MAX_RETRY times: it fails with that as its error).
 
     >>> study = optuna.create_study()
     >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, pid, process start time
@@ -105,10 +106,10 @@ def _fail_dead(study: optuna.Study, trial: FrozenTrial, deaths: int = 1) -> bool
     False where it ended meanwhile: another worker failed it first, or its own worker, only late, told it
     (the marks then say nothing: records.status_of reads them on failed trials only)."""
     queued, retry = TrialRecord.of(trial).interrupted, deaths <= MAX_RETRY
-    marks = {"interrupted": True} if retry else {"error": f"its worker died running it, {deaths} times; not retried"}
+    marks = {} if queued else {"interrupted": True} if retry else {
+        "error": f"its worker died running it, {deaths} times; not retried"}
     try:
-        if not queued:
-            records.write_stored(study, trial, stale=True, **marks)
+        records.write_stored(study, trial, stale=True, **marks)
         if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:

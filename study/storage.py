@@ -25,7 +25,6 @@ from pathlib import Path
 
 import optuna
 
-
 DEFAULT_FILE = "study.db"  # the embedded default, in the current directory
 HEARTBEAT_S = 10  # seconds between a running trial's heartbeats; silence for 3x that marks it dead
 

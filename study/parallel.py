@@ -120,12 +120,19 @@ def run_parallel(cfg: StudyConfig, storage_url: str, device: torch.device, check
     interrupts.check()
     for i in range(jobs):
         exitcode = procs[i - 1].exitcode if i else None
-        kind, detail = outcomes.get(i, ("error", f"worker {i} exited with status {exitcode}"))
+        kind, detail = outcomes.get(i, ("error", _ended(exitcode)))
         if kind == "interrupted":
             raise KeyboardInterrupt("a worker was interrupted")
         if kind == "error" or detail:
             return f"worker {i}: {detail}"
     return None
+
+
+def _ended(exitcode: int | None) -> str:
+    """How a worker process that reported nothing ended: a signal (the OOM killer's SIGKILL) or a status."""
+    if exitcode is not None and exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exited with status {exitcode}"
 
 
 def _start(procs: list) -> None:

@@ -31,6 +31,7 @@ from study.paths import child
 
 def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, storage_url: str) -> None:
     check_outputs(cfg, checkpoint_root, report_dir, storage_url)
+    check_trials(cfg)
     check_options(cfg)
     n_train, n_classes, sample = check_data(cfg)
     check_model(cfg, sample, n_classes)
@@ -69,6 +70,15 @@ def storage_file(url: str) -> Path | None:
     if "://" in url:
         return None
     return Path(url)
+
+
+def check_trials(cfg: StudyConfig) -> None:
+    """A space that searches nothing trains one config with one seed: its trials would be one result, each
+    trained again (an empty file's 20 trials gave 20 times the same val_loss)."""
+    if not cfg.params and cfg.study.n_trials > 1:
+        raise ConfigError(cfg.source, "study.n_trials", cfg.study.n_trials,
+                          "the space searches no params, so every trial would train the same config with the same "
+                          "seed to the same result; give 1 (--trials 1), or search something under params")
 
 
 def check_options(cfg: StudyConfig) -> None:

@@ -132,6 +132,22 @@ def test_a_budget_of_more_than_a_billion_iterations_needs_an_opt_in(tmp_path, wr
     check_budget(load_config(str(space), ["study.max_iters=3000000000"]), n_train=96)  # the opt-in
 
 
+def test_a_space_that_searches_nothing_trains_one_trial_not_many_copies_of_it(tmp_path, write_space):
+    """An empty file ran its default 20 trials, each the same config with the same seed: 20 times one
+    val_loss. One trial is what such a space can give."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.split("params:")[0])  # its settings, nothing searched; n_trials: 3
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "study.n_trials",
+            "searches no params", "give 1 (--trials 1)", "(got 3)")
+    empty = write_space("", "empty.yaml")
+    refused(call_cli("run", str(empty), cwd=tmp_path), tmp_path, before | {space.name, empty.name},
+            "empty.yaml: study.n_trials", "(got 20)")
+    from study.config import load_config
+    from study.preflight import check_trials
+
+    check_trials(load_config(str(space), ["study.n_trials=1"]))
+
+
 def test_a_batch_larger_than_the_training_split_is_refused(tmp_path, write_space):
     """It trained on the whole split each step while its config said otherwise, and linear lr scaling
     scaled the lr for samples that were not there."""

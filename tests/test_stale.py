@@ -61,6 +61,7 @@ def test_retry_stale_never_fails_a_trial_whose_worker_is_alive(tmp_path, slow_sp
     assert [t.state for t in trials(tmp_path, storage=existing_storage(journal))] == [TrialState.COMPLETE]
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
 def test_the_heartbeat_fails_a_dead_worker_s_trial_marked_and_queues_it_again_at_most_max_retry_times(
         tmp_path, monkeypatch):
     """stale.fail_dead, on a real SQLite storage with a 1 s heartbeat: a dead worker's trial is failed and

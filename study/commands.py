@@ -224,9 +224,8 @@ def report(args: argparse.Namespace) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """`report --compare A B ...`: one page with the studies side by side."""
-    from study.report.compare import build_comparison
-
     from study.errors import ConfigError
+    from study.report.compare import build_comparison
 
     names = list(dict.fromkeys(args.compare))
     if len(names) < 2:  # a page of one study beside nothing: that study's own report is what was meant

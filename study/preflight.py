@@ -177,7 +177,8 @@ def _plans(cfg: StudyConfig, n_train: int) -> list[tuple[int, tuple]]:
 def check_budget(cfg: StudyConfig, n_train: int) -> None:
     """The longest trial the space can plan must stay within study.max_iters; no batch may be larger than
     the training split, and no warmup as long as a whole trial."""
-    worst, (unit, amount, batch) = max(_plans(cfg, n_train), key=lambda plan: plan[0])
+    plans = _plans(cfg, n_train)
+    worst, (unit, amount, batch) = max(plans, key=lambda plan: plan[0])
     if worst > cfg.study.max_iters:
         raise ConfigError(cfg.source, "training.budget", amount,
                           f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
@@ -189,8 +190,8 @@ def check_budget(cfg: StudyConfig, n_train: int) -> None:
                           f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
     warmup = cfg.params["warmup"].choices if "warmup" in cfg.params else [cfg.defaults.warmup]
     longest = max(_extremes(cfg, "warmup_iters"))
-    shortest, (unit, amount, batch) = min(_plans(cfg, n_train), key=lambda plan: plan[0])
-    if True in warmup and longest >= shortest:  # the schedule cut it short, never reaching the lr
+    shortest, (unit, amount, batch) = min(plans, key=lambda plan: plan[0])
+    if True in warmup and longest >= shortest:  # the schedule cut it to the trial's length: all warmup
         raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), longest,
                           f"a warmup as long as a whole trial of {shortest} iterations ({amount} {unit} at batch "
                           f"size {batch}): the trial would be all warmup; at most {shortest - 1}")

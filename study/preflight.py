@@ -43,12 +43,12 @@ def check_outputs(cfg: StudyConfig, checkpoint_root: Path, report_dir: Path | No
     if report_dir is not None:
         check_writable(report_dir, "--report-dir")
         check_inside(report_dir, cfg.study.name, "--report-dir")
+    from study.storage import shown, storage_file
+
     file = storage_file(storage_url)
     if file is not None:
         check_writable(file.parent, "--storage")
         if file.is_file() and not os.access(file, os.W_OK):  # `list` and `report` open it read-only; a run writes
-            from study.storage import shown
-
             raise ConfigError("--storage", "storage", shown(storage_url),
                               f"{file} may only be read here (its permissions, or a read-only mount), and a run "
                               "writes to it; `study list` and `study report` read it")
@@ -60,16 +60,6 @@ def check_inside(root: Path, name: str, flag: str) -> None:
     except ValueError:
         problem = "the study's folder is a symbolic link out of this folder; refusing to write through it"
         raise ConfigError(flag, flag.lstrip("-"), str(root / name), problem) from None
-
-
-def storage_file(url: str) -> Path | None:
-    """The file a file storage lives in (None for servers)."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        return None if path in ("", ":memory:") else Path(path)
-    if "://" in url:
-        return None
-    return Path(url)
 
 
 def check_trials(cfg: StudyConfig) -> None:

@@ -152,16 +152,23 @@ def check_storage(url: str, heartbeat_s: int = HEARTBEAT_S, must_exist: bool = F
     return storage
 
 
+def storage_file(url: str) -> Path | None:
+    """The file a file storage (SQLite, a journal file) lives in; None for servers and in-memory SQLite."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        return None if path in ("", ":memory:") else Path(path)
+    return None if "://" in url else Path(url)
+
+
 def existing_storage(url: str) -> optuna.storages.BaseStorage | None:
     """Open `url` only if it already holds data: a file storage that is not there is None, not created."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            return None
-        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-            return _read_only_sqlite(path)
-    elif not is_rdb(url) and not url.startswith(("redis://", "grpc://")) and not Path(url).is_file():
+    file = storage_file(url)
+    if file is None and url.startswith("sqlite:"):
+        return None  # in memory: nothing stored to read
+    if file is not None and not file.is_file():
         return None
+    if url.startswith("sqlite:///") and not (os.access(file, os.W_OK) and os.access(file.parent, os.W_OK)):
+        return _read_only_sqlite(file)
     return open_storage(url)
 
 

@@ -65,6 +65,8 @@ def test_a_dead_worker_s_trial_counts_no_time():
     retry = _ran([(86_400, 86_403)])
     assert T.busy_seconds(dead + retry) == 3
     assert math.isnan(T.trained_seconds(dead[0], records.TrialRecord.of(dead[0])))
+    dead[0].intermediate_values = {0: 0.9, 1: 0.7, 2: 0.6}  # reported to Optuna; its history was never written
+    assert T.trials_frame(dead)["epochs"].tolist() == [3]
     interrupted = _ran([(0, 2)], TrialState.FAIL, **records.attrs(interrupted=True))  # Ctrl-C: its own end
     assert T.busy_seconds(interrupted) == 2 and T.trained_seconds(interrupted[0], records.TrialRecord.of(
         interrupted[0])) == 2

@@ -75,7 +75,8 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
         row: dict[str, Any] = {
             "number": t.number, "status": status_of(t), "phase": record.phase,
             "confirms": (record.confirm or {}).get("of"), "value": _final_value(t), "duration_s": duration,
-            "epochs": len(history), "total_iters": budget.get("total_iters"),
+            # a dead worker's try wrote no history; the epochs it reported to Optuna are what it trained
+            "epochs": len(history) or len(t.intermediate_values), "total_iters": budget.get("total_iters"),
             "samples_seen": budget.get("samples_seen"), "device": record.provenance.get("device"),
             "threads": record.threads,
         }

@@ -1,7 +1,7 @@
 """Heartbeats of running trials: one thread per storage beats every trial the process holds, so that a
 population of 64 trials costs one thread, not 64 (each a stack, which `ulimit -v` can refuse).
 
-A worker that dies stops its heartbeats, and the next worker fails and retries its trials (storage.py);
+A worker that dies stops its heartbeats, and the next worker fails and retries its trials (stale.py);
 on storages without a heartbeat (journal files, Redis) holding a trial does nothing.
 """
 from __future__ import annotations

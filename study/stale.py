@@ -28,6 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 from study import records
 from study.records import TrialRecord
 
+MAX_RETRY = 2  # a dead worker's trial is retried this often: one that kills its worker (out of memory) would forever
+
 
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
@@ -79,9 +81,6 @@ def retry_stale(study: optuna.Study) -> list[int]:
     `stale`, and queue it again; return their numbers."""
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if not alive_here(t) and _fail_dead(study, t)]
-
-
-MAX_RETRY = 2  # a dead worker's trial is retried this often: one that kills its worker (out of memory) would forever
 
 
 def fail_dead(study: optuna.Study) -> list[int]:

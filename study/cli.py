@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="if this folder exists, the best checkpoint and the report's figures are uploaded to it "
                           "as Optuna artifacts for optuna-dashboard (default: ./artifacts)")
     run.add_argument("--retry-stale", action="store_true",
-                     help="on a storage without a heartbeat (journal file, Redis): fail the trials that a dead worker "
-                          "left running and queue them again (only when no other worker runs them)")
+                     help="on a storage without a heartbeat (journal file, Redis): fail the trials left running by "
+                          "workers that this machine cannot tell alive (another machine's) and queue them again "
+                          "(only when no other worker runs them; a dead worker of this machine's is retried "
+                          "anyway)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-trial lines")
 
     for command in (run, confirm := sub.add_parser(

@@ -1,7 +1,8 @@
-"""Trials left RUNNING by a worker that is gone: found by the heartbeat on RDB storages (fail_dead), and
-on storages without one (journal files) by `run --retry-stale` (retry_stale). Either way the trial is
-failed, marked `interrupted` and `stale`, and queued again, so that every storage counts it alike (the
-heartbeat gives up on a trial whose tries died more than MAX_RETRY times: it fails with that as its error).
+"""Trials left RUNNING by a worker that is gone: found at once where the worker ran on this machine, by the
+heartbeat on RDB storages (fail_dead), and on storages without one (journal files) by `run --retry-stale`
+(retry_stale). Either way the trial is failed, marked `interrupted` and `stale`, and queued again, so that
+every storage counts it alike (fail_dead gives up on a trial whose tries died more than MAX_RETRY times:
+it fails with that as its error).
 
     >>> study = optuna.create_study()
     >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, pid, process start time
@@ -10,15 +11,17 @@ heartbeat gives up on a trial whose tries died more than MAX_RETRY times: it fai
     >>> retry_stale(study)                 # fails, marks and queues again those whose worker is gone
     []
 
-RDB storages find dead workers by Optuna's heartbeat. A journal storage cannot tell a dead worker from
-a live one, so a run there that meets such trials says so and exits non-zero, and `run --retry-stale`
-fails and re-queues them (never one whose worker is alive on this machine). A re-queued trial keeps its
-first attempt's number, so it resumes from that attempt's checkpoints.
+A worker that ran on this machine is known alive or gone (alive_here), on any storage. Elsewhere, RDB
+storages tell by Optuna's heartbeat; a journal storage cannot tell a dead worker from a live one, so a
+run there that meets such trials says so and exits non-zero, and `run --retry-stale` fails and re-queues
+them (never one whose worker is alive on this machine). A re-queued trial keeps its first attempt's
+number, so it resumes from that attempt's checkpoints.
 """
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from collections import Counter
 from typing import Any
 
@@ -40,14 +43,30 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _read(path: str, link: bool = False) -> str | None:
+    try:
+        return os.readlink(path) if link else Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+# Which kernel boot and pid namespace this process runs in (Linux): a pid is known dead only within both.
+# Two machines may share a host name (images cloned with one), and containers that share it (`--network
+# host`) each have their own pid namespace, where another's pids are not visible.
+_KERNEL = {"boot": _read("/proc/sys/kernel/random/boot_id"), "pidns": _read("/proc/self/ns/pid", link=True)}
+
+
 def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+    return {"host": socket.gethostname(), **_KERNEL, "pid": os.getpid(), "started": _start_time(os.getpid())}
 
 
 def alive_here(trial: optuna.trial.FrozenTrial) -> bool | None:
-    """Whether the worker that runs `trial` is alive: known only on the host it ran on."""
+    """Whether the worker that runs `trial` is alive: known only on the host, in the boot and the pid
+    namespace, that it ran in."""
     who = TrialRecord.of(trial).worker
     if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return None
+    if any(who.get(k) != v for k, v in _KERNEL.items()):  # another machine's, or a container's, or recorded before
         return None
     pid = who.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
@@ -83,15 +102,21 @@ def retry_stale(study: optuna.Study) -> list[int]:
             if not alive_here(t) and _fail_dead(study, t)]
 
 
-def fail_dead(study: optuna.Study) -> list[int]:
-    """On a storage with a heartbeat: Optuna's fail_stale_trials, with each trial marked before it is failed.
-    Unmarked, a dead worker's trial counted as failed, with no error, and the report took its span, which
-    ends when another worker found it dead (30 s or a day later), for training time. Its retry is queued
-    as an interrupted trial's is (Optuna's callback copied every user attr into the retry, the dead try's
-    engine record too), unless its tries have died more than MAX_RETRY times: then it fails with that as
-    its error. Returns the numbers failed here."""
+def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: bool = True) -> list[int]:
+    """Fail, mark and queue again the trials of dead workers: those of `running` whose worker is known gone
+    (alive_here), on any storage, and with `heartbeat` (an RDB storage's) those the heartbeat found silent.
+    A run killed and started again on one machine so retries its trials at once, instead of waiting out
+    the heartbeat's grace period, or, on a journal, for `--retry-stale`.
+    Optuna's fail_stale_trials, which this replaces, failed a dead worker's trial unmarked: it counted as
+    failed, with no error, and the report took its span, which ends when another worker found it dead (30 s
+    or a day later), for training time; its callback copied every user attr into the retry, the dead
+    try's engine record too. Here the retry is queued as an interrupted trial's is, unless its tries have
+    died more than MAX_RETRY times: then it fails with that as its error. Returns the numbers failed here."""
     storage = study._storage
-    dead = [storage.get_trial(i) for i in storage._get_stale_trial_ids(study._study_id)]
+    silent = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()
+    dead = [storage.get_trial(i) for i in silent]
+    dead += [t for t in running if t._trial_id not in silent and t.state == TrialState.RUNNING
+             and alive_here(t) is False]
     if not dead:
         return []
     deaths = Counter(records.first_number(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -14,7 +14,8 @@ Exactness without a lock: Optuna numbers trials atomically, and a trial runs onl
 trials with lower numbers are finished, running or waiting. The lowest unfinished trial always runs; a
 trial that loses a race at the very end is marked `surplus` and failed, which no count includes, and so is
 a second copy of a confirmation run that two processes queued at once.
-Dead workers' trials are found by the storage's heartbeat and retried; an interrupted trial (Ctrl-C,
+Dead workers' trials are retried: at once where the worker ran on this machine, elsewhere when the
+storage's heartbeat finds them; an interrupted trial (Ctrl-C,
 SIGTERM) is failed, marked `interrupted`, and queued again.
 """
 from __future__ import annotations
@@ -216,9 +217,10 @@ class Worker:
         idle = 0  # looks in a row that found nothing to run
         while self.stopped is None and not self.out_of_time():
             interrupts.check()
-            if beats:
-                stale.fail_dead(self.study)  # dead workers' trials: failed, marked, queued again
             trials = self._taken()
+            # dead workers' trials: failed, marked, queued again
+            if stale.fail_dead(self.study, [t for t in trials if t.state == TrialState.RUNNING], heartbeat=beats):
+                trials = self._taken()
             runs = _runs(trials)
             finished = sum(t.state in FINISHED_STATES for t in runs)
             running = [t for t in trials if t.state == TrialState.RUNNING]

@@ -30,11 +30,14 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, slow_s
     first.wait(timeout=30)
     assert [t.state for t in trials(tmp_path)] == [TrialState.RUNNING]  # what the dead worker left
 
-    second = call_cli("run", str(slow_space), *RERUN, "--trials", "2", cwd=tmp_path)
+    # Its worker ran here and is gone, so the rerun retries its trial at once: not after the heartbeat's
+    # grace period (3 x 60 s), well past the rerun's --timeout, after which no trial starts.
+    rerun = ("--storage", "sqlite:///s.db", "--heartbeat", "60", "--timeout", "60", "--no-report")
+    second = call_cli("run", str(slow_space), *rerun, "--trials", "2", cwd=tmp_path)
     out = second.stdout
     assert second.returncode == 0, second.stderr
     ts = trials(tmp_path)
-    assert ts[0].state == TrialState.FAIL  # found dead by the heartbeat, and marked so, as a journal's are
+    assert ts[0].state == TrialState.FAIL  # found dead, and marked so, as a journal's are
     assert TrialRecord.of(ts[0]).stale and records.status_of(ts[0]) == "interrupted"
     assert "2 complete, 0 pruned, 0 diverged, 0 failed, 1 interrupted" in out  # not "1 failed", with no error
     assert len(finished(ts)) == 2

@@ -8,14 +8,18 @@ from optuna.trial import TrialState
 
 from conftest import call_cli, finished, start, trials, wait_for
 from study.storage import existing_storage
+from study import records
 from study.records import TrialRecord
 
 
 @pytest.mark.parametrize("kind", ["file", pytest.param("redis", marks=pytest.mark.redis)])
-def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_stale(tmp_path, slow_space, kind,
-                                                                                     request):
+def test_a_killed_run_on_a_journal_storage_is_retried_at_once_on_its_machine_else_with_retry_stale(
+        tmp_path, slow_space, kind, request):
+    """A journal has no heartbeat. A worker that ran on this machine is known dead (its process is gone), so
+    a rerun retries its trial; one that ran elsewhere cannot be told from a live one: the rerun says so,
+    and `--retry-stale` is the user's word that no other worker runs it."""
     journal = str(tmp_path / "journal.log") if kind == "file" else request.getfixturevalue("redis_url")
-    first = start(slow_space, tmp_path, "--trials", "3", "-q", storage=journal)
+    first = start(slow_space, tmp_path, "--trials", "4", "-q", storage=journal)
     wait_for(tmp_path, "checkpoints/synth-*/trial-1/epoch-0002.pt", first)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
@@ -24,26 +28,43 @@ def test_a_killed_run_on_a_journal_storage_is_reported_then_retried_with_retry_s
         return trials(tmp_path, storage=existing_storage(journal))
 
     assert [t.state for t in stored()] == [TrialState.COMPLETE, TrialState.RUNNING]
-
-    again = ("run", str(slow_space), "--storage", journal, "--no-report", "--trials", "3", "-q")
-    rerun = call_cli(*again, cwd=tmp_path)
-    out = rerun.stdout
-    assert rerun.returncode == 1, (out, rerun.stderr)
-    assert "stopped: 1 trial(s) are marked running in a storage without a heartbeat" in out
-    assert "trial 1 (worker pid" in out and "gone)" in out and "rerun with --retry-stale" in out
-    assert len(finished(stored())) == 2  # the rerun did what it could, and said why it stopped short
-
-    retry = call_cli(*again, "--retry-stale", cwd=tmp_path)
-    out = retry.stdout
-    assert retry.returncode == 0, (out, retry.stderr)
-    assert "--retry-stale: failed and re-queued 1 trial(s) [1]" in out
+    again = ("run", str(slow_space), "--storage", journal, "--no-report", "-q")
+    rerun = call_cli(*again, "--trials", "3", cwd=tmp_path)
+    assert rerun.returncode == 0, (rerun.stdout, rerun.stderr)
+    assert "3 complete, 0 pruned, 0 diverged, 0 failed, 1 interrupted" in rerun.stdout
     ts = stored()
     assert ts[1].state == TrialState.FAIL and TrialRecord.of(ts[1]).stale is True
-    assert len(finished(ts)) == 3 and not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     resumed = [t for t in ts if TrialRecord.of(t).resumed]
     assert len(resumed) == 1 and TrialRecord.of(resumed[0]).resumed["from_trial"] == 1
     assert TrialRecord.of(resumed[0]).resumed["from_epoch"] >= 3
     assert resumed[0].params == ts[1].params
+
+    # The next trial's worker ran on another machine (as its record would say), and is killed there.
+    second = start(slow_space, tmp_path, "--trials", "4", "-q", storage=journal)
+    wait_for(tmp_path, f"checkpoints/synth-*/trial-{len(ts)}/epoch-0001.pt", second)
+    second.send_signal(signal.SIGSTOP)  # held still while its record is rewritten
+    running = stored()[len(ts)]
+    import optuna
+
+    study = optuna.load_study(study_name="synth", storage=existing_storage(journal))
+    records.write_stored(study, running, worker={**TrialRecord.of(running).worker, "host": "another-machine"})
+    second.send_signal(signal.SIGKILL)
+    second.wait(timeout=30)
+
+    rerun = call_cli(*again, "--trials", "4", cwd=tmp_path)
+    out = rerun.stdout
+    assert rerun.returncode == 1, (out, rerun.stderr)
+    assert "stopped: 1 trial(s) are marked running in a storage without a heartbeat" in out
+    assert f"trial {running.number} (worker pid" in out and "unknown)" in out and "rerun with --retry-stale" in out
+    assert len(finished(stored())) == 3  # the rerun did what it could, and said why it stopped short
+
+    retry = call_cli(*again, "--trials", "4", "--retry-stale", cwd=tmp_path)
+    out = retry.stdout
+    assert retry.returncode == 0, (out, retry.stderr)
+    assert f"--retry-stale: failed and re-queued 1 trial(s) [{running.number}]" in out
+    ts = stored()
+    assert records.status_of(ts[running.number]) == "interrupted" and TrialRecord.of(ts[running.number]).stale
+    assert len(finished(ts)) == 4 and not [t for t in ts if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
 def test_retry_stale_never_fails_a_trial_whose_worker_is_alive(tmp_path, slow_space):
@@ -119,3 +140,39 @@ def test_the_heartbeat_fails_a_dead_worker_s_trial_marked_and_queues_it_again_at
     last = ts[retry.number]
     assert records.status_of(last) == "failed" and TrialRecord.of(last).stale  # given up, and says why
     assert records.error_of(last) == f"its worker died running it, {MAX_RETRY + 1} times; not retried"
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
+def test_a_trial_whose_worker_ran_here_and_is_gone_is_failed_at_once_and_no_other(tmp_path):
+    """stale.fail_dead on a real SQLite storage whose heartbeat would take a minute: the trial of a worker
+    process that has exited is retried now; a live worker's is not, nor one whose pid is recorded with
+    another boot or pid namespace (another machine of the same name, a container), where it means nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import optuna
+
+    from study import stale
+
+    gone = json.loads(subprocess.run([sys.executable, "-c", "import json; from study.stale import worker_identity; "
+                                      "print(json.dumps(worker_identity()))"], capture_output=True, text=True,
+                                     check=True).stdout)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=20)
+    study = optuna.create_study(storage=storage)
+    workers = {"gone": gone, "alive": stale.worker_identity(), "other boot": {**gone, "boot": "another"},
+               "other namespace": {**gone, "pidns": "pid:[1]"}, "unknown": None}
+    for who in workers.values():
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        if who:
+            records.write(trial, worker=who)
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    assert [stale.alive_here(t) for t in running] == [False, True, None, None, None]
+
+    assert stale.fail_dead(study, running) == [0]
+    ts = study.get_trials()
+    assert records.status_of(ts[0]) == "interrupted" and TrialRecord.of(ts[0]).stale
+    assert [t.state for t in ts[1:5]] == [TrialState.RUNNING] * 4
+    assert [records.first_number(t) for t in ts if t.state == TrialState.WAITING] == [0]  # queued once
+    assert stale.fail_dead(study, study.get_trials(states=(TrialState.RUNNING,))) == []

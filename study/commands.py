@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.space, overrides)
     storage = args.storage or default_storage()
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir, report_dir=None if args.no_report else args.report_dir,
-                    storage_url=storage)
+                    storage_url=storage, device=device)
     interrupts.check()  # a stop asked for during the imports: before anything is written
     if args.jobs > 1:  # the input is good: the workers' imports begin beside this process's
         from study.parallel import start_server
@@ -266,7 +266,7 @@ def confirm(args: argparse.Namespace) -> int:
                           "searches no params: its trials are one config, chosen by nothing, so there is nothing "
                           "to confirm")
     preflight.check(cfg, checkpoint_root=args.checkpoint_dir,
-                    report_dir=None if args.no_report else args.report_dir, storage_url=url)
+                    report_dir=None if args.no_report else args.report_dir, storage_url=url, device=device)
     interrupts.check()  # a stop asked for during the imports: before anything is written
     summary = run_study(cfg, url, device, checkpoint_root=args.checkpoint_dir, quiet=args.quiet, jobs=args.jobs,
                         search=False)

@@ -1,9 +1,11 @@
 """Checks that run before a study is created or changed: they load the data, build the model and call
 user code, which a pure config load never does.
 
+    >>> import torch
     >>> from study.config import load_config
     >>> cfg = load_config("quick", overrides=["training.budget=1000000000"])
-    >>> check(cfg, checkpoint_root=Path("checkpoints"), report_dir=Path("reports"), storage_url="sqlite:///s.db")
+    >>> check(cfg, checkpoint_root=Path("checkpoints"), report_dir=Path("reports"), storage_url="sqlite:///s.db",
+    ...       device=torch.device("cpu"))
     Traceback (most recent call last):
     ...
     study.errors.ConfigError: ...quick.yaml: training.budget: 1000000000 epochs at batch size 64 plans
@@ -19,6 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,10 +31,15 @@ from study.errors import ConfigError
 from study.files import check_writable
 from study.paths import child
 
+if TYPE_CHECKING:
+    import torch
 
-def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, storage_url: str) -> None:
+
+def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, storage_url: str,
+          device: torch.device) -> None:
     check_outputs(cfg, checkpoint_root, report_dir, storage_url)
     check_trials(cfg)
+    check_precision(cfg, device)
     check_options(cfg)
     n_train, n_classes, sample = check_data(cfg)
     check_model(cfg, sample, n_classes)
@@ -69,6 +77,16 @@ def check_trials(cfg: StudyConfig) -> None:
         raise ConfigError(cfg.source, "study.n_trials", cfg.study.n_trials,
                           "the space searches no params, so every trial would train the same config with the same "
                           "seed to the same result; give 1 (--trials 1), or search something under params")
+
+
+def check_precision(cfg: StudyConfig, device: torch.device) -> None:
+    """Mixed precision is CUDA's autocast (trial.autocast_for): elsewhere a bf16 or fp16 trial trains in
+    fp32, while the config it stores says otherwise, and a searched precision compares fp32 with fp32."""
+    mixed = [p for p in _extremes(cfg, "precision") if p != "fp32"]
+    if mixed and device.type != "cuda":
+        raise ConfigError(cfg.source, _key(cfg, "precision"), mixed[0],
+                          f"mixed precision applies on CUDA only, and this run trains on {device.type}, where every "
+                          "trial would train in fp32; give fp32 (--set training.precision=fp32), or run on a GPU")
 
 
 def check_options(cfg: StudyConfig) -> None:

@@ -183,6 +183,25 @@ def test_a_warmup_as_long_as_a_whole_trial_is_refused(tmp_path, write_space):
     check_budget(load_config(str(space), ["training.warmup=false"]), n_train=96)  # off: its length is unused
 
 
+def test_mixed_precision_off_cuda_is_refused(tmp_path, write_space):
+    """Autocast is CUDA's here: on the CPU a bf16 trial trained in fp32 while its config said bf16, and a
+    searched precision compared fp32 with fp32."""
+    import torch
+
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.replace("budget: 3", "budget: 3\n  precision: bf16"))
+    refused(call_cli("run", str(space), "--device", "cpu", cwd=tmp_path), tmp_path, before | {space.name},
+            "training.precision", "applies on CUDA only", "trains on cpu", "(got 'bf16')")
+    searched = write_space(SYNTH_SPACE + "  precision: {choices: [fp32, fp16]}\n", "searched.yaml")
+    refused(call_cli("run", str(searched), "--device", "cpu", cwd=tmp_path), tmp_path,
+            before | {space.name, searched.name}, "params.precision", "(got 'fp16')")
+    from study.config import load_config
+    from study.preflight import check_precision
+
+    check_precision(load_config(str(space)), torch.device("cuda"))  # where autocast applies
+    check_precision(load_config(str(space), ["training.precision=fp32"]), torch.device("cpu"))
+
+
 @pytest.mark.parametrize("flag", ["--checkpoint-dir", "--report-dir"])
 def test_an_output_folder_under_a_file_is_refused_before_the_first_trial(tmp_path, synth_space, flag):
     (tmp_path / "afile").write_text("x")

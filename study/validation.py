@@ -15,19 +15,14 @@ from typing import Any, Callable, Mapping
 from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED, Param, StudyConfig,
                           StudySettings, TrialConfig, check_study_name, is_option, non_finite, option_of)
 from study.constraints import Boolean, Interval, MappingOf, OneOf
+from study.consumed import CONSUMED
 from study.errors import ConfigError
-from study.optimizers import optimizer_spec
 from study.pruners import PRUNERS
 from study.samplers import SAMPLERS
-from study.schedules import schedule_spec
 
-# Hyperparameters that only some optimizers or schedules consume: name -> (owner setting, what it uses).
-_CONSUMED: dict[str, tuple[str, Callable[[str], tuple[str, ...]]]] = {
-    "momentum": ("optimizer", lambda v: optimizer_spec(v).uses),
-    "weight_decay": ("optimizer", lambda v: optimizer_spec(v).uses),
-    "gamma": ("schedule", lambda v: schedule_spec(v).uses),
-    "step_fraction": ("schedule", lambda v: schedule_spec(v).uses),
-}
+def _yaml(value: Any) -> str:
+    """A value as a space's YAML writes it: `true`, not Python's `True`."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class Validator:
@@ -71,9 +66,10 @@ class Validator:
         return StudyConfig(self.source, study, defaults, params, raw)
 
     def consumed(self, params: dict[str, Param], defaults: TrialConfig) -> None:
-        """A searched hyperparameter must be used by every optimizer or schedule it can apply to: searching
-        momentum for Adam would spend trials on a value that changes nothing."""
-        for name, (owner, uses) in _CONSUMED.items():
+        """A searched hyperparameter must be read by every trial it can apply to (consumed.py): searching
+        momentum for Adam, or warmup_iters without a warmup, would spend trials on a value that changes
+        nothing."""
+        for name, (owner, uses) in CONSUMED.items():
             p = params.get(name)
             if p is None:
                 continue
@@ -83,11 +79,11 @@ class Validator:
                 owners = o.choices if o is not None and o.kind == "categorical" else (getattr(defaults, owner),)
             unused = [v for v in owners if name not in uses(v)]
             if unused:
-                users = [v for v in owners if name in uses(v)]
+                users = [_yaml(v) for v in owners if name in uses(v)]
                 fix = (f"; make it conditional: when: {{{owner}: [{', '.join(users)}]}}" if users
                        else f"; no {owner} it can apply to uses it")
-                raise self.error(f"params.{name}", unused[0], f"searched, but {owner} {unused[0]} does not use "
-                                 f"{name}{fix}")
+                raise self.error(f"params.{name}", unused[0], f"searched, but {owner} {_yaml(unused[0])} does not "
+                                 f"use {name}{fix}")
 
     def trial_config(self, knobs: dict, key: str) -> TrialConfig:
         cfg = TrialConfig(**knobs)

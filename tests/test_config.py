@@ -192,6 +192,11 @@ BAD = [
     ("params:\n  schedule: {choices: [cosine, step]}\n  step_fraction: {type: float, low: 0.1, high: 0.5}\n",
      "params.step_fraction",
      "schedule cosine does not use step_fraction; make it conditional: when: {schedule: [step]}"),
+    ("params:\n  warmup: {choices: [false, true]}\n  warmup_iters: {type: int, low: 1, high: 4}\n",
+     "params.warmup_iters", "searched, but warmup false does not use warmup_iters; make it conditional: when: "
+     "{warmup: [true]}"),
+    ("params:\n  reference_batch: {choices: [16, 32]}\n", "params.reference_batch",
+     "searched, but lr_scaling none does not use reference_batch; no lr_scaling it can apply to uses it"),
     ("study:\n  checkpoints: {keep_best: -1}\n", "study.checkpoints.keep_best", "integer >= 0"),
     # a model's or dataset's own options
     ("params:\n  model.options.p: {low: 0, high: 1}\n", "params.model.options.p.type", "needs choices, or type"),

@@ -115,6 +115,20 @@ def test_the_engine_line_says_where_trials_trained_and_the_table_shows_threads_w
     assert ctx.every["threads"].tolist()[1:] == [1, 2, 2, pd.NA] and ctx.every["device"].tolist()[-1] == "cuda:0"
 
 
+def test_the_trials_table_leaves_blank_a_setting_the_trial_did_not_read():
+    """momentum searched for SGD with momentum: Adam's rows show none, not the config's default 0.9."""
+    from study.report.sections import all_trials
+
+    study = make_study(4)
+    trials = T.trials_frame(study)
+    trials["optimizer"], trials["momentum"] = ["adam", "sgd_momentum"] * 2, [0.9, 0.8, 0.9, 0.95]
+    html = all_trials(ReportContext.of(study, trials)).tables[0]["html"]
+    header = re.findall(r"<th>([^<]*)</th>", html)
+    rows = [re.findall(r"<td>([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", html, re.S) if "<td>" in row]
+    shown = [(row[header.index("optimizer")], row[header.index("momentum")]) for row in rows]
+    assert shown == [("adam", ""), ("sgd_momentum", "0.8"), ("adam", ""), ("sgd_momentum", "0.95")]
+
+
 def _timed(spans: list[tuple[float, float, float]]) -> tuple:
     """make_study's study and trials (copies, which the report reads) with (start, end, seconds trained) each."""
     import datetime

@@ -381,15 +381,16 @@ def all_trials(ctx: ReportContext) -> Section:
     shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, *where, "val_accuracy", "val_f1",
              "error", "diverged"]
     shown.insert(2, "phase") if ctx.verdict else None
-    table = ctx.every[list(dict.fromkeys(shown))]
-    if len(table) <= MAX_TABLE_ROWS:
+    rows = ctx.every
+    if len(rows) <= MAX_TABLE_ROWS:
         s = Section("trials", "All trials")
         s.say("The same table is in trials.csv beside this page.")
     else:
         s = Section("trials", f"The best {MAX_TABLE_ROWS:,} trials")
-        s.say(f"{MAX_TABLE_ROWS:,} of the {len(table):,} trials, best first; trials.csv beside this page has all.")
-        table = table.sort_values("value", ascending=ctx.direction.ascending, na_position="last",
-                                  kind="stable").head(MAX_TABLE_ROWS)
+        s.say(f"{MAX_TABLE_ROWS:,} of the {len(rows):,} trials, best first; trials.csv beside this page has all.")
+        rows = rows.sort_values("value", ascending=ctx.direction.ascending, na_position="last",
+                                kind="stable").head(MAX_TABLE_ROWS)
+    table = T.as_read(rows)[list(dict.fromkeys(shown))]  # a setting a trial did not read, blank
     s.table(table)
     return s
 

@@ -26,6 +26,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from study.config import KNOBS, METRICS, Direction, is_option
+from study.consumed import CONSUMED, unused
 from study.schedules import lr_curve
 from study.budget import scaled_lr
 from study import records
@@ -92,6 +93,17 @@ def trials_frame(trials: Trials) -> pd.DataFrame:
     columns += sorted(options)
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({"number": int, "confirms": "Int64", "threads": "Int64"}) if len(frame) else frame
+
+
+def as_read(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials` with each setting that a trial's training did not read left blank (consumed.unused): a
+    row that showed `momentum 0.9` beside Adam read as if Adam had used it."""
+    owners = sorted({owner for owner, _ in CONSUMED.values()})
+    out = trials.astype({k: "Int64" for k in CONSUMED if pd.api.types.is_integer_dtype(trials[k])})
+    for values, rows in trials.groupby(owners, dropna=False).groups.items():  # a few combinations, many trials
+        unread = sorted(unused({k: v for k, v in zip(owners, values, strict=True) if pd.notna(v)}))
+        out.loc[rows, unread] = None
+    return out
 
 
 def busy_seconds(trials: Trials) -> float:

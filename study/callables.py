@@ -29,9 +29,12 @@ def load_callable(reference: str) -> Callable[..., Any]:
     return obj
 
 
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether fn's signature takes the keyword argument `name` (any, if it takes **kwargs)."""
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def call_with_accepted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call fn with the keyword arguments its signature accepts (all of them if it takes **kwargs)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
+    return fn(*args, **{k: v for k, v in kwargs.items() if accepts(fn, k)})

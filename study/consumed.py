@@ -1,9 +1,12 @@
-"""Which settings a trial's training reads: momentum only where its optimizer takes it, gamma where its
-schedule does, warmup_iters with a warmup, reference_batch with linear lr scaling.
+"""Which settings a trial's training reads: kernel_size only where its model has kernels, momentum where
+its optimizer takes it, gamma where its schedule does, warmup_iters with a warmup, reference_batch with
+linear lr scaling.
 
-    >>> sorted(unused({"optimizer": "adam", "schedule": "cosine", "warmup": False, "lr_scaling": "none"}))
-    ['gamma', 'momentum', 'reference_batch', 'step_fraction', 'warmup_iters']
-    >>> unused({"optimizer": "sgd_momentum", "schedule": "step", "warmup": True, "lr_scaling": "linear"})
+    >>> sorted(unused({"model": "mlp", "optimizer": "adam", "schedule": "cosine", "warmup": False,
+    ...                "lr_scaling": "none"}))
+    ['gamma', 'kernel_size', 'momentum', 'reference_batch', 'step_fraction', 'warmup_iters']
+    >>> unused({"model": "cnn", "optimizer": "sgd_momentum", "schedule": "step", "warmup": True,
+    ...         "lr_scaling": "linear"})
     set()
 
 The validator refuses a searched setting that the trials it applies to do not read (momentum for Adam
@@ -15,11 +18,13 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from study.callables import is_reference
+from study.models import KNOBS as MODEL_KNOBS, model_uses
 from study.optimizers import optimizer_spec
 from study.schedules import schedule_spec
 
 # setting -> (the setting that decides whether it is read, and which settings each of its values reads)
 CONSUMED: dict[str, tuple[str, Callable[[object], tuple[str, ...]]]] = {
+    **{knob: ("model", model_uses) for knob in MODEL_KNOBS},
     "momentum": ("optimizer", lambda v: optimizer_spec(v).uses),
     "weight_decay": ("optimizer", lambda v: optimizer_spec(v).uses),
     "gamma": ("schedule", lambda v: schedule_spec(v).uses),

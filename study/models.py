@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from study.callables import call_with_accepted, is_reference, load_callable
+from study.callables import accepts, call_with_accepted, is_reference, load_callable
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -30,8 +30,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def mlp(input_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int, activation: str,
-        kernel_size: int = 3) -> nn.Module:
+def mlp(input_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int, activation: str) -> nn.Module:
     """`depth` hidden layers of `width` units, each Linear -> activation."""
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(input_shape)
@@ -64,6 +63,13 @@ def cnn(input_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int,
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn}
+KNOBS = ("depth", "width", "activation", "kernel_size")  # what a trial's config can give a model
+
+
+def model_uses(name: str) -> tuple[str, ...]:
+    """The knobs the model `name` reads, those its signature takes: the MLP has no kernel."""
+    fn = load_callable(name) if is_reference(name) else MODELS[name]
+    return tuple(k for k in KNOBS if accepts(fn, k))
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int,
@@ -71,4 +77,4 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, dept
     knobs = dict(depth=depth, width=width, activation=activation, kernel_size=kernel_size)
     if is_reference(name):
         return call_with_accepted(load_callable(name), tuple(input_shape), n_classes, **(options or {}), **knobs)
-    return MODELS[name](tuple(input_shape), n_classes, **knobs)
+    return call_with_accepted(MODELS[name], tuple(input_shape), n_classes, **knobs)

@@ -14,13 +14,12 @@ optimizer is `package.module:callable`, called as `fn(params, **hyperparameters)
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
 
-from study.callables import is_reference, load_callable
+from study.callables import accepts, is_reference, load_callable
 
 HYPERPARAMETERS = ("lr", "momentum", "weight_decay")  # what a trial's config can give an optimizer
 
@@ -49,11 +48,4 @@ def optimizer_spec(name: str) -> OptimizerSpec:
     if not is_reference(name):
         return OPTIMIZERS[name]
     fn = load_callable(name)
-    return OptimizerSpec(fn, tuple(h for h in HYPERPARAMETERS if h in _accepted(fn)))
-
-
-def _accepted(fn: Callable) -> set[str] | tuple[str, ...]:
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return HYPERPARAMETERS
-    return set(params)
+    return OptimizerSpec(fn, tuple(h for h in HYPERPARAMETERS if accepts(fn, h)))

@@ -17,7 +17,6 @@ names, returning a torch LRScheduler stepped once per iteration.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import lr_scheduler as S
 
-from study.callables import is_reference, load_callable
+from study.callables import accepts, is_reference, load_callable
 
 HYPERPARAMETERS = ("gamma", "step_fraction")  # what a trial's config can give a schedule
 
@@ -84,9 +83,7 @@ def schedule_spec(name: str) -> ScheduleSpec:
     if not is_reference(name):
         return SCHEDULES[name]
     fn = load_callable(name)
-    params = inspect.signature(fn).parameters
-    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    uses = tuple(h for h in HYPERPARAMETERS if takes_all or h in params)
+    uses = tuple(h for h in HYPERPARAMETERS if accepts(fn, h))
 
     def build(opt: torch.optim.Optimizer, n: int, gamma: float, step_fraction: float) -> Any:
         given = {"gamma": gamma, "step_fraction": step_fraction}

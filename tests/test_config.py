@@ -195,6 +195,10 @@ BAD = [
     ("params:\n  warmup: {choices: [false, true]}\n  warmup_iters: {type: int, low: 1, high: 4}\n",
      "params.warmup_iters", "searched, but warmup false does not use warmup_iters; make it conditional: when: "
      "{warmup: [true]}"),
+    ("params:\n  kernel_size: {choices: [3, 5]}\n", "params.kernel_size",
+     "searched, but model mlp does not use kernel_size; no model it can apply to uses it"),
+    ("params:\n  model: {choices: [mlp, cnn]}\n  kernel_size: {choices: [3, 5]}\n", "params.kernel_size",
+     "model mlp does not use kernel_size; make it conditional: when: {model: [cnn]}"),
     ("params:\n  reference_batch: {choices: [16, 32]}\n", "params.reference_batch",
      "searched, but lr_scaling none does not use reference_batch; no lr_scaling it can apply to uses it"),
     ("study:\n  checkpoints: {keep_best: -1}\n", "study.checkpoints.keep_best", "integer >= 0"),
@@ -236,6 +240,19 @@ def test_yaml_syntax_error_names_the_line(write_space):
     path = write_space("study:\n  name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"line \d+, column \d+.*YAML syntax error"):
         load_config(str(path))
+
+
+def test_a_model_knob_searched_for_a_user_model_that_does_not_take_it_is_refused(write_space, tmp_path,
+                                                                                   monkeypatch):
+    """A user model gets the knobs its signature takes: a searched width it does not take changed nothing."""
+    (tmp_path / "mynet.py").write_text("import torch\n\ndef net(input_shape, n_classes, depth):\n"
+                                       "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(n_classes))\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    path = write_space(_merge(SYNTH_SPACE, "model:\n  name: mynet:net\nparams:\n  width: {choices: [8, 16]}\n"))
+    with pytest.raises(ConfigError, match="params.width: searched, but model mynet:net does not use width"):
+        load_config(str(path))
+    assert load_config(str(write_space(_merge(SYNTH_SPACE, "model:\n  name: mynet:net\nparams:\n"
+                                                            "  depth: {choices: [1, 2]}\n"), "ok.yaml"))).params
 
 
 def test_loading_a_space_runs_no_user_code(write_space, tmp_path, monkeypatch):

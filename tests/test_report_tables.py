@@ -74,16 +74,19 @@ def test_a_dead_worker_s_trial_counts_no_time():
 
 
 def test_as_read_leaves_blank_each_setting_a_trial_s_training_did_not_read():
-    """momentum beside Adam, gamma beside cosine, warmup_iters without a warmup, reference_batch without
-    linear scaling; a user's optimizer is not imported to tell, and a trial without a config keeps its row."""
+    """kernel_size beside the MLP, momentum beside Adam, gamma beside cosine, warmup_iters without a warmup,
+    reference_batch without linear scaling; a user's model or optimizer is not imported to tell, and a
+    trial without a config keeps its row."""
     trials = pd.DataFrame({
+        "model": ["mlp", "cnn", "mymod:net", None], "depth": [2] * 4, "width": [8] * 4, "activation": ["relu"] * 4,
+        "kernel_size": [3, 5, 7, 9],
         "optimizer": ["adam", "sgd_momentum", "mymod:opt", None], "schedule": ["cosine", "step", "multistep", None],
         "warmup": [False, True, True, None], "lr_scaling": ["none", "linear", "none", None],
         "momentum": [0.9, 0.8, 0.7, math.nan], "weight_decay": [0.0] * 3 + [math.nan],
         "gamma": [0.1, 0.2, 0.3, math.nan], "step_fraction": [0.3] * 3 + [math.nan],
         "warmup_iters": [10, 20, 30, 40], "reference_batch": [64, 32, 16, 8]})
-    expected = trials.astype({"warmup_iters": "Int64", "reference_batch": "Int64"})
-    expected.loc[0, ["momentum", "gamma", "step_fraction", "warmup_iters", "reference_batch"]] = None
+    expected = trials.astype({k: "Int64" for k in ("depth", "width", "kernel_size", "warmup_iters", "reference_batch")})
+    expected.loc[0, ["kernel_size", "momentum", "gamma", "step_fraction", "warmup_iters", "reference_batch"]] = None
     expected.loc[2, ["step_fraction", "reference_batch"]] = None  # multistep reads gamma alone
     pdt.assert_frame_equal(T.as_read(trials), expected)
     assert len(T.as_read(T.trials_frame([]))) == 0

@@ -5,7 +5,7 @@ every storage counts it alike (fail_dead gives up on a trial whose tries died mo
 it fails with that as its error).
 
     >>> study = optuna.create_study()
-    >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, pid, process start time
+    >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, boot, pid namespace, pid, start
     >>> alive_here(study.trials[0])        # True / False on this host, None elsewhere
     True
     >>> retry_stale(study)                 # fails, marks and queues again those whose worker is gone
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import optuna

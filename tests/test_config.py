@@ -245,8 +245,8 @@ def test_yaml_syntax_error_names_the_line(write_space):
 def test_a_model_knob_searched_for_a_user_model_that_does_not_take_it_is_refused(write_space, tmp_path,
                                                                                    monkeypatch):
     """A user model gets the knobs its signature takes: a searched width it does not take changed nothing."""
-    (tmp_path / "mynet.py").write_text("import torch\n\ndef net(input_shape, n_classes, depth):\n"
-                                       "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(n_classes))\n")
+    (tmp_path / "mynet.py").write_text("from torch import nn\n\n\ndef net(input_shape, n_classes, depth):\n"
+                                       "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(n_classes))\n")
     monkeypatch.syspath_prepend(tmp_path)
     path = write_space(_merge(SYNTH_SPACE, "model:\n  name: mynet:net\nparams:\n  width: {choices: [8, 16]}\n"))
     with pytest.raises(ConfigError, match="params.width: searched, but model mynet:net does not use width"):

@@ -298,8 +298,9 @@ def decide(trials: Sequence[FrozenTrial], scientific: Sequence[str], direction: 
         out["sentence"] = f"{'/'.join(scientific)}: {out['sentence']}"
     if not scientific and not out["arms"][0]["fails"]:  # one arm: what its seeds say against the search's one
         of = judged[out["arms"][0]["label"]][0]
-        out["sentence"] = (f"{out['sentence'][:-1]}, against {_g(best_reported(by_number[of], direction))} from "
-                           "the one search seed that chose it, which is optimistic.")
+        searched = _g(best_reported(by_number[of], direction))
+        out["sentence"] = (f"{out['sentence'].removesuffix('.')}, against {searched} from the one search seed that "
+                           "chose it, which is optimistic.")
     for row in out["arms"]:
         of, among, verified = judged[row["label"]]
         row.update(candidate=of, search_value=by_number[of].value, chosen_from=among, verified=bool(verified),

@@ -1,8 +1,8 @@
 """Trials left RUNNING by a worker that is gone: found at once where the worker ran on this machine, by the
 heartbeat on RDB storages (fail_dead), and on storages without one (journal files) by `run --retry-stale`
 (retry_stale). Either way the trial is failed, marked `interrupted` and `stale`, and queued again, so that
-every storage counts it alike (fail_dead gives up on a trial whose tries died more than MAX_RETRY times:
-it fails with that as its error).
+every storage counts it alike (a trial whose tries died more than MAX_RETRY times is given up: it fails
+with that as its error).
 
     >>> study = optuna.create_study()
     >>> records.write(study.ask(), worker=worker_identity())   # who runs it: host, boot, pid namespace, pid, start
@@ -97,9 +97,9 @@ def stale_message(running: list[optuna.trial.FrozenTrial]) -> str:
 
 def retry_stale(study: optuna.Study) -> list[int]:
     """Fail every running trial whose worker is not alive on this machine, marked `interrupted` and
-    `stale`, and queue it again; return their numbers."""
-    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not alive_here(t) and _fail_dead(study, t)]
+    `stale`, and queue it again, as fail_dead does (MAX_RETRY included); return their numbers."""
+    return _fail_each(study, [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                              if not alive_here(t)])
 
 
 def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: bool = True) -> list[int]:
@@ -117,6 +117,11 @@ def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: b
     dead = [storage.get_trial(i) for i in silent]
     dead += [t for t in running if t._trial_id not in silent and t.state == TrialState.RUNNING
              and alive_here(t) is False]
+    return _fail_each(study, dead)
+
+
+def _fail_each(study: optuna.Study, dead: list[FrozenTrial]) -> list[int]:
+    """_fail_dead for each of `dead`, counting the deaths of its earlier tries; the numbers failed here."""
     if not dead:
         return []
     deaths = Counter(records.first_number(t) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -124,7 +129,7 @@ def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: b
     return [t.number for t in dead if _fail_dead(study, t, deaths[records.first_number(t)] + 1)]
 
 
-def _fail_dead(study: optuna.Study, trial: FrozenTrial, deaths: int = 1) -> bool:
+def _fail_dead(study: optuna.Study, trial: FrozenTrial, deaths: int) -> bool:
     """Mark `trial` interrupted and stale, fail it, and queue it again, unless its worker queued it itself
     (interrupted, then killed before it could fail it), or its tries have died more than MAX_RETRY times.
     False where it ended meanwhile: another worker failed it first, or its own worker, only late, told it

@@ -7,6 +7,10 @@ others. A failed connect ran nothing, so any call may wait for it. Pooled connec
 closed are found by SQLAlchemy's pre-ping and replaced the same way. A storage that never answered (a
 wrong host or port) fails at once, as before.
 
+A Redis journal waits the same way (PatientRedisBackend): for a connection it cannot make, and with its
+reads and single-key writes cut on their way (a restart resets the connections it finds in use); an
+append cut so is not sent again, since it may have landed, and the journal would replay it twice.
+
 A connection that dies under a statement (the server's shutdown terminates its sessions) is another
 matter: the server may have committed the call before it went. Such a call is run again only where a
 second run gives the same result: reads, heartbeats, intermediate values and attributes
@@ -22,6 +26,7 @@ import time
 from typing import ClassVar
 
 import optuna
+from optuna.storages.journal import JournalRedisBackend
 
 from study import interrupts
 from study.console import say
@@ -157,3 +162,49 @@ def _patient(name: str):
 
 for _name in REPEATABLE:
     setattr(PatientStorage, _name, _patient(_name))
+
+
+# The Redis commands of Optuna's journal that give the same result when run twice: its reads, and the
+# writes of one value to one key. Its append (EVAL: a new log number, then the log) is not among them.
+REPEATABLE_REDIS = ("GET", "SET", "SETNX")
+
+
+class PatientRedisBackend(JournalRedisBackend):
+    """Optuna's Redis journal, whose connections and repeatable commands wait out an outage of its server."""
+
+    def __init__(self, url: str, outage: Outage):
+        super().__init__(url)
+        self.outage = outage
+        self._redis = self._client()
+
+    def __setstate__(self, state: dict) -> None:  # Optuna's own would connect without waiting
+        super().__setstate__(state)
+        self._redis = self._client()
+
+    def _client(self):
+        import redis
+
+        outage = self.outage
+
+        class Waiting(redis.connection.Connection):
+            def connect(self) -> None:  # nothing was sent: any command may wait for its connection
+                while True:
+                    try:
+                        super().connect()
+                    except redis.exceptions.ConnectionError as exc:
+                        if outage.waited(exc):
+                            continue
+                        raise
+                    outage.answered()
+                    return
+
+        class Patient(redis.Redis):
+            def execute_command(self, *args, **options):  # a command cut on its way, where a rerun is harmless
+                while True:
+                    try:
+                        return super().execute_command(*args, **options)
+                    except redis.exceptions.ConnectionError as exc:
+                        if args[0] not in REPEATABLE_REDIS or not outage.waited(exc):
+                            raise
+
+        return Patient.from_url(self._url, connection_class=Waiting)

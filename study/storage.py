@@ -59,7 +59,11 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
     if url.startswith("redis://"):
         from optuna.storages.journal import JournalRedisBackend
 
-        return optuna.storages.JournalStorage(JournalRedisBackend(url))
+        from study.outages import Outage, PatientRedisBackend
+
+        backend = PatientRedisBackend(url, Outage.of(shown(url), 3 * heartbeat_s)) if reached else \
+            JournalRedisBackend(url)
+        return optuna.storages.JournalStorage(backend)
     if not is_rdb(url):
         from study.journal import JournalFile
 

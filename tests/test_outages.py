@@ -1,5 +1,6 @@
-"""A PostgreSQL server that goes away for a few seconds (a restart, a failover) while a run works on it:
-connections are waited for, repeatable calls cut under a statement are run again, and the others are not.
+"""A PostgreSQL or Redis server that goes away for a few seconds (a restart, a failover) while a run works
+on it: connections are waited for, repeatable calls cut under a statement are run again, and the others
+are not.
 
 The outage is a real one, as the client sees it: the run talks to the real server through `Cable`, a TCP
 forwarder that the test cuts (connections closed, new ones refused) and mends."""
@@ -16,6 +17,7 @@ from study.outages import PatientStorage
 from study.storage import open_storage
 
 READY = b"Z\x00\x00\x00\x05I"  # PostgreSQL's ReadyForQuery, idle outside a transaction: nothing in flight
+REPLIED = b"\r\n"  # the end of a Redis reply (of the small ones a journal's calls get)
 
 
 class Cable:
@@ -24,8 +26,8 @@ class Cable:
     `up()` accepts again; `cut_next(marker)` closes the connection whose next request contains `marker`,
     with the request unsent: a session that dies under a statement."""
 
-    def __init__(self, target=("127.0.0.1", 5432)):
-        self.target = target
+    def __init__(self, target=("127.0.0.1", 5432), ready: bytes = READY):
+        self.target, self.ready = target, ready
         self.lock = threading.Lock()
         self.links: dict[socket.socket, dict] = {}  # client side -> {"server": socket, "idle": bool}
         self.marker: bytes | None = None
@@ -100,7 +102,7 @@ class Cable:
                     self.marker = None
                     self._close(client)
                     return
-                link["idle"] = not upstream and data.endswith(READY)
+                link["idle"] = not upstream and data.endswith(self.ready)
                 try:
                     dst.sendall(data)
                 except OSError:
@@ -179,3 +181,49 @@ def test_a_server_that_never_answered_fails_at_once_and_one_reached_before_is_wa
     storage = open_storage(url, heartbeat_s=1, reached=True)  # a --jobs worker that starts during a restart
     assert storage.get_all_studies() == []
     assert "waiting up to 3 s for it" in capsys.readouterr().out
+
+
+def test_a_redis_journal_waits_out_its_server_s_outage(redis_url, capsys):
+    """Before, the first call after the server went away stopped the run (exit 1). A call that finds its
+    pooled connection closed by the outage reconnects, and the connection waits; a never-reached server
+    still fails at once."""
+    import optuna
+    import redis
+
+    from study.outages import PatientRedisBackend
+
+    cable = Cable(("127.0.0.1", 6379), ready=REPLIED)
+    try:
+        url = redis_url.replace("127.0.0.1:6379", f"127.0.0.1:{cable.port}")
+        storage = open_storage(url, heartbeat_s=1, reached=True)
+        assert isinstance(storage._backend, PatientRedisBackend)
+        study = optuna.create_study(storage=storage, study_name="journal")
+        trial = study.ask()
+        cable.down()  # every connection closed, none in flight, new ones refused
+        _later(1.0, cable.up)
+        study.tell(trial, 0.5)  # an append, on a connection made after the outage
+        out = capsys.readouterr().out
+        assert "the storage redis://" in out and "does not answer" in out and "waiting up to 3 s for it" in out
+        assert "answers again, after" in out
+        again = open_storage(redis_url)  # straight to the server: one trial, told once
+        assert [(t.number, t.state, t.value) for t in optuna.load_study(study_name="journal", storage=again).trials] \
+            == [(0, optuna.trial.TrialState.COMPLETE, 0.5)]
+
+        # A read cut on its way (a restart resets the connections in use) is sent again; an append is not: it
+        # may have landed, and the journal would replay it twice.
+        second = study.ask()
+        cable.cut_next(b"GET")
+        assert len(optuna.load_study(study_name="journal", storage=storage).trials) == 2
+        assert "does not answer (Connection closed by server.)" in capsys.readouterr().out
+        cable.cut_next(b"EVAL")
+        with pytest.raises(redis.exceptions.ConnectionError):
+            study.tell(second, 0.25)
+        assert optuna.load_study(study_name="journal", storage=again).trials[1].state == \
+            optuna.trial.TrialState.RUNNING  # the cut kept it from the server
+
+        cable.down()
+        with pytest.raises(Exception, match="Connection refused"):
+            open_storage(url).get_all_studies()  # a wrong host or port is the user's to see now, not in 30 s
+        assert "waiting" not in capsys.readouterr().out
+    finally:
+        cable.close()

@@ -212,7 +212,7 @@ class StudySettings:
     sampler_options: dict = field(default_factory=dict)
     pruner: str = "median"
     pruner_options: dict = field(default_factory=dict)
-    scientific: tuple[str, ...] = ()  # params the report compares fairly; default: every categorical one
+    scientific: tuple[str, ...] = ()  # params the report compares fairly; default: every unconditional categorical one
     max_initial_failures: int = 5  # stop when each of the first K trials failed
     checkpoint_keep: int = 2  # epoch checkpoints kept per running trial (a retry resumes from the newest)
     checkpoint_keep_best: int = 0  # finished trials whose final weights are kept, best first (best.pt aside)
@@ -252,7 +252,9 @@ class StudyConfig:
 
     @property
     def scientific(self) -> tuple[str, ...]:
-        return self.study.scientific or tuple(n for n, p in self.params.items() if p.kind == "categorical")
+        # a conditional param is not one: arms are values of every scientific param (validation.py)
+        return self.study.scientific or tuple(n for n, p in self.params.items()
+                                              if p.kind == "categorical" and not p.when)
 
     def grid_space(self) -> dict[str, list]:
         """The grid sampler's search space ({} for other samplers: a range is enumerated only for a grid)."""

@@ -288,6 +288,11 @@ class Validator:
             if params[name].grid_size() is None:  # every trial its own arm, each confirmed with its own seeds
                 raise self.error(f"study.scientific[{i}]", name, "is continuous, so each trial would be an arm of its "
                                  "own; a scientific param compares a few values: give it choices or a step")
+            if params[name].when:  # an arm is a value of each: the others would be named by the default
+                when = "; ".join(f"{k}: [{', '.join(map(_yaml, v))}]" for k, v in params[name].when)
+                raise self.error(f"study.scientific[{i}]", name, f"is searched only when {when}, and each arm is a "
+                                 "value of every scientific param, so the other trials' arms would be named by its "
+                                 "default, which they never used; compare it unconditionally, or in a space of its own")
         out["scientific"] = tuple(scientific)
         settings = StudySettings(**out)
         points = self.strategies(settings, params)

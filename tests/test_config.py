@@ -13,6 +13,16 @@ def test_synthetic_space_parses(synth_space):
     assert cfg.scientific == ("optimizer",)
 
 
+def test_a_conditional_categorical_param_is_not_scientific_by_default(write_space):
+    """Arms are values of every scientific param: the trials that do not search it would be named by its
+    default."""
+    space = write_space(SYNTH_SPACE.replace("momentum: {", "momentum: {choices: [0.5, 0.9], ")
+                        .replace("type: float, low: 0.5, high: 0.9, ", ""))
+    cfg = load_config(str(space))
+    assert cfg.params["momentum"].kind == "categorical" and cfg.params["momentum"].when
+    assert cfg.scientific == ("optimizer",)
+
+
 def test_conditional_params_are_active_only_when_their_condition_holds(synth_space):
     momentum = load_config(str(synth_space)).params["momentum"]
     assert momentum.active({"optimizer": "sgd_momentum"})
@@ -148,6 +158,9 @@ BAD = [
     ("study:\n  metric: val_auc\n", "study.metric", "must be one of val_loss"),
     ("study:\n  scientific: [width]\n", "study.scientific[0]", "must be a searched param"),
     ("study:\n  scientific: [lr]\n", "study.scientific[0]", "is continuous, so each trial would be an arm"),
+    ("study:\n  scientific: [optimizer, momentum]\nparams:\n  optimizer: {choices: [adam, sgd_momentum]}\n"
+     "  momentum: {choices: [0.5, 0.9], when: {optimizer: [sgd_momentum]}}\n", "study.scientific[1]",
+     "is searched only when optimizer: [sgd_momentum], and each arm is a value of every scientific param"),
     ("study:\n  sampler: grid\n", "params.lr", "grid search needs"),
     # non-finite numbers, wherever a number is read
     ("training:\n  lr: .inf\n", "training.lr", "must be a finite number"),

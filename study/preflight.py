@@ -184,7 +184,7 @@ def _plans(cfg: StudyConfig, n_train: int) -> list[tuple[int, tuple]]:
 
 def check_budget(cfg: StudyConfig, n_train: int) -> None:
     """The longest trial the space can plan must stay within study.max_iters; no batch may be larger than
-    the training split, and no warmup as long as a whole trial."""
+    the training split, and no warmup as long as a whole trial, or of no iterations at all."""
     plans = _plans(cfg, n_train)
     worst, (unit, amount, batch) = max(plans, key=lambda plan: plan[0])
     if worst > cfg.study.max_iters:
@@ -197,6 +197,11 @@ def check_budget(cfg: StudyConfig, n_train: int) -> None:
         raise ConfigError(cfg.source, _key(cfg, "batch_size"), largest,
                           f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
     warmup = cfg.params["warmup"].choices if "warmup" in cfg.params else [cfg.defaults.warmup]
+    if True in warmup and min(_extremes(cfg, "warmup_iters")) == 0:  # schedules.make_schedule: no warmup at all
+        raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), 0,
+                          "a warmup of 0 iterations is none, so a trial with warmup: true would train as one "
+                          "without it; give the warmup's length in iterations (training.warmup_iters, or its "
+                          "search's low) above 0")
     longest = max(_extremes(cfg, "warmup_iters"))
     shortest, (unit, amount, batch) = min(plans, key=lambda plan: plan[0])
     if True in warmup and longest >= shortest:  # the schedule cut it to the trial's length: all warmup

@@ -173,7 +173,7 @@ def test_a_warmup_as_long_as_a_whole_trial_is_refused(tmp_path, write_space):
             "as long as a whole trial of 9 iterations (3 epochs at batch size 32)", "at most 8", "(got 9)")
     # searched: the longest warmup against the shortest trial, where warmup may be on
     searched = write_space(SYNTH_SPACE + "  batch_size: {choices: [16, 32]}\n  warmup: {choices: [false, true]}\n"
-                           "  warmup_iters: {type: int, low: 0, high: 9, when: {warmup: [true]}}\n", "searched.yaml")
+                           "  warmup_iters: {type: int, low: 1, high: 9, when: {warmup: [true]}}\n", "searched.yaml")
     refused(call_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {space.name, searched.name},
             "params.warmup_iters", "a whole trial of 9 iterations")
     from study.config import load_config
@@ -181,6 +181,23 @@ def test_a_warmup_as_long_as_a_whole_trial_is_refused(tmp_path, write_space):
 
     check_budget(load_config(str(space), ["training.warmup_iters=8"]), n_train=96)
     check_budget(load_config(str(space), ["training.warmup=false"]), n_train=96)  # off: its length is unused
+
+
+def test_a_warmup_of_no_iterations_is_refused(tmp_path, write_space):
+    """warmup_iters defaults to 0, and a warmup of 0 iterations is none: `warmup: {choices: [false, true]}`
+    alone compared two arms that trained alike, and its verdict compared seed noise."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE + "  warmup: {choices: [false, true]}\n")
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "training.warmup_iters",
+            "a warmup of 0 iterations is none", "(got 0)")
+    searched = write_space(SYNTH_SPACE + "  warmup: {choices: [false, true]}\n"
+                           "  warmup_iters: {type: int, low: 0, high: 4, when: {warmup: [true]}}\n", "searched.yaml")
+    refused(call_cli("run", str(searched), cwd=tmp_path), tmp_path, before | {space.name, searched.name},
+            "params.warmup_iters", "a warmup of 0 iterations is none")
+    from study.config import load_config
+    from study.preflight import check_budget
+
+    check_budget(load_config(str(space), ["training.warmup_iters=2"]), n_train=96)
 
 
 def test_mixed_precision_off_cuda_is_refused(tmp_path, write_space):

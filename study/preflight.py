@@ -39,6 +39,7 @@ def check(cfg: StudyConfig, *, checkpoint_root: Path, report_dir: Path | None, s
           device: torch.device) -> None:
     check_outputs(cfg, checkpoint_root, report_dir, storage_url)
     check_trials(cfg)
+    check_scaling(cfg)
     check_precision(cfg, device)
     check_options(cfg)
     n_train, n_classes, sample = check_data(cfg)
@@ -77,6 +78,17 @@ def check_trials(cfg: StudyConfig) -> None:
         raise ConfigError(cfg.source, "study.n_trials", cfg.study.n_trials,
                           "the space searches no params, so every trial would train the same config with the same "
                           "seed to the same result; give 1 (--trials 1), or search something under params")
+
+
+def check_scaling(cfg: StudyConfig) -> None:
+    """Linear lr scaling multiplies the lr by batch_size / reference_batch: where the space draws one batch
+    size, the reference, a searched lr_scaling compares arms that train alike."""
+    batches, references = set(_extremes(cfg, "batch_size")), set(_extremes(cfg, "reference_batch"))
+    if "lr_scaling" in cfg.params and len(batches) == 1 and batches == references:
+        raise ConfigError(cfg.source, "params.lr_scaling", list(cfg.params["lr_scaling"].choices),
+                          f"linear scaling multiplies the lr by batch_size / reference_batch, 1 for every trial here "
+                          f"(both {batches.pop()}), so its arms would train alike; search batch_size too: the "
+                          "question is how the lr should follow the batch")
 
 
 def check_precision(cfg: StudyConfig, device: torch.device) -> None:

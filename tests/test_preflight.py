@@ -183,6 +183,23 @@ def test_a_warmup_as_long_as_a_whole_trial_is_refused(tmp_path, write_space):
     check_budget(load_config(str(space), ["training.warmup=false"]), n_train=96)  # off: its length is unused
 
 
+def test_lr_scaling_searched_where_every_batch_is_the_reference_is_refused(tmp_path, write_space):
+    """Linear scaling multiplies the lr by batch / reference_batch, 1 at batch 32 and reference 32: the two
+    arms trained alike."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.replace("batch_size: 32", "batch_size: 32\n  reference_batch: 32")
+                        + "  lr_scaling: {choices: [none, linear]}\n")
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "params.lr_scaling",
+            "1 for every trial here (both 32)", "search batch_size too")
+    from study.config import load_config
+    from study.preflight import check_scaling
+
+    check_scaling(load_config(str(space), ["training.reference_batch=64"]))  # linear halves the lr
+    check_scaling(load_config(str(write_space(SYNTH_SPACE.replace("batch_size: 32", "reference_batch: 32")
+                                              + "  lr_scaling: {choices: [none, linear]}\n"
+                                              "  batch_size: {choices: [16, 32]}\n", "batches.yaml"))))
+
+
 def test_a_warmup_of_no_iterations_is_refused(tmp_path, write_space):
     """warmup_iters defaults to 0, and a warmup of 0 iterations is none: `warmup: {choices: [false, true]}`
     alone compared two arms that trained alike, and its verdict compared seed noise."""

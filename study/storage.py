@@ -61,9 +61,9 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, reached: bool = False
 
         from study.outages import Outage, PatientRedisBackend
 
-        backend = PatientRedisBackend(url, Outage.of(shown(url), 3 * heartbeat_s)) if reached else \
-            JournalRedisBackend(url)
-        return optuna.storages.JournalStorage(backend)
+        if reached:  # a server that restarts under a run is waited for, as PostgreSQL is
+            return optuna.storages.JournalStorage(PatientRedisBackend(url, Outage.of(shown(url), 3 * heartbeat_s)))
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
     if not is_rdb(url):
         from study.journal import JournalFile
 

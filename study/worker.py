@@ -15,8 +15,8 @@ trials with lower numbers are finished, running or waiting. The lowest unfinishe
 trial that loses a race at the very end is marked `surplus` and failed, which no count includes, and so is
 a second copy of a confirmation run that two processes queued at once.
 Dead workers' trials are retried: at once where the worker ran on this machine, elsewhere when the
-storage's heartbeat finds them; an interrupted trial (Ctrl-C,
-SIGTERM) is failed, marked `interrupted`, and queued again.
+storage's heartbeat finds them; an interrupted trial (Ctrl-C, SIGTERM) is failed, marked `interrupted`,
+and queued again.
 """
 from __future__ import annotations
 

@@ -203,6 +203,12 @@ def check_budget(cfg: StudyConfig, n_train: int) -> None:
         raise ConfigError(cfg.source, "training.budget", amount,
                           f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
                           f"than study.max_iters ({cfg.study.max_iters:.3g}); raise study.max_iters to opt in")
+    shortest_epoch = min(_extremes(cfg, "epoch_iters"))
+    if shortest_epoch >= worst:  # 0 is a full pass
+        raise ConfigError(cfg.source, _key(cfg, "epoch_iters"), shortest_epoch,
+                          f"an epoch of {shortest_epoch} iterations is as long as the longest trial ({worst} "
+                          f"iterations: {amount} {unit} at batch size {batch}), so every trial would be validated "
+                          f"once, at its end, and none could be pruned; at most {worst - 1}, or 0 for a full pass")
     # Either was trained as something else than the config that the trial stores says.
     largest = max(_extremes(cfg, "batch_size"))
     if largest > n_train:  # each step took the whole split (or wrapped it), and lr scaling scaled for the rest

@@ -200,6 +200,19 @@ def test_lr_scaling_searched_where_every_batch_is_the_reference_is_refused(tmp_p
                                               "  batch_size: {choices: [16, 32]}\n", "batches.yaml"))))
 
 
+def test_an_epoch_as_long_as_the_longest_trial_is_refused(tmp_path, write_space):
+    """Validation and pruning come once per epoch: an epoch_iters past every trial's end validated each
+    trial once, at its end, and pruned none."""
+    before = set(os.listdir(tmp_path))
+    space = write_space(SYNTH_SPACE.replace("budget: 3", "budget: 3\n  epoch_iters: 9"))  # 3 passes of 3 steps
+    refused(call_cli("run", str(space), cwd=tmp_path), tmp_path, before | {space.name}, "training.epoch_iters",
+            "an epoch of 9 iterations is as long as the longest trial (9 iterations", "at most 8", "(got 9)")
+    from study.config import load_config
+    from study.preflight import check_budget
+
+    check_budget(load_config(str(space), ["training.epoch_iters=8"]), n_train=96)
+
+
 def test_a_warmup_of_no_iterations_is_refused(tmp_path, write_space):
     """warmup_iters defaults to 0, and a warmup of 0 iterations is none: `warmup: {choices: [false, true]}`
     alone compared two arms that trained alike, and its verdict compared seed noise."""

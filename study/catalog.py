@@ -12,7 +12,8 @@ the trials' histories.
     >>> summaries(storage)
     [{'name': 'a', 'metric': 'val_loss', 'complete': 2, 'pruned': 0, 'diverged': 0, 'failed': 0, 'interrupted': 1,
       'running': 0, 'waiting': 0, 'best_trial': 1, 'best': 0.2,
-      'confirm': {'complete': 0, 'diverged': 0, 'failed': 0, 'interrupted': 0, 'running': 0, 'waiting': 0}}]
+      'confirm': {'complete': 0, 'diverged': 0, 'failed': 0, 'interrupted': 0, 'running': 0, 'waiting': 0},
+      'gone': 0}]
 
 Search trials and confirmation runs are counted apart, and the best is the search's (records.best_trial):
 a confirmation run is a config chosen for being best, retrained with a fresh seed, and the lowest of
@@ -32,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.records import MARKS, StudyRecord, best_of_search, phase_of
 from study.records import counts as count_statuses
+from study.stale import alive_here
 
 def _confirm_ids(session, study_id: int):
     """The ids of a study's confirmation runs (the trials a `confirm` user attr tags), as a subquery."""
@@ -112,8 +114,11 @@ def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         counts = status_counts(storage, sid)
         confirm = status_counts(storage, sid, "confirm")
         best = best_search_trial(storage, sid)
+        running = storage.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,)) \
+            if counts["running"] or confirm["running"] else []
         rows.append({"name": frozen.study_name, "metric": StudyRecord.of(frozen).metric,
                      **{status: counts[status] for status in STATUSES},
                      "best_trial": best.number if best else None, "best": best.value if best else None,
-                     "confirm": {status: confirm[status] for status in STATUSES if status != "pruned"}})
+                     "confirm": {status: confirm[status] for status in STATUSES if status != "pruned"},
+                     "gone": sum(alive_here(t) is False for t in running)})  # the next run retries them
     return rows

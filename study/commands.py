@@ -180,7 +180,10 @@ def list_studies(args: argparse.Namespace) -> int:
         runs = r["confirm"]
         confirmed = "" if not any(runs.values()) else "; confirmation runs: " + ", ".join(
             f"{n} {k}" for k, n in runs.items() if n or k in ("complete", "diverged", "failed"))
-        say(f"{printable(r['name']):<24} {counts}; {best}{confirmed}")
+        many = r["gone"] > 1
+        gone = (f"; {r['gone']} running {'trials were' if many else 'trial was'} left by a worker of this machine's "
+                f"that is gone: `study run` again retries {'them' if many else 'it'}") if r["gone"] else ""
+        say(f"{printable(r['name']):<24} {counts}; {best}{confirmed}{gone}")
     return 0
 
 

@@ -29,6 +29,9 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint(tmp_path, slow_s
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert [t.state for t in trials(tmp_path)] == [TrialState.RUNNING]  # what the dead worker left
+    listed = call_cli("list", "--storage", "sqlite:///s.db", cwd=tmp_path).stdout
+    assert "1 running; no complete trial; 1 running trial was left by a worker of this machine's that is gone: " \
+           "`study run` again retries it" in listed
 
     # Its worker ran here and is gone, so the rerun retries its trial at once: not after the heartbeat's
     # grace period (3 x 60 s), well past the rerun's --timeout, after which no trial starts.

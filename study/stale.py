@@ -19,6 +19,7 @@ number, so it resumes from that attempt's checkpoints.
 """
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from collections import Counter
@@ -32,6 +33,11 @@ from study import records
 from study.records import TrialRecord
 
 MAX_RETRY = 2  # a dead worker's trial is retried this often: one that kills its worker (out of memory) would forever
+# A worker killed between Optuna's ask and its first heartbeat left a trial that the heartbeat never sees
+# (Optuna skips trials without one) and that names no worker: it held its slot for good, and a rerun
+# waited for it forever. A live worker names itself at once, so a nameless trial this many heartbeat
+# intervals old is dead: twice the grace period, against clocks that differ between machines.
+NAMELESS_AFTER = 6
 
 
 def _start_time(pid: int) -> str | None:
@@ -106,7 +112,8 @@ def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: b
     """Fail, mark and queue again the trials of dead workers: those of `running` whose worker is known gone
     (alive_here), on any storage, and with `heartbeat` (an RDB storage's) those the heartbeat found silent.
     A run killed and started again on one machine so retries its trials at once, instead of waiting out
-    the heartbeat's grace period, or, on a journal, for `--retry-stale`.
+    the heartbeat's grace period, or, on a journal, for `--retry-stale`. With `heartbeat`, a trial that
+    names no worker NAMELESS_AFTER intervals after it started is dead too.
     Optuna's fail_stale_trials, which this replaces, failed a dead worker's trial unmarked: it counted as
     failed, with no error, and the report took its span, which ends when another worker found it dead (30 s
     or a day later), for training time; its callback copied every user attr into the retry, the dead
@@ -116,8 +123,14 @@ def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: b
     silent = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()
     dead = [storage.get_trial(i) for i in silent]
     dead += [t for t in running if t._trial_id not in silent and t.state == TrialState.RUNNING
-             and alive_here(t) is False]
+             and (alive_here(t) is False or heartbeat and _nameless(t, storage.get_heartbeat_interval()))]
     return _fail_each(study, dead)
+
+
+def _nameless(trial: FrozenTrial, interval: float) -> bool:
+    """Whether `trial` names no worker, NAMELESS_AFTER heartbeat intervals after it started."""
+    age = datetime.datetime.now() - (trial.datetime_start or datetime.datetime.now())
+    return TrialRecord.of(trial).worker is None and age.total_seconds() > NAMELESS_AFTER * interval
 
 
 def _fail_each(study: optuna.Study, dead: list[FrozenTrial]) -> list[int]:

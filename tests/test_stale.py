@@ -176,3 +176,31 @@ def test_a_trial_whose_worker_ran_here_and_is_gone_is_failed_at_once_and_no_othe
     assert [t.state for t in ts[1:5]] == [TrialState.RUNNING] * 4
     assert [records.first_number(t) for t in ts if t.state == TrialState.WAITING] == [0]  # queued once
     assert stale.fail_dead(study, study.get_trials(states=(TrialState.RUNNING,))) == []
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning", "ignore:Heartbeat of storage")
+def test_a_trial_killed_before_its_first_heartbeat_is_dead_once_old_enough(tmp_path, monkeypatch):
+    """Killed between Optuna's ask and its first beat, a worker left a trial that the heartbeat never sees
+    and that names no worker: it held its slot, and a rerun waited for it forever. A live worker names
+    itself at once."""
+    import time
+
+    import optuna
+
+    from study import stale
+
+    monkeypatch.setattr(stale, "NAMELESS_AFTER", 1)  # heartbeat intervals (1 s here); 6 as shipped
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1)
+    study = optuna.create_study(storage=storage)
+    nameless, named = study.ask(), study.ask()
+    records.write(named, worker=stale.worker_identity())  # alive: this process
+
+    def running():
+        return study.get_trials(states=(TrialState.RUNNING,))
+
+    assert stale.fail_dead(study, running()) == []  # young: its worker may be about to name itself
+    time.sleep(1.2)
+    assert stale.fail_dead(study, running()) == [nameless.number]
+    assert stale.fail_dead(study, running(), heartbeat=False) == []  # a journal's are --retry-stale's
+    ts = study.get_trials()
+    assert records.status_of(ts[nameless.number]) == "interrupted" and ts[named.number].state == TrialState.RUNNING

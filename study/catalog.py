@@ -35,6 +35,7 @@ from study.records import MARKS, StudyRecord, best_of_search, phase_of
 from study.records import counts as count_statuses
 from study.stale import alive_here
 
+
 def _confirm_ids(session, study_id: int):
     """The ids of a study's confirmation runs (the trials a `confirm` user attr tags), as a subquery."""
     from optuna.storages._rdb.models import TrialModel, TrialUserAttributeModel
@@ -114,8 +115,9 @@ def summaries(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         counts = status_counts(storage, sid)
         confirm = status_counts(storage, sid, "confirm")
         best = best_search_trial(storage, sid)
-        running = storage.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,)) \
-            if counts["running"] or confirm["running"] else []
+        running = []
+        if counts["running"] or confirm["running"]:  # their workers' records say which were left by dead ones
+            running = storage.get_all_trials(sid, deepcopy=False, states=(TrialState.RUNNING,))
         rows.append({"name": frozen.study_name, "metric": StudyRecord.of(frozen).metric,
                      **{status: counts[status] for status in STATUSES},
                      "best_trial": best.number if best else None, "best": best.value if best else None,

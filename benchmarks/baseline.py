@@ -2,6 +2,8 @@
 
     with checkout("5c0158c") as path:       # a temporary worktree, removed after
         env = {**os.environ, "PYTHONPATH": str(path)}
+    with checkouts(args.baseline) as sides:  # [(ref, its worktree), ("this", ROOT)]; just this without a ref
+        for label, path in sides: ...
 """
 from __future__ import annotations
 
@@ -23,3 +25,13 @@ def checkout(ref: str) -> Iterator[Path]:
             yield path
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=True)
+
+
+@contextlib.contextmanager
+def checkouts(ref: str | None) -> Iterator[list[tuple[str, Path]]]:
+    """The checkouts a benchmark alternates: `ref`'s worktree first, if given, then this one."""
+    if ref is None:
+        yield [("this", ROOT)]
+        return
+    with checkout(ref) as path:
+        yield [(ref, path), ("this", ROOT)]

@@ -13,7 +13,6 @@ torch._dynamo on the first optimizer, scikit-learn) before its first epoch: --jo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import subprocess
@@ -47,10 +46,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")
     args = parser.parse_args()
-    with contextlib.ExitStack() as stack:
-        checkouts = [("this", ROOT)]
-        if args.baseline:
-            checkouts.insert(0, (args.baseline, stack.enter_context(baseline.checkout(args.baseline))))
+    with baseline.checkouts(args.baseline) as checkouts:
         for epochs in args.epochs:
             times: dict = {}
             for _ in range(args.repeat):

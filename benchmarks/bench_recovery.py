@@ -13,7 +13,6 @@ of --repeat runs, alternated: a kill lands in a different trial or phase each ti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import statistics
@@ -24,7 +23,6 @@ import time
 from pathlib import Path
 
 from benchmarks import baseline
-from benchmarks.baseline import ROOT
 
 
 def _command(engine: str) -> list[str]:
@@ -63,10 +61,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")
     args = parser.parse_args()
-    with contextlib.ExitStack() as stack:
-        checkouts = [("this", ROOT)]
-        if args.baseline:
-            checkouts.insert(0, (args.baseline, stack.enter_context(baseline.checkout(args.baseline))))
+    with baseline.checkouts(args.baseline) as checkouts:
         for engine in args.engine:
             times: dict = {}
             for _ in range(args.repeat):

@@ -66,15 +66,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "cnn": cnn}
 KNOBS = ("depth", "width", "activation", "kernel_size")  # what a trial's config can give a model
 
 
+def _model_fn(name: str) -> Callable[..., nn.Module]:
+    return load_callable(name) if is_reference(name) else MODELS[name]
+
+
 def model_uses(name: str) -> tuple[str, ...]:
     """The knobs the model `name` reads, those its signature takes: the MLP has no kernel."""
-    fn = load_callable(name) if is_reference(name) else MODELS[name]
+    fn = _model_fn(name)
     return tuple(k for k in KNOBS if accepts(fn, k))
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int,
                 activation: str, kernel_size: int = 3, options: dict[str, Any] | None = None) -> nn.Module:
     knobs = dict(depth=depth, width=width, activation=activation, kernel_size=kernel_size)
-    if is_reference(name):
-        return call_with_accepted(load_callable(name), tuple(input_shape), n_classes, **(options or {}), **knobs)
-    return call_with_accepted(MODELS[name], tuple(input_shape), n_classes, **knobs)
+    options = options if is_reference(name) else None  # a built-in model takes none (preflight refuses them)
+    return call_with_accepted(_model_fn(name), tuple(input_shape), n_classes, **(options or {}), **knobs)

@@ -214,7 +214,7 @@ def check_budget(cfg: StudyConfig, n_train: int) -> None:
     if largest > n_train:  # each step took the whole split (or wrapped it), and lr scaling scaled for the rest
         raise ConfigError(cfg.source, _key(cfg, "batch_size"), largest,
                           f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
-    warmup = cfg.params["warmup"].choices if "warmup" in cfg.params else [cfg.defaults.warmup]
+    warmup = _extremes(cfg, "warmup")
     if True in warmup and min(_extremes(cfg, "warmup_iters")) == 0:  # schedules.make_schedule: no warmup at all
         raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), 0,
                           "a warmup of 0 iterations is none, so a trial with warmup: true would train as one "

@@ -50,7 +50,7 @@ class TrialRecord:
     surplus: bool = False  # lost the race for the study's last slots; never trained
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; a retry was queued
     stale: bool = False  # left running by a dead worker (the heartbeat, --retry-stale): interrupted, or given up
-    worker: dict[str, Any] | None = None  # host, pid, process start time of the worker that ran it
+    worker: dict[str, Any] | None = None  # host, boot, pid namespace, pid, process start time of its worker
     checkpoint_warnings: list[str] = field(default_factory=list)  # damaged or foreign checkpoints skipped
     engine: dict[str, Any] | None = None  # how it trained: {"name": "population", "population": id, "size": K}
     confirm: dict[str, Any] | None = None  # a confirmation run: {"of": trial number, "seed", "split_seed"}

@@ -122,15 +122,18 @@ def fail_dead(study: optuna.Study, running: list[FrozenTrial] = (), heartbeat: b
     storage = study._storage
     silent = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat else set()
     dead = [storage.get_trial(i) for i in silent]
+    # a trial that names no worker, started before this, is dead too (NAMELESS_AFTER)
+    nameless_before = datetime.datetime.now() - datetime.timedelta(
+        seconds=NAMELESS_AFTER * storage.get_heartbeat_interval()) if heartbeat else None
     dead += [t for t in running if t._trial_id not in silent and t.state == TrialState.RUNNING
-             and (alive_here(t) is False or heartbeat and _nameless(t, storage.get_heartbeat_interval()))]
+             and (alive_here(t) is False or _nameless(t, nameless_before))]
     return _fail_each(study, dead)
 
 
-def _nameless(trial: FrozenTrial, interval: float) -> bool:
-    """Whether `trial` names no worker, NAMELESS_AFTER heartbeat intervals after it started."""
-    age = datetime.datetime.now() - (trial.datetime_start or datetime.datetime.now())
-    return TrialRecord.of(trial).worker is None and age.total_seconds() > NAMELESS_AFTER * interval
+def _nameless(trial: FrozenTrial, before: datetime.datetime | None) -> bool:
+    """Whether `trial` names no worker and started before `before` (None: never so)."""
+    return (before is not None and TrialRecord.of(trial).worker is None and trial.datetime_start is not None
+            and trial.datetime_start < before)
 
 
 def _fail_each(study: optuna.Study, dead: list[FrozenTrial]) -> list[int]:

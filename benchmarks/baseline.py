@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import subprocess
 import tempfile
@@ -35,3 +36,9 @@ def checkouts(ref: str | None) -> Iterator[list[tuple[str, Path]]]:
         return
     with checkout(ref) as path:
         yield [(ref, path), ("this", ROOT)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--baseline and --repeat, for a benchmark that alternates checkouts(args.baseline) and shows medians."""
+    parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")

@@ -43,8 +43,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[8, 64],
                         help="epochs per trial (quick ships 8)")
     parser.add_argument("--seeds", type=int, help="confirmation seeds per arm (quick ships 5; 0: none)")
-    parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")
+    baseline.add_arguments(parser)
     args = parser.parse_args()
     with baseline.checkouts(args.baseline) as checkouts:
         for epochs in args.epochs:

@@ -58,8 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", nargs="+", default=["sequential", "population"])
     parser.add_argument("--at", type=float, default=0.5, help="the kill, as a fraction of an unkilled run's time")
-    parser.add_argument("--baseline", help="a git ref to measure too, in the same run, from a temporary worktree")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each, alternated; the median is shown")
+    baseline.add_arguments(parser)
     args = parser.parse_args()
     with baseline.checkouts(args.baseline) as checkouts:
         for engine in args.engine:

@@ -289,17 +289,13 @@ def serve_storage(args: argparse.Namespace) -> int:
 
 def dashboard(args: argparse.Namespace) -> int:
     from study.dashboard import serve
-    from study.interrupts import terminated_as_interrupted
     from study.ports import HOST, check_port
     from study.storage import shown
 
     check_port(args.port)
     url, storage = open_existing(args.storage)
     print(f"optuna-dashboard for {printable(shown(url))} at http://{HOST}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    try:
-        with terminated_as_interrupted():
-            serve(storage, args.port, args.artifact_dir)
-    except KeyboardInterrupt:
-        pass
+    with interrupts.handled():
+        serve(storage, args.port, args.artifact_dir)
     return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 
+from study import interrupts
 from study.ports import HOST
 
 
@@ -23,14 +24,22 @@ def artifact_store(folder: Path | None, create: bool = False):
     return FileSystemArtifactStore(str(folder))
 
 
+_POLL_S = 0.5  # how long the server waits for a request before it looks for a stop
+
+
 def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | None) -> None:
+    """Serve until a stop is asked for (interrupts.handled): it is looked for between answers. Raised where
+    the signal landed, in the middle of an answer, it was caught by wsgiref as that request's error, and
+    the server served on."""
     from wsgiref.simple_server import make_server
 
     from optuna_dashboard import wsgi
 
     app = with_reports(wsgi(storage, artifact_store=artifact_store(artifact_dir)), storage)
     with make_server(HOST, port, app) as server:
-        server.serve_forever()
+        server.timeout = _POLL_S
+        while not interrupts.requested():
+            server.handle_request()
 
 
 REPORT_PATH = "/study-report/"  # + <study id>/<file>: what the study's note links to

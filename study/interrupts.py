@@ -94,17 +94,3 @@ def handled(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SI
 def _not_ignored(signals: tuple[int, ...]) -> tuple[int, ...]:
     """`signals`, less a SIGHUP that the process ignores: `nohup` asked for that."""
     return tuple(s for s in signals if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _terminal_gone(signum)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def terminated_as_interrupted() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does. For a server, which has
-    no safe point to wait for: killed by their default, it skipped its cleanup and the interpreter's exit, and
-    left a SQLite study's writes in the -wal file beside it."""
-    with installed(_interrupt, _not_ignored((signal.SIGTERM, signal.SIGHUP))):
-        yield

@@ -27,8 +27,11 @@ from optuna.storages import GrpcStorageProxy
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from study import interrupts
+
 BEAT_ATTR = "study:heartbeat"  # the trial system attr a worker bumps while it runs the trial
 CONNECT_S = 5.0  # how long a command waits for the proxy to answer before giving up
+_POLL_S = 0.5  # how long the server waits between looks for a stop
 _URL = re.compile(r"grpc://(?P<host>[^:/\s]+):(?P<port>\d{1,5})/?")
 
 
@@ -100,7 +103,6 @@ def open_proxy(url: str, heartbeat_s: int) -> HeartbeatProxy:
 def serve_storage(url: str, host: str, port: int) -> None:
     """`study serve-storage`: check the storage and the port (input errors), then serve until Ctrl-C."""
     from study.errors import ConfigError, printable
-    from study.interrupts import terminated_as_interrupted
     from study.ports import check_port
     from study.storage import check_storage, is_rdb, shown
 
@@ -111,15 +113,13 @@ def serve_storage(url: str, host: str, port: int) -> None:
     storage = check_storage(url)
     print(f"gRPC storage proxy for {printable(shown(url))} at grpc://{host}:{port} "
           "(workers: --storage grpc://HOST:PORT; Ctrl-C stops it)", flush=True)
-    try:
-        with terminated_as_interrupted():
-            serve(storage, host, port)
-    except KeyboardInterrupt:
-        pass
+    with interrupts.handled():
+        serve(storage, host, port)
 
 
 def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: int = 16) -> None:
-    """Serve `storage` on host:port until interrupted. The threads bound the database connections."""
+    """Serve `storage` on host:port until a stop is asked for (interrupts.handled), looked for every
+    _POLL_S. The threads bound the database connections."""
     from concurrent.futures import ThreadPoolExecutor
 
     from optuna.storages._grpc.server import make_server
@@ -127,6 +127,7 @@ def serve(storage: optuna.storages.BaseStorage, host: str, port: int, threads: i
     server = make_server(optuna.storages.get_storage(storage), host, port, ThreadPoolExecutor(max_workers=threads))
     server.start()
     try:
-        server.wait_for_termination()
+        while server.wait_for_termination(_POLL_S) and not interrupts.requested():  # True: timed out, serving
+            pass
     finally:
         server.stop(grace=None)

@@ -28,11 +28,3 @@ def test_a_second_sighup_is_the_hang_up_s_echo_not_a_second_request():
             interrupts.check()  # at the next safe point, once
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # not SIGHUP's default, which would kill the exit
 
-
-def test_a_server_s_second_sighup_cannot_kill_it_while_it_exits():
-    """After the first SIGHUP's KeyboardInterrupt, the block's exit restored SIGHUP's default, and the second
-    killed the server before it closed its storage."""
-    with pytest.raises(KeyboardInterrupt, match="SIGHUP"):
-        with interrupts.terminated_as_interrupted():
-            os.kill(os.getpid(), signal.SIGHUP)
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # the echo, while the server exits: ignored

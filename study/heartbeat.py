@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import weakref
 from typing import Iterator
 
@@ -27,20 +26,19 @@ class _Beats:
         self.storage = weakref.ref(storage)
         self.interval = storage.get_heartbeat_interval()
         self.trials: set[int] = set()
-        self.fresh: set[int] = set()  # held since the last round: beaten at once, the others on their interval
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
 
-    def hold(self, trial_id: int) -> None:
+    def hold(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        # Beaten before its worker names itself on it: a trial that names a worker and has no beat was found
+        # dead only on its worker's machine (Optuna's stale check skips trials without a beat).
+        _beat(storage, trial_id)
         with self.lock:
             self.trials.add(trial_id)
-            self.fresh.add(trial_id)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
                 self.thread.start()
-            else:
-                self.wake.set()  # its first beat now, not an interval later
 
     def release(self, trial_id: int) -> None:
         with self.lock:
@@ -49,29 +47,25 @@ class _Beats:
                 self.wake.set()  # the thread ends
 
     def _run(self) -> None:
-        due = 0.0  # when every held trial is beaten next
         while True:
+            self.wake.wait(self.interval)  # each trial had its first beat as it was held
             with self.lock:
-                self.wake.clear()  # under the lock: a trial held after this round wakes the next at once
+                self.wake.clear()  # under the lock: a release after this round ends the next at once
                 storage = self.storage()
                 if not self.trials or storage is None:
                     self.thread = None
                     return
-                # Woken early by a new trial, only the new ones: beating all K at each of K holds was K^2 writes
-                # as a population filled.
-                if (now := time.monotonic()) >= due:
-                    beat, due = set(self.trials), now + self.interval
-                else:
-                    beat = self.fresh & self.trials
-                self.fresh.clear()
-                for trial_id in sorted(beat):
-                    try:
-                        storage.record_heartbeat(trial_id)
-                    except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next
-                        if failure(exc) is None:  # write stops it and says why; a thread's traceback would only
-                            raise  # repeat it
+                for trial_id in sorted(self.trials):
+                    _beat(storage, trial_id)
             del storage  # not kept alive by the wait
-            self.wake.wait(max(0.0, due - time.monotonic()))
+
+
+def _beat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    try:
+        storage.record_heartbeat(trial_id)
+    except Exception as exc:  # a storage that fails (full, its server gone): the trial's own next write stops it
+        if failure(exc) is None:  # and says why; a thread's traceback would only repeat it
+            raise
 
 
 _by_storage: weakref.WeakKeyDictionary[optuna.storages.BaseStorage, _Beats] = weakref.WeakKeyDictionary()
@@ -80,14 +74,14 @@ _registry_lock = threading.Lock()
 
 @contextlib.contextmanager
 def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat every interval while the block runs (storages with a heartbeat; a no-op
-    for the others)."""
+    """Record the trial's heartbeat as the block starts, and every interval while it runs (storages with a
+    heartbeat; a no-op for the others)."""
     if not has_heartbeat(storage):
         yield
         return
     with _registry_lock:
         beats = _by_storage.get(storage) or _by_storage.setdefault(storage, _Beats(storage))
-    beats.hold(trial_id)
+    beats.hold(storage, trial_id)
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from study.budget import LR_SCALINGS, UNITS
 from study.constraints import Boolean, Interval, MappingOf, NameOrCallable, OneOf
@@ -238,6 +238,11 @@ class StudyConfig:
     params: dict[str, Param]  # the searched params, in file order
     raw: dict  # the YAML after --set overrides, as stored with the study
     lr_range: dict | None = None  # what `range: auto` resolved to (lrfind.py), stored with the study
+    overridden: frozenset[str] = frozenset()  # the dotted keys that --set (or a flag) gave
+
+    def source_of(self, key: str) -> str:
+        """What an error about `key` names as its source: the file, and `--set` where that gave the key."""
+        return source_of(self.source, self.overridden, key)
 
     def resolve(self, values: Mapping[str, Any]) -> TrialConfig:
         """The defaults with one trial's values; `model.options.NAME` and `data.options.NAME` go into the
@@ -264,6 +269,12 @@ class StudyConfig:
 
 
 # ---- loading and validating ----
+
+def source_of(source: str, overridden: Iterable[str], key: str) -> str:
+    """`source`, with ` (with --set)` where an override gave `key`, a key above it or one below it."""
+    given = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden)
+    return source + (" (with --set)" if given else "")
+
 
 def load_config(space: str = "quick", overrides: list[str] = ()) -> StudyConfig:
     """Read, override, and validate a search space. Raises ConfigError on any problem.

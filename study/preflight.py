@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,9 +75,9 @@ def check_trials(cfg: StudyConfig) -> None:
     """A space that searches nothing trains one config with one seed: its trials would be one result, each
     trained again (an empty file's 20 trials gave 20 times the same val_loss)."""
     if not cfg.params and cfg.study.n_trials > 1:
-        raise ConfigError(cfg.source, "study.n_trials", cfg.study.n_trials,
-                          "the space searches no params, so every trial would train the same config with the same "
-                          "seed to the same result; give 1 (--trials 1), or search something under params")
+        raise _refused(cfg, "study.n_trials", cfg.study.n_trials,
+                       "the space searches no params, so every trial would train the same config with the same "
+                       "seed to the same result; give 1 (--trials 1), or search something under params")
 
 
 def check_scaling(cfg: StudyConfig) -> None:
@@ -85,10 +85,10 @@ def check_scaling(cfg: StudyConfig) -> None:
     size, the reference, a searched lr_scaling compares arms that train alike."""
     batches, references = set(_extremes(cfg, "batch_size")), set(_extremes(cfg, "reference_batch"))
     if "lr_scaling" in cfg.params and len(batches) == 1 and batches == references:
-        raise ConfigError(cfg.source, "params.lr_scaling", list(cfg.params["lr_scaling"].choices),
-                          f"linear scaling multiplies the lr by batch_size / reference_batch, 1 for every trial here "
-                          f"(both {batches.pop()}), so its arms would train alike; search batch_size too: the "
-                          "question is how the lr should follow the batch")
+        raise _refused(cfg, "params.lr_scaling", list(cfg.params["lr_scaling"].choices),
+                       f"linear scaling multiplies the lr by batch_size / reference_batch, 1 for every trial here "
+                       f"(both {batches.pop()}), so its arms would train alike; search batch_size too: the "
+                       "question is how the lr should follow the batch")
 
 
 def check_precision(cfg: StudyConfig, device: torch.device) -> None:
@@ -96,9 +96,9 @@ def check_precision(cfg: StudyConfig, device: torch.device) -> None:
     fp32, while the config it stores says otherwise, and a searched precision compares fp32 with fp32."""
     mixed = [p for p in _extremes(cfg, "precision") if p != "fp32"]
     if mixed and device.type != "cuda":
-        raise ConfigError(cfg.source, _key(cfg, "precision"), mixed[0],
-                          f"mixed precision applies on CUDA only, and this run trains on {device.type}, where every "
-                          "trial would train in fp32; give fp32 (--set training.precision=fp32), or run on a GPU")
+        raise _refused(cfg, _key(cfg, "precision"), mixed[0],
+                       f"mixed precision applies on CUDA only, and this run trains on {device.type}, where every "
+                       "trial would train in fp32; give fp32 (--set training.precision=fp32), or run on a GPU")
 
 
 def check_options(cfg: StudyConfig) -> None:
@@ -115,16 +115,16 @@ def check_options(cfg: StudyConfig) -> None:
         knob, name = option_of(key)
         target = cfg.defaults.model if knob == "model_options" else cfg.defaults.dataset
         if knob == "model_options" and not is_reference(target):
-            raise ConfigError(cfg.source, f"params.{key}", name, f"the built-in model {target!r} takes no options; "
-                              "model.options are a package.module:callable model's own arguments")
+            raise _refused(cfg, f"params.{key}", name, f"the built-in model {target!r} takes no options; "
+                           "model.options are a package.module:callable model's own arguments")
         try:
             params = inspect.signature(load_callable(target) if is_reference(target) else DATASETS[target]).parameters
         except (ImportError, AttributeError, ValueError, TypeError):
             continue  # an unloadable callable is reported by the data and model checks, with its own message
         if name not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             taken = ", ".join(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty)
-            raise ConfigError(cfg.source, f"params.{key}", name,
-                              f"{target} takes no argument {name!r}; it takes: {taken or 'none'}")
+            raise _refused(cfg, f"params.{key}", name,
+                           f"{target} takes no argument {name!r}; it takes: {taken or 'none'}")
 
 
 def check_data(cfg: StudyConfig) -> tuple[int, int, np.ndarray]:
@@ -137,8 +137,8 @@ def check_data(cfg: StudyConfig) -> tuple[int, int, np.ndarray]:
                         split_seed=d.split_seed, preprocess=d.preprocess, order=d.order)
     except Exception as exc:  # user code may raise anything
         key = "data.options" if d.data_options else "data.name"
-        raise ConfigError(cfg.source, key, d.data_options or d.dataset,
-                          f"loading the dataset failed: {type(exc).__name__}: {exc}") from None
+        raise _refused(cfg, key, d.data_options or d.dataset,
+                       f"loading the dataset failed: {type(exc).__name__}: {exc}") from None
     return len(s.y_train), s.n_classes, s.x_train[:2]
 
 
@@ -159,21 +159,21 @@ def check_model(cfg: StudyConfig, sample: np.ndarray, n_classes: int) -> None:
         with torch.no_grad():
             out = model(torch.as_tensor(sample))
     except Exception as exc:
-        raise ConfigError(cfg.source, "model.name", d.model,
-                          f"building the model or its forward pass failed: {type(exc).__name__}: {exc}") from None
+        raise _refused(cfg, "model.name", d.model,
+                       f"building the model or its forward pass failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(sample), n_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(cfg.source, "model.name", d.model,
-                          f"the model must map a batch of {len(sample)} to logits of shape ({len(sample)}, "
-                          f"{n_classes}) for {n_classes} classes; it returned {shape}")
+        raise _refused(cfg, "model.name", d.model,
+                       f"the model must map a batch of {len(sample)} to logits of shape ({len(sample)}, "
+                       f"{n_classes}) for {n_classes} classes; it returned {shape}")
     # Either would fail or diverge every trial the same way, whatever the sampler proposed.
     if not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError(cfg.source, "model.name", d.model, "the model has no parameter to train (none, or "
-                          "each with requires_grad False): every trial would fail")
+        raise _refused(cfg, "model.name", d.model, "the model has no parameter to train (none, or "
+                       "each with requires_grad False): every trial would fail")
     if not torch.isfinite(out).all():
-        raise ConfigError(cfg.source, "model.name", d.model, f"the model's logits for two training samples are "
-                          f"{out[~torch.isfinite(out)][0].item()} before any training: every "
-                          "trial would diverge at once")
+        raise _refused(cfg, "model.name", d.model, f"the model's logits for two training samples are "
+                       f"{out[~torch.isfinite(out)][0].item()} before any training: every "
+                       "trial would diverge at once")
 
 
 def _extremes(cfg: StudyConfig, name: str) -> list:
@@ -181,6 +181,10 @@ def _extremes(cfg: StudyConfig, name: str) -> list:
     if p is None:
         return [getattr(cfg.defaults, name)]
     return list(p.choices) if p.kind == "categorical" else [p.low, p.high]
+
+
+def _refused(cfg: StudyConfig, key: str, value: Any, problem: str) -> ConfigError:
+    return ConfigError(cfg.source_of(key), key, value, problem)
 
 
 def _key(cfg: StudyConfig, name: str) -> str:
@@ -200,29 +204,29 @@ def check_budget(cfg: StudyConfig, n_train: int) -> None:
     plans = _plans(cfg, n_train)
     worst, (unit, amount, batch) = max(plans, key=lambda plan: plan[0])
     if worst > cfg.study.max_iters:
-        raise ConfigError(cfg.source, "training.budget", amount,
-                          f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
-                          f"than study.max_iters ({cfg.study.max_iters:.3g}); raise study.max_iters to opt in")
+        raise _refused(cfg, "training.budget", amount,
+                       f"{amount} {unit} at batch size {batch} plans {worst:.3g} iterations for one trial, more "
+                       f"than study.max_iters ({cfg.study.max_iters:.3g}); raise study.max_iters to opt in")
     shortest_epoch = min(_extremes(cfg, "epoch_iters"))
     if shortest_epoch >= worst:  # 0 is a full pass
-        raise ConfigError(cfg.source, _key(cfg, "epoch_iters"), shortest_epoch,
-                          f"an epoch of {shortest_epoch} iterations is as long as the longest trial ({worst} "
-                          f"iterations: {amount} {unit} at batch size {batch}), so every trial would be validated "
-                          f"once, at its end, and none could be pruned; at most {worst - 1}, or 0 for a full pass")
+        raise _refused(cfg, _key(cfg, "epoch_iters"), shortest_epoch,
+                       f"an epoch of {shortest_epoch} iterations is as long as the longest trial ({worst} "
+                       f"iterations: {amount} {unit} at batch size {batch}), so every trial would be validated "
+                       f"once, at its end, and none could be pruned; at most {worst - 1}, or 0 for a full pass")
     # Either was trained as something else than the config that the trial stores says.
     largest = max(_extremes(cfg, "batch_size"))
     if largest > n_train:  # each step took the whole split (or wrapped it), and lr scaling scaled for the rest
-        raise ConfigError(cfg.source, _key(cfg, "batch_size"), largest,
-                          f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
+        raise _refused(cfg, _key(cfg, "batch_size"), largest,
+                       f"a batch larger than the training split's {n_train} samples; {n_train} is the whole split")
     warmup = _extremes(cfg, "warmup")
     if True in warmup and min(_extremes(cfg, "warmup_iters")) == 0:  # schedules.make_schedule: no warmup at all
-        raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), 0,
-                          "a warmup of 0 iterations is none, so a trial with warmup: true would train as one "
-                          "without it; give the warmup's length in iterations (training.warmup_iters, or its "
-                          "search's low) above 0")
+        raise _refused(cfg, _key(cfg, "warmup_iters"), 0,
+                       "a warmup of 0 iterations is none, so a trial with warmup: true would train as one "
+                       "without it; give the warmup's length in iterations (training.warmup_iters, or its "
+                       "search's low) above 0")
     longest = max(_extremes(cfg, "warmup_iters"))
     shortest, (unit, amount, batch) = min(plans, key=lambda plan: plan[0])
     if True in warmup and longest >= shortest:  # the schedule cut it to the trial's length: all warmup
-        raise ConfigError(cfg.source, _key(cfg, "warmup_iters"), longest,
-                          f"a warmup as long as a whole trial of {shortest} iterations ({amount} {unit} at batch "
-                          f"size {batch}): the trial would be all warmup; at most {shortest - 1}")
+        raise _refused(cfg, _key(cfg, "warmup_iters"), longest,
+                       f"a warmup as long as a whole trial of {shortest} iterations ({amount} {unit} at batch "
+                       f"size {batch}): the trial would be all warmup; at most {shortest - 1}")

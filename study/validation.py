@@ -13,7 +13,7 @@ import difflib
 from typing import Any, Callable, Mapping
 
 from study.config import (DICT_KNOBS, GRID_LIMIT, KNOBS, METRICS, SECTIONS, SEED, Param, StudyConfig,
-                          StudySettings, TrialConfig, check_study_name, is_option, non_finite, option_of)
+                          StudySettings, TrialConfig, check_study_name, is_option, non_finite, option_of, source_of)
 from study.constraints import Boolean, Interval, MappingOf, OneOf
 from study.consumed import CONSUMED
 from study.errors import ConfigError
@@ -30,8 +30,7 @@ class Validator:
         self.source, self.stem, self.overridden = source, stem, overridden
 
     def error(self, key: str, value: Any, problem: str) -> ConfigError:
-        from_set = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in self.overridden)
-        return ConfigError(self.source + (" (with --set)" if from_set else ""), key, value, problem)
+        return ConfigError(source_of(self.source, self.overridden, key), key, value, problem)
 
     def mapping(self, key: str, value: Any, allowed: tuple | Mapping) -> dict:
         if value is None:
@@ -63,7 +62,7 @@ class Validator:
         defaults = self.trial_config(knobs, "data")
         self.consumed(params, defaults)
         study = self.study(raw.get("study"), params)
-        return StudyConfig(self.source, study, defaults, params, raw)
+        return StudyConfig(self.source, study, defaults, params, raw, overridden=frozenset(self.overridden))
 
     def consumed(self, params: dict[str, Param], defaults: TrialConfig) -> None:
         """A searched hyperparameter must be read by every trial it can apply to (consumed.py): searching

@@ -249,6 +249,26 @@ def test_mixed_precision_off_cuda_is_refused(tmp_path, write_space):
     check_precision(load_config(str(space), ["training.precision=fp32"]), torch.device("cpu"))
 
 
+def test_a_refusal_of_what_set_gave_names_set(tmp_path, synth_space):
+    """A value given on the command line was named as the file's, which does not hold it, as the
+    validator's own refusals already said."""
+    before = set(os.listdir(tmp_path))
+    said = refused(call_cli("run", str(synth_space), "--device", "cpu", "--set", "training.precision=bf16",
+                            cwd=tmp_path), tmp_path, before, "training.precision", "(got 'bf16')")
+    assert said.startswith(f"error: {synth_space} (with --set): training.precision: "), said
+    said = refused(call_cli("run", str(synth_space), "--set", "training.epoch_iters=9", cwd=tmp_path), tmp_path,
+                   before, "training.epoch_iters", "(got 9)")
+    assert said.startswith(f"error: {synth_space} (with --set): "), said
+    said = refused(call_cli("run", str(synth_space), "--set", "training.lr=0.1", "--set", "training.epoch_iters=9",
+                            cwd=tmp_path), tmp_path, before, "training.epoch_iters")
+    assert said.startswith(f"error: {synth_space} (with --set): "), said
+    epochs = synth_space.with_name("epochs.yaml")  # the same from the file: the file alone is named
+    epochs.write_text(synth_space.read_text().replace("budget: 3", "budget: 3\n  epoch_iters: 9"))
+    said = refused(call_cli("run", str(epochs), "--set", "training.lr=0.1", cwd=tmp_path), tmp_path,
+                   before | {epochs.name}, "training.epoch_iters")
+    assert said.startswith(f"error: {epochs}: training.epoch_iters: "), said
+
+
 @pytest.mark.parametrize("flag", ["--checkpoint-dir", "--report-dir"])
 def test_an_output_folder_under_a_file_is_refused_before_the_first_trial(tmp_path, synth_space, flag):
     (tmp_path / "afile").write_text("x")

@@ -26,6 +26,7 @@ retrained with `seeds` more fresh seeds (`verify` runs), and the verdict judges 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Sequence
 
 import optuna
@@ -200,6 +201,16 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
         if records.run_key(run) not in held:
             study.enqueue_trial(by_number[run["of"]].params, user_attrs=records.attrs(confirm=run))
     return runs
+
+
+def fewer_seeds(runs: list[dict[str, Any]], seeds: int) -> list[str]:
+    """A warning where the plan `runs` holds more seeds per candidate than `seeds` asks for (`confirm
+    --seeds 2` after a run with 5): none is dropped, and the verdict reads them all."""
+    most = max(Counter(r["of"] for r in runs if not is_verification(r)).values(), default=0)
+    if most <= seeds:
+        return []
+    return [f"study.confirm.seeds is {seeds}, and this study's plan already holds {most} seeds per candidate: a "
+            f"planned run is never dropped, so the verdict reads all {most}"]
 
 
 def is_ready(study: optuna.Study, target: int) -> bool:

@@ -237,6 +237,14 @@ def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_ver
     stored = StudyRecord.of(optuna.load_study(study_name="synth", storage=f"sqlite:///{tmp_path / 's.db'}")).verdict
     assert all(arm["n"] == 3 for arm in stored["arms"] if not arm["fails"])
 
+    fewer = call_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "2", "--no-report",
+                     cwd=tmp_path)
+    assert fewer.returncode == 0, fewer.stderr  # asked for fewer: none dropped, none added, and it says so
+    assert len([t for t in trials(tmp_path) if TrialRecord.of(t).confirm]) == 3 * len(arms)
+    assert ("warning: study.confirm.seeds is 2, and this study's plan already holds 3 seeds per candidate: a planned "
+            "run is never dropped, so the verdict reads all 3") in fewer.stdout
+    assert "already holds" not in more.stdout
+
 
 def test_study_confirm_on_a_search_short_of_its_target_says_so_and_confirms_nothing(tmp_path, synth_space):
     """Its candidates are not final: one found later could win its arm. It used to exit 0 in silence."""

@@ -8,7 +8,7 @@ user code, which a pure config load never does.
     ...       device=torch.device("cpu"))
     Traceback (most recent call last):
     ...
-    study.errors.ConfigError: ...quick.yaml: training.budget: 1000000000 epochs at batch size 64 plans
+    study.errors.ConfigError: ...quick.yaml (with --set): training.budget: 1000000000 epochs at batch size 64 plans
     1.7e+10 iterations for one trial, more than study.max_iters (1e+09); raise study.max_iters to opt in
     (got 1000000000)
 

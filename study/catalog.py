@@ -10,7 +10,7 @@ the trials' histories.
     >>> study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"interrupted": True}))
     >>> study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"surplus": True}))   # counted nowhere
     >>> summaries(storage)
-    [{'name': 'a', 'metric': 'val_loss', 'complete': 2, 'pruned': 0, 'diverged': 0, 'failed': 0, 'interrupted': 1,
+    [{'name': 'a', 'metric': 'value', 'complete': 2, 'pruned': 0, 'diverged': 0, 'failed': 0, 'interrupted': 1,
       'running': 0, 'waiting': 0, 'best_trial': 1, 'best': 0.2,
       'confirm': {'complete': 0, 'diverged': 0, 'failed': 0, 'interrupted': 0, 'running': 0, 'waiting': 0},
       'gone': 0}]

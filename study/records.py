@@ -206,7 +206,7 @@ class StudyRecord:
     space: dict[str, Any] = field(default_factory=dict)  # the search space as loaded
     source: str = ""  # the file it came from
     question: str = ""
-    metric: str = "val_loss"
+    metric: str = "value"  # a study not made by `study run` names no metric: its objective value
     scientific: list[str] = field(default_factory=list)  # the params whose effect the study asks about
     dataset: str = "?"
     model: str = "?"

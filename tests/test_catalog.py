@@ -34,7 +34,7 @@ def test_summaries_count_each_study_and_find_its_best(storage):
         {"name": "a", "metric": "val_loss", "complete": 5, "pruned": 2, "diverged": 2, "failed": 3,
          "interrupted": 1, "running": 0, "waiting": 0,  # the surplus trial counts nowhere
          "best_trial": best.number, "best": best.value, "confirm": NO_RUNS, "gone": 0},
-        {"name": "empty", "metric": "val_loss", "complete": 0, "pruned": 0, "diverged": 0, "failed": 0,
+        {"name": "empty", "metric": "value", "complete": 0, "pruned": 0, "diverged": 0, "failed": 0,
          "interrupted": 0, "running": 0, "waiting": 0, "best_trial": None, "best": None, "confirm": NO_RUNS,
          "gone": 0}]
 

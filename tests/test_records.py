@@ -88,7 +88,7 @@ def test_the_study_record_reads_what_was_written_and_defaults_the_rest():
     records.write_study(study, metric="val_f1", scientific=["init"])
     got = StudyRecord.of(study)
     assert (got.metric, got.scientific, got.question, got.test) == ("val_f1", ["init"], "", None)
-    assert StudyRecord.of(optuna.create_study()).metric == "val_loss"
+    assert StudyRecord.of(optuna.create_study()).metric == "value"  # not made by `study run`: its objective
 
 
 def test_the_schema_names_every_mark_that_status_reads():

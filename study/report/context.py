@@ -6,7 +6,7 @@ of paragraphs, tables and figures that page.py lays out.
     >>> raw = records.trials(study)                      # the storage, read once
     >>> ctx = ReportContext.of(study, T.trials_frame(raw), raw)
     >>> ctx.best, ctx.direction, ctx.record.metric
-    (None, 'minimize', 'val_loss')
+    (None, 'minimize', 'value')
     >>> s = Section("history", "Optimization history")   # then s.table(df), s.figure(fig, "caption")
     >>> s.say("No trial has completed yet.")
     >>> s.paragraphs

@@ -129,6 +129,24 @@ def test_the_trials_table_leaves_blank_a_setting_the_trial_did_not_read():
     assert shown == [("adam", ""), ("sgd_momentum", "0.8"), ("adam", ""), ("sgd_momentum", "0.95")]
 
 
+def test_the_trials_table_of_a_study_not_made_by_study_run_shows_no_metric_it_never_measured():
+    """A plain Optuna study's table had empty val_accuracy and val_f1 columns under a val_loss objective."""
+    import optuna
+
+    from study import records
+    from study.report.sections import all_trials
+
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=3)
+    raw = records.trials(study)
+    html = all_trials(ReportContext.of(study, T.trials_frame(raw), raw)).tables[0]["html"]
+    header = re.findall(r"<th>([^<]*)</th>", html)
+    assert "value" in header and not {"val_accuracy", "val_f1"} & set(header), header
+    made = make_study(3)  # one that measured them shows them
+    assert "val_f1" in re.findall(r"<th>([^<]*)</th>", all_trials(ReportContext.of(made, T.trials_frame(made)))
+                                  .tables[0]["html"])
+
+
 def _timed(spans: list[tuple[float, float, float]]) -> tuple:
     """make_study's study and trials (copies, which the report reads) with (start, end, seconds trained) each."""
     import datetime

@@ -186,14 +186,17 @@ class PooledRounds:
                 self._alone(held, p, str(exc))
 
     def _fit(self, group: list) -> list:
-        """On CUDA, K as the device's free memory allows (population.fitting), before the first population
-        rather than after an out-of-memory error; the trials beyond it wait for a slot."""
+        """K as the free memory allows (population.fitting), this worker's share of it: before the first
+        population rather than after an out-of-memory error (on CUDA) or the kernel's OOM kill (on the
+        CPU, which has no error to back off from); the trials beyond it wait for a slot."""
         self.fitted = True
-        fit = fitting(group[0][1], self.size)
+        fit = fitting(group[0][1], self.size, self.ctx.jobs)
         if fit >= self.size:
             return group
         self.size = fit
-        say(f"the device's free memory fits {fit} trials of this model at once: populations of {fit}")
+        each = f" to each of {self.ctx.jobs} workers" if self.ctx.jobs > 1 else ""
+        say(f"the {group[0][1].device.type} memory free{each} fits {fit} trials of this model at once: "
+            f"populations of {fit}")
         self.waiting[:0] = group[fit:]
         return group[:fit]
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import stack_module_state
 
-from study import fused, interrupts, vmapped
+from study import fused, interrupts, memory, vmapped
 from study.batches import BatchOrder, Lockstep
 from study.checkpoints import Checkpoints
 from study.engine import Diverged, PreparedTrial, TrainResult, _divergence, epoch_record
@@ -105,52 +105,83 @@ def _aligned(budgets: list, iterations: list[int]) -> bool:
     return all(b.wraps for b in budgets) and (all(b.amount % b.batch_size == 0 for b in budgets) or len(ends) == 1)
 
 
-# The share of a CUDA device's free memory that auto-sized populations plan to fill: the rest is for the
-# allocator's fragmentation and validation's chunks, which the probe step does not see.
+# The share of the free memory that auto-sized populations plan to fill: the rest is for the allocator's
+# fragmentation and validation's chunks, which the probe step does not see.
 HEADROOM = 0.8
 PROBE_MEMBERS = 2
 OPTIMIZER_COPIES = 5  # of a member's params: Adam's two states, stacked.StackedOptimizer's grad and scratch
+# A CPU step's peak over the tensors its forward saves for backward: the gradients of the largest activations
+# (a 3-conv CNN at batch 128, K = 2 to 16: peak RSS 1.43-1.66x the saved bytes, 2026-12-08).
+BACKWARD_PEAK = 1.5
 
 
-def fitting(p: PreparedTrial, cap: int) -> int:
-    """How many trials like p fit at once in its CUDA device's free memory, at most cap (cap elsewhere).
+def fitting(p: PreparedTrial, cap: int, share: int = 1) -> int:
+    """How many trials like p fit at once in 1/share of its device's free memory (share: the workers of
+    this machine, which share it), at most cap.
 
     One fused training step of PROBE_MEMBERS copies of p's model measures what a member holds: its
-    parameters, gradients and activations at p's batch size; its optimizer is counted as five more copies
-    of its parameters (Adam's state, the most that any optimizer here keeps, and the stacked update's
-    gathered gradients and two buffers). A model that fails the probe for another reason than memory is
-    left to the population to find (CannotFuse)."""
+    parameters, gradients and activations at p's batch size (on CUDA, the allocator's peak; on the CPU,
+    which keeps no such count, the tensors the forward saves for backward, times BACKWARD_PEAK); its
+    optimizer is counted as five more copies of its parameters (Adam's state, the most that any optimizer
+    here keeps, and the stacked update's gathered gradients and two buffers). A model that fails the probe
+    for another reason than memory is left to the population to find (CannotFuse). On a CPU whose free
+    memory this cannot read (not Linux), cap."""
     device = p.device
-    if device.type != "cuda" or cap <= 1:
+    free = _free(device)
+    if cap <= 1 or free is None:
         return cap
+    try:
+        held = _member_bytes(p)
+    except torch.OutOfMemoryError:
+        return 1
+    except Exception:
+        return cap
+    state = OPTIMIZER_COPIES * sum(t.numel() * t.element_size() for t in p.model.parameters())
+    return max(1, min(cap, int(HEADROOM * free / share / (held + state))))
+
+
+def _member_bytes(p: PreparedTrial) -> float:
+    """What one member's training step holds beyond its optimizer's state, from a probe step."""
+    device = p.device
+    if device.type != "cuda":
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()  # a storage saved twice counts once
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            stacked = _probe_step(p)
+        activations = sum(n for ptr, n in saved.items() if ptr not in {t.untyped_storage().data_ptr() for t in stacked})
+        params = sum(t.numel() * t.element_size() for t in stacked)
+        return (BACKWARD_PEAK * activations + 3 * params) / PROBE_MEMBERS  # params: stacked, gradients, the trial's
     torch.cuda.synchronize(device)
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     try:
         _probe_step(p)
         torch.cuda.synchronize(device)
-    except torch.OutOfMemoryError:
-        return 1
-    except Exception:
-        return cap
     finally:
         torch.cuda.empty_cache()
-    state = OPTIMIZER_COPIES * sum(t.numel() * t.element_size() for t in p.model.parameters())
-    per_member = (torch.cuda.max_memory_allocated(device) - base) / PROBE_MEMBERS + state
-    return max(1, min(cap, int(HEADROOM * _free(device) / per_member)))
+    return (torch.cuda.max_memory_allocated(device) - base) / PROBE_MEMBERS
 
 
-def _probe_step(p: PreparedTrial) -> None:
+def _probe_step(p: PreparedTrial) -> list[torch.Tensor]:
+    """One fused step of PROBE_MEMBERS copies of p's model; the stacked parameters. The trial's own model,
+    random streams and data are left as they were."""
     models = [copy.deepcopy(p.model).train() for _ in range(PROBE_MEMBERS)]
     params, buffers = stack_module_state(models)
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     data = p.data
     batch = min(p.cfg.batch_size, len(data.x_train))  # the first samples: no random draw to disturb
     idx = torch.arange(batch, device=data.x_train.device).expand(PROBE_MEMBERS, batch)
+    # on the CPU, a dropout draws from streams of its own, which leave torch's as it was (study.streams)
+    streams = Streams([torch.get_rng_state() for _ in models]) if p.device.type == "cpu" else None
     with p.autocast():
-        logits = fused_forward(models[0])(params, buffers, data.x_train[idx])
+        logits = fused_forward(models[0], streams)(params, buffers, data.x_train[idx])
         loss = F.cross_entropy(logits.float().flatten(0, 1), data.y_train[idx].flatten())
     loss.backward()
+    return list(params.values())
 
 
 # Why a model's random numbers cannot be drawn per member, by whether the members have streams of their
@@ -167,9 +198,12 @@ def fused_forward(template: torch.nn.Module, streams: Streams | None = None) -> 
     return fused.forward_of(template, streams) or vmapped.forward_of(template, streams)
 
 
-def _free(device: torch.device) -> int:
-    """Bytes this process may still allocate: the driver's free memory and the allocator's cached blocks,
-    within the per-process cap that torch.cuda.set_per_process_memory_fraction may have set."""
+def _free(device: torch.device) -> int | None:
+    """Bytes this process may still allocate. On CUDA, the driver's free memory and the allocator's cached
+    blocks, within the per-process cap that torch.cuda.set_per_process_memory_fraction may have set;
+    elsewhere, the machine's available memory within its cgroup's limit (None where neither is known)."""
+    if device.type != "cuda":
+        return memory.available()
     allocated = torch.cuda.memory_allocated(device)
     free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - allocated
     fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(device)  # torch >= 2.6

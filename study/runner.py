@@ -124,7 +124,7 @@ def run_worker(cfg: StudyConfig, storage_url: str, device: torch.device, checkpo
     # N workers share the cores instead of fighting over them; a small trial takes one (threads.py).
     fixed = cfg.study.threads is not None  # --threads: exactly that many, whatever a trial's size
     ctx = dataclasses.replace(context(cfg, study, device, checkpoint_root),
-                              threads=cfg.study.threads or share(jobs), fixed_threads=fixed)
+                              threads=cfg.study.threads or share(jobs), fixed_threads=fixed, jobs=jobs)
     if fixed or jobs > 1:
         torch.set_num_threads(ctx.threads)
     worker = worker_for(cfg, study, ctx, quiet, bar, phase, wake)

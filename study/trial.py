@@ -133,6 +133,7 @@ class TrialContext:
     cache: DataCache = field(default_factory=DataCache)  # the worker's data on the device; it clears it
     threads: int | None = None  # intra-op threads a trial may use (None: as they are)
     fixed_threads: bool = False  # --threads: use exactly `threads`, whatever the trial's size
+    jobs: int = 1  # the workers of this machine (--jobs), which share its cores and memory
 
 
 def suggest(trial: optuna.Trial, cfg: StudyConfig) -> dict[str, Any]:

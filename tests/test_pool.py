@@ -267,7 +267,7 @@ def test_a_probe_that_finds_room_for_fewer_trials_sizes_the_populations_to_it(tm
     import study.pool as pool
     from study.cli import main
 
-    monkeypatch.setattr(pool, "fitting", lambda p, cap: min(cap, 2))
+    monkeypatch.setattr(pool, "fitting", lambda p, cap, share: min(cap, 2))
     assert main(["run", str(synth_space), "--storage", f"sqlite:///{tmp_path}/s.db", "--engine", "population",
                  "--population", "4", "--trials", "6", "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
     assert "fits 2 trials of this model at once: populations of 2" in capsys.readouterr().out

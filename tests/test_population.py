@@ -464,11 +464,35 @@ def test_out_of_memory_halves_the_population_and_every_member_still_trains_as_al
 
 
 def test_the_memory_probe_steps_copies_and_leaves_the_trial_as_it_was():
-    """fitting's probe step (on CUDA) trains copies of the model: the trial's weights, gradients and
-    BatchNorm statistics are untouched, and on a CPU K is the cap asked for."""
+    """fitting's probe step trains copies of the model: the trial's weights, gradients and BatchNorm
+    statistics are untouched, and so is the CPU's random stream, from which a dropout in it draws."""
     p = _with_batchnorm(_cfg(0))
     before = {k: v.clone() for k, v in p.model.state_dict().items()}
+    rng = torch.get_rng_state()
     _probe_step(p)
     assert all(torch.equal(before[k], v) for k, v in p.model.state_dict().items())
     assert all(param.grad is None for param in p.model.parameters())
-    assert fitting(p, 16) == 16
+    assert fitting(p, 16) == 16  # a few MB: this machine fits far more
+    from study.population import _member_bytes
+
+    assert _member_bytes(prepare(_cfg(0, model=DROPOUT), CPU)) > 0  # it failed under vmap: K went unchecked
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_on_a_cpu_the_probe_sizes_populations_to_this_worker_s_share_of_the_free_memory():
+    """A CPU has no out-of-memory error to back off from: a population past its memory was killed by the
+    kernel, and its trials with it, at every retry. The probe counts what a member's step holds (the
+    tensors its forward saves for backward, its parameters, gradients and optimizer state), which grows
+    with the batch, and K is what fits in the worker's share of the free memory."""
+    from study import memory
+    from study.population import HEADROOM, OPTIMIZER_COPIES, _member_bytes
+
+    small, large = (prepare(_cfg(0, batch_size=b, width=256), CPU) for b in (16, 128))
+    params = sum(t.numel() * t.element_size() for t in small.model.parameters())
+    activations = [_member_bytes(p) - 3 * params for p in (small, large)]
+    assert 6 < activations[1] / activations[0] < 10, activations  # 8x the batch: 8x the activations
+    assert activations[1] > 1.5 * 128 * (8 + 256 + 256) * 4  # at least the input and both hidden layers'
+    per_member = _member_bytes(large) + OPTIMIZER_COPIES * params
+    share = int(HEADROOM * memory.available() / (4.5 * per_member))  # as many workers as leave room for 4
+    assert 3 <= fitting(large, 16, share) <= 5
+    assert fitting(large, 16, share=10 * share) == 1  # never none: a trial that does not fit alone trains alone

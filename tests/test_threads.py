@@ -12,7 +12,7 @@ from conftest import call_cli
 from study.config import load_config
 from study.models import build_model
 from study.records import TrialRecord
-from study import threads
+from study import pool, threads
 from study.runner import run_study
 from study.threads import SMALL_WORK, choose, for_work, held, oversubscribed, work
 
@@ -81,6 +81,7 @@ def test_a_run_gives_a_trial_threads_by_its_work_unless_threads_fixes_them(tmp_p
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "backward", spy)
+    monkeypatch.setattr(pool, "fitting", lambda p, cap, share: cap)  # its memory probe's step trains nothing
     monkeypatch.setattr(threads, "cores", lambda: 4)  # the worker's share: all of 4 cores
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a user's cap (below)
     before = torch.get_num_threads()

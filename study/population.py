@@ -152,7 +152,8 @@ def _member_bytes(p: PreparedTrial) -> float:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             stacked = _probe_step(p)
-        activations = sum(n for ptr, n in saved.items() if ptr not in {t.untyped_storage().data_ptr() for t in stacked})
+        weights = {t.untyped_storage().data_ptr() for t in stacked}  # saved too, counted as params
+        activations = sum(n for ptr, n in saved.items() if ptr not in weights)
         params = sum(t.numel() * t.element_size() for t in stacked)
         return (BACKWARD_PEAK * activations + 3 * params) / PROBE_MEMBERS  # params: stacked, gradients, the trial's
     torch.cuda.synchronize(device)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ from study.verdict import confirmed
 def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
     params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
     state, record = status_of(trial), TrialRecord.of(trial)
-    value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
+    value = f"{metric}={_metric(trial.value)}" if trial.value is not None else ""
     if trial.state == TrialState.PRUNED:
         last = record.final.get(metric)
-        value = f"{metric}={last:.4f} at epoch {record.final.get('epoch')}" if last is not None else ""
+        value = f"{metric}={_metric(last)} at epoch {record.final.get('epoch')}" if last is not None else ""
     if state == "failed":
         value = error_of(trial)[:200]
     resumed = record.resumed
@@ -41,6 +42,12 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
         verb = "verifies" if record.confirm.get("verify") else "confirms"
         params = f"{verb} trial {record.confirm['of']} with seed {record.confirm['seed']}"
     return f"trial {trial.number:>4} {state:<11} {value}  {params}".rstrip()
+
+
+def _metric(v: float) -> str:
+    """Four decimals, as a loss or an accuracy reads; four significant digits where those would hide the
+    value (a loss of 3e-05 read 0.0000) or bury it (a diverged one read 88297824256.0000)."""
+    return f"{v:.4f}" if v == 0 or not math.isfinite(v) or 1e-3 <= abs(v) < 1e5 else f"{v:.4g}"
 
 
 def _fmt(v: Any) -> str:
@@ -71,8 +78,7 @@ class RunSummary:
             lines.append("no complete trial yet")
         else:
             final = TrialRecord.of(best).final
-            metrics = ", ".join(f"{k}={final[k]:.4f}" for k in
-                                METRICS if k in final)
+            metrics = ", ".join(f"{k}={_metric(final[k])}" for k in METRICS if k in final)
             optimistic = " (search, one seed: optimistic)" if verdict else ""
             lines.append(f"best trial {best.number}{optimistic}: {metrics}")
             lines.append("  params: " + (", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()) or "(none)"))

@@ -26,3 +26,14 @@ def test_a_best_trial_confirmed_beside_a_better_candidate_of_its_arm_still_shows
                             searched=(("a", 0.2), ("b", 0.25), ("a", 0.22)))
     text = RunSummary(study, load_config("quick"), "sqlite://", tmp_path).text()
     assert "best trial 0 " in text and "  confirmed: 0.3 [0.275, 0.325] over 3 seeds\n" in text
+
+
+def test_a_trial_line_shows_a_value_near_zero_or_far_past_one_by_its_digits():
+    """Four decimals hid a loss of 3.2e-05 as 0.0000, and buried a diverged one in 88297824256.0000."""
+    from optuna.trial import TrialState, create_trial
+
+    from study.summary import trial_line
+
+    shown = [trial_line(create_trial(state=TrialState.COMPLETE, value=v), "val_loss").split()[3]
+             for v in (3.2e-05, 0.0615, 2.3026, 88297824256.0, 0.0)]
+    assert shown == ["val_loss=3.2e-05", "val_loss=0.0615", "val_loss=2.3026", "val_loss=8.83e+10", "val_loss=0.0000"]

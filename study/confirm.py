@@ -203,14 +203,21 @@ def queue(study: optuna.Study, top: int, seeds: int, vary_split: bool, base: int
     return runs
 
 
-def fewer_seeds(runs: list[dict[str, Any]], seeds: int) -> list[str]:
-    """A warning where the plan `runs` holds more seeds per candidate than `seeds` asks for (`confirm
-    --seeds 2` after a run with 5): none is dropped, and the verdict reads them all."""
-    most = max(Counter(r["of"] for r in runs if not is_verification(r)).values(), default=0)
-    if most <= seeds:
+def fewer_than_planned(study: optuna.Study, runs: list[dict[str, Any]], top: int, seeds: int) -> list[str]:
+    """Warnings where the plan `runs` holds more candidates per arm than `top`, or more seeds per candidate
+    than `seeds` asks for (`confirm --seeds 2` after a run with 5): none is dropped, and the verdict reads
+    them all."""
+    first = [r for r in runs if not is_verification(r)]
+    if not first:
         return []
-    return [f"study.confirm.seeds is {seeds}, and this study's plan already holds {most} seeds per candidate: a "
-            f"planned run is never dropped, so the verdict reads all {most}"]
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    scientific = StudyRecord.of(study).scientific
+    planned = {"top": (top, "candidates per arm", max(Counter(
+                   arm_of(by_number[of], scientific) for of in {r["of"] for r in first}).values())),
+               "seeds": (seeds, "seeds per candidate", max(Counter(r["of"] for r in first).values()))}
+    return [f"study.confirm.{key} is {asked}, and this study's plan already holds {most} {what}: a planned run "
+            f"is never dropped, so the verdict reads all {most}"
+            for key, (asked, what, most) in planned.items() if most > asked]
 
 
 def is_ready(study: optuna.Study, target: int) -> bool:

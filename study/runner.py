@@ -217,7 +217,7 @@ def run_study(cfg: StudyConfig, storage_url: str, device: torch.device, *, check
                 runs = grown
                 stopped = run(dataclasses.replace(cfg, study=dataclasses.replace(s, n_trials=len(runs))),
                               phase="confirm")
-            notes += confirm.fewer_seeds(runs, s.confirm_seeds)
+            notes += confirm.fewer_than_planned(study, runs, s.confirm_top, s.confirm_seeds)
         if past(deadline):  # the confirmation runs may have met it
             notes += _cut_short(study, cfg, finished if search else None)
         _record_verdict(study)

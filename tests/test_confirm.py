@@ -126,6 +126,11 @@ def test_an_arm_of_several_candidates_is_retrained_with_fresh_seeds_and_judged_b
     again = call_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(trials(tmp_path)) == len(ts)  # both rounds are planned once
+    fewer = call_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--no-report", cwd=tmp_path)
+    assert fewer.returncode == 0 and len(trials(tmp_path)) == len(ts), fewer.stderr  # none dropped, none added
+    assert ("warning: study.confirm.top is 1, and this study's plan already holds 2 candidates per arm: a planned "
+            "run is never dropped, so the verdict reads all 2") in fewer.stdout
+    assert "already holds" not in again.stdout
 
 
 def test_run_with_confirm_seeds_0_searches_only_and_a_later_run_confirms(tmp_path, write_space):
@@ -244,6 +249,8 @@ def test_study_confirm_runs_the_phase_alone_on_a_stored_study_and_writes_the_ver
     assert ("warning: study.confirm.seeds is 2, and this study's plan already holds 3 seeds per candidate: a planned "
             "run is never dropped, so the verdict reads all 3") in fewer.stdout
     assert "already holds" not in more.stdout
+    one = call_cli("confirm", "--storage", "sqlite:///s.db", "--top", "1", "--seeds", "3", "--no-report", cwd=tmp_path)
+    assert one.returncode == 0 and "already holds" not in one.stdout, one.stdout  # as planned: nothing to say
 
 
 def test_study_confirm_on_a_search_short_of_its_target_says_so_and_confirms_nothing(tmp_path, synth_space):

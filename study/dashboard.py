@@ -24,7 +24,7 @@ def artifact_store(folder: Path | None, create: bool = False):
     return FileSystemArtifactStore(str(folder))
 
 
-_POLL_S = 0.5  # how long the server waits for a request before it looks for a stop
+_POLL_S = 0.1  # how long the server waits for a request before it looks for a stop: a stop takes this long
 
 
 def serve(storage: optuna.storages.BaseStorage, port: int, artifact_dir: Path | None) -> None:

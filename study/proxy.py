@@ -31,7 +31,7 @@ from study import interrupts
 
 BEAT_ATTR = "study:heartbeat"  # the trial system attr a worker bumps while it runs the trial
 CONNECT_S = 5.0  # how long a command waits for the proxy to answer before giving up
-_POLL_S = 0.5  # how long the server waits between looks for a stop
+_POLL_S = 0.1  # how long the server waits between looks for a stop
 _URL = re.compile(r"grpc://(?P<host>[^:/\s]+):(?P<port>\d{1,5})/?")
 
 

@@ -52,7 +52,7 @@ class PooledRounds:
     held: list[_Held] = field(default_factory=list)
     waiting: list[tuple[_Held, PreparedTrial]] = field(default_factory=list)  # asked, not in a population yet
     unfusable: str | None = None  # why this study's model does not run under vmap, once a population found it
-    fitted: bool = False  # whether the first population's probe step has sized K to the device's memory
+    fitted: set[str] = field(default_factory=set)  # the graphs whose probe step has sized K to the memory
 
     def __post_init__(self):
         self.size = self.cfg.study.population  # halved when a population runs out of device memory
@@ -140,7 +140,7 @@ class PooledRounds:
             raise
 
     def _population(self, group: list) -> None:
-        if not self.fitted and len(group) > 1:
+        if len(group) > 1 and fusion_key(group[0][1]) not in self.fitted:  # a wider graph may hold more
             group = self._fit(group)
         reason = self.unfusable or (why_not([p for _, p in group]) if len(group) > 1 else None)
         if len(group) == 1 or reason:
@@ -187,9 +187,10 @@ class PooledRounds:
 
     def _fit(self, group: list) -> list:
         """K as the free memory allows (population.fitting), this worker's share of it: before the first
-        population rather than after an out-of-memory error (on CUDA) or the kernel's OOM kill (on the
-        CPU, which has no error to back off from); the trials beyond it wait for a slot."""
-        self.fitted = True
+        population of each graph rather than after an out-of-memory error (on CUDA) or the kernel's OOM
+        kill (on the CPU, which has no error to back off from); the trials beyond it wait for a slot. K
+        only shrinks: the graphs probed before fit in fewer too."""
+        self.fitted.add(fusion_key(group[0][1]))
         fit = fitting(group[0][1], self.size, self.ctx.jobs)
         if fit >= self.size:
             return group

@@ -275,6 +275,29 @@ def test_a_probe_that_finds_room_for_fewer_trials_sizes_the_populations_to_it(tm
     assert len(done) == 6 and {TrialRecord.of(t).engine["size"] for t in done} == {2}
 
 
+def test_each_graph_s_first_population_is_sized_by_its_own_probe(tmp_path, write_space, monkeypatch, capsys):
+    """Only the first population was probed: a wider graph after it ran at the narrow one's K, past the
+    memory that a CPU cannot back off from. Here the probe finds room for two of the wide trials."""
+    import study.pool as pool
+    from study.cli import main
+
+    probed = []
+
+    def fitting(p, cap, share):
+        probed.append(p.cfg.width)
+        return cap if p.cfg.width == 8 else min(cap, 2)
+
+    monkeypatch.setattr(pool, "fitting", fitting)
+    space = write_space(SYNTH_SPACE.replace("  width: 16\n", "").replace(
+        "  lr: {type", "  width: {choices: [8, 32]}\n  lr: {type"))
+    assert main(["run", str(space), "--storage", f"sqlite:///{tmp_path}/s.db", "--engine", "population",
+                 "--population", "4", "--trials", "12", "--no-report", "--checkpoint-dir", str(tmp_path)]) == 0
+    assert sorted(probed) == [8, 32]  # once per graph
+    assert "fits 2 trials of this model at once: populations of 2" in capsys.readouterr().out
+    wide = [t for t in finished(trials(tmp_path)) if t.params["width"] == 32]
+    assert wide and all(TrialRecord.of(t).engine["size"] <= 2 for t in wide)
+
+
 def test_a_space_of_many_graphs_confirms_each_candidate_s_seeds_as_one_population(tmp_path, write_space):
     """Widths from 4 to 64: the search trains one trial at a time (few of its trials would share a graph),
     yet each candidate's confirmation runs share its width, and train as one population."""

@@ -57,6 +57,8 @@ def with_reports(app, storage: optuna.storages.BaseStorage):
     def serve(environ, start_response):
         path = environ.get("PATH_INFO", "")
         if not path.startswith(REPORT_PATH):
+            # optuna-dashboard reads this header of a static file's request unguarded: a 500 for `curl`
+            environ.setdefault("HTTP_ACCEPT_ENCODING", "identity")
             return app(environ, start_response)
         study_id, _, name = path[len(REPORT_PATH):].partition("/")
         folder = None

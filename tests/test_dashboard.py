@@ -167,6 +167,20 @@ def _call(app, path: str) -> tuple[str, bytes]:
     return answer["status"], body
 
 
+def test_a_static_file_is_served_to_a_client_that_names_no_encoding():
+    """optuna-dashboard reads the Accept-Encoding header of a static file's request unguarded: `curl` of the
+    favicon or the bundle, which sends none, got a 500 and a traceback in the dashboard's terminal."""
+    import optuna
+    from optuna_dashboard import wsgi
+
+    from study.dashboard import with_reports
+
+    storage = optuna.storages.InMemoryStorage()
+    app = with_reports(wsgi(storage), storage)
+    for path in ("/favicon.ico", "/static/bundle.js"):
+        assert _call(app, path)[0] == "200 OK", path
+
+
 def test_the_note_s_link_opens_the_report_through_study_dashboard(tmp_path):
     import re
 

@@ -212,9 +212,10 @@ def fewer_than_planned(study: optuna.Study, runs: list[dict[str, Any]], top: int
         return []
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     scientific = StudyRecord.of(study).scientific
-    planned = {"top": (top, "candidates per arm", max(Counter(
-                   arm_of(by_number[of], scientific) for of in {r["of"] for r in first}).values())),
-               "seeds": (seeds, "seeds per candidate", max(Counter(r["of"] for r in first).values()))}
+    per_candidate = Counter(r["of"] for r in first)
+    per_arm = Counter(arm_of(by_number[of], scientific) for of in per_candidate)
+    planned = {"top": (top, "candidates per arm", max(per_arm.values())),
+               "seeds": (seeds, "seeds per candidate", max(per_candidate.values()))}
     return [f"study.confirm.{key} is {asked}, and this study's plan already holds {most} {what}: a planned run "
             f"is never dropped, so the verdict reads all {most}"
             for key, (asked, what, most) in planned.items() if most > asked]

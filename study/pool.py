@@ -140,8 +140,8 @@ class PooledRounds:
             raise
 
     def _population(self, group: list) -> None:
-        if len(group) > 1 and fusion_key(group[0][1]) not in self.fitted:  # a wider graph may hold more
-            group = self._fit(group)
+        if len(group) > 1 and (graph := fusion_key(group[0][1])) not in self.fitted:  # a wider graph may hold more
+            group = self._fit(group, graph)
         reason = self.unfusable or (why_not([p for _, p in group]) if len(group) > 1 else None)
         if len(group) == 1 or reason:
             for held, p in group:
@@ -185,12 +185,12 @@ class PooledRounds:
             for held, p in [(held, p) for held, p in slots if held in self.held]:  # not one told (a finished retry)
                 self._alone(held, p, str(exc))
 
-    def _fit(self, group: list) -> list:
+    def _fit(self, group: list, graph: str) -> list:
         """K as the free memory allows (population.fitting), this worker's share of it: before the first
         population of each graph rather than after an out-of-memory error (on CUDA) or the kernel's OOM
         kill (on the CPU, which has no error to back off from); the trials beyond it wait for a slot. K
         only shrinks: the graphs probed before fit in fewer too."""
-        self.fitted.add(fusion_key(group[0][1]))
+        self.fitted.add(graph)
         fit = fitting(group[0][1], self.size, self.ctx.jobs)
         if fit >= self.size:
             return group

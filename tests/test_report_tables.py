@@ -92,6 +92,14 @@ def test_as_read_leaves_blank_each_setting_a_trial_s_training_did_not_read():
     assert len(T.as_read(T.trials_frame([]))) == 0
 
 
+def test_a_setting_blank_on_some_trials_is_not_varied_by_its_blanks():
+    """A trial that failed before its config was stored leaves its settings blank: not another value."""
+    columns = {k: "same" for k in T._KNOB_COLUMNS} | {"init": ["he", "he", None, "xavier"],
+                                                      "lr": [0.1, 0.01, math.nan, 0.1]}
+    trials = pd.DataFrame({"status": ["complete", "complete", "failed", "waiting"], **columns})
+    assert T.varied(trials) == ["lr"]
+
+
 def test_history_data_best_so_far_stands_through_pruned_trials():
     study = _study([(C, 0.5, "sgd", 0.1, {}), (P, None, "adam", 0.01, {}), (C, 0.3, "sgd", 0.1, {}),
                     (C, 0.4, "adam", 0.1, {})])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,20 @@ def provenance() -> dict[str, str]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
+    if "+" not in versions["torch"]:
+        versions["torch"] = _torch_build() or versions["torch"]
     return {"python": platform.python_version(), **versions, "git_revision": _git_revision()}
+
+
+def _torch_build() -> str | None:
+    """torch.__version__ with its build's tag (2.5.1+cu124), which PyPI's CUDA wheels leave out of the
+    version pip records: read from torch/version.py, since importing torch takes a second."""
+    try:
+        text = Path(metadata.distribution("torch").locate_file("torch/version.py")).read_text()
+    except (metadata.PackageNotFoundError, OSError):
+        return None
+    found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return found[1] if found else None
 
 
 def _git_revision() -> str:

@@ -300,6 +300,7 @@ def call_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     import torch
 
     from study.cli import main
+    from study.storage import _close_sqlite
 
     out, err, before, home = io.StringIO(), io.StringIO(), set(sys.modules), os.getcwd()
     threads = torch.get_num_threads()  # a run sets them for its trials (threads.py)
@@ -312,6 +313,7 @@ def call_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
             except SystemExit as exc:  # argparse's refusal: its usage line and exit 2, as a process has them
                 code = exc.code
     finally:
+        _close_sqlite()  # as a process's exit does: the WAL merged into the file, whenever the GC runs
         os.chdir(home)
         sys.path.remove(str(cwd))
         torch.set_num_threads(threads)

@@ -115,6 +115,26 @@ def test_the_engine_line_says_where_trials_trained_and_the_table_shows_threads_w
     assert ctx.every["threads"].tolist()[1:] == [1, 2, 2, pd.NA] and ctx.every["device"].tolist()[-1] == "cuda:0"
 
 
+def test_the_trials_table_shows_no_threads_or_device_where_only_a_failed_trial_lacks_them():
+    """A trial that failed before training records neither: its blanks are not another value of them."""
+    import optuna
+
+    from study import records
+    from study.records import TrialRecord
+    from study.report.sections import all_trials
+
+    study = make_study(1)
+    template = study.trials[0]
+    history = [{**epoch, "threads": 1} for epoch in TrialRecord.of(template).history]
+    attrs = {**template.user_attrs, **records.attrs(provenance={"device": "cpu"}, history=history)}
+    for state in ("COMPLETE", "COMPLETE", "FAIL"):
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state], params=template.params, distributions=template.distributions,
+            user_attrs=attrs if state == "COMPLETE" else {}, value=template.value if state == "COMPLETE" else None))
+    table = all_trials(ReportContext.of(study, T.trials_frame(study))).tables[0]["html"]
+    assert "<th>device</th>" not in table and "<th>threads</th>" not in table
+
+
 def test_the_trials_table_leaves_blank_a_setting_the_trial_did_not_read():
     """momentum searched for SGD with momentum: Adam's rows show none, not the config's default 0.9."""
     from study.report.sections import all_trials

@@ -377,7 +377,7 @@ MAX_TABLE_ROWS = 2000  # a page with a row per trial of a 100,000-trial study wo
 
 def all_trials(ctx: ReportContext) -> Section:
     ran = ctx.every[ctx.every["status"] != "waiting"]
-    where = [k for k in ("device", "threads") if ran[k].astype(str).nunique() > 1]  # either can move a result
+    where = [k for k in ("device", "threads") if T.several(ran[k])]  # either can move a result
     measured = [m for m in ("val_accuracy", "val_f1") if ran[m].notna().any()]  # none in a plain Optuna study
     shown = ["number", "status", "value", "duration_s", "epochs", *ctx.changed, *where, *measured, "error", "diverged"]
     shown.insert(2, "phase") if ctx.verdict else None

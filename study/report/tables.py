@@ -125,8 +125,13 @@ def varied(trials: pd.DataFrame) -> list[str]:
     """The settings that take more than one value across trials that ran."""
     ran = trials[trials["status"] != "waiting"]
     options = [k for k in trials.columns if is_option(k)]
-    # blanks dropped first: pandas 2 turns them into 'None' and 'nan', which would count as values
-    return [k for k in [*_KNOB_COLUMNS, *options] if ran[k].dropna().astype(str).nunique() > 1]
+    return [k for k in [*_KNOB_COLUMNS, *options] if several(ran[k])]
+
+
+def several(column: pd.Series) -> bool:
+    """Whether a column holds more than one value, blanks not counted: pandas 2 turns them into 'None' and
+    'nan', which would count as values."""
+    return column.dropna().astype(str).nunique() > 1
 
 
 def history_frame(trials: Trials) -> pd.DataFrame:
